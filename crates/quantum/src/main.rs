@@ -1,0 +1,159 @@
+//! `quantum`: the one user-facing binary. A thin shell over the workspace's libraries: it parses
+//! the command line, sets up logging, and runs the subcommand until SIGINT or SIGTERM.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Confirmed-fill trade execution for Binance USDⓈ-M Futures.
+#[derive(Debug, Parser)]
+#[command(name = "quantum", version, about, long_about = None)]
+struct Cli {
+    /// Log output format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "QUANTUM_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the Binance USDⓈ-M Futures exchange simulator (REST + WebSocket on one port).
+    Sim(SimArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct SimArgs {
+    /// Address to listen on (REST and WebSocket).
+    #[arg(long, default_value = "127.0.0.1:8090", env = "QUANTUM_SIM_LISTEN")]
+    listen: SocketAddr,
+    /// API key the simulator accepts (default printed at start; not a secret).
+    #[arg(long, env = "QUANTUM_SIM_API_KEY", default_value = simulator::DEFAULT_API_KEY)]
+    api_key: String,
+    /// HMAC-SHA256 secret paired with --api-key.
+    #[arg(long, env = "QUANTUM_SIM_API_SECRET", default_value = simulator::DEFAULT_API_SECRET, hide_default_value = false)]
+    api_secret: String,
+    /// Delay before a MARKET order's first fill. The ACK reply never carries the fill.
+    #[arg(long, default_value_t = 300, env = "QUANTUM_SIM_FILL_DELAY_MS")]
+    fill_delay_ms: u64,
+    /// Fills per MARKET order (more than 1 gives PARTIALLY_FILLED updates).
+    #[arg(long, default_value_t = 1)]
+    partial_fills: u32,
+    /// Seed of the price random walks.
+    #[arg(long, default_value_t = 42, env = "QUANTUM_SIM_SEED")]
+    seed: u64,
+    /// Extra symbols as SYMBOL:PRICE, comma-separated (e.g. LINKUSDT:14.5,ADAUSDT:0.92).
+    #[arg(long, value_delimiter = ',')]
+    symbols: Vec<String>,
+    /// Replay prices from CSV: SYMBOL=PATH (rows timestamp,price) or PATH (rows timestamp,symbol,price). Repeatable.
+    #[arg(long)]
+    price_file: Vec<String>,
+    /// Interval of price ticks and market-stream updates.
+    #[arg(long, default_value_t = 1000)]
+    tick_ms: u64,
+    /// Interval of server pings on WebSockets.
+    #[arg(long, default_value_t = 180)]
+    ws_ping_secs: u64,
+    /// Starting USDT balance of the simulated account.
+    #[arg(long, default_value = "10000")]
+    balance: rust_decimal::Decimal,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    match cli.command {
+        Command::Sim(args) => runtime.block_on(run_sim(args)),
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("QUANTUM_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn run_sim(args: SimArgs) -> anyhow::Result<()> {
+    let config = simulator::SimConfig {
+        listen: args.listen,
+        api_key: args.api_key,
+        api_secret: args.api_secret,
+        fill_delay: Duration::from_millis(args.fill_delay_ms),
+        partial_fills: args.partial_fills.max(1),
+        seed: args.seed,
+        extra_symbols: args.symbols,
+        price_files: args.price_file,
+        tick_interval: Duration::from_millis(args.tick_ms.max(10)),
+        ws_ping_interval: Duration::from_secs(args.ws_ping_secs.max(1)),
+        initial_balance: args.balance,
+        ..simulator::SimConfig::default()
+    };
+    let api_key = config.api_key.clone();
+    let custom_secret = config.api_secret != simulator::DEFAULT_API_SECRET;
+    simulator::run(config, shutdown_signal(), |handle| {
+        let addr = handle.addr();
+        tracing::info!("quantum sim listening on {addr}");
+        println!("quantum sim: Binance USDⓈ-M Futures simulator");
+        println!("  REST       http://{addr}/fapi/v1/...");
+        println!("  WebSocket  ws://{addr}/ws/<stream>  ws://{addr}/stream?streams=a/b  ws://{addr}/private/ws?listenKey=<key>");
+        println!("  control    http://{addr}/sim/v1/price  http://{addr}/sim/v1/faults");
+        println!("  api key    {api_key}");
+        if custom_secret {
+            println!("  api secret (as configured; not printed)");
+        } else {
+            println!("  api secret {} (the documented default)", simulator::DEFAULT_API_SECRET);
+        }
+        println!("  symbols    {}", handle.symbols().join(" "));
+        println!("Ctrl-C stops it.");
+    })
+    .await
+    .context("simulator failed")?;
+    tracing::info!("quantum sim stopped");
+    Ok(())
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM (systemd stop).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!("cannot listen for Ctrl-C: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::error!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received, shutting down"),
+        _ = terminate => tracing::info!("SIGTERM received, shutting down"),
+    }
+}

@@ -1,0 +1,107 @@
+//! Simulator settings: everything `quantum sim` can be told on its command line, with the defaults
+//! a new user gets when they pass nothing.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rust_decimal::Decimal;
+
+/// The API key the simulator accepts when none is configured. Printed at start; documented in the
+/// README. It is not a secret: the simulator holds no money.
+pub const DEFAULT_API_KEY: &str = "quantum-sim-key";
+/// The secret paired with [`DEFAULT_API_KEY`].
+pub const DEFAULT_API_SECRET: &str = "quantum-sim-secret";
+
+/// How the simulator is set up. `SimConfig::default()` is what `quantum sim` runs with.
+#[derive(Clone)]
+pub struct SimConfig {
+    /// Address to bind; port 0 picks a free port (tests use that).
+    pub listen: SocketAddr,
+    /// The one API key the simulator knows; requests with any other key get -2015.
+    pub api_key: String,
+    /// The HMAC-SHA256 secret paired with `api_key`.
+    pub api_secret: String,
+    /// Delay between accepting a MARKET order (reply `NEW`) and its first fill. Like the testnet, the
+    /// ACK reply never carries the fill, whatever this is set to.
+    pub fill_delay: Duration,
+    /// Number of fills a MARKET order is split into (1 = one fill event per book level crossed).
+    pub partial_fills: u32,
+    /// Seed of the per-symbol random walks; the same seed gives the same prices tick after tick.
+    pub seed: u64,
+    /// Symbols beyond the built-in seven, as `SYMBOL:PRICE` (e.g. `LINKUSDT:14.5`).
+    pub extra_symbols: Vec<String>,
+    /// CSV files to replay prices from, as `SYMBOL=PATH` (rows `timestamp,price`) or `PATH`
+    /// (rows `timestamp,symbol,price`).
+    pub price_files: Vec<String>,
+    /// How often the price process moves and market streams publish.
+    pub tick_interval: Duration,
+    /// Interval of server-initiated WebSocket pings (Binance: 3 minutes).
+    pub ws_ping_interval: Duration,
+    /// How long a `newOrderRespType=RESULT` reply waits for the order's final state before it answers
+    /// with the state it has (e.g. `NEW` when fills never come).
+    pub result_wait: Duration,
+    /// Starting USDT wallet balance of the simulated account.
+    pub initial_balance: Decimal,
+    /// Lifetime of a listenKey without keepalive (Binance: 60 minutes).
+    pub listen_key_ttl: Duration,
+}
+
+impl std::fmt::Debug for SimConfig {
+    // The secret is not worth much here, but the habit is the point: secrets never reach a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimConfig")
+            .field("listen", &self.listen)
+            .field("api_key", &self.api_key)
+            .field("api_secret", &"<redacted>")
+            .field("fill_delay", &self.fill_delay)
+            .field("partial_fills", &self.partial_fills)
+            .field("seed", &self.seed)
+            .field("extra_symbols", &self.extra_symbols)
+            .field("price_files", &self.price_files)
+            .field("tick_interval", &self.tick_interval)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            api_key: DEFAULT_API_KEY.to_string(),
+            api_secret: DEFAULT_API_SECRET.to_string(),
+            fill_delay: Duration::from_millis(300),
+            partial_fills: 1,
+            seed: 42,
+            extra_symbols: Vec::new(),
+            price_files: Vec::new(),
+            tick_interval: Duration::from_millis(1000),
+            ws_ping_interval: Duration::from_secs(180),
+            result_wait: Duration::from_secs(10),
+            initial_balance: Decimal::from(10_000),
+            listen_key_ttl: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// A price file named on the command line, resolved.
+#[derive(Debug, Clone)]
+pub(crate) struct PriceFileSpec {
+    pub(crate) symbol: Option<String>,
+    pub(crate) path: PathBuf,
+}
+
+impl PriceFileSpec {
+    pub(crate) fn parse(text: &str) -> PriceFileSpec {
+        match text.split_once('=') {
+            Some((symbol, path)) if !symbol.is_empty() && !symbol.contains('/') => PriceFileSpec {
+                symbol: Some(symbol.to_ascii_uppercase()),
+                path: PathBuf::from(path),
+            },
+            _ => PriceFileSpec {
+                symbol: None,
+                path: PathBuf::from(text),
+            },
+        }
+    }
+}

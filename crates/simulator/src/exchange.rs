@@ -1,0 +1,1850 @@
+//! The simulated exchange's state and rules: one account, its orders, algo orders, trades and
+//! positions, the per-symbol markets, listen keys and fault knobs. Everything here is synchronous
+//! and takes the time as an argument; the server holds it behind one mutex and turns the events
+//! it queues into WebSocket frames.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+
+use crate::auth::Params;
+use crate::config::{PriceFileSpec, SimConfig};
+use crate::error::ApiError;
+use crate::faults::Faults;
+use crate::market::{parse_price_csv, Market, PriceSource, SplitMix64};
+use crate::model::{
+    AlgoOrder, AlgoStatus, MarginType, Order, OrderStatus, OrderType, Position, PositionSide, Side,
+    TimeInForce, Trade,
+};
+use crate::symbols::{self, SymbolSpec};
+use crate::wire::{self, OrderShape};
+
+/// Taker and maker fee rates (Binance's base tier for USD-M).
+const TAKER_FEE: Decimal = Decimal::from_parts(5, 0, 0, false, 4);
+const MAKER_FEE: Decimal = Decimal::from_parts(2, 0, 0, false, 4);
+const DEFAULT_LEVERAGE: u32 = 20;
+/// Binance's cap on open conditional (algo) orders across all symbols.
+const MAX_OPEN_ALGO_ORDERS: usize = 200;
+
+/// Something the server must push to WebSocket subscribers.
+#[derive(Debug, Clone)]
+pub(crate) enum Outgoing {
+    /// A user-data event (`e` names its type, used by the `events=` filter).
+    User { event: &'static str, payload: Value },
+    /// A market-stream payload for the stream named (lower-case symbol, as subscribed).
+    Market { stream: String, payload: Value },
+    /// Sent on, then the key's connections stop receiving.
+    ListenKeyExpired { listen_key: String, payload: Value },
+    /// The `disconnect_user_streams` fault: close every user-data connection.
+    DisconnectUserStreams,
+}
+
+#[derive(Debug)]
+struct ListenKey {
+    expires_at: i64,
+}
+
+/// What happened to a taker order after one fill batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FillStep {
+    /// More batches to come after another delay.
+    Continue,
+    /// The order is final, or rests on the book.
+    Done,
+    /// `never_fill` is on: wait until faults change.
+    Parked,
+}
+
+/// The exchange. See the module doc.
+#[derive(Debug)]
+pub(crate) struct Exchange {
+    pub(crate) markets: BTreeMap<String, Market>,
+    pub(crate) faults: Faults,
+    pub(crate) startup_faults: Faults,
+    wallet: Decimal,
+    dual_side: bool,
+    leverage: HashMap<String, u32>,
+    margin_type: HashMap<String, MarginType>,
+    positions: BTreeMap<(String, PositionSide), Position>,
+    orders: BTreeMap<i64, Order>,
+    algos: BTreeMap<i64, AlgoOrder>,
+    trades: Vec<Trade>,
+    listen_keys: HashMap<String, ListenKey>,
+    listen_key_ttl_ms: i64,
+    countdowns: HashMap<String, (i64, i64)>,
+    next_order_id: i64,
+    next_trade_id: i64,
+    next_algo_id: i64,
+    rng: SplitMix64,
+    tick_count: u64,
+    /// Events for the server to publish, in order.
+    outbox: Vec<Outgoing>,
+    /// Orders that need the asynchronous filler (taker orders, triggered algo orders).
+    to_fill: Vec<i64>,
+}
+
+impl Exchange {
+    pub(crate) fn new(config: &SimConfig) -> Result<Exchange, String> {
+        let mut specs = symbols::builtin();
+        for text in &config.extra_symbols {
+            for part in text.split(',').filter(|p| !p.trim().is_empty()) {
+                let spec = symbols::extra(part)?;
+                specs.retain(|s| s.symbol != spec.symbol);
+                specs.push(spec);
+            }
+        }
+        let mut markets: BTreeMap<String, Market> = specs
+            .into_iter()
+            .map(|spec| (spec.symbol.clone(), Market::new(spec, config.seed)))
+            .collect();
+        for file in &config.price_files {
+            let spec = PriceFileSpec::parse(file);
+            let text = std::fs::read_to_string(&spec.path)
+                .map_err(|e| format!("--price-file {}: {e}", spec.path.display()))?;
+            let rows = parse_price_csv(&text, spec.symbol.as_deref())
+                .map_err(|e| format!("--price-file {}: {e}", spec.path.display()))?;
+            for (symbol, rows) in rows {
+                let market = markets.get_mut(&symbol).ok_or_else(|| {
+                    format!(
+                        "--price-file {}: unknown symbol {symbol}",
+                        spec.path.display()
+                    )
+                })?;
+                let first = rows[0].1;
+                market.set_price(
+                    market
+                        .spec
+                        .round_price_down(first)
+                        .max(market.spec.tick_size),
+                );
+                market.source = PriceSource::Replay {
+                    rows,
+                    next: 0,
+                    started_at: None,
+                };
+            }
+        }
+        let faults = Faults {
+            fill_delay_ms: duration_ms(config.fill_delay),
+            partial_fills: config.partial_fills.max(1),
+            ..Faults::default()
+        };
+        Ok(Exchange {
+            markets,
+            startup_faults: faults.clone(),
+            faults,
+            wallet: config.initial_balance,
+            dual_side: false,
+            leverage: HashMap::new(),
+            margin_type: HashMap::new(),
+            positions: BTreeMap::new(),
+            orders: BTreeMap::new(),
+            algos: BTreeMap::new(),
+            trades: Vec::new(),
+            listen_keys: HashMap::new(),
+            listen_key_ttl_ms: duration_ms(config.listen_key_ttl) as i64,
+            countdowns: HashMap::new(),
+            // Ids above 2^32, as on the live exchange, so clients that use 32-bit ids fail here too.
+            next_order_id: 5_000_000_001,
+            next_trade_id: 700_000_001,
+            next_algo_id: 3_000_001,
+            rng: SplitMix64::new(config.seed ^ 0x5EED),
+            tick_count: 0,
+            outbox: Vec::new(),
+            to_fill: Vec::new(),
+        })
+    }
+
+    /// Events queued since the last call.
+    pub(crate) fn drain_outbox(&mut self) -> Vec<Outgoing> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    /// Orders that the async filler must now work on.
+    pub(crate) fn drain_to_fill(&mut self) -> Vec<i64> {
+        std::mem::take(&mut self.to_fill)
+    }
+
+    pub(crate) fn spec(&self, symbol: &str) -> Result<&SymbolSpec, ApiError> {
+        self.markets
+            .get(symbol)
+            .map(|m| &m.spec)
+            .ok_or_else(ApiError::invalid_symbol)
+    }
+
+    fn market(&self, symbol: &str) -> Result<&Market, ApiError> {
+        self.markets
+            .get(symbol)
+            .ok_or_else(ApiError::invalid_symbol)
+    }
+
+    /// The symbol parameter, required and known.
+    pub(crate) fn symbol_param(&self, params: &Params) -> Result<String, ApiError> {
+        let symbol = params
+            .symbol()
+            .ok_or_else(|| ApiError::mandatory("symbol"))?;
+        self.market(&symbol)?;
+        Ok(symbol)
+    }
+
+    /// The symbol parameter if sent (it must then be known).
+    pub(crate) fn optional_symbol(&self, params: &Params) -> Result<Option<String>, ApiError> {
+        match params.symbol() {
+            None => Ok(None),
+            Some(symbol) => {
+                self.market(&symbol)?;
+                Ok(Some(symbol))
+            }
+        }
+    }
+
+    pub(crate) fn leverage_of(&self, symbol: &str) -> u32 {
+        self.leverage
+            .get(symbol)
+            .copied()
+            .unwrap_or(DEFAULT_LEVERAGE)
+    }
+
+    fn margin_type_of(&self, symbol: &str) -> MarginType {
+        self.margin_type
+            .get(symbol)
+            .copied()
+            .unwrap_or(MarginType::Crossed)
+    }
+
+    fn mark(&self, symbol: &str) -> Decimal {
+        self.markets.get(symbol).map_or(Decimal::ZERO, |m| m.mark)
+    }
+
+    fn position(&self, symbol: &str, side: PositionSide) -> Position {
+        self.positions
+            .get(&(symbol.to_string(), side))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    // ----- account arithmetic --------------------------------------------------------------
+
+    fn unrealized_total(&self) -> Decimal {
+        self.positions
+            .iter()
+            .map(|((symbol, _), p)| wire::unrealized(p, self.mark(symbol)))
+            .sum()
+    }
+
+    fn position_margin(&self) -> Decimal {
+        self.positions
+            .iter()
+            .map(|((symbol, _), p)| {
+                p.amount.abs() * self.mark(symbol) / Decimal::from(self.leverage_of(symbol))
+            })
+            .sum()
+    }
+
+    fn open_order_margin(&self) -> Decimal {
+        self.orders
+            .values()
+            .filter(|o| o.is_open() && !o.reduce_only)
+            .map(|o| {
+                let price = if o.price.is_zero() {
+                    self.mark(&o.symbol)
+                } else {
+                    o.price
+                };
+                o.remaining() * price / Decimal::from(self.leverage_of(&o.symbol))
+            })
+            .sum()
+    }
+
+    fn available_balance(&self) -> Decimal {
+        (self.wallet + self.unrealized_total() - self.position_margin() - self.open_order_margin())
+            .max(Decimal::ZERO)
+    }
+
+    // ----- orders ---------------------------------------------------------------------------
+
+    /// `POST /fapi/v1/order`: validates like Binance, records the order as `NEW`, and queues the
+    /// `NEW` user event. Fills never happen here: taker orders go to the async filler.
+    pub(crate) fn place_order(&mut self, params: &Params, now: i64) -> Result<i64, ApiError> {
+        let symbol = self.symbol_param(params)?;
+        let side = Side::parse(params.required("side")?)?;
+        let order_type = OrderType::parse(params.required("type")?)?;
+        if order_type.is_conditional() {
+            return Err(ApiError::bad(
+                -4120,
+                "Order type not supported for this endpoint. Please use the Algo Order API endpoints instead.",
+            ));
+        }
+        let client_order_id = self.client_order_id(params, "newClientOrderId")?;
+        if self
+            .orders
+            .values()
+            .any(|o| o.is_open() && o.client_order_id == client_order_id)
+        {
+            return Err(ApiError::bad(-4116, "ClientOrderId is duplicated."));
+        }
+        let position_side = self.position_side_param(params)?;
+        let reduce_only = params.boolean("reduceOnly")?.unwrap_or(false);
+        if reduce_only && self.dual_side {
+            return Err(ApiError::bad(
+                -1106,
+                "Parameter 'reduceonly' sent when not required.",
+            ));
+        }
+        if params.get("closePosition").is_some() {
+            return Err(ApiError::bad(
+                -1106,
+                "Parameter 'closePosition' sent when not required.",
+            ));
+        }
+        let spec = self.spec(&symbol)?.clone();
+        let market = self.market(&symbol)?.clone();
+        let quantity = params
+            .decimal("quantity")?
+            .ok_or_else(|| ApiError::mandatory("quantity"))?;
+        let (time_in_force, price) = match order_type {
+            OrderType::Limit => {
+                let tif = TimeInForce::parse(params.required("timeInForce")?)?;
+                let price = params
+                    .decimal("price")?
+                    .ok_or_else(|| ApiError::mandatory("price"))?;
+                (tif, price)
+            }
+            _ => {
+                if params.get("price").is_some() {
+                    return Err(ApiError::bad(
+                        -1106,
+                        "Parameter 'price' sent when not required.",
+                    ));
+                }
+                (TimeInForce::Gtc, Decimal::ZERO)
+            }
+        };
+        check_quantity(&spec, quantity, order_type == OrderType::Market)?;
+        if order_type == OrderType::Limit {
+            check_price(&spec, price)?;
+            if side == Side::Buy && price > market.mark * spec.multiplier_up {
+                let cap = spec.fmt_price(spec.round_price_down(market.mark * spec.multiplier_up));
+                return Err(ApiError::bad(
+                    -4016,
+                    format!("Limit price can't be higher than {cap}."),
+                ));
+            }
+            if side == Side::Sell && price < market.mark * spec.multiplier_down {
+                let floor = spec.fmt_price(spec.round_price_up(market.mark * spec.multiplier_down));
+                return Err(ApiError::bad(
+                    -4024,
+                    format!("Limit price can't be lower than {floor}."),
+                ));
+            }
+        } else {
+            let counter = if side == Side::Buy {
+                market.best_ask()
+            } else {
+                market.best_bid()
+            };
+            if counter > market.mark * spec.multiplier_up
+                || counter < market.mark * spec.multiplier_down
+            {
+                return Err(ApiError::bad(
+                    -4131,
+                    "The counterparty's best price does not meet the PERCENT_PRICE filter limit.",
+                ));
+            }
+        }
+        let good_till_date = if time_in_force == TimeInForce::Gtd {
+            let gtd = params
+                .int("goodTillDate")?
+                .ok_or_else(|| ApiError::mandatory("goodTillDate"))?;
+            if gtd <= now + 600_000 {
+                return Err(ApiError::bad(
+                    -4187,
+                    "goodTillDate must be greater than current time plus 600 seconds.",
+                ));
+            }
+            gtd
+        } else {
+            0
+        };
+        let reference_price = if price.is_zero() { market.mark } else { price };
+        let notional = reference_price * quantity;
+        if !reduce_only && notional < spec.min_notional {
+            return Err(ApiError::bad(
+                -4164,
+                format!(
+                    "Order's notional must be no smaller than {} (unless you choose reduce only).",
+                    spec.min_notional.normalize()
+                ),
+            ));
+        }
+        let position = self.position(&symbol, position_side);
+        let increases = match position_side {
+            PositionSide::Both => {
+                position.amount.is_zero()
+                    || position.amount.is_sign_positive() == (side == Side::Buy)
+            }
+            PositionSide::Long => side == Side::Buy,
+            PositionSide::Short => side == Side::Sell,
+        };
+        if reduce_only && increases {
+            return Err(ApiError::bad(-2022, "ReduceOnly Order is rejected."));
+        }
+        let open_for_symbol = self
+            .orders
+            .values()
+            .filter(|o| o.is_open() && o.symbol == symbol)
+            .count();
+        if open_for_symbol >= spec.max_num_orders as usize {
+            return Err(ApiError::bad(-2025, "Reach max open order limit."));
+        }
+        if increases && !reduce_only {
+            let required = notional / Decimal::from(self.leverage_of(&symbol));
+            if required > self.available_balance() {
+                return Err(ApiError::bad(-2019, "Margin is insufficient."));
+            }
+        }
+        // Which part of a LIMIT order would take liquidity at once.
+        let marketable = match order_type {
+            OrderType::Market => true,
+            _ => {
+                (side == Side::Buy && price >= market.best_ask())
+                    || (side == Side::Sell && price <= market.best_bid())
+            }
+        };
+        if time_in_force == TimeInForce::Gtx && marketable {
+            return Err(ApiError::bad(
+                -5022,
+                "Due to the order could not be executed as maker, the Post Only order will be rejected.",
+            ));
+        }
+        let order_id = self.next_order_id;
+        self.next_order_id += 1;
+        let order = Order {
+            order_id,
+            symbol: symbol.clone(),
+            client_order_id,
+            side,
+            position_side,
+            order_type,
+            orig_type: order_type,
+            time_in_force,
+            orig_qty: quantity,
+            price,
+            stop_price: Decimal::ZERO,
+            status: OrderStatus::New,
+            executed_qty: Decimal::ZERO,
+            cum_quote: Decimal::ZERO,
+            reduce_only,
+            close_position: false,
+            working_type: "CONTRACT_PRICE",
+            price_protect: false,
+            good_till_date,
+            time: now,
+            update_time: now,
+            expire_reason: 0,
+            chunks_left: self.faults.partial_fills.max(1),
+            algo_id: None,
+        };
+        self.orders.insert(order_id, order);
+        self.emit_order(order_id, "NEW", None, now);
+        if marketable {
+            self.to_fill.push(order_id);
+        } else if matches!(time_in_force, TimeInForce::Ioc | TimeInForce::Fok) {
+            // Nothing to take and nothing may rest.
+            self.finish(order_id, OrderStatus::Expired, 2, now);
+        }
+        Ok(order_id)
+    }
+
+    fn client_order_id(&mut self, params: &Params, key: &str) -> Result<String, ApiError> {
+        match params.get(key) {
+            None => Ok(self.random_id(22)),
+            Some(id) => {
+                if id.len() > 36 {
+                    return Err(ApiError::bad(
+                        -4015,
+                        "Client order id length should be less than 36 chars",
+                    ));
+                }
+                if !id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '/' | '_' | '-'))
+                {
+                    return Err(ApiError::bad(-1100, format!("Illegal characters found in parameter '{key}'; legal range is '^[\\.A-Z\\:/a-z0-9_-]{{1,36}}$'.")));
+                }
+                Ok(id.to_string())
+            }
+        }
+    }
+
+    fn random_id(&mut self, len: usize) -> String {
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+        (0..len)
+            .map(|_| ALPHABET[(self.rng.next_u64() % ALPHABET.len() as u64) as usize] as char)
+            .collect()
+    }
+
+    fn position_side_param(&self, params: &Params) -> Result<PositionSide, ApiError> {
+        let side = match params.get("positionSide") {
+            None => PositionSide::Both,
+            Some(text) => PositionSide::parse(text)?,
+        };
+        let fits = if self.dual_side {
+            side != PositionSide::Both
+        } else {
+            side == PositionSide::Both
+        };
+        if !fits {
+            return Err(ApiError::bad(
+                -4061,
+                "Order's position side does not match user's setting.",
+            ));
+        }
+        Ok(side)
+    }
+
+    /// One fill batch of a taker order, at the current book. See [`FillStep`].
+    pub(crate) fn fill_batch(&mut self, order_id: i64, now: i64) -> FillStep {
+        let Some(order) = self.orders.get(&order_id).cloned() else {
+            return FillStep::Done;
+        };
+        if !order.is_open() {
+            return FillStep::Done;
+        }
+        if self.faults.never_fill {
+            return FillStep::Parked;
+        }
+        let Some(market) = self.markets.get_mut(&order.symbol) else {
+            return FillStep::Done;
+        };
+        market.level_notional_override = self.faults.book_level_notional;
+        let market = market.clone();
+        let spec = &market.spec;
+        let mut qty = order.remaining();
+        if order.chunks_left > 1 {
+            qty = spec
+                .round_qty_down(qty / Decimal::from(order.chunks_left))
+                .max(spec.step_size)
+                .min(qty);
+        }
+        if order.reduce_only {
+            qty = qty.min(self.reducible(&order));
+        }
+        let limit = (order.order_type == OrderType::Limit).then_some(order.price);
+        let (slices, unfilled) = market.walk(order.side == Side::Buy, qty, limit);
+        if qty.is_zero() {
+            // A reduce-only order with nothing left to reduce.
+            self.finish(order_id, OrderStatus::Expired, 4, now);
+            return FillStep::Done;
+        }
+        if order.time_in_force == TimeInForce::Fok && !unfilled.is_zero() {
+            self.finish(order_id, OrderStatus::Expired, 2, now);
+            return FillStep::Done;
+        }
+        for slice in slices {
+            self.apply_fill(order_id, slice.price, slice.qty, false, now);
+        }
+        let order = &self.orders[&order_id];
+        if !order.is_open() {
+            return FillStep::Done;
+        }
+        if !unfilled.is_zero() {
+            match order.order_type {
+                // The book could not absorb a MARKET order: the remainder expires (reason 9).
+                OrderType::Market => self.finish(order_id, OrderStatus::Expired, 9, now),
+                // A LIMIT order rests with what it could not take, unless IOC.
+                _ if order.time_in_force == TimeInForce::Ioc => {
+                    self.finish(order_id, OrderStatus::Expired, 2, now)
+                }
+                _ => {}
+            }
+            return FillStep::Done;
+        }
+        let order = self.orders.get_mut(&order_id).expect("order exists");
+        order.chunks_left = order.chunks_left.saturating_sub(1);
+        if order.chunks_left == 0 {
+            // The batches are used up: whatever a reduce-only cap left over can never fill.
+            let (is_market, open, reduce_only) = (
+                order.order_type == OrderType::Market,
+                order.is_open(),
+                order.reduce_only,
+            );
+            if is_market && open {
+                self.finish(
+                    order_id,
+                    OrderStatus::Expired,
+                    if reduce_only { 4 } else { 9 },
+                    now,
+                );
+            }
+            return FillStep::Done;
+        }
+        FillStep::Continue
+    }
+
+    /// How much of an order's remaining quantity would only reduce its position.
+    fn reducible(&self, order: &Order) -> Decimal {
+        let position = self.position(&order.symbol, order.position_side);
+        let reduces = match order.position_side {
+            PositionSide::Both => {
+                !position.amount.is_zero()
+                    && position.amount.is_sign_positive() != (order.side == Side::Buy)
+            }
+            PositionSide::Long => order.side == Side::Sell,
+            PositionSide::Short => order.side == Side::Buy,
+        };
+        if reduces {
+            position.amount.abs().min(order.remaining())
+        } else {
+            Decimal::ZERO
+        }
+    }
+
+    /// Executes `qty` of an order at `price`: trade, order, position, wallet, and the events.
+    fn apply_fill(&mut self, order_id: i64, price: Decimal, qty: Decimal, maker: bool, now: i64) {
+        let order = self.orders.get_mut(&order_id).expect("order exists");
+        order.executed_qty += qty;
+        order.cum_quote += price * qty;
+        order.status = if order.executed_qty >= order.orig_qty {
+            OrderStatus::Filled
+        } else {
+            OrderStatus::PartiallyFilled
+        };
+        order.update_time = now;
+        let (symbol, side, position_side) = (order.symbol.clone(), order.side, order.position_side);
+
+        let key = (symbol.clone(), position_side);
+        let position = self.positions.entry(key).or_default();
+        let signed = side.sign() * qty;
+        let mut realized = Decimal::ZERO;
+        if position.amount.is_zero()
+            || position.amount.is_sign_positive() == signed.is_sign_positive()
+        {
+            let total = position.amount.abs() + qty;
+            position.entry_price =
+                (position.entry_price * position.amount.abs() + price * qty) / total;
+            position.amount += signed;
+        } else {
+            let closed = qty.min(position.amount.abs());
+            let direction = if position.amount.is_sign_positive() {
+                Decimal::ONE
+            } else {
+                Decimal::NEGATIVE_ONE
+            };
+            realized = (price - position.entry_price) * closed * direction;
+            position.amount += signed;
+            if position.amount.is_zero() {
+                position.entry_price = Decimal::ZERO;
+            } else if position.amount.is_sign_positive() != direction.is_sign_positive() {
+                // The fill flipped the position: the rest opens at this price.
+                position.entry_price = price;
+            }
+        }
+        position.realized += realized;
+        position.update_time = now;
+        let fee_rate = if maker { MAKER_FEE } else { TAKER_FEE };
+        let commission = (price * qty * fee_rate).round_dp(8);
+        self.wallet += realized - commission;
+
+        let trade = Trade {
+            id: self.next_trade_id,
+            order_id,
+            symbol: symbol.clone(),
+            side,
+            position_side,
+            price,
+            qty,
+            commission,
+            realized_pnl: realized.round_dp(8),
+            maker,
+            time: now,
+        };
+        self.next_trade_id += 1;
+        self.emit_order(order_id, "TRADE", Some(&trade), now);
+        let order = &self.orders[&order_id];
+        let spec = &self.markets[&symbol].spec;
+        self.outbox.push(Outgoing::User {
+            event: "TRADE_LITE",
+            payload: wire::trade_lite(order, spec, &trade, now),
+        });
+        self.trades.push(trade);
+        self.emit_agg_trade(&symbol, price, qty, side == Side::Sell, now);
+        self.emit_account_update(&symbol, position_side, now);
+        if let Some(algo_id) = self.orders[&order_id].algo_id {
+            if !self.orders[&order_id].is_open() {
+                self.set_algo_status(algo_id, AlgoStatus::Finished, "", now);
+            }
+        }
+    }
+
+    /// Moves an order to a final state without a fill (cancel, expiry) and tells the stream.
+    fn finish(&mut self, order_id: i64, status: OrderStatus, expire_reason: u8, now: i64) {
+        let Some(order) = self.orders.get_mut(&order_id) else {
+            return;
+        };
+        if !order.is_open() {
+            return;
+        }
+        order.status = status;
+        order.expire_reason = expire_reason;
+        order.update_time = now;
+        let execution = if status == OrderStatus::Canceled {
+            "CANCELED"
+        } else {
+            "EXPIRED"
+        };
+        let algo_id = order.algo_id;
+        self.emit_order(order_id, execution, None, now);
+        if let Some(algo_id) = algo_id {
+            self.set_algo_status(algo_id, AlgoStatus::Finished, "", now);
+        }
+    }
+
+    fn emit_order(&mut self, order_id: i64, execution: &str, fill: Option<&Trade>, now: i64) {
+        let order = &self.orders[&order_id];
+        let spec = &self.markets[&order.symbol].spec;
+        let payload = wire::order_trade_update(order, spec, execution, fill, now);
+        self.outbox.push(Outgoing::User {
+            event: "ORDER_TRADE_UPDATE",
+            payload,
+        });
+    }
+
+    fn emit_account_update(&mut self, symbol: &str, side: PositionSide, now: i64) {
+        let position = self.position(symbol, side);
+        let spec = &self.markets[symbol].spec;
+        let row = wire::account_update_position(
+            symbol,
+            side,
+            &position,
+            spec,
+            self.mark(symbol),
+            self.margin_type_of(symbol).lower(),
+        );
+        let wallet = wire::fmt8(self.wallet);
+        let payload = json!({
+            "e": "ACCOUNT_UPDATE",
+            "E": now,
+            "T": now,
+            "a": {
+                "m": "ORDER",
+                "B": [{ "a": "USDT", "wb": wallet, "cw": wallet, "bc": "0" }],
+                "P": [row],
+            }
+        });
+        self.outbox.push(Outgoing::User {
+            event: "ACCOUNT_UPDATE",
+            payload,
+        });
+    }
+
+    fn emit_agg_trade(
+        &mut self,
+        symbol: &str,
+        price: Decimal,
+        qty: Decimal,
+        buyer_is_maker: bool,
+        now: i64,
+    ) {
+        let market = self.markets.get_mut(symbol).expect("known symbol");
+        market.agg_trade_id += 1;
+        let spec = &market.spec;
+        let payload = json!({
+            "e": "aggTrade", "E": now, "s": symbol, "a": market.agg_trade_id,
+            "p": spec.fmt_price(price), "q": spec.fmt_qty(qty), "nq": spec.fmt_qty(qty),
+            "f": market.agg_trade_id * 3, "l": market.agg_trade_id * 3, "T": now, "m": buyer_is_maker,
+        });
+        let stream = format!("{}@aggTrade", symbol.to_ascii_lowercase());
+        self.outbox.push(Outgoing::Market { stream, payload });
+    }
+
+    /// Finds an order by `orderId` or `origClientOrderId` (client ids may repeat once closed: the
+    /// newest wins, as on Binance).
+    pub(crate) fn find_order(&self, params: &Params) -> Result<&Order, ApiError> {
+        let symbol = self.symbol_param(params)?;
+        let found = if let Some(id) = params.int("orderId")? {
+            self.orders.get(&id).filter(|o| o.symbol == symbol)
+        } else if let Some(client_id) = params.get("origClientOrderId") {
+            self.orders
+                .values()
+                .rev()
+                .find(|o| o.symbol == symbol && o.client_order_id == client_id)
+        } else {
+            return Err(ApiError::bad(
+                -1102,
+                "Either orderId or origClientOrderId must be sent.",
+            ));
+        };
+        found.ok_or_else(|| ApiError::bad(-2013, "Order does not exist."))
+    }
+
+    pub(crate) fn order_json(&self, order: &Order, shape: OrderShape) -> Value {
+        wire::order(order, &self.markets[&order.symbol].spec, shape)
+    }
+
+    pub(crate) fn order_by_id(&self, order_id: i64) -> Option<&Order> {
+        self.orders.get(&order_id)
+    }
+
+    pub(crate) fn cancel_order(&mut self, params: &Params, now: i64) -> Result<Value, ApiError> {
+        let order_id = match self.find_order(params) {
+            Ok(order) if order.is_open() => order.order_id,
+            Ok(_) | Err(ApiError { code: -2013, .. }) => {
+                return Err(ApiError::bad(-2011, "Unknown order sent."))
+            }
+            Err(e) => return Err(e),
+        };
+        self.finish(order_id, OrderStatus::Canceled, 0, now);
+        Ok(self.order_json(&self.orders[&order_id], OrderShape::Reply))
+    }
+
+    pub(crate) fn cancel_all(&mut self, symbol: &str, now: i64) {
+        let ids: Vec<i64> = self
+            .orders
+            .values()
+            .filter(|o| o.is_open() && o.symbol == symbol)
+            .map(|o| o.order_id)
+            .collect();
+        for id in ids {
+            self.finish(id, OrderStatus::Canceled, 0, now);
+        }
+    }
+
+    pub(crate) fn open_orders(&self, symbol: Option<&str>) -> Vec<Value> {
+        self.orders
+            .values()
+            .filter(|o| o.is_open() && symbol.is_none_or(|s| o.symbol == s))
+            .map(|o| self.order_json(o, OrderShape::Query))
+            .collect()
+    }
+
+    pub(crate) fn all_orders(&self, params: &Params) -> Result<Vec<Value>, ApiError> {
+        let symbol = self.symbol_param(params)?;
+        let from = params.int("orderId")?;
+        let start = params.int("startTime")?;
+        let end = params.int("endTime")?;
+        let limit = params.int("limit")?.unwrap_or(500).clamp(1, 1000) as usize;
+        let mut rows: Vec<&Order> = self
+            .orders
+            .values()
+            .filter(|o| o.symbol == symbol)
+            .filter(|o| from.is_none_or(|id| o.order_id >= id))
+            .filter(|o| start.is_none_or(|t| o.time >= t) && end.is_none_or(|t| o.time <= t))
+            .collect();
+        if from.is_some() {
+            rows.truncate(limit);
+        } else if rows.len() > limit {
+            rows.drain(..rows.len() - limit);
+        }
+        Ok(rows
+            .into_iter()
+            .map(|o| self.order_json(o, OrderShape::Query))
+            .collect())
+    }
+
+    pub(crate) fn user_trades(&self, params: &Params) -> Result<Vec<Value>, ApiError> {
+        let symbol = self.symbol_param(params)?;
+        let order_id = params.int("orderId")?;
+        let from_id = params.int("fromId")?;
+        let start = params.int("startTime")?;
+        let end = params.int("endTime")?;
+        let limit = params.int("limit")?.unwrap_or(500).clamp(1, 1000) as usize;
+        let spec = self.spec(&symbol)?;
+        let mut rows: Vec<&Trade> = self
+            .trades
+            .iter()
+            .filter(|t| t.symbol == symbol)
+            .filter(|t| order_id.is_none_or(|id| t.order_id == id))
+            .filter(|t| from_id.is_none_or(|id| t.id >= id))
+            .filter(|t| start.is_none_or(|s| t.time >= s) && end.is_none_or(|e| t.time <= e))
+            .collect();
+        if from_id.is_some() {
+            rows.truncate(limit);
+        } else if rows.len() > limit {
+            rows.drain(..rows.len() - limit);
+        }
+        Ok(rows.into_iter().map(|t| wire::trade(t, spec)).collect())
+    }
+
+    // ----- account settings -------------------------------------------------------------------
+
+    pub(crate) fn set_leverage(&mut self, params: &Params) -> Result<Value, ApiError> {
+        let symbol = self.symbol_param(params)?;
+        let leverage = params
+            .int("leverage")?
+            .ok_or_else(|| ApiError::mandatory("leverage"))?;
+        if !(1..=125).contains(&leverage) {
+            return Err(ApiError::bad(
+                -4028,
+                format!("Leverage {leverage} is not valid"),
+            ));
+        }
+        self.leverage.insert(symbol.clone(), leverage as u32);
+        Ok(
+            json!({ "leverage": leverage, "maxNotionalValue": max_notional(leverage as u32), "symbol": symbol }),
+        )
+    }
+
+    pub(crate) fn set_margin_type(&mut self, params: &Params) -> Result<Value, ApiError> {
+        let symbol = self.symbol_param(params)?;
+        let margin_type = MarginType::parse(&params.required("marginType")?.to_ascii_uppercase())?;
+        if self.margin_type_of(&symbol) == margin_type {
+            return Err(ApiError::bad(-4046, "No need to change margin type."));
+        }
+        if self
+            .orders
+            .values()
+            .any(|o| o.is_open() && o.symbol == symbol)
+        {
+            return Err(ApiError::bad(
+                -4047,
+                "Margin type cannot be changed if there exists open orders.",
+            ));
+        }
+        if self
+            .positions
+            .iter()
+            .any(|((s, _), p)| *s == symbol && !p.amount.is_zero())
+        {
+            return Err(ApiError::bad(
+                -4048,
+                "Margin type cannot be changed if there exists position.",
+            ));
+        }
+        self.margin_type.insert(symbol, margin_type);
+        Ok(json!({ "code": 200, "msg": "success" }))
+    }
+
+    pub(crate) fn dual_side(&self) -> bool {
+        self.dual_side
+    }
+
+    pub(crate) fn set_dual_side(&mut self, params: &Params) -> Result<Value, ApiError> {
+        let dual = params
+            .boolean("dualSidePosition")?
+            .ok_or_else(|| ApiError::mandatory("dualSidePosition"))?;
+        if dual == self.dual_side {
+            return Err(ApiError::bad(-4059, "No need to change position side."));
+        }
+        if self.positions.values().any(|p| !p.amount.is_zero())
+            || self.orders.values().any(Order::is_open)
+        {
+            return Err(ApiError::bad(
+                -4068,
+                "Position side cannot be changed if there exists position.",
+            ));
+        }
+        self.dual_side = dual;
+        Ok(json!({ "code": 200, "msg": "success" }))
+    }
+
+    /// `POST /fapi/v1/countdownCancelAll`: cancel the symbol's open orders unless called again in time.
+    pub(crate) fn countdown_cancel_all(
+        &mut self,
+        params: &Params,
+        now: i64,
+    ) -> Result<Value, ApiError> {
+        let symbol = self.symbol_param(params)?;
+        let countdown = params
+            .int("countdownTime")?
+            .ok_or_else(|| ApiError::mandatory("countdownTime"))?;
+        if countdown < 0 {
+            return Err(ApiError::malformed("countdownTime"));
+        }
+        if countdown == 0 {
+            self.countdowns.remove(&symbol);
+        } else {
+            self.countdowns
+                .insert(symbol.clone(), (now + countdown, countdown));
+        }
+        Ok(json!({ "symbol": symbol, "countdownTime": countdown.to_string() }))
+    }
+
+    // ----- positions and account views ----------------------------------------------------------
+
+    /// Rows for positionRisk: v2 lists every symbol (or the one asked), v3 only symbols with a
+    /// position or open orders.
+    pub(crate) fn position_risk(&self, symbol: Option<&str>, v3: bool) -> Vec<Value> {
+        let sides: &[PositionSide] = if self.dual_side {
+            &[PositionSide::Long, PositionSide::Short]
+        } else {
+            &[PositionSide::Both]
+        };
+        let mut rows = Vec::new();
+        for (name, market) in &self.markets {
+            if symbol.is_some_and(|s| s != name) {
+                continue;
+            }
+            let has_orders = self
+                .orders
+                .values()
+                .any(|o| o.is_open() && o.symbol == *name);
+            for side in sides {
+                let position = self.position(name, *side);
+                if v3 && position.amount.is_zero() && !has_orders {
+                    continue;
+                }
+                rows.push(self.position_row(name, market, *side, &position, v3));
+            }
+        }
+        rows
+    }
+
+    fn position_row(
+        &self,
+        symbol: &str,
+        market: &Market,
+        side: PositionSide,
+        position: &Position,
+        v3: bool,
+    ) -> Value {
+        let spec = &market.spec;
+        let leverage = self.leverage_of(symbol);
+        let notional = position.amount * market.mark;
+        let initial = notional.abs() / Decimal::from(leverage);
+        let upnl = wire::unrealized(position, market.mark);
+        let margin_type = self.margin_type_of(symbol);
+        if v3 {
+            json!({
+                "symbol": symbol,
+                "positionSide": side.as_str(),
+                "positionAmt": spec.fmt_qty(position.amount),
+                "entryPrice": spec.fmt_avg(position.entry_price),
+                "breakEvenPrice": spec.fmt_avg(position.entry_price),
+                "markPrice": wire::fmt8(market.mark),
+                "unRealizedProfit": wire::fmt8(upnl),
+                "liquidationPrice": "0",
+                "isolatedMargin": "0",
+                "notional": wire::fmt8(notional),
+                "marginAsset": "USDT",
+                "isolatedWallet": "0",
+                "initialMargin": wire::fmt8(initial),
+                "maintMargin": wire::fmt8(notional.abs() * Decimal::new(4, 3)),
+                "positionInitialMargin": wire::fmt8(initial),
+                "openOrderInitialMargin": "0",
+                "adl": 0,
+                "bidNotional": "0",
+                "askNotional": "0",
+                "updateTime": position.update_time,
+            })
+        } else {
+            json!({
+                "entryPrice": spec.fmt_avg(position.entry_price),
+                "breakEvenPrice": spec.fmt_avg(position.entry_price),
+                "marginType": margin_type.lower(),
+                "isAutoAddMargin": "false",
+                "isolatedMargin": "0.00000000",
+                "leverage": leverage.to_string(),
+                "liquidationPrice": "0",
+                "markPrice": wire::fmt8(market.mark),
+                "maxNotionalValue": max_notional(leverage),
+                "positionAmt": spec.fmt_qty(position.amount),
+                "notional": wire::fmt8(notional),
+                "isolatedWallet": "0",
+                "symbol": symbol,
+                "unRealizedProfit": wire::fmt8(upnl),
+                "positionSide": side.as_str(),
+                "updateTime": position.update_time,
+            })
+        }
+    }
+
+    pub(crate) fn account(&self, v3: bool, now: i64) -> Value {
+        let upnl = self.unrealized_total();
+        let position_margin = self.position_margin();
+        let order_margin = self.open_order_margin();
+        let available = self.available_balance();
+        let f = wire::fmt8;
+        let mut asset = json!({
+            "asset": "USDT",
+            "walletBalance": f(self.wallet),
+            "unrealizedProfit": f(upnl),
+            "marginBalance": f(self.wallet + upnl),
+            "maintMargin": f(Decimal::ZERO),
+            "initialMargin": f(position_margin + order_margin),
+            "positionInitialMargin": f(position_margin),
+            "openOrderInitialMargin": f(order_margin),
+            "crossWalletBalance": f(self.wallet),
+            "crossUnPnl": f(upnl),
+            "availableBalance": f(available),
+            "maxWithdrawAmount": f(available),
+            "updateTime": now,
+        });
+        let mut account = json!({
+            "totalInitialMargin": f(position_margin + order_margin),
+            "totalMaintMargin": f(Decimal::ZERO),
+            "totalWalletBalance": f(self.wallet),
+            "totalUnrealizedProfit": f(upnl),
+            "totalMarginBalance": f(self.wallet + upnl),
+            "totalPositionInitialMargin": f(position_margin),
+            "totalOpenOrderInitialMargin": f(order_margin),
+            "totalCrossWalletBalance": f(self.wallet),
+            "totalCrossUnPnl": f(upnl),
+            "availableBalance": f(available),
+            "maxWithdrawAmount": f(available),
+        });
+        let mut positions = Vec::new();
+        for ((symbol, side), position) in &self.positions {
+            if v3 && position.amount.is_zero() {
+                continue;
+            }
+            let market = &self.markets[symbol];
+            let spec = &market.spec;
+            let leverage = self.leverage_of(symbol);
+            let notional = position.amount * market.mark;
+            let initial = notional.abs() / Decimal::from(leverage);
+            let row = if v3 {
+                json!({
+                    "symbol": symbol, "positionSide": side.as_str(), "positionAmt": spec.fmt_qty(position.amount),
+                    "unrealizedProfit": f(wire::unrealized(position, market.mark)), "isolatedMargin": f(Decimal::ZERO),
+                    "notional": f(notional), "isolatedWallet": "0", "initialMargin": f(initial),
+                    "maintMargin": f(notional.abs() * Decimal::new(4, 3)), "updateTime": position.update_time,
+                })
+            } else {
+                json!({
+                    "symbol": symbol, "initialMargin": f(initial), "maintMargin": f(notional.abs() * Decimal::new(4, 3)),
+                    "unrealizedProfit": f(wire::unrealized(position, market.mark)), "positionInitialMargin": f(initial),
+                    "openOrderInitialMargin": "0", "leverage": leverage.to_string(),
+                    "isolated": self.margin_type_of(symbol) == MarginType::Isolated,
+                    "entryPrice": spec.fmt_avg(position.entry_price), "maxNotional": max_notional(leverage),
+                    "bidNotional": "0", "askNotional": "0", "positionSide": side.as_str(),
+                    "positionAmt": spec.fmt_qty(position.amount), "updateTime": position.update_time,
+                })
+            };
+            positions.push(row);
+        }
+        if !v3 {
+            asset["marginAvailable"] = json!(true);
+            let header = json!({
+                "feeTier": 0, "feeBurn": false, "canDeposit": true, "canWithdraw": true, "updateTime": 0,
+                "multiAssetsMargin": false, "tradeGroupId": -1,
+            });
+            for (k, v) in header.as_object().expect("object") {
+                account[k] = v.clone();
+            }
+        }
+        account["assets"] = json!([asset]);
+        account["positions"] = Value::Array(positions);
+        account
+    }
+
+    pub(crate) fn balance(&self, now: i64) -> Value {
+        let f = wire::fmt8;
+        let available = self.available_balance();
+        json!([{
+            "accountAlias": "SimA",
+            "asset": "USDT",
+            "balance": f(self.wallet),
+            "crossWalletBalance": f(self.wallet),
+            "crossUnPnl": f(self.unrealized_total()),
+            "availableBalance": f(available),
+            "maxWithdrawAmount": f(available),
+            "marginAvailable": true,
+            "updateTime": now,
+        }])
+    }
+
+    // ----- algo orders ------------------------------------------------------------------------
+
+    pub(crate) fn place_algo(&mut self, params: &Params, now: i64) -> Result<Value, ApiError> {
+        match params.get("algoType") {
+            Some("CONDITIONAL") => {}
+            Some(_) => return Err(ApiError::bad(-1102, "Invalid algoType.")),
+            None => return Err(ApiError::mandatory("algoType")),
+        }
+        let symbol = self.symbol_param(params)?;
+        let side = Side::parse(params.required("side")?)?;
+        let order_type = OrderType::parse(params.required("type")?)?;
+        if !order_type.is_conditional() {
+            return Err(ApiError::bad(-1116, "Invalid orderType."));
+        }
+        let position_side = self.position_side_param(params)?;
+        let client_algo_id = self.client_order_id(params, "clientAlgoId")?;
+        if self
+            .algos
+            .values()
+            .any(|a| a.status == AlgoStatus::New && a.client_algo_id == client_algo_id)
+        {
+            return Err(ApiError::bad(-4116, "ClientOrderId is duplicated."));
+        }
+        let spec = self.spec(&symbol)?.clone();
+        let close_position = params.boolean("closePosition")?.unwrap_or(false);
+        let reduce_only = params.boolean("reduceOnly")?.unwrap_or(false);
+        let quantity = params.decimal("quantity")?;
+        let quantity = if close_position {
+            if quantity.is_some() {
+                return Err(ApiError::bad(
+                    -1106,
+                    "Parameter 'quantity' sent when not required.",
+                ));
+            }
+            if reduce_only {
+                return Err(ApiError::bad(
+                    -1106,
+                    "Parameter 'reduceOnly' sent when not required.",
+                ));
+            }
+            None
+        } else {
+            let q = quantity.ok_or_else(|| ApiError::mandatory("quantity"))?;
+            check_quantity(&spec, q, true)?;
+            Some(q)
+        };
+        let mark = self.mark(&symbol);
+        let working_type = match params.get("workingType") {
+            None | Some("CONTRACT_PRICE") => "CONTRACT_PRICE",
+            Some("MARK_PRICE") => "MARK_PRICE",
+            Some(_) => return Err(ApiError::malformed("workingType")),
+        };
+        let (trigger_price, activate_price, callback_rate) =
+            if order_type == OrderType::TrailingStopMarket {
+                let rate = params
+                    .decimal("callbackRate")?
+                    .ok_or_else(|| ApiError::mandatory("callbackRate"))?;
+                if rate < Decimal::new(1, 1) || rate > Decimal::TEN {
+                    return Err(ApiError::bad(-2007, "Invalid callBack rate."));
+                }
+                let activate = params.decimal("activatePrice")?;
+                if let Some(p) = activate {
+                    check_price(&spec, p)?;
+                    let immediate = if side == Side::Sell {
+                        p <= mark
+                    } else {
+                        p >= mark
+                    };
+                    if immediate {
+                        return Err(ApiError::bad(-2021, "Order would immediately trigger."));
+                    }
+                }
+                (Decimal::ZERO, activate, Some(rate))
+            } else {
+                let trigger = params
+                    .decimal("triggerPrice")?
+                    .ok_or_else(|| ApiError::mandatory("triggerPrice"))?;
+                check_price(&spec, trigger)?;
+                if algo_condition_met(order_type, side, trigger, mark) {
+                    return Err(ApiError::bad(-2021, "Order would immediately trigger."));
+                }
+                (trigger, None, None)
+            };
+        let (time_in_force, price) =
+            if matches!(order_type, OrderType::Stop | OrderType::TakeProfit) {
+                let price = params
+                    .decimal("price")?
+                    .ok_or_else(|| ApiError::mandatory("price"))?;
+                check_price(&spec, price)?;
+                let tif = params
+                    .get("timeInForce")
+                    .map(TimeInForce::parse)
+                    .transpose()?
+                    .unwrap_or(TimeInForce::Gtc);
+                (tif, price)
+            } else {
+                (TimeInForce::Gtc, Decimal::ZERO)
+            };
+        if self
+            .algos
+            .values()
+            .filter(|a| a.status == AlgoStatus::New)
+            .count()
+            >= MAX_OPEN_ALGO_ORDERS
+        {
+            return Err(ApiError::bad(-4045, "Reach max stop order limit."));
+        }
+        let algo_id = self.next_algo_id;
+        self.next_algo_id += 1;
+        let algo = AlgoOrder {
+            algo_id,
+            client_algo_id,
+            order_type,
+            symbol,
+            side,
+            position_side,
+            time_in_force,
+            quantity,
+            price,
+            trigger_price,
+            working_type,
+            close_position,
+            price_protect: params.boolean("priceProtect")?.unwrap_or(false),
+            reduce_only,
+            activate_price,
+            callback_rate,
+            status: AlgoStatus::New,
+            create_time: now,
+            update_time: now,
+            trigger_time: 0,
+            actual_order_id: None,
+            reject_reason: String::new(),
+            trailing_active: activate_price.is_none(),
+            trailing_extreme: mark,
+        };
+        let reply = wire::algo_order(&algo, &spec, false);
+        self.algos.insert(algo_id, algo);
+        self.emit_algo(algo_id, now);
+        Ok(reply)
+    }
+
+    fn find_algo(&self, params: &Params) -> Result<&AlgoOrder, ApiError> {
+        let found = if let Some(id) = params.int("algoId")? {
+            self.algos.get(&id)
+        } else if let Some(client_id) = params.get("clientAlgoId") {
+            self.algos
+                .values()
+                .rev()
+                .find(|a| a.client_algo_id == client_id)
+        } else {
+            return Err(ApiError::bad(
+                -1102,
+                "Either algoId or clientAlgoId must be sent.",
+            ));
+        };
+        found.ok_or_else(|| ApiError::bad(-2013, "Order does not exist."))
+    }
+
+    pub(crate) fn query_algo(&self, params: &Params) -> Result<Value, ApiError> {
+        let algo = self.find_algo(params)?;
+        Ok(wire::algo_order(
+            algo,
+            &self.markets[&algo.symbol].spec,
+            true,
+        ))
+    }
+
+    pub(crate) fn cancel_algo(&mut self, params: &Params, now: i64) -> Result<Value, ApiError> {
+        let algo = self
+            .find_algo(params)
+            .map_err(|_| ApiError::bad(-2011, "Unknown order sent."))?;
+        if algo.status != AlgoStatus::New {
+            return Err(ApiError::bad(-2011, "Unknown order sent."));
+        }
+        let (algo_id, client_algo_id) = (algo.algo_id, algo.client_algo_id.clone());
+        self.set_algo_status(algo_id, AlgoStatus::Canceled, "", now);
+        Ok(
+            json!({ "algoId": algo_id, "clientAlgoId": client_algo_id, "code": "200", "msg": "success" }),
+        )
+    }
+
+    pub(crate) fn cancel_all_algos(&mut self, symbol: &str, now: i64) {
+        let ids: Vec<i64> = self
+            .algos
+            .values()
+            .filter(|a| a.symbol == symbol && a.status == AlgoStatus::New)
+            .map(|a| a.algo_id)
+            .collect();
+        for id in ids {
+            self.set_algo_status(id, AlgoStatus::Canceled, "", now);
+        }
+    }
+
+    pub(crate) fn open_algos(&self, symbol: Option<&str>) -> Vec<Value> {
+        self.algos
+            .values()
+            .filter(|a| a.status == AlgoStatus::New && symbol.is_none_or(|s| a.symbol == s))
+            .map(|a| wire::algo_order(a, &self.markets[&a.symbol].spec, true))
+            .collect()
+    }
+
+    pub(crate) fn all_algos(&self, params: &Params) -> Result<Vec<Value>, ApiError> {
+        let symbol = self.symbol_param(params)?;
+        let limit = params.int("limit")?.unwrap_or(500).clamp(1, 1000) as usize;
+        let mut rows: Vec<&AlgoOrder> =
+            self.algos.values().filter(|a| a.symbol == symbol).collect();
+        if rows.len() > limit {
+            rows.drain(..rows.len() - limit);
+        }
+        Ok(rows
+            .into_iter()
+            .map(|a| wire::algo_order(a, &self.markets[&a.symbol].spec, true))
+            .collect())
+    }
+
+    fn set_algo_status(&mut self, algo_id: i64, status: AlgoStatus, reason: &str, now: i64) {
+        let Some(algo) = self.algos.get_mut(&algo_id) else {
+            return;
+        };
+        if algo.status == status {
+            return;
+        }
+        algo.status = status;
+        algo.update_time = now;
+        algo.reject_reason = reason.to_string();
+        self.emit_algo(algo_id, now);
+    }
+
+    fn emit_algo(&mut self, algo_id: i64, now: i64) {
+        let algo = &self.algos[&algo_id];
+        let actual = algo.actual_order_id.and_then(|id| self.orders.get(&id));
+        let payload = wire::algo_update(algo, &self.markets[&algo.symbol].spec, actual, now);
+        self.outbox.push(Outgoing::User {
+            event: "ALGO_UPDATE",
+            payload,
+        });
+    }
+
+    /// Checks every waiting algo order of `symbol` against its mark price, and triggers those
+    /// whose condition holds: the algo order places a MARKET (or LIMIT) order that fills like any
+    /// other, and ends `FINISHED` when that order is final.
+    fn evaluate_algos(&mut self, symbol: &str, now: i64) {
+        let mark = self.mark(symbol);
+        let ids: Vec<i64> = self
+            .algos
+            .values()
+            .filter(|a| a.symbol == symbol && a.status == AlgoStatus::New)
+            .map(|a| a.algo_id)
+            .collect();
+        for id in ids {
+            let algo = self.algos.get_mut(&id).expect("algo exists");
+            let fire = if algo.order_type == OrderType::TrailingStopMarket {
+                let rate = algo.callback_rate.unwrap_or(Decimal::ONE) / Decimal::ONE_HUNDRED;
+                if !algo.trailing_active {
+                    let reached = algo.activate_price.is_some_and(|p| {
+                        if algo.side == Side::Sell {
+                            mark >= p
+                        } else {
+                            mark <= p
+                        }
+                    });
+                    if reached {
+                        algo.trailing_active = true;
+                        algo.trailing_extreme = mark;
+                    }
+                }
+                if algo.trailing_active {
+                    // The extreme only moves in the position's favour; the trigger trails it.
+                    if algo.side == Side::Sell {
+                        algo.trailing_extreme = algo.trailing_extreme.max(mark);
+                        mark <= algo.trailing_extreme * (Decimal::ONE - rate)
+                    } else {
+                        algo.trailing_extreme = algo.trailing_extreme.min(mark);
+                        mark >= algo.trailing_extreme * (Decimal::ONE + rate)
+                    }
+                } else {
+                    false
+                }
+            } else {
+                algo_condition_met(algo.order_type, algo.side, algo.trigger_price, mark)
+            };
+            if fire {
+                self.trigger_algo(id, now);
+            }
+        }
+    }
+
+    fn trigger_algo(&mut self, algo_id: i64, now: i64) {
+        let algo = self.algos[&algo_id].clone();
+        {
+            let a = self.algos.get_mut(&algo_id).expect("algo exists");
+            a.trigger_time = now;
+        }
+        self.set_algo_status(algo_id, AlgoStatus::Triggering, "", now);
+        let position = self.position(&algo.symbol, algo.position_side);
+        let closes = match algo.position_side {
+            PositionSide::Both => {
+                !position.amount.is_zero()
+                    && position.amount.is_sign_positive() != (algo.side == Side::Buy)
+            }
+            PositionSide::Long => algo.side == Side::Sell && !position.amount.is_zero(),
+            PositionSide::Short => algo.side == Side::Buy && !position.amount.is_zero(),
+        };
+        let quantity = match algo.quantity {
+            Some(q) => q,
+            None if closes => position.amount.abs(),
+            None => {
+                self.set_algo_status(algo_id, AlgoStatus::Expired, "No position to close", now);
+                return;
+            }
+        };
+        if (algo.reduce_only || algo.close_position) && !closes {
+            self.set_algo_status(algo_id, AlgoStatus::Rejected, "Reduce Only reject", now);
+            return;
+        }
+        let market_type = matches!(
+            algo.order_type,
+            OrderType::StopMarket | OrderType::TakeProfitMarket | OrderType::TrailingStopMarket
+        );
+        let order_id = self.next_order_id;
+        self.next_order_id += 1;
+        let order = Order {
+            order_id,
+            symbol: algo.symbol.clone(),
+            // The triggered order carries the algo order's client id, so a client can tie the fill
+            // to the protective order it placed.
+            client_order_id: algo.client_algo_id.clone(),
+            side: algo.side,
+            position_side: algo.position_side,
+            order_type: if market_type {
+                OrderType::Market
+            } else {
+                OrderType::Limit
+            },
+            orig_type: algo.order_type,
+            time_in_force: algo.time_in_force,
+            orig_qty: quantity,
+            price: if market_type {
+                Decimal::ZERO
+            } else {
+                algo.price
+            },
+            stop_price: algo.trigger_price,
+            status: OrderStatus::New,
+            executed_qty: Decimal::ZERO,
+            cum_quote: Decimal::ZERO,
+            reduce_only: algo.reduce_only || algo.close_position,
+            close_position: algo.close_position,
+            working_type: algo.working_type,
+            price_protect: algo.price_protect,
+            good_till_date: 0,
+            time: now,
+            update_time: now,
+            expire_reason: 0,
+            chunks_left: 1,
+            algo_id: Some(algo_id),
+        };
+        self.orders.insert(order_id, order);
+        self.algos
+            .get_mut(&algo_id)
+            .expect("algo exists")
+            .actual_order_id = Some(order_id);
+        self.set_algo_status(algo_id, AlgoStatus::Triggered, "", now);
+        self.emit_order(order_id, "NEW", None, now);
+        self.to_fill.push(order_id);
+    }
+
+    // ----- listen keys ------------------------------------------------------------------------
+
+    /// `POST /fapi/v1/listenKey`: the active key is returned again (and extended) if there is one.
+    pub(crate) fn create_listen_key(&mut self, now: i64) -> String {
+        let ttl = self.listen_key_ttl_ms;
+        if let Some((key, entry)) = self
+            .listen_keys
+            .iter_mut()
+            .find(|(_, k)| k.expires_at > now)
+        {
+            entry.expires_at = now + ttl;
+            return key.clone();
+        }
+        let key = self.random_id(64);
+        self.listen_keys.insert(
+            key.clone(),
+            ListenKey {
+                expires_at: now + ttl,
+            },
+        );
+        key
+    }
+
+    pub(crate) fn keepalive_listen_key(&mut self, now: i64) -> Result<String, ApiError> {
+        let ttl = self.listen_key_ttl_ms;
+        let (key, entry) = self
+            .listen_keys
+            .iter_mut()
+            .find(|(_, k)| k.expires_at > now)
+            .ok_or_else(|| ApiError::bad(-1125, "This listenKey does not exist."))?;
+        entry.expires_at = now + ttl;
+        Ok(key.clone())
+    }
+
+    pub(crate) fn close_listen_key(&mut self, now: i64) -> Result<(), ApiError> {
+        let key = self
+            .listen_keys
+            .iter()
+            .find(|(_, k)| k.expires_at > now)
+            .map(|(key, _)| key.clone())
+            .ok_or_else(|| ApiError::bad(-1125, "This listenKey does not exist."))?;
+        self.listen_keys.remove(&key);
+        self.expire_key(key, now);
+        Ok(())
+    }
+
+    pub(crate) fn listen_key_valid(&self, key: &str, now: i64) -> bool {
+        self.listen_keys
+            .get(key)
+            .is_some_and(|k| k.expires_at > now)
+    }
+
+    fn expire_key(&mut self, listen_key: String, now: i64) {
+        let payload = json!({ "e": "listenKeyExpired", "E": now, "listenKey": listen_key });
+        self.outbox.push(Outgoing::ListenKeyExpired {
+            listen_key,
+            payload,
+        });
+    }
+
+    /// The `expire_listen_keys` fault.
+    pub(crate) fn expire_all_listen_keys(&mut self, now: i64) {
+        let keys: Vec<String> = self.listen_keys.drain().map(|(k, _)| k).collect();
+        for key in keys {
+            self.expire_key(key, now);
+        }
+    }
+
+    pub(crate) fn disconnect_user_streams(&mut self) {
+        self.outbox.push(Outgoing::DisconnectUserStreams);
+    }
+
+    // ----- time passing -----------------------------------------------------------------------
+
+    /// One price tick: move the prices, fill resting LIMIT orders that the price crossed, trigger
+    /// algo orders, fire countdowns, expire listen keys, and publish the market streams.
+    pub(crate) fn tick(&mut self, now: i64) {
+        self.tick_count += 1;
+        let symbols: Vec<String> = self.markets.keys().cloned().collect();
+        for symbol in &symbols {
+            let changed = self.markets.get_mut(symbol).expect("known").tick(now);
+            if changed {
+                self.on_price_change(symbol, now);
+            }
+        }
+        self.publish_mark_prices(None, now);
+        let due: Vec<String> = self
+            .countdowns
+            .iter()
+            .filter(|(_, (deadline, _))| *deadline <= now)
+            .map(|(s, _)| s.clone())
+            .collect();
+        for symbol in due {
+            self.countdowns.remove(&symbol);
+            self.cancel_all(&symbol, now);
+        }
+        let expired: Vec<String> = self
+            .listen_keys
+            .iter()
+            .filter(|(_, k)| k.expires_at <= now)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in expired {
+            self.listen_keys.remove(&key);
+            self.expire_key(key, now);
+        }
+    }
+
+    /// The control API's price pin (`release` resumes the walk at the pinned price).
+    pub(crate) fn pin_price(
+        &mut self,
+        symbol: &str,
+        price: Option<Decimal>,
+        now: i64,
+    ) -> Result<Value, ApiError> {
+        let market = self
+            .markets
+            .get_mut(symbol)
+            .ok_or_else(ApiError::invalid_symbol)?;
+        match price {
+            Some(price) => {
+                if price <= Decimal::ZERO {
+                    return Err(ApiError::bad(-1102, "price must be positive"));
+                }
+                let price = market
+                    .spec
+                    .round_price_down(price)
+                    .max(market.spec.tick_size);
+                market.set_price(price);
+                market.pinned = true;
+            }
+            None => market.pinned = false,
+        }
+        let reply = json!({
+            "symbol": symbol,
+            "price": market.spec.fmt_price(market.last),
+            "pinned": market.pinned,
+        });
+        if price.is_some() {
+            self.on_price_change(symbol, now);
+            // Publish at once so tests that pin a price see the tick without waiting for the timer.
+            self.publish_mark_prices(Some(symbol), now);
+        }
+        Ok(reply)
+    }
+
+    fn on_price_change(&mut self, symbol: &str, now: i64) {
+        self.match_resting(symbol, now);
+        self.evaluate_algos(symbol, now);
+        let market = &self.markets[symbol];
+        let (bids, asks) = market.book(1);
+        let spec = &market.spec;
+        let payload = json!({
+            "e": "bookTicker", "u": market.book_update_id, "E": now, "T": now, "s": symbol,
+            "b": spec.fmt_price(bids[0].price), "B": spec.fmt_qty(bids[0].qty),
+            "a": spec.fmt_price(asks[0].price), "A": spec.fmt_qty(asks[0].qty),
+        });
+        let stream = format!("{}@bookTicker", symbol.to_ascii_lowercase());
+        self.outbox.push(Outgoing::Market { stream, payload });
+    }
+
+    /// Resting LIMIT orders fill, as maker and at their own price, once the price crosses them.
+    fn match_resting(&mut self, symbol: &str, now: i64) {
+        let last = self.markets[symbol].last;
+        let ids: Vec<i64> = self
+            .orders
+            .values()
+            .filter(|o| o.is_open() && o.symbol == symbol && o.order_type == OrderType::Limit)
+            .filter(|o| !self.to_fill.contains(&o.order_id))
+            .filter(|o| {
+                (o.side == Side::Buy && last <= o.price)
+                    || (o.side == Side::Sell && last >= o.price)
+            })
+            .map(|o| o.order_id)
+            .collect();
+        for id in ids {
+            let order = self.orders[&id].clone();
+            let qty = if order.reduce_only {
+                self.reducible(&order)
+            } else {
+                order.remaining()
+            };
+            if qty.is_zero() {
+                self.finish(id, OrderStatus::Expired, 4, now);
+                continue;
+            }
+            self.apply_fill(id, order.price, qty, true, now);
+        }
+    }
+
+    pub(crate) fn mark_price_json(&self, market: &Market, now: i64) -> Value {
+        json!({
+            "e": "markPriceUpdate",
+            "E": now,
+            "s": market.spec.symbol,
+            "p": wire::fmt8(market.mark),
+            "ap": wire::fmt8(market.mark),
+            "i": wire::fmt8(market.index),
+            "P": wire::fmt8(market.index),
+            "r": wire::fmt8(market.funding_rate),
+            "T": next_funding_time(now),
+        })
+    }
+
+    /// Mark price streams: `@1s` every tick, the plain 3-second stream every third tick (and
+    /// always when a pin forces an update).
+    fn publish_mark_prices(&mut self, only: Option<&str>, now: i64) {
+        let every_third = self.tick_count % 3 == 0 || only.is_some();
+        let mut all = Vec::new();
+        let mut out = Vec::new();
+        for (symbol, market) in &self.markets {
+            if only.is_some_and(|s| s != symbol) {
+                continue;
+            }
+            let payload = self.mark_price_json(market, now);
+            let lower = symbol.to_ascii_lowercase();
+            out.push(Outgoing::Market {
+                stream: format!("{lower}@markPrice@1s"),
+                payload: payload.clone(),
+            });
+            if every_third {
+                out.push(Outgoing::Market {
+                    stream: format!("{lower}@markPrice"),
+                    payload: payload.clone(),
+                });
+            }
+            all.push(payload);
+        }
+        out.push(Outgoing::Market {
+            stream: "!markPrice@arr@1s".into(),
+            payload: Value::Array(all.clone()),
+        });
+        if every_third {
+            out.push(Outgoing::Market {
+                stream: "!markPrice@arr".into(),
+                payload: Value::Array(all),
+            });
+        }
+        self.outbox.extend(out);
+    }
+}
+
+/// STOP fires when the price moves against the order's side beyond the trigger (a SELL stop when
+/// the price falls to it); TAKE_PROFIT is the reverse.
+fn algo_condition_met(order_type: OrderType, side: Side, trigger: Decimal, price: Decimal) -> bool {
+    match (order_type, side) {
+        (OrderType::Stop | OrderType::StopMarket, Side::Buy) => price >= trigger,
+        (OrderType::Stop | OrderType::StopMarket, Side::Sell) => price <= trigger,
+        (OrderType::TakeProfit | OrderType::TakeProfitMarket, Side::Buy) => price <= trigger,
+        (OrderType::TakeProfit | OrderType::TakeProfitMarket, Side::Sell) => price >= trigger,
+        _ => false,
+    }
+}
+
+/// LOT_SIZE (or MARKET_LOT_SIZE) checks, in Binance's order: sign, precision, range, step.
+pub(crate) fn check_quantity(
+    spec: &SymbolSpec,
+    qty: Decimal,
+    market: bool,
+) -> Result<(), ApiError> {
+    let (min, max, step) = if market {
+        (
+            spec.market_min_qty,
+            spec.market_max_qty,
+            spec.market_step_size,
+        )
+    } else {
+        (spec.min_qty, spec.max_qty, spec.step_size)
+    };
+    if qty <= Decimal::ZERO {
+        return Err(ApiError::bad(-4003, "Quantity less than or equal to zero."));
+    }
+    if qty.normalize().scale() > spec.qty_scale() {
+        return Err(ApiError::bad(
+            -1111,
+            "Precision is over the maximum defined for this asset.",
+        ));
+    }
+    if qty < min {
+        return Err(ApiError::bad(-4004, "Quantity less than min qty."));
+    }
+    if qty > max {
+        return Err(ApiError::bad(-4005, "Quantity greater than max qty."));
+    }
+    if !((qty - min) % step).is_zero() {
+        return Err(ApiError::bad(-4023, "Quantity not increased by step size."));
+    }
+    Ok(())
+}
+
+/// PRICE_FILTER checks: precision (-1111), range (-4013/-4002), tick (-4014).
+pub(crate) fn check_price(spec: &SymbolSpec, price: Decimal) -> Result<(), ApiError> {
+    if price <= Decimal::ZERO {
+        return Err(ApiError::bad(-4001, "Price less than 0."));
+    }
+    if price.normalize().scale() > spec.price_precision {
+        return Err(ApiError::bad(
+            -1111,
+            "Precision is over the maximum defined for this asset.",
+        ));
+    }
+    if price < spec.min_price {
+        return Err(ApiError::bad(-4013, "Price less than min price."));
+    }
+    if price > spec.max_price {
+        return Err(ApiError::bad(-4002, "Price greater than max price."));
+    }
+    if !((price - spec.min_price) % spec.tick_size).is_zero() {
+        return Err(ApiError::bad(-4014, "Price not increased by tick size."));
+    }
+    Ok(())
+}
+
+/// The notional cap Binance shows for a leverage (a simplified bracket table).
+fn max_notional(leverage: u32) -> String {
+    let cap: u64 = match leverage {
+        0..=5 => 50_000_000,
+        6..=10 => 20_000_000,
+        11..=20 => 10_000_000,
+        21..=50 => 1_000_000,
+        51..=100 => 250_000,
+        _ => 50_000,
+    };
+    cap.to_string()
+}
+
+/// Funding happens every 8 hours at 00:00, 08:00 and 16:00 UTC.
+fn next_funding_time(now: i64) -> i64 {
+    let period = 8 * 3600 * 1000;
+    (now / period + 1) * period
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

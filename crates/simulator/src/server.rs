@@ -1,0 +1,819 @@
+//! The HTTP side: one accept loop that can drop a connection mid-request (the
+//! `drop_order_responses` fault), the REST route table with Binance's security types and
+//! weights, the control API under `/sim/v1/`, and the tasks that move time forward (price ticks,
+//! asynchronous fills).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use axum::{Json, Router};
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, Notify};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::auth::{parse_decimal, Credentials, Params, Security};
+use crate::config::SimConfig;
+use crate::error::ApiError;
+use crate::exchange::{Exchange, FillStep, Outgoing};
+use crate::faults::{Faults, FaultsUpdate};
+use crate::ratelimit::{
+    Exceeded, RateLimits, Usage, ORDER_LIMIT_10S, ORDER_LIMIT_1M, WEIGHT_LIMIT_1M,
+};
+use crate::wire::OrderShape;
+use crate::ws;
+
+/// Largest request body accepted; Binance requests are small forms.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Capacity of the event fan-out. A WebSocket that falls this far behind is disconnected, as
+/// Binance drops slow consumers, and its client must reconnect and reconcile.
+const EVENT_CHANNEL_CAPACITY: usize = 8192;
+
+/// State shared by every connection and task.
+pub(crate) struct Shared {
+    /// The exchange itself. A std mutex: it is never held across an await, and every critical
+    /// section is a short computation.
+    exchange: Mutex<Exchange>,
+    limits: Mutex<RateLimits>,
+    credentials: Credentials,
+    pub(crate) config: SimConfig,
+    /// Every stream event, to every WebSocket connection, which filters what it subscribed to.
+    pub(crate) events: broadcast::Sender<Arc<Outgoing>>,
+    /// Woken after every exchange change, for `RESULT` replies waiting on a final state.
+    order_changed: Notify,
+    /// Woken when fault knobs change, for fills parked by `never_fill`.
+    faults_changed: Notify,
+    /// Cancelled at shutdown; every task and connection watches it.
+    pub(crate) shutdown: CancellationToken,
+    /// Tracks spawned tasks so shutdown can wait for them.
+    pub(crate) tasks: TaskTracker,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    pub(crate) fn new(
+        config: SimConfig,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Shared>, String> {
+        let exchange = Exchange::new(&config)?;
+        let (events, _) = broadcast::channel(EVENT_CHANNEL_CAPACITY);
+        Ok(Arc::new(Shared {
+            exchange: Mutex::new(exchange),
+            limits: Mutex::new(RateLimits::default()),
+            credentials: Credentials {
+                api_key: config.api_key.clone(),
+                api_secret: config.api_secret.clone(),
+            },
+            config,
+            events,
+            order_changed: Notify::new(),
+            faults_changed: Notify::new(),
+            shutdown,
+            tasks: TaskTracker::new(),
+        }))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Exchange> {
+        // A panic while holding the lock would be a simulator bug; keep serving with the state
+        // as it is rather than poisoning every later request.
+        self.exchange.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The server clock in ms, including the `clock_skew_ms` fault.
+    pub(crate) fn now_ms(&self) -> i64 {
+        let skew = self.lock().faults.clock_skew_ms;
+        wall_ms() + skew
+    }
+
+    /// Runs `f` on the exchange, then publishes what it queued and starts fills it asked for.
+    pub(crate) fn with_exchange<T>(self: &Arc<Self>, f: impl FnOnce(&mut Exchange, i64) -> T) -> T {
+        let (out, events, to_fill) = {
+            let mut exchange = self.lock();
+            let now = wall_ms() + exchange.faults.clock_skew_ms;
+            let out = f(&mut exchange, now);
+            (out, exchange.drain_outbox(), exchange.drain_to_fill())
+        };
+        for event in events {
+            // No receivers is fine: nobody is subscribed yet.
+            let _ = self.events.send(Arc::new(event));
+        }
+        for order_id in to_fill {
+            self.spawn_filler(order_id);
+        }
+        self.order_changed.notify_waiters();
+        out
+    }
+
+    fn faults(&self) -> Faults {
+        self.lock().faults.clone()
+    }
+
+    /// Fills a taker order in batches after the configured delay. The delay is read at each step,
+    /// so a test can change it while orders are in flight.
+    fn spawn_filler(self: &Arc<Self>, order_id: i64) {
+        let shared = Arc::clone(self);
+        self.tasks.spawn(async move {
+            loop {
+                let delay = Duration::from_millis(shared.faults().fill_delay_ms);
+                tokio::select! {
+                    _ = shared.shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                match shared.with_exchange(|ex, now| ex.fill_batch(order_id, now)) {
+                    FillStep::Done => return,
+                    FillStep::Continue => {}
+                    FillStep::Parked => {
+                        // Wait for a faults change; the timeout covers a change that raced this wait.
+                        tokio::select! {
+                            _ = shared.shutdown.cancelled() => return,
+                            _ = shared.faults_changed.notified() => {}
+                            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// Waits until the order is final or `result_wait` has passed, for `newOrderRespType=RESULT`.
+    async fn wait_final(self: &Arc<Self>, order_id: i64) -> Value {
+        let deadline = tokio::time::Instant::now() + self.config.result_wait;
+        loop {
+            let notified = self.order_changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let exchange = self.lock();
+                let order = exchange.order_by_id(order_id).expect("placed order exists");
+                if !order.is_open() || tokio::time::Instant::now() >= deadline {
+                    return exchange.order_json(order, OrderShape::Reply);
+                }
+            }
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    }
+}
+
+pub(crate) fn wall_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Marks the connection a request came on, so a handler can drop it without replying.
+#[derive(Clone, Debug)]
+pub(crate) struct ConnectionKill(CancellationToken);
+
+/// Builds the router (without a socket, so tests can call it directly).
+pub(crate) fn app(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/sim/v1/price", post(control_price))
+        .route("/sim/v1/faults", get(get_faults).post(post_faults))
+        .merge(ws::routes())
+        .fallback(any(dispatch))
+        .with_state(shared)
+}
+
+/// Accepts connections until shutdown. Each connection is served by hyper directly (rather than
+/// `axum::serve`) so a handler can close it without a reply.
+pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    let router = app(Arc::clone(&shared));
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shared.shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let router = router.clone();
+        let shutdown = shared.shutdown.clone();
+        shared
+            .tasks
+            .spawn(serve_connection(stream, peer, router, shutdown));
+    }
+}
+
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    _peer: SocketAddr,
+    router: Router,
+    shutdown: CancellationToken,
+) {
+    use hyper_util::rt::TokioIo;
+    use tower::ServiceExt;
+    let _ = stream.set_nodelay(true);
+    let kill = CancellationToken::new();
+    let kill_for_requests = kill.clone();
+    let service =
+        hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+            let mut request = request.map(Body::new);
+            request
+                .extensions_mut()
+                .insert(ConnectionKill(kill_for_requests.clone()));
+            router.clone().oneshot(request)
+        });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::select! {
+        _ = connection => {}
+        // Dropping the connection future closes the socket with no reply written.
+        _ = kill.cancelled() => {}
+        _ = shutdown.cancelled() => {}
+    }
+}
+
+/// Advances prices every tick until shutdown.
+pub(crate) async fn tick_loop(shared: Arc<Shared>) {
+    let mut interval = tokio::time::interval(shared.config.tick_interval);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = interval.tick() => shared.with_exchange(|ex, now| ex.tick(now)),
+        }
+    }
+}
+
+// ----- REST dispatch -------------------------------------------------------------------------------
+
+/// The REST endpoints, by method and path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    Ping,
+    Time,
+    ExchangeInfo,
+    PremiumIndex,
+    TickerPrice,
+    BookTicker,
+    Depth,
+    NewOrder,
+    QueryOrder,
+    CancelOrder,
+    AllOrders,
+    OpenOrders,
+    OpenOrder,
+    CancelAllOpenOrders,
+    UserTrades,
+    Leverage,
+    MarginType,
+    GetDualSide,
+    SetDualSide,
+    PositionRiskV2,
+    PositionRiskV3,
+    AccountV2,
+    AccountV3,
+    Balance,
+    CountdownCancelAll,
+    NewAlgo,
+    QueryAlgo,
+    CancelAlgo,
+    CancelAllAlgos,
+    OpenAlgos,
+    AllAlgos,
+    CreateListenKey,
+    KeepaliveListenKey,
+    CloseListenKey,
+}
+
+fn route(method: &Method, path: &str) -> Option<(Endpoint, Security)> {
+    use Endpoint::*;
+    use Security::{None as Public, Signed, UserStream};
+    let m = method.as_str();
+    Some(match (m, path) {
+        ("GET", "/fapi/v1/ping") => (Ping, Public),
+        ("GET", "/fapi/v1/time") => (Time, Public),
+        ("GET", "/fapi/v1/exchangeInfo") => (ExchangeInfo, Public),
+        ("GET", "/fapi/v1/premiumIndex") => (PremiumIndex, Public),
+        ("GET", "/fapi/v1/ticker/price" | "/fapi/v2/ticker/price") => (TickerPrice, Public),
+        ("GET", "/fapi/v1/ticker/bookTicker") => (BookTicker, Public),
+        ("GET", "/fapi/v1/depth") => (Depth, Public),
+        ("POST", "/fapi/v1/order") => (NewOrder, Signed),
+        ("GET", "/fapi/v1/order") => (QueryOrder, Signed),
+        ("DELETE", "/fapi/v1/order") => (CancelOrder, Signed),
+        ("GET", "/fapi/v1/allOrders") => (AllOrders, Signed),
+        ("GET", "/fapi/v1/openOrders") => (OpenOrders, Signed),
+        ("GET", "/fapi/v1/openOrder") => (OpenOrder, Signed),
+        ("DELETE", "/fapi/v1/allOpenOrders") => (CancelAllOpenOrders, Signed),
+        ("GET", "/fapi/v1/userTrades") => (UserTrades, Signed),
+        ("POST", "/fapi/v1/leverage") => (Leverage, Signed),
+        ("POST", "/fapi/v1/marginType") => (MarginType, Signed),
+        ("GET", "/fapi/v1/positionSide/dual") => (GetDualSide, Signed),
+        ("POST", "/fapi/v1/positionSide/dual") => (SetDualSide, Signed),
+        ("GET", "/fapi/v2/positionRisk") => (PositionRiskV2, Signed),
+        ("GET", "/fapi/v3/positionRisk") => (PositionRiskV3, Signed),
+        ("GET", "/fapi/v2/account") => (AccountV2, Signed),
+        ("GET", "/fapi/v3/account") => (AccountV3, Signed),
+        ("GET", "/fapi/v2/balance" | "/fapi/v3/balance") => (Balance, Signed),
+        ("POST", "/fapi/v1/countdownCancelAll") => (CountdownCancelAll, Signed),
+        ("POST", "/fapi/v1/algoOrder") => (NewAlgo, Signed),
+        ("GET", "/fapi/v1/algoOrder") => (QueryAlgo, Signed),
+        ("DELETE", "/fapi/v1/algoOrder") => (CancelAlgo, Signed),
+        ("DELETE", "/fapi/v1/algoOpenOrders") => (CancelAllAlgos, Signed),
+        ("GET", "/fapi/v1/openAlgoOrders") => (OpenAlgos, Signed),
+        ("GET", "/fapi/v1/allAlgoOrders") => (AllAlgos, Signed),
+        ("POST", "/fapi/v1/listenKey") => (CreateListenKey, UserStream),
+        ("PUT", "/fapi/v1/listenKey") => (KeepaliveListenKey, UserStream),
+        ("DELETE", "/fapi/v1/listenKey") => (CloseListenKey, UserStream),
+        _ => return None,
+    })
+}
+
+/// Request weight of an endpoint (Binance's documented IP weights).
+fn weight(endpoint: Endpoint, params: &Params) -> u32 {
+    use Endpoint::*;
+    let has_symbol = params.get("symbol").is_some();
+    match endpoint {
+        PremiumIndex => {
+            if has_symbol {
+                1
+            } else {
+                10
+            }
+        }
+        TickerPrice => {
+            if has_symbol {
+                1
+            } else {
+                2
+            }
+        }
+        BookTicker => {
+            if has_symbol {
+                2
+            } else {
+                5
+            }
+        }
+        Depth => match params.int("limit").ok().flatten().unwrap_or(500) {
+            ..=50 => 2,
+            51..=100 => 5,
+            101..=500 => 10,
+            _ => 20,
+        },
+        OpenOrders | OpenAlgos => {
+            if has_symbol {
+                1
+            } else {
+                40
+            }
+        }
+        NewOrder | NewAlgo => 0,
+        AllOrders | UserTrades | PositionRiskV2 | PositionRiskV3 | AccountV2 | AccountV3
+        | Balance | AllAlgos => 5,
+        GetDualSide => 30,
+        CountdownCancelAll => 10,
+        _ => 1,
+    }
+}
+
+async fn dispatch(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let response = handle(&shared, request).await;
+    info!(
+        target: "quantum_sim::http",
+        "{method} {path} -> {} ({} ms)",
+        response.status().as_u16(),
+        started.elapsed().as_millis()
+    );
+    response
+}
+
+async fn handle(shared: &Arc<Shared>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let Some((endpoint, security)) = route(&parts.method, parts.uri.path()) else {
+        let msg = format!(
+            "Path {}, Method {} is invalid",
+            parts.uri.path(),
+            parts.method
+        );
+        return ApiError::new(StatusCode::NOT_FOUND, -5000, msg).into_response();
+    };
+    let body = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                -1104,
+                "Request body too large.",
+            )
+            .into_response()
+        }
+    };
+    let Ok(body) = std::str::from_utf8(&body).map(str::to_owned) else {
+        return ApiError::bad(-1100, "Illegal characters found in a parameter.").into_response();
+    };
+    let query = parts.uri.query().unwrap_or("").to_string();
+    let params = Params::parse(&query, &body);
+    let is_order = matches!(endpoint, Endpoint::NewOrder | Endpoint::NewAlgo);
+    let now = shared.now_ms();
+
+    if Faults::take(&mut shared.lock().faults.rate_limit_429) {
+        let mut err = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            -1003,
+            format!("Too many requests; current limit is {WEIGHT_LIMIT_1M} requests per minute. Please use the websocket for live updates to avoid polling the API."),
+        );
+        err.retry_after = Some(1);
+        return err.into_response();
+    }
+    let usage = {
+        let mut limits = shared.limits.lock().unwrap_or_else(|e| e.into_inner());
+        limits.record(wall_ms(), weight(endpoint, &params), is_order)
+    };
+    let usage = match usage {
+        Ok(usage) => usage,
+        Err((exceeded, usage)) => {
+            let mut err = match exceeded {
+                Exceeded::Weight { retry_after } => {
+                    let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, -1003, format!("Too many requests; current limit is {WEIGHT_LIMIT_1M} requests per minute. Please use the websocket for live updates to avoid polling the API."));
+                    e.retry_after = Some(retry_after);
+                    e
+                }
+                Exceeded::Orders {
+                    retry_after,
+                    interval,
+                    limit,
+                } => {
+                    let mut e = ApiError::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        -1015,
+                        format!(
+                            "Too many new orders; current limit is {limit} orders per {interval}."
+                        ),
+                    );
+                    e.retry_after = Some(retry_after);
+                    e
+                }
+            };
+            err.retry_after = err.retry_after.or(Some(1));
+            return with_usage(err.into_response(), usage);
+        }
+    };
+    if let Err(err) =
+        shared
+            .credentials
+            .check(security, &parts.headers, &query, &body, &params, now)
+    {
+        return with_usage(err.into_response(), usage);
+    }
+    let result = if is_order {
+        new_order_request(shared, endpoint, &params, &parts).await
+    } else {
+        call(shared, endpoint, &params)
+    };
+    match result {
+        Ok(value) => with_usage(Json(value).into_response(), usage),
+        Err(err) => with_usage(err.into_response(), usage),
+    }
+}
+
+/// New-order requests, where the order faults apply: reject, execute and drop the reply, or
+/// execute and answer 503 "Unknown error".
+async fn new_order_request(
+    shared: &Arc<Shared>,
+    endpoint: Endpoint,
+    params: &Params,
+    parts: &axum::http::request::Parts,
+) -> Result<Value, ApiError> {
+    let (reject, drop_reply, unknown) = {
+        let mut exchange = shared.lock();
+        let faults = &mut exchange.faults;
+        match faults.take_reject() {
+            Some(code) => (Some(code), false, false),
+            None => (
+                None,
+                Faults::take(&mut faults.drop_order_responses),
+                Faults::take(&mut faults.unknown_status_503),
+            ),
+        }
+    };
+    if let Some(code) = reject {
+        return Err(ApiError::for_code(code));
+    }
+    let result = if endpoint == Endpoint::NewAlgo {
+        shared.with_exchange(|ex, now| ex.place_algo(params, now))
+    } else {
+        place_order(shared, params).await
+    };
+    if drop_reply {
+        info!(target: "quantum_sim::faults", "drop_order_responses: executed the order request, closing the connection without a reply");
+        if let Some(kill) = parts.extensions.get::<ConnectionKill>() {
+            kill.0.cancel();
+        }
+        // The connection is being dropped; this reply is never written.
+        std::future::pending::<()>().await;
+    }
+    if unknown {
+        info!(target: "quantum_sim::faults", "unknown_status_503: executed the order request, answering 503 Unknown error");
+        return Err(ApiError::unknown_status());
+    }
+    result
+}
+
+async fn place_order(shared: &Arc<Shared>, params: &Params) -> Result<Value, ApiError> {
+    let result_reply = match params.get("newOrderRespType") {
+        None | Some("ACK") => false,
+        Some("RESULT") => true,
+        Some(_) => return Err(ApiError::malformed("newOrderRespType")),
+    };
+    let (order_id, ack) = shared.with_exchange(|ex, now| {
+        let order_id = ex.place_order(params, now)?;
+        let order = ex.order_by_id(order_id).expect("just placed");
+        Ok::<_, ApiError>((order_id, ex.order_json(order, OrderShape::Reply)))
+    })?;
+    if result_reply {
+        Ok(shared.wait_final(order_id).await)
+    } else {
+        // The ACK shows the order as accepted: NEW, nothing executed, average price zero.
+        Ok(ack)
+    }
+}
+
+fn call(shared: &Arc<Shared>, endpoint: Endpoint, params: &Params) -> Result<Value, ApiError> {
+    use Endpoint::*;
+    shared.with_exchange(|ex, now| match endpoint {
+        Ping => Ok(json!({})),
+        Time => Ok(json!({ "serverTime": now })),
+        ExchangeInfo => Ok(exchange_info(ex, now)),
+        PremiumIndex => per_symbol(ex, params, |ex, symbol| {
+            let m = &ex.markets[symbol];
+            json!({
+                "symbol": symbol,
+                "markPrice": crate::wire::fmt8(m.mark),
+                "indexPrice": crate::wire::fmt8(m.index),
+                "estimatedSettlePrice": crate::wire::fmt8(m.index),
+                "lastFundingRate": crate::wire::fmt8(m.funding_rate),
+                "interestRate": "0.00010000",
+                "nextFundingTime": (now / 28_800_000 + 1) * 28_800_000,
+                "time": now,
+            })
+        }),
+        TickerPrice => per_symbol(ex, params, |ex, symbol| {
+            let m = &ex.markets[symbol];
+            json!({ "symbol": symbol, "price": m.spec.fmt_price(m.last), "time": now })
+        }),
+        BookTicker => per_symbol(ex, params, |ex, symbol| {
+            let m = &ex.markets[symbol];
+            let (bids, asks) = m.book(1);
+            json!({
+                "symbol": symbol,
+                "bidPrice": m.spec.fmt_price(bids[0].price), "bidQty": m.spec.fmt_qty(bids[0].qty),
+                "askPrice": m.spec.fmt_price(asks[0].price), "askQty": m.spec.fmt_qty(asks[0].qty),
+                "time": now,
+            })
+        }),
+        Depth => {
+            let symbol = ex.symbol_param(params)?;
+            let limit = params.int("limit")?.unwrap_or(500);
+            if ![5, 10, 20, 50, 100, 500, 1000].contains(&limit) {
+                return Err(ApiError::bad(-1130, "Invalid data sent for a parameter."));
+            }
+            let m = &ex.markets[&symbol];
+            let (bids, asks) = m.book(limit as usize);
+            let level = |l: &crate::market::Level| {
+                json!([m.spec.fmt_price(l.price), m.spec.fmt_qty(l.qty)])
+            };
+            Ok(json!({
+                "lastUpdateId": m.book_update_id, "E": now, "T": now,
+                "bids": bids.iter().map(level).collect::<Vec<_>>(),
+                "asks": asks.iter().map(level).collect::<Vec<_>>(),
+            }))
+        }
+        QueryOrder => ex
+            .find_order(params)
+            .map(|o| ex.order_json(o, OrderShape::Query)),
+        CancelOrder => ex.cancel_order(params, now),
+        AllOrders => ex.all_orders(params).map(Value::Array),
+        OpenOrders => {
+            let symbol = ex.optional_symbol(params)?;
+            Ok(Value::Array(ex.open_orders(symbol.as_deref())))
+        }
+        OpenOrder => {
+            let order = ex.find_order(params)?;
+            if !order.is_open() {
+                return Err(ApiError::bad(-2013, "Order does not exist."));
+            }
+            Ok(ex.order_json(order, OrderShape::Query))
+        }
+        CancelAllOpenOrders => {
+            let symbol = ex.symbol_param(params)?;
+            ex.cancel_all(&symbol, now);
+            Ok(json!({ "code": 200, "msg": "The operation of cancel all open order is done." }))
+        }
+        UserTrades => ex.user_trades(params).map(Value::Array),
+        Leverage => ex.set_leverage(params),
+        MarginType => ex.set_margin_type(params),
+        GetDualSide => Ok(json!({ "dualSidePosition": ex.dual_side() })),
+        SetDualSide => ex.set_dual_side(params),
+        PositionRiskV2 | PositionRiskV3 => {
+            let symbol = ex.optional_symbol(params)?;
+            Ok(Value::Array(ex.position_risk(
+                symbol.as_deref(),
+                endpoint == PositionRiskV3,
+            )))
+        }
+        AccountV2 => Ok(ex.account(false, now)),
+        AccountV3 => Ok(ex.account(true, now)),
+        Balance => Ok(ex.balance(now)),
+        CountdownCancelAll => ex.countdown_cancel_all(params, now),
+        QueryAlgo => ex.query_algo(params),
+        CancelAlgo => ex.cancel_algo(params, now),
+        CancelAllAlgos => {
+            let symbol = ex.symbol_param(params)?;
+            ex.cancel_all_algos(&symbol, now);
+            Ok(json!({ "code": 200, "msg": "The operation of cancel all open order is done." }))
+        }
+        OpenAlgos => {
+            let symbol = ex.optional_symbol(params)?;
+            Ok(Value::Array(ex.open_algos(symbol.as_deref())))
+        }
+        AllAlgos => ex.all_algos(params).map(Value::Array),
+        CreateListenKey => Ok(json!({ "listenKey": ex.create_listen_key(now) })),
+        KeepaliveListenKey => ex
+            .keepalive_listen_key(now)
+            .map(|key| json!({ "listenKey": key })),
+        CloseListenKey => ex.close_listen_key(now).map(|()| json!({})),
+        NewOrder | NewAlgo => unreachable!("new-order requests go through new_order_request"),
+    })
+}
+
+/// Endpoints that answer one object with `symbol`, or an array of all symbols without it.
+fn per_symbol(
+    ex: &Exchange,
+    params: &Params,
+    row: impl Fn(&Exchange, &str) -> Value,
+) -> Result<Value, ApiError> {
+    match ex.optional_symbol(params)? {
+        Some(symbol) => Ok(row(ex, &symbol)),
+        None => Ok(Value::Array(
+            ex.markets.keys().map(|s| row(ex, s)).collect(),
+        )),
+    }
+}
+
+fn exchange_info(ex: &Exchange, now: i64) -> Value {
+    let symbols: Vec<Value> = ex
+        .markets
+        .values()
+        .map(|m| {
+            let s = &m.spec;
+            json!({
+                "symbol": s.symbol,
+                "pair": s.symbol,
+                "contractType": "PERPETUAL",
+                "deliveryDate": 4_133_404_800_000i64,
+                "onboardDate": s.onboard_date,
+                "status": "TRADING",
+                "maintMarginPercent": "2.5000",
+                "requiredMarginPercent": "5.0000",
+                "baseAsset": s.base_asset,
+                "quoteAsset": "USDT",
+                "marginAsset": "USDT",
+                "pricePrecision": s.price_precision,
+                "quantityPrecision": s.qty_scale(),
+                "baseAssetPrecision": 8,
+                "quotePrecision": 8,
+                "underlyingType": "COIN",
+                "underlyingSubType": [],
+                "settlePlan": 0,
+                "triggerProtect": "0.0500",
+                "filters": [
+                    { "filterType": "PRICE_FILTER", "maxPrice": s.fmt_price(s.max_price), "minPrice": s.fmt_price(s.min_price), "tickSize": s.tick_size.normalize().to_string() },
+                    { "filterType": "LOT_SIZE", "maxQty": s.max_qty.normalize().to_string(), "minQty": s.min_qty.normalize().to_string(), "stepSize": s.step_size.normalize().to_string() },
+                    { "filterType": "MARKET_LOT_SIZE", "maxQty": s.market_max_qty.normalize().to_string(), "minQty": s.market_min_qty.normalize().to_string(), "stepSize": s.market_step_size.normalize().to_string() },
+                    { "filterType": "MAX_NUM_ORDERS", "limit": s.max_num_orders },
+                    { "filterType": "MIN_NOTIONAL", "notional": s.min_notional.normalize().to_string() },
+                    { "filterType": "PERCENT_PRICE", "multiplierUp": s.multiplier_up.to_string(), "multiplierDown": s.multiplier_down.to_string(), "multiplierDecimal": "4" },
+                ],
+                "orderTypes": ["LIMIT", "MARKET", "STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET", "TRAILING_STOP_MARKET"],
+                "timeInForce": ["GTC", "IOC", "FOK", "GTX", "GTD"],
+                "liquidationFee": "0.012500",
+                "marketTakeBound": "0.05",
+            })
+        })
+        .collect();
+    json!({
+        "exchangeFilters": [],
+        "rateLimits": [
+            { "interval": "MINUTE", "intervalNum": 1, "limit": WEIGHT_LIMIT_1M, "rateLimitType": "REQUEST_WEIGHT" },
+            { "interval": "MINUTE", "intervalNum": 1, "limit": ORDER_LIMIT_1M, "rateLimitType": "ORDERS" },
+            { "interval": "SECOND", "intervalNum": 10, "limit": ORDER_LIMIT_10S, "rateLimitType": "ORDERS" },
+        ],
+        "serverTime": now,
+        "assets": [
+            { "asset": "USDT", "marginAvailable": true, "autoAssetExchange": "-10000" },
+        ],
+        "symbols": symbols,
+        "timezone": "UTC",
+    })
+}
+
+fn with_usage(mut response: Response, usage: Usage) -> Response {
+    let headers = response.headers_mut();
+    insert_header(headers, "X-MBX-USED-WEIGHT-1M", usage.weight_1m);
+    if let Some((ten, minute)) = usage.orders {
+        insert_header(headers, "X-MBX-ORDER-COUNT-10S", ten);
+        insert_header(headers, "X-MBX-ORDER-COUNT-1M", minute);
+    }
+    response
+}
+
+fn insert_header(headers: &mut HeaderMap, name: &'static str, value: u32) {
+    if let Ok(v) = HeaderValue::from_str(&value.to_string()) {
+        headers.insert(name, v);
+    }
+}
+
+// ----- control API ---------------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PriceRequest {
+    symbol: String,
+    price: Option<String>,
+    #[serde(default)]
+    release: bool,
+}
+
+async fn control_price(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let request: PriceRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return ApiError::bad(-1102, format!("invalid JSON body: {e}")).into_response(),
+    };
+    let symbol = request.symbol.to_ascii_uppercase();
+    let price = match (request.price.as_deref(), request.release) {
+        (Some(text), false) => match parse_decimal(text).filter(|p| *p > Decimal::ZERO) {
+            Some(p) => Some(p),
+            None => {
+                return ApiError::bad(-1102, "price must be a positive decimal string")
+                    .into_response()
+            }
+        },
+        (None, true) => None,
+        _ => {
+            return ApiError::bad(-1102, "send either \"price\" or \"release\": true")
+                .into_response()
+        }
+    };
+    let result = shared.with_exchange(|ex, now| ex.pin_price(&symbol, price, now));
+    match result {
+        Ok(value) => {
+            info!(target: "quantum_sim::control", "price {symbol} -> {}", value["price"]);
+            Json(value).into_response()
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn get_faults(State(shared): State<Arc<Shared>>) -> Response {
+    Json(shared.faults()).into_response()
+}
+
+async fn post_faults(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let update: FaultsUpdate = match serde_json::from_slice(&body) {
+        Ok(u) => u,
+        Err(e) => return ApiError::bad(-1102, format!("invalid faults body: {e}")).into_response(),
+    };
+    let faults = shared.with_exchange(|ex, now| {
+        let startup = ex.startup_faults.clone();
+        ex.faults.apply(&update, &startup);
+        if update.expire_listen_keys {
+            ex.expire_all_listen_keys(now);
+        }
+        if update.disconnect_user_streams {
+            ex.disconnect_user_streams();
+        }
+        ex.faults.clone()
+    });
+    shared.faults_changed.notify_waiters();
+    info!(target: "quantum_sim::control", "faults now {}", serde_json::to_string(&faults).unwrap_or_default());
+    Json(faults).into_response()
+}

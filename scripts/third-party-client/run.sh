@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Checks that an unchanged third-party Binance USD-M Futures client (python-binance, pinned in
+# requirements.txt) works against `quantum sim`: builds quantum, starts the simulator on a free
+# loopback port, runs check_python_binance.py against it, stops the simulator.
+#
+#   scripts/third-party-client/run.sh [extra args for check_python_binance.py, e.g. --strict --verbose]
+#
+# Exit status: 0 when every required step passed, non-zero otherwise.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+VENV="${TMPDIR:-/tmp}/quantum-pyclient-venv"
+PYTHON="${PYTHON:-python3}"
+API_KEY="pyclient-check-key"
+API_SECRET="pyclient-check-secret"
+
+# 1. Python environment (reused when present).
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "== creating venv $VENV"
+    "$PYTHON" -m venv "$VENV"
+fi
+echo "== installing requirements"
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$HERE/requirements.txt"
+
+# 2. The simulator.
+echo "== building quantum"
+(cd "$ROOT" && cargo build --quiet -p quantum)
+BIN="$ROOT/target/debug/quantum"
+
+PORT="$("$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
+BASE="http://127.0.0.1:$PORT"
+LOG="$(mktemp "${TMPDIR:-/tmp}/quantum-sim-pyclient.XXXXXX.log")"
+
+echo "== starting: $BIN sim --listen 127.0.0.1:$PORT --api-key $API_KEY --api-secret *** (log $LOG)"
+"$BIN" sim --listen "127.0.0.1:$PORT" --api-key "$API_KEY" --api-secret "$API_SECRET" >"$LOG" 2>&1 &
+SIM_PID=$!
+cleanup() {
+    if kill -0 "$SIM_PID" 2>/dev/null; then
+        kill "$SIM_PID" 2>/dev/null || true
+        wait "$SIM_PID" 2>/dev/null || true
+    fi
+}
+trap cleanup EXIT INT TERM
+
+# 3. Wait for GET /fapi/v1/ping.
+ready=""
+for _ in $(seq 1 100); do
+    if ! kill -0 "$SIM_PID" 2>/dev/null; then
+        echo "simulator exited before answering; its log:" >&2
+        cat "$LOG" >&2
+        exit 1
+    fi
+    if "$VENV/bin/python" - "$BASE/fapi/v1/ping" <<'PY' 2>/dev/null
+import sys, urllib.request
+with urllib.request.urlopen(sys.argv[1], timeout=1) as r:
+    sys.exit(0 if r.status == 200 else 1)
+PY
+    then
+        ready=1
+        break
+    fi
+    sleep 0.1
+done
+if [ -z "$ready" ]; then
+    echo "simulator did not answer GET /fapi/v1/ping within 10 s; its log:" >&2
+    cat "$LOG" >&2
+    exit 1
+fi
+
+# 4. The check.
+status=0
+"$VENV/bin/python" "$HERE/check_python_binance.py" \
+    --http "$BASE" --api-key "$API_KEY" --api-secret "$API_SECRET" "$@" || status=$?
+if [ "$status" -ne 0 ]; then
+    echo "== simulator log (last 40 lines of $LOG)"
+    tail -n 40 "$LOG"
+fi
+exit "$status"
