@@ -656,7 +656,9 @@ class Check:
         BinanceSocketManager.FSTREAM_URL = self.ws
         BinanceSocketManager.STREAM_URL = self.ws
         q: queue.Queue = queue.Queue()
-        twm = ThreadedWebsocketManager(self.args.api_key, self.args.api_secret, loop=asyncio.new_event_loop())
+        # Default loop on purpose: python-binance creates the socket objects in the calling thread with
+        # get_loop() and schedules their read loop there, so the manager must run that same loop.
+        twm = ThreadedWebsocketManager(self.args.api_key, self.args.api_secret)
         twm.daemon = True
         twm.start()
         try:

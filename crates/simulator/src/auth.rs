@@ -41,16 +41,6 @@ impl Params {
         Params { values }
     }
 
-    #[cfg(test)]
-    pub(crate) fn from_pairs(pairs: &[(&str, &str)]) -> Params {
-        Params {
-            values: pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        }
-    }
-
     /// The raw value, treating an empty string as absent.
     pub(crate) fn get(&self, key: &str) -> Option<&str> {
         self.values

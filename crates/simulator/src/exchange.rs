@@ -25,6 +25,8 @@ use crate::wire::{self, OrderShape};
 const TAKER_FEE: Decimal = Decimal::from_parts(5, 0, 0, false, 4);
 const MAKER_FEE: Decimal = Decimal::from_parts(2, 0, 0, false, 4);
 const DEFAULT_LEVERAGE: u32 = 20;
+/// Maintenance margin rate applied to every position's notional.
+const MAINT_MARGIN_RATE: Decimal = Decimal::from_parts(4, 0, 0, false, 3);
 /// Binance's cap on open conditional (algo) orders across all symbols.
 const MAX_OPEN_ALGO_ORDERS: usize = 200;
 
@@ -240,6 +242,14 @@ impl Exchange {
             .map(|((symbol, _), p)| {
                 p.amount.abs() * self.mark(symbol) / Decimal::from(self.leverage_of(symbol))
             })
+            .sum()
+    }
+
+    /// Maintenance margin at a flat 0.4 % of notional (Binance's lowest bracket for majors).
+    fn maintenance_margin(&self) -> Decimal {
+        self.positions
+            .iter()
+            .map(|((symbol, _), p)| p.amount.abs() * self.mark(symbol) * MAINT_MARGIN_RATE)
             .sum()
     }
 
@@ -1021,7 +1031,7 @@ impl Exchange {
                 "marginAsset": "USDT",
                 "isolatedWallet": "0",
                 "initialMargin": wire::fmt8(initial),
-                "maintMargin": wire::fmt8(notional.abs() * Decimal::new(4, 3)),
+                "maintMargin": wire::fmt8(notional.abs() * MAINT_MARGIN_RATE),
                 "positionInitialMargin": wire::fmt8(initial),
                 "openOrderInitialMargin": "0",
                 "adl": 0,
@@ -1056,13 +1066,14 @@ impl Exchange {
         let position_margin = self.position_margin();
         let order_margin = self.open_order_margin();
         let available = self.available_balance();
+        let maint = self.maintenance_margin();
         let f = wire::fmt8;
         let mut asset = json!({
             "asset": "USDT",
             "walletBalance": f(self.wallet),
             "unrealizedProfit": f(upnl),
             "marginBalance": f(self.wallet + upnl),
-            "maintMargin": f(Decimal::ZERO),
+            "maintMargin": f(maint),
             "initialMargin": f(position_margin + order_margin),
             "positionInitialMargin": f(position_margin),
             "openOrderInitialMargin": f(order_margin),
@@ -1074,7 +1085,7 @@ impl Exchange {
         });
         let mut account = json!({
             "totalInitialMargin": f(position_margin + order_margin),
-            "totalMaintMargin": f(Decimal::ZERO),
+            "totalMaintMargin": f(maint),
             "totalWalletBalance": f(self.wallet),
             "totalUnrealizedProfit": f(upnl),
             "totalMarginBalance": f(self.wallet + upnl),
@@ -1100,11 +1111,11 @@ impl Exchange {
                     "symbol": symbol, "positionSide": side.as_str(), "positionAmt": spec.fmt_qty(position.amount),
                     "unrealizedProfit": f(wire::unrealized(position, market.mark)), "isolatedMargin": f(Decimal::ZERO),
                     "notional": f(notional), "isolatedWallet": "0", "initialMargin": f(initial),
-                    "maintMargin": f(notional.abs() * Decimal::new(4, 3)), "updateTime": position.update_time,
+                    "maintMargin": f(notional.abs() * MAINT_MARGIN_RATE), "updateTime": position.update_time,
                 })
             } else {
                 json!({
-                    "symbol": symbol, "initialMargin": f(initial), "maintMargin": f(notional.abs() * Decimal::new(4, 3)),
+                    "symbol": symbol, "initialMargin": f(initial), "maintMargin": f(notional.abs() * MAINT_MARGIN_RATE),
                     "unrealizedProfit": f(wire::unrealized(position, market.mark)), "positionInitialMargin": f(initial),
                     "openOrderInitialMargin": "0", "leverage": leverage.to_string(),
                     "isolated": self.margin_type_of(symbol) == MarginType::Isolated,
@@ -1118,7 +1129,7 @@ impl Exchange {
         if !v3 {
             asset["marginAvailable"] = json!(true);
             let header = json!({
-                "feeTier": 0, "feeBurn": false, "canDeposit": true, "canWithdraw": true, "updateTime": 0,
+                "feeTier": 0, "canTrade": true, "feeBurn": false, "canDeposit": true, "canWithdraw": true, "updateTime": 0,
                 "multiAssetsMargin": false, "tradeGroupId": -1,
             });
             for (k, v) in header.as_object().expect("object") {
@@ -1720,7 +1731,7 @@ impl Exchange {
     /// Mark price streams: `@1s` every tick, the plain 3-second stream every third tick (and
     /// always when a pin forces an update).
     fn publish_mark_prices(&mut self, only: Option<&str>, now: i64) {
-        let every_third = self.tick_count % 3 == 0 || only.is_some();
+        let every_third = self.tick_count.is_multiple_of(3) || only.is_some();
         let mut all = Vec::new();
         let mut out = Vec::new();
         for (symbol, market) in &self.markets {

@@ -702,7 +702,7 @@ fn exchange_info(ex: &Exchange, now: i64) -> Value {
                 "baseAssetPrecision": 8,
                 "quotePrecision": 8,
                 "underlyingType": "COIN",
-                "underlyingSubType": [],
+                "underlyingSubType": [underlying_sub_type(&s.symbol)],
                 "settlePlan": 0,
                 "triggerProtect": "0.0500",
                 "filters": [
@@ -734,6 +734,17 @@ fn exchange_info(ex: &Exchange, now: i64) -> Value {
         "symbols": symbols,
         "timezone": "UTC",
     })
+}
+
+/// The category Binance lists a contract under (informational only).
+fn underlying_sub_type(symbol: &str) -> &'static str {
+    match symbol {
+        "BTCUSDT" => "PoW",
+        "DOGEUSDT" => "Meme",
+        "AXSUSDT" => "GameFi",
+        "XRPUSDT" => "Payment",
+        _ => "Layer-1",
+    }
 }
 
 fn with_usage(mut response: Response, usage: Usage) -> Response {

@@ -125,8 +125,6 @@ pub(crate) fn order_trade_update(
             "ot": order.orig_type.as_str(),
             "ps": order.position_side.as_str(),
             "cp": order.close_position,
-            "AP": "0",
-            "cr": "0",
             "pP": order.price_protect,
             "si": 0,
             "ss": 0,
@@ -212,6 +210,13 @@ pub(crate) fn algo_order(algo: &AlgoOrder, spec: &SymbolSpec, with_actual: bool)
         "goodTillDate": 0,
     });
     if with_actual {
+        // The documented query shape has no trailing fields; they stay for trailing stops only.
+        if algo.order_type != crate::model::OrderType::TrailingStopMarket {
+            if let Some(map) = v.as_object_mut() {
+                map.remove("activatePrice");
+                map.remove("callbackRate");
+            }
+        }
         let zero_price = spec.fmt_price(Decimal::ZERO);
         v["actualOrderId"] = json!(algo
             .actual_order_id

@@ -469,6 +469,27 @@ async fn position_risk_v3_has_the_documented_one_way_shape() {
 }
 
 #[tokio::test]
+async fn position_risk_in_hedge_mode_has_the_documented_hedge_shapes() {
+    let (sim, client) = start_trading().await;
+    let dual = [("dualSidePosition", "true")];
+    signed(&client, Method::POST, "/fapi/v1/positionSide/dual", &dual).await;
+    let params = [
+        ("symbol", "BTCUSDT"),
+        ("side", "BUY"),
+        ("positionSide", "LONG"),
+        ("type", "MARKET"),
+        ("quantity", QTY),
+    ];
+    let ack = signed(&client, Method::POST, "/fapi/v1/order", &params).await;
+    wait_filled(&client, &order_id(&ack)).await;
+    let v2 = signed(&client, Method::GET, "/fapi/v2/positionRisk", &[]).await;
+    assert_matches_fixture(&v2, "rest__position_risk_v2_hedge.json", &Allow::none());
+    let v3 = signed(&client, Method::GET, "/fapi/v3/positionRisk", &[]).await;
+    assert_matches_fixture(&v3, "rest__position_risk_v3_hedge.json", &Allow::none());
+    sim.shutdown().await;
+}
+
+#[tokio::test]
 async fn account_v2_has_the_documented_single_asset_shape() {
     let (sim, client) = start_trading().await;
     open_long(&client).await;
@@ -673,6 +694,18 @@ async fn a_new_algo_order_produces_an_algo_update_in_the_documented_shape() {
     place_closing_stop(&client).await;
     let event = next_event(&mut ws, "ALGO_UPDATE", WAIT).await;
     assert_matches_fixture(&event, "ws__algo_update.json", &Allow::none());
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_expired_listen_key_produces_the_documented_expiry_event() {
+    let (sim, client) = start().await;
+    let mut ws = connect_user_stream(&sim, &client).await;
+    let expire = json!({"expire_listen_keys": true});
+    let (status, reply) = client.control(Method::POST, "/sim/v1/faults", expire).await;
+    assert!(status.is_success(), "expiring listenKeys: {status} {reply}");
+    let event = next_event(&mut ws, "listenKeyExpired", WAIT).await;
+    assert_matches_fixture(&event, "ws__listen_key_expired.json", &Allow::none());
     sim.shutdown().await;
 }
 

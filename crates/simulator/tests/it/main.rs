@@ -1,3 +1,10 @@
+mod algo;
+mod auth;
+mod bad_input;
+mod faults;
 mod fixtures;
+mod orders;
+mod ratelimit;
 mod shape;
+mod streams;
 mod support;
