@@ -1547,24 +1547,40 @@ impl Exchange {
         key
     }
 
-    pub(crate) fn keepalive_listen_key(&mut self, now: i64) -> Result<String, ApiError> {
-        let ttl = self.listen_key_ttl_ms;
-        let (key, entry) = self
-            .listen_keys
-            .iter_mut()
-            .find(|(_, k)| k.expires_at > now)
-            .ok_or_else(|| ApiError::bad(-1125, "This listenKey does not exist."))?;
-        entry.expires_at = now + ttl;
-        Ok(key.clone())
+    /// The live key a keepalive or close refers to: the one named in `listenKey` when the client
+    /// sends it (python-binance does), else the account's live key.
+    fn live_listen_key(&self, requested: Option<&str>, now: i64) -> Result<String, ApiError> {
+        self.listen_keys
+            .iter()
+            .find(|(key, entry)| {
+                entry.expires_at > now && requested.is_none_or(|r| r == key.as_str())
+            })
+            .map(|(key, _)| key.clone())
+            .ok_or_else(|| ApiError::bad(-1125, "This listenKey does not exist."))
     }
 
-    pub(crate) fn close_listen_key(&mut self, now: i64) -> Result<(), ApiError> {
-        let key = self
-            .listen_keys
-            .iter()
-            .find(|(_, k)| k.expires_at > now)
-            .map(|(key, _)| key.clone())
-            .ok_or_else(|| ApiError::bad(-1125, "This listenKey does not exist."))?;
+    /// `PUT /fapi/v1/listenKey`: extends the key by its lifetime.
+    pub(crate) fn keepalive_listen_key(
+        &mut self,
+        requested: Option<&str>,
+        now: i64,
+    ) -> Result<String, ApiError> {
+        let key = self.live_listen_key(requested, now)?;
+        let ttl = self.listen_key_ttl_ms;
+        if let Some(entry) = self.listen_keys.get_mut(&key) {
+            entry.expires_at = now + ttl;
+        }
+        Ok(key)
+    }
+
+    /// `DELETE /fapi/v1/listenKey`: ends the key; its connections get `listenKeyExpired` and then
+    /// nothing more.
+    pub(crate) fn close_listen_key(
+        &mut self,
+        requested: Option<&str>,
+        now: i64,
+    ) -> Result<(), ApiError> {
+        let key = self.live_listen_key(requested, now)?;
         self.listen_keys.remove(&key);
         self.expire_key(key, now);
         Ok(())

@@ -252,6 +252,8 @@ async fn serve_connection(
 pub(crate) async fn tick_loop(shared: Arc<Shared>) {
     let mut interval = tokio::time::interval(shared.config.tick_interval);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick completes at once; prices start moving one interval after start.
+    interval.tick().await;
     loop {
         tokio::select! {
             _ = shared.shutdown.cancelled() => return,
@@ -658,9 +660,11 @@ fn call(shared: &Arc<Shared>, endpoint: Endpoint, params: &Params) -> Result<Val
         AllAlgos => ex.all_algos(params).map(Value::Array),
         CreateListenKey => Ok(json!({ "listenKey": ex.create_listen_key(now) })),
         KeepaliveListenKey => ex
-            .keepalive_listen_key(now)
+            .keepalive_listen_key(params.get("listenKey"), now)
             .map(|key| json!({ "listenKey": key })),
-        CloseListenKey => ex.close_listen_key(now).map(|()| json!({})),
+        CloseListenKey => ex
+            .close_listen_key(params.get("listenKey"), now)
+            .map(|()| json!({})),
         NewOrder | NewAlgo => unreachable!("new-order requests go through new_order_request"),
     })
 }

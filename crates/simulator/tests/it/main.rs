@@ -1,6 +1,7 @@
 mod algo;
 mod auth;
 mod bad_input;
+mod config;
 mod faults;
 mod fixtures;
 mod orders;

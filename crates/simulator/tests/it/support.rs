@@ -26,10 +26,15 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Starts a simulator on a free port with fills applied immediately, and a client for it.
 pub async fn start() -> (SimHandle, Client) {
-    let config = SimConfig {
+    start_with(SimConfig {
         fill_delay: Duration::from_millis(0),
         ..SimConfig::default()
-    };
+    })
+    .await
+}
+
+/// Starts a simulator with `config` (its `listen` should keep port 0) and a client for it.
+pub async fn start_with(config: SimConfig) -> (SimHandle, Client) {
     let (key, secret) = (config.api_key.clone(), config.api_secret.clone());
     let sim = simulator::spawn(config)
         .await

@@ -1,0 +1,276 @@
+#!/usr/bin/env python3
+"""Drive `quantum sim` with ccxt's `binanceusdm` (ccxt.pro for the user data stream), unchanged.
+
+Configuration only: every URL in `exchange.urls['api']` (REST and WebSocket) is pointed at the
+simulator, and `options['fetchCurrencies'] = False` (with keys set, ccxt otherwise loads currencies
+from the spot-wallet endpoint GET /sapi/v1/capital/config/getall, which a futures exchange lacks).
+
+Each step prints PASS/FAIL; a failure prints ccxt's last request (method, URL, body) and the reply.
+
+Usage: check_ccxt.py --http http://127.0.0.1:PORT --api-key K --api-secret S
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+import traceback
+from urllib.parse import urlsplit, urlunsplit
+
+import ccxt
+import ccxt.pro as ccxtpro
+
+SYMBOL = "BTC/USDT:USDT"
+SYMBOLS = ["BTC", "ETH", "AXS", "SOL", "BNB", "XRP", "DOGE"]
+
+
+class CheckFailed(Exception):
+    pass
+
+
+def expect(cond, msg):
+    if not cond:
+        raise CheckFailed(msg)
+
+
+def repoint(tree, http_base: str, ws_base: str):
+    """Rewrites scheme and host of every URL in ccxt's urls['api'] tree, keeping the path."""
+    h, w = urlsplit(http_base), urlsplit(ws_base)
+    if isinstance(tree, dict):
+        return {k: repoint(v, http_base, ws_base) for k, v in tree.items()}
+    if isinstance(tree, str) and "://" in tree:
+        u = urlsplit(tree)
+        base = w if u.scheme in ("ws", "wss") else h
+        return urlunsplit((base.scheme, base.netloc, u.path, u.query, u.fragment))
+    return tree
+
+
+class Check:
+    def __init__(self, args):
+        self.args = args
+        self.http = args.http.rstrip("/")
+        self.ws = "ws" + self.http[len("http"):]
+        self.results = []
+        self.ctx = {}
+        self.ex = None
+
+    def describe(self) -> str:
+        ex = self.ex
+        return (
+            f"  request: {getattr(ex, 'last_request_url', None)} body={getattr(ex, 'last_request_body', None)!r}\n"
+            f"  reply: {str(getattr(ex, 'last_http_response', None))[:1200]}"
+        )
+
+    async def run(self, name, fn, extra=False):
+        t0 = time.time()
+        try:
+            detail = await fn() or ""
+            status = "PASS"
+        except CheckFailed as e:
+            status, detail = "FAIL", f"{e}\n  last HTTP exchange:\n{self.describe()}"
+        except ccxt.BaseError as e:
+            status, detail = "FAIL", f"{type(e).__name__}: {e}\n  last HTTP exchange:\n{self.describe()}"
+        except Exception as e:  # noqa: BLE001
+            status = "FAIL"
+            detail = f"{type(e).__name__}: {e}\n  last HTTP exchange:\n{self.describe()}\n" + traceback.format_exc(limit=5)
+        tag = " [extra]" if extra else ""
+        print(f"{status} ccxt.{name}{tag} ({time.time() - t0:.2f}s): {detail}", flush=True)
+        self.results.append((name, status, extra))
+
+    async def wait_closed(self, order_id, timeout=10.0):
+        deadline = time.time() + timeout
+        seen = []
+        while True:
+            o = await self.ex.fetch_order(order_id, SYMBOL)
+            if not seen or seen[-1] != o["status"]:
+                seen.append(o["status"])
+            if o["status"] == "closed":
+                return o, seen
+            if time.time() > deadline:
+                raise CheckFailed(f"order {order_id} not closed after {timeout}s; statuses {seen}; {o['info']}")
+            await asyncio.sleep(0.2)
+
+    async def position_amt(self) -> float:
+        ps = await self.ex.fetch_positions([SYMBOL])
+        total = 0.0
+        for p in ps:
+            if p["symbol"] == SYMBOL and p.get("contracts"):
+                total += p["contracts"] if p.get("side") != "short" else -p["contracts"]
+        return total
+
+    # ------------------------------------------------------------------ steps
+    async def s_load_markets(self):
+        markets = await self.ex.load_markets()
+        missing = [b for b in SYMBOLS if f"{b}/USDT:USDT" not in markets]
+        expect(not missing, f"markets lack {missing}; have {sorted(markets)[:20]}")
+        m = markets[SYMBOL]
+        expect(m["precision"]["amount"] and m["precision"]["price"], f"precision: {m['precision']}")
+        expect(m["limits"]["cost"]["min"], f"min notional missing: {m['limits']}")
+        return f"{len(markets)} markets; {SYMBOL} precision={m['precision']} limits.cost={m['limits']['cost']}"
+
+    async def s_fetch_time(self):
+        t = await self.ex.fetch_time()
+        expect(abs(t - self.ex.milliseconds()) < 5000, f"time {t}")
+        return f"{t}"
+
+    async def s_fetch_ticker(self):
+        t = await self.ex.fetch_ticker(SYMBOL)
+        expect(t["last"], f"ticker {t}")
+        return f"last={t['last']} bid={t['bid']} ask={t['ask']}"
+
+    async def s_fetch_order_book(self):
+        ob = await self.ex.fetch_order_book(SYMBOL, 10)
+        expect(ob["bids"] and ob["asks"] and ob["bids"][0][0] < ob["asks"][0][0], f"book {ob}")
+        return f"best {ob['bids'][0]} / {ob['asks'][0]}"
+
+    async def s_fetch_funding_rate(self):
+        fr = await self.ex.fetch_funding_rate(SYMBOL)
+        expect(fr["markPrice"], f"funding {fr}")
+        self.ctx["mark"] = fr["markPrice"]
+        return f"markPrice={fr['markPrice']} fundingRate={fr['fundingRate']}"
+
+    async def s_set_leverage(self):
+        r = await self.ex.set_leverage(10, SYMBOL)
+        return f"{r}"
+
+    async def s_set_margin_mode(self):
+        out = []
+        for mode in ("isolated", "cross"):
+            try:
+                out.append(f"{mode}: {await self.ex.set_margin_mode(mode, SYMBOL)}")
+            except ccxt.MarginModeAlreadySet as e:
+                out.append(f"{mode}: already set ({e})")
+        return "; ".join(out)
+
+    async def s_fetch_position_mode(self):
+        r = await self.ex.fetch_position_mode(SYMBOL)
+        expect(r["hedged"] is False, f"{r}")
+        return f"hedged={r['hedged']}"
+
+    async def s_market_buy(self):
+        o = await self.ex.create_order(SYMBOL, "market", "buy", 0.002)
+        self.ctx["market"] = o
+        o2, seen = await self.wait_closed(o["id"])
+        expect(o2["average"] and o2["average"] > 0, f"average {o2['average']}")
+        expect(abs(o2["filled"] - 0.002) < 1e-9, f"filled {o2['filled']}")
+        return f"id={o['id']} first status={o['status']}; statuses {seen}; average={o2['average']}"
+
+    async def s_limit_cycle(self):
+        mark = self.ctx.get("mark") or (await self.ex.fetch_ticker(SYMBOL))["last"]
+        price = float(self.ex.price_to_precision(SYMBOL, mark * 0.96))
+        o = await self.ex.create_order(SYMBOL, "limit", "buy", 0.002, price)
+        expect(o["status"] == "open", f"limit status {o['status']}: {o['info']}")
+        opens = await self.ex.fetch_open_orders(SYMBOL)
+        expect(o["id"] in [x["id"] for x in opens], f"not in open orders {[x['id'] for x in opens]}")
+        q = await self.ex.fetch_order(o["id"], SYMBOL)
+        expect(q["status"] == "open" and q["price"] == price, f"fetch_order {q['info']}")
+        allo = await self.ex.fetch_orders(SYMBOL)
+        expect(o["id"] in [x["id"] for x in allo], "not in fetch_orders")
+        c = await self.ex.cancel_order(o["id"], SYMBOL)
+        expect(c["status"] == "canceled", f"cancel {c['info']}")
+        return f"limit {o['id']} @ {price}: open -> listed -> fetched -> canceled"
+
+    async def s_my_trades(self):
+        ts = await self.ex.fetch_my_trades(SYMBOL)
+        mine = [t for t in ts if t["order"] == self.ctx["market"]["id"]]
+        expect(mine, f"no trade for market order; {len(ts)} trades")
+        return f"{len(mine)} trade(s), price {mine[0]['price']}, fee {mine[0]['fee']}"
+
+    async def s_positions(self):
+        ps = await self.ex.fetch_positions([SYMBOL])
+        p = [x for x in ps if x["symbol"] == SYMBOL]
+        expect(p and abs((p[0]["contracts"] or 0) - 0.002) < 1e-9 and p[0]["side"] == "long", f"positions {ps}")
+        return f"contracts={p[0]['contracts']} side={p[0]['side']} entryPrice={p[0]['entryPrice']} leverage={p[0]['leverage']}"
+
+    async def s_balance(self):
+        b = await self.ex.fetch_balance()
+        expect(b.get("USDT", {}).get("total"), f"balance {b.get('USDT')}")
+        return f"USDT {b['USDT']}"
+
+    async def s_stop_market(self):
+        mark = self.ctx.get("mark") or (await self.ex.fetch_ticker(SYMBOL))["last"]
+        trigger = float(self.ex.price_to_precision(SYMBOL, mark * 0.97))
+        o = await self.ex.create_order(SYMBOL, "STOP_MARKET", "sell", None, None,
+                                       {"stopPrice": trigger, "closePosition": True})
+        opens = await self.ex.fetch_open_orders(SYMBOL, params={"trigger": True})
+        expect(o["id"] in [x["id"] for x in opens], f"trigger order {o['id']} not in open trigger orders {[x['id'] for x in opens]}")
+        c = await self.ex.cancel_order(o["id"], SYMBOL, {"trigger": True})
+        return f"id={o['id']} trigger={trigger}; cancel -> {c.get('status')} {c.get('info')}"
+
+    async def s_watch_orders(self):
+        task = asyncio.ensure_future(self.ex.watch_orders(SYMBOL))
+        await asyncio.sleep(1.0)
+        o = await self.ex.create_order(SYMBOL, "market", "buy", 0.002)
+        deadline = time.time() + 15
+        statuses = []
+        while time.time() < deadline:
+            try:
+                orders = await asyncio.wait_for(task, timeout=max(0.1, deadline - time.time()))
+            except asyncio.TimeoutError:
+                break
+            for x in orders:
+                if x["id"] == o["id"]:
+                    statuses.append(x["status"])
+            if "closed" in statuses:
+                return f"order {o['id']} updates via listenKey stream: {statuses}"
+            task = asyncio.ensure_future(self.ex.watch_orders(SYMBOL))
+        task.cancel()
+        raise CheckFailed(f"no closed update for {o['id']} within 15 s; statuses {statuses}")
+
+    async def s_close(self):
+        amt = await self.position_amt()
+        expect(amt > 0, f"position {amt}")
+        o = await self.ex.create_order(SYMBOL, "market", "sell", amt, None, {"reduceOnly": True})
+        o2, seen = await self.wait_closed(o["id"])
+        after = await self.position_amt()
+        expect(after == 0, f"position after close {after}")
+        return f"sold {amt} reduceOnly; statuses {seen}; position now {after}"
+
+    async def main(self) -> int:
+        self.ex = ccxtpro.binanceusdm({
+            "apiKey": self.args.api_key,
+            "secret": self.args.api_secret,
+            "options": {"fetchCurrencies": False},
+        })
+        self.ex.urls["api"] = repoint(self.ex.urls["api"], self.http, self.ws)
+        print(f"ccxt {ccxt.__version__} binanceusdm against {self.http}", flush=True)
+        try:
+            R = self.run
+            await R("load_markets", self.s_load_markets)
+            await R("fetch_time", self.s_fetch_time)
+            await R("fetch_ticker", self.s_fetch_ticker)
+            await R("fetch_order_book", self.s_fetch_order_book)
+            await R("fetch_funding_rate", self.s_fetch_funding_rate)
+            await R("set_leverage", self.s_set_leverage)
+            await R("set_margin_mode", self.s_set_margin_mode)
+            await R("fetch_position_mode", self.s_fetch_position_mode)
+            await R("market_buy_and_fetch_order", self.s_market_buy)
+            await R("limit_open_list_fetch_cancel", self.s_limit_cycle)
+            await R("fetch_my_trades", self.s_my_trades)
+            await R("fetch_positions", self.s_positions)
+            await R("fetch_balance", self.s_balance)
+            await R("stop_market_close_position", self.s_stop_market)
+            await R("watch_orders", self.s_watch_orders)
+            await R("reduce_only_close", self.s_close)
+        finally:
+            await self.ex.close()
+        passed = sum(1 for r in self.results if r[1] == "PASS")
+        failed = sum(1 for r in self.results if r[1] != "PASS")
+        print(f"ccxt: {passed} passed, {failed} failed")
+        return 1 if failed else 0
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--http", default=os.environ.get("QUANTUM_SIM_URL", "http://127.0.0.1:8090"))
+    p.add_argument("--api-key", default=os.environ.get("QUANTUM_SIM_API_KEY", "quantum-sim-key"))
+    p.add_argument("--api-secret", default=os.environ.get("QUANTUM_SIM_API_SECRET", "quantum-sim-secret"))
+    args = p.parse_args()
+    return asyncio.run(Check(args).main())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
