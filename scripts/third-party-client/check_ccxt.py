@@ -94,12 +94,10 @@ class Check:
             await asyncio.sleep(0.2)
 
     async def position_amt(self) -> float:
-        ps = await self.ex.fetch_positions([SYMBOL])
-        total = 0.0
-        for p in ps:
-            if p["symbol"] == SYMBOL and p.get("contracts"):
-                total += p["contracts"] if p.get("side") != "short" else -p["contracts"]
-        return total
+        # Raw positionRisk through ccxt's implicit API, so this does not depend on fetch_positions
+        # (which also needs GET /fapi/v1/leverageBracket).
+        rows = await self.ex.fapiPrivateV3GetPositionRisk({"symbol": "BTCUSDT"})
+        return sum(float(r["positionAmt"]) for r in rows if r.get("symbol") == "BTCUSDT")
 
     # ------------------------------------------------------------------ steps
     async def s_load_markets(self):

@@ -412,6 +412,22 @@ class Check:
         expect(lim["orderId"] not in ids, f"canceled order still in openOrders {ids}")
         return f"orderId={r['orderId']} status={r['status']}"
 
+    def step_limit_result(self):
+        # newOrderRespType=RESULT on a LIMIT that rests: Binance answers at once with status NEW.
+        # (ccxt sends RESULT by default; its request timeout, like python-binance's, is 10 s.)
+        s = self.spec()
+        price = floor_to(self.mark() * max(s["mult_down"] + Decimal("0.01"), Decimal("0.90")), s["tick"])
+        t0 = time.time()
+        r = self.client.futures_create_order(
+            symbol=self.symbol, side="BUY", type="LIMIT", timeInForce="GTC", quantity="0.002",
+            price=fmt(price), newOrderRespType="RESULT",
+        )
+        dt = time.time() - t0
+        self.client.futures_cancel_order(symbol=self.symbol, orderId=r["orderId"])
+        expect(r.get("status") == "NEW", f"status {r.get('status')!r}")
+        expect(dt < 2.0, f"RESULT reply for a resting LIMIT took {dt:.2f} s (Binance answers immediately with NEW)")
+        return f"status NEW in {dt:.2f} s"
+
     def step_account_trades(self):
         r = self.client.futures_account_trades(symbol=self.symbol)
         expect(isinstance(r, list), f"userTrades should be a list: {r!r}")
@@ -715,6 +731,7 @@ class Check:
         R("futures_get_order_by_client_id", self.step_get_order_by_coid, needs=["limit_buy"])
         R("futures_get_all_orders", self.step_all_orders, needs=["limit_buy", "market_buy"])
         R("futures_cancel_order", self.step_cancel_order, needs=["limit_buy"])
+        R("limit_buy_result_resp_type", self.step_limit_result, needs=["futures_exchange_info"], extra=True)
         R("futures_account_trades", self.step_account_trades, needs=["market_buy_filled"])
         R("futures_position_information", self.step_positions, needs=["market_buy_filled"])
         R("futures_account", self.step_account, needs=["market_buy_filled"])

@@ -3,7 +3,9 @@
 # requirements.txt) works against `quantum sim`: builds quantum, starts the simulator on a free
 # loopback port, runs check_python_binance.py against it, stops the simulator.
 #
-#   scripts/third-party-client/run.sh [extra args for check_python_binance.py, e.g. --strict --verbose]
+#   scripts/third-party-client/run.sh [--with-ccxt] [args for check_python_binance.py, e.g. --strict --verbose]
+#
+# --with-ccxt also runs check_ccxt.py (ccxt binanceusdm, own venv ${TMPDIR:-/tmp}/quantum-ccxt-venv).
 #
 # Exit status: 0 when every required step passed, non-zero otherwise.
 set -euo pipefail
@@ -11,6 +13,12 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 VENV="${TMPDIR:-/tmp}/quantum-pyclient-venv"
+CCXT_VENV="${TMPDIR:-/tmp}/quantum-ccxt-venv"
+WITH_CCXT=""
+if [ "${1:-}" = "--with-ccxt" ]; then
+    WITH_CCXT=1
+    shift
+fi
 PYTHON="${PYTHON:-python3}"
 API_KEY="pyclient-check-key"
 API_SECRET="pyclient-check-secret"
@@ -22,6 +30,10 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 echo "== installing requirements"
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$HERE/requirements.txt"
+if [ -n "$WITH_CCXT" ]; then
+    [ -x "$CCXT_VENV/bin/python" ] || "$PYTHON" -m venv "$CCXT_VENV"
+    "$CCXT_VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$HERE/requirements-ccxt.txt"
+fi
 
 # 2. The simulator.
 echo "== building quantum"
@@ -72,6 +84,11 @@ fi
 status=0
 "$VENV/bin/python" "$HERE/check_python_binance.py" \
     --http "$BASE" --api-key "$API_KEY" --api-secret "$API_SECRET" "$@" || status=$?
+if [ -n "$WITH_CCXT" ]; then
+    echo "== ccxt binanceusdm"
+    "$CCXT_VENV/bin/python" "$HERE/check_ccxt.py" \
+        --http "$BASE" --api-key "$API_KEY" --api-secret "$API_SECRET" || status=$?
+fi
 if [ "$status" -ne 0 ]; then
     echo "== simulator log (last 40 lines of $LOG)"
     tail -n 40 "$LOG"

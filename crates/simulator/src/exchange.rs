@@ -401,6 +401,10 @@ impl Exchange {
         if reduce_only && increases {
             return Err(ApiError::bad(-2022, "ReduceOnly Order is rejected."));
         }
+        // In hedge mode a closing order (SELL LONG, BUY SHORT) may not exceed its position.
+        if position_side != PositionSide::Both && !increases && quantity > position.amount.abs() {
+            return Err(ApiError::bad(-2022, "ReduceOnly Order is rejected."));
+        }
         let open_for_symbol = self
             .orders
             .values()
@@ -843,11 +847,7 @@ impl Exchange {
             .filter(|o| from.is_none_or(|id| o.order_id >= id))
             .filter(|o| start.is_none_or(|t| o.time >= t) && end.is_none_or(|t| o.time <= t))
             .collect();
-        if from.is_some() {
-            rows.truncate(limit);
-        } else if rows.len() > limit {
-            rows.drain(..rows.len() - limit);
-        }
+        page(&mut rows, from.is_some(), limit);
         Ok(rows
             .into_iter()
             .map(|o| self.order_json(o, OrderShape::Query))
@@ -870,11 +870,7 @@ impl Exchange {
             .filter(|t| from_id.is_none_or(|id| t.id >= id))
             .filter(|t| start.is_none_or(|s| t.time >= s) && end.is_none_or(|e| t.time <= e))
             .collect();
-        if from_id.is_some() {
-            rows.truncate(limit);
-        } else if rows.len() > limit {
-            rows.drain(..rows.len() - limit);
-        }
+        page(&mut rows, from_id.is_some(), limit);
         Ok(rows.into_iter().map(|t| wire::trade(t, spec)).collect())
     }
 
@@ -1363,9 +1359,7 @@ impl Exchange {
         let limit = params.int("limit")?.unwrap_or(500).clamp(1, 1000) as usize;
         let mut rows: Vec<&AlgoOrder> =
             self.algos.values().filter(|a| a.symbol == symbol).collect();
-        if rows.len() > limit {
-            rows.drain(..rows.len() - limit);
-        }
+        page(&mut rows, false, limit);
         Ok(rows
             .into_iter()
             .map(|a| wire::algo_order(a, &self.markets[&a.symbol].spec, true))
@@ -1779,6 +1773,16 @@ impl Exchange {
             });
         }
         self.outbox.extend(out);
+    }
+}
+
+/// Binance's paging of history lists: from a given id, the first `limit` rows; otherwise the
+/// most recent `limit` rows.
+fn page<T>(rows: &mut Vec<T>, from_an_id: bool, limit: usize) {
+    if from_an_id {
+        rows.truncate(limit);
+    } else if rows.len() > limit {
+        rows.drain(..rows.len() - limit);
     }
 }
 

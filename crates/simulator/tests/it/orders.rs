@@ -535,6 +535,15 @@ async fn hedge_mode_keeps_long_and_short_apart() {
         .await;
         assert_eq!(status, StatusCode::OK, "{body}");
     }
+    // Closing more than the LONG side holds would open a short on the long side: refused.
+    let too_much = [
+        ("symbol", "DOGEUSDT"),
+        ("side", "SELL"),
+        ("positionSide", "LONG"),
+        ("type", "MARKET"),
+        ("quantity", "200"),
+    ];
+    assert_eq!(rejected(&client, &too_much).await, -2022);
     let (_, _, risk) = client
         .signed(
             Method::GET,
