@@ -159,8 +159,16 @@ class Check:
     async def s_limit_cycle(self):
         mark = self.ctx.get("mark") or (await self.ex.fetch_ticker(SYMBOL))["last"]
         price = float(self.ex.price_to_precision(SYMBOL, mark * 0.96))
-        o = await self.ex.create_order(SYMBOL, "limit", "buy", 0.002, price)
+        t0 = time.time()
+        o = await self.ex.create_order(SYMBOL, "limit", "buy", 0.002, price)  # ccxt sends newOrderRespType=RESULT
+        took = time.time() - t0
         expect(o["status"] == "open", f"limit status {o['status']}: {o['info']}")
+        if took > 2.0:
+            await self.ex.cancel_order(o["id"], SYMBOL)
+            raise CheckFailed(
+                f"create_order(limit) answered after {took:.2f} s (ccxt's timeout is 10 s; Binance answers "
+                f"a resting LIMIT with newOrderRespType=RESULT at once, status NEW); request body "
+                f"{self.ex.last_request_body!r}")
         opens = await self.ex.fetch_open_orders(SYMBOL)
         expect(o["id"] in [x["id"] for x in opens], f"not in open orders {[x['id'] for x in opens]}")
         q = await self.ex.fetch_order(o["id"], SYMBOL)
@@ -199,24 +207,26 @@ class Check:
         return f"id={o['id']} trigger={trigger}; cancel -> {c.get('status')} {c.get('info')}"
 
     async def s_watch_orders(self):
+        # ccxt.pro: listenKey via POST /fapi/v1/listenKey, then ws://.../ws/<listenKey>. Every update
+        # lands in exchange.orders; one arriving between two watch_orders() calls does not resolve
+        # the next call (ccxt's newUpdates semantics), so the cache is checked as well.
         task = asyncio.ensure_future(self.ex.watch_orders(SYMBOL))
         await asyncio.sleep(1.0)
         o = await self.ex.create_order(SYMBOL, "market", "buy", 0.002)
         deadline = time.time() + 15
-        statuses = []
-        while time.time() < deadline:
-            try:
-                orders = await asyncio.wait_for(task, timeout=max(0.1, deadline - time.time()))
-            except asyncio.TimeoutError:
-                break
-            for x in orders:
-                if x["id"] == o["id"]:
-                    statuses.append(x["status"])
-            if "closed" in statuses:
-                return f"order {o['id']} updates via listenKey stream: {statuses}"
-            task = asyncio.ensure_future(self.ex.watch_orders(SYMBOL))
-        task.cancel()
-        raise CheckFailed(f"no closed update for {o['id']} within 15 s; statuses {statuses}")
+        returned, cached = [], []
+        try:
+            while time.time() < deadline:
+                done, _ = await asyncio.wait({task}, timeout=0.5)
+                if task in done:
+                    returned += [x["status"] for x in task.result() if x["id"] == o["id"]]
+                    task = asyncio.ensure_future(self.ex.watch_orders(SYMBOL))
+                cached = [x["status"] for x in (self.ex.orders or []) if x["id"] == o["id"]]
+                if "closed" in returned or "closed" in cached:
+                    return f"order {o['id']} via listenKey stream: watch_orders returned {returned}, cache {cached}"
+        finally:
+            task.cancel()
+        raise CheckFailed(f"no closed update for {o['id']} within 15 s; returned {returned}, cache {cached}")
 
     async def s_close(self):
         amt = await self.position_amt()

@@ -81,6 +81,8 @@ pub(crate) struct Exchange {
     next_algo_id: i64,
     rng: SplitMix64,
     tick_count: u64,
+    /// Market streams with at least one subscriber, and how many.
+    wanted: BTreeMap<String, usize>,
     /// Events for the server to publish, in order.
     outbox: Vec<Outgoing>,
     /// Orders that need the asynchronous filler (taker orders, triggered algo orders).
@@ -154,8 +156,194 @@ impl Exchange {
             next_algo_id: 3_000_001,
             rng: SplitMix64::new(config.seed ^ 0x5EED),
             tick_count: 0,
+            wanted: BTreeMap::new(),
             outbox: Vec::new(),
             to_fill: Vec::new(),
+        })
+    }
+
+    /// Counts subscribers of market streams (`on` adds, otherwise removes).
+    pub(crate) fn watch(&mut self, streams: &std::collections::BTreeSet<String>, on: bool) {
+        for stream in streams {
+            if on {
+                *self.wanted.entry(stream.clone()).or_default() += 1;
+            } else if let Some(count) = self.wanted.get_mut(stream) {
+                *count -= 1;
+                if *count == 0 {
+                    self.wanted.remove(stream);
+                }
+            }
+        }
+    }
+
+    /// Partial book depth streams (`<symbol>@depth<5|10|20>[@100ms|@250ms|@500ms]`), for the
+    /// streams someone watches; every tick, whatever the speed suffix asks for.
+    fn publish_depth(&mut self, only: Option<&str>, now: i64) {
+        let mut out = Vec::new();
+        for stream in self.wanted.keys() {
+            let mut parts = stream.split('@');
+            let (Some(symbol), Some(depth)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            let Some(levels) = depth
+                .strip_prefix("depth")
+                .and_then(|n| n.parse::<usize>().ok())
+            else {
+                continue;
+            };
+            if ![5, 10, 20].contains(&levels) {
+                continue;
+            }
+            let symbol = symbol.to_ascii_uppercase();
+            if only.is_some_and(|o| o != symbol) {
+                continue;
+            }
+            let Some(market) = self.markets.get(&symbol) else {
+                continue;
+            };
+            let (bids, asks) = market.book(levels);
+            let spec = &market.spec;
+            let level =
+                |l: &crate::market::Level| json!([spec.fmt_price(l.price), spec.fmt_qty(l.qty)]);
+            let id = market.book_update_id;
+            let payload = json!({
+                "e": "depthUpdate", "E": now, "T": now, "s": symbol,
+                "U": id, "u": id, "pu": id - 1,
+                "b": bids.iter().map(level).collect::<Vec<_>>(),
+                "a": asks.iter().map(level).collect::<Vec<_>>(),
+            });
+            out.push(Outgoing::Market {
+                stream: stream.clone(),
+                payload,
+            });
+        }
+        self.outbox.extend(out);
+    }
+
+    /// Opens the first candle of every symbol at its starting price.
+    pub(crate) fn start(&mut self, now: i64) {
+        for market in self.markets.values_mut() {
+            market.record(now, None);
+        }
+    }
+
+    /// `GET /fapi/v1/ticker/24hr` for one symbol, from the candles of the last 24 hours.
+    pub(crate) fn ticker_24hr(&self, symbol: &str, now: i64) -> Value {
+        let market = &self.markets[symbol];
+        let spec = &market.spec;
+        let since = now - 24 * 3600 * 1000;
+        let bars: Vec<&crate::market::Bar> = market
+            .bars
+            .iter()
+            .filter(|b| b.open_time >= since - 60_000)
+            .collect();
+        let open = bars.first().map_or(market.last, |b| b.open);
+        let high = bars.iter().map(|b| b.high).fold(market.last, Decimal::max);
+        let low = bars.iter().map(|b| b.low).fold(market.last, Decimal::min);
+        let volume: Decimal = bars.iter().map(|b| b.volume).sum();
+        let quote: Decimal = bars.iter().map(|b| b.quote_volume).sum();
+        let count: u64 = bars.iter().map(|b| b.trades).sum();
+        let change = market.last - open;
+        let percent = if open.is_zero() {
+            Decimal::ZERO
+        } else {
+            (change / open * Decimal::ONE_HUNDRED).round_dp(3)
+        };
+        let weighted = if volume.is_zero() {
+            market.last
+        } else {
+            quote / volume
+        };
+        let last_trade = self.trades.iter().rev().find(|t| t.symbol == symbol);
+        let first_trade = self
+            .trades
+            .iter()
+            .find(|t| t.symbol == symbol && t.time >= since);
+        json!({
+            "symbol": symbol,
+            "priceChange": spec.fmt_price(change),
+            "priceChangePercent": crate::symbols::fixed(percent, 3),
+            "weightedAvgPrice": spec.fmt_price(weighted),
+            "lastPrice": spec.fmt_price(market.last),
+            "lastQty": spec.fmt_qty(last_trade.map_or(Decimal::ZERO, |t| t.qty)),
+            "openPrice": spec.fmt_price(open),
+            "highPrice": spec.fmt_price(high),
+            "lowPrice": spec.fmt_price(low),
+            "volume": spec.fmt_qty(volume),
+            "quoteVolume": crate::symbols::fixed(quote, 2),
+            "openTime": since,
+            "closeTime": now,
+            "firstId": first_trade.map_or(-1, |t| t.id),
+            "lastId": last_trade.map_or(-1, |t| t.id),
+            "count": count,
+        })
+    }
+
+    /// `GET /fapi/v1/klines`.
+    pub(crate) fn klines(&self, params: &Params) -> Result<Value, ApiError> {
+        let symbol = self.symbol_param(params)?;
+        let interval = params.required("interval")?;
+        let interval_ms =
+            interval_ms(interval).ok_or_else(|| ApiError::bad(-1120, "Invalid interval."))?;
+        let limit = params.int("limit")?.unwrap_or(500);
+        if !(1..=1500).contains(&limit) {
+            return Err(ApiError::bad(-1130, "Invalid data sent for a parameter."));
+        }
+        let start = params.int("startTime")?;
+        let end = params.int("endTime")?;
+        let market = &self.markets[&symbol];
+        let spec = &market.spec;
+        let rows: Vec<Value> = market
+            .candles(interval_ms, crate::market::MAX_BARS)
+            .into_iter()
+            .filter(|b| {
+                start.is_none_or(|t| b.open_time + interval_ms > t)
+                    && end.is_none_or(|t| b.open_time <= t)
+            })
+            .map(|b| {
+                json!([
+                    b.open_time,
+                    spec.fmt_price(b.open),
+                    spec.fmt_price(b.high),
+                    spec.fmt_price(b.low),
+                    spec.fmt_price(b.close),
+                    spec.fmt_qty(b.volume),
+                    b.open_time + interval_ms - 1,
+                    crate::symbols::fixed(b.quote_volume, 5),
+                    b.trades,
+                    spec.fmt_qty(b.taker_buy_volume),
+                    crate::symbols::fixed(b.taker_buy_quote, 5),
+                    "0",
+                ])
+            })
+            .collect();
+        let skip = rows.len().saturating_sub(limit as usize);
+        Ok(Value::Array(rows.into_iter().skip(skip).collect()))
+    }
+
+    /// `GET /fapi/v1/leverageBracket`: one object with `symbol`, else a list of all symbols.
+    pub(crate) fn leverage_brackets(&self, params: &Params) -> Result<Value, ApiError> {
+        let row = |symbol: &str| {
+            let brackets: Vec<Value> = BRACKETS
+                .iter()
+                .enumerate()
+                .map(|(i, b)| {
+                    // Binance prints these as JSON numbers; they are constants here, never computed.
+                    json!({
+                        "bracket": i + 1,
+                        "initialLeverage": b.leverage,
+                        "notionalCap": b.cap,
+                        "notionalFloor": b.floor,
+                        "maintMarginRatio": b.maint_ratio,
+                        "cum": b.cum,
+                    })
+                })
+                .collect();
+            json!({ "symbol": symbol, "notionalCoef": 1.0, "brackets": brackets })
+        };
+        Ok(match self.optional_symbol(params)? {
+            Some(symbol) => row(&symbol),
+            None => Value::Array(self.markets.keys().map(|s| row(s)).collect()),
         })
     }
 
@@ -459,6 +647,7 @@ impl Exchange {
             update_time: now,
             expire_reason: 0,
             chunks_left: self.faults.partial_fills.max(1),
+            taker_pending: marketable,
             algo_id: None,
         };
         self.orders.insert(order_id, order);
@@ -521,6 +710,16 @@ impl Exchange {
 
     /// One fill batch of a taker order, at the current book. See [`FillStep`].
     pub(crate) fn fill_batch(&mut self, order_id: i64, now: i64) -> FillStep {
+        let step = self.fill_batch_inner(order_id, now);
+        if step == FillStep::Done {
+            if let Some(order) = self.orders.get_mut(&order_id) {
+                order.taker_pending = false;
+            }
+        }
+        step
+    }
+
+    fn fill_batch_inner(&mut self, order_id: i64, now: i64) -> FillStep {
         let Some(order) = self.orders.get(&order_id).cloned() else {
             return FillStep::Done;
         };
@@ -684,6 +883,10 @@ impl Exchange {
             payload: wire::trade_lite(order, spec, &trade, now),
         });
         self.trades.push(trade);
+        self.markets
+            .get_mut(&symbol)
+            .expect("known symbol")
+            .record(now, Some((price, qty, side == Side::Buy)));
         self.emit_agg_trade(&symbol, price, qty, side == Side::Sell, now);
         self.emit_account_update(&symbol, position_side, now);
         if let Some(algo_id) = self.orders[&order_id].algo_id {
@@ -1506,6 +1709,7 @@ impl Exchange {
             update_time: now,
             expire_reason: 0,
             chunks_left: 1,
+            taker_pending: true,
             algo_id: Some(algo_id),
         };
         self.orders.insert(order_id, order);
@@ -1620,6 +1824,7 @@ impl Exchange {
             }
         }
         self.publish_mark_prices(None, now);
+        self.publish_depth(None, now);
         let due: Vec<String> = self
             .countdowns
             .iter()
@@ -1676,11 +1881,16 @@ impl Exchange {
             self.on_price_change(symbol, now);
             // Publish at once so tests that pin a price see the tick without waiting for the timer.
             self.publish_mark_prices(Some(symbol), now);
+            self.publish_depth(Some(symbol), now);
         }
         Ok(reply)
     }
 
     fn on_price_change(&mut self, symbol: &str, now: i64) {
+        self.markets
+            .get_mut(symbol)
+            .expect("known symbol")
+            .record(now, None);
         self.match_resting(symbol, now);
         self.evaluate_algos(symbol, now);
         let market = &self.markets[symbol];
@@ -1857,17 +2067,89 @@ pub(crate) fn check_price(spec: &SymbolSpec, price: Decimal) -> Result<(), ApiEr
     Ok(())
 }
 
-/// The notional cap Binance shows for a leverage (a simplified bracket table).
+/// One notional bracket: up to `cap`, positions may use up to `leverage`.
+struct Bracket {
+    leverage: u32,
+    floor: u64,
+    cap: u64,
+    maint_ratio: f64,
+    cum: u64,
+}
+
+/// The leverage brackets of every simulated symbol (BTCUSDT's shape, simplified).
+const BRACKETS: [Bracket; 6] = [
+    Bracket {
+        leverage: 125,
+        floor: 0,
+        cap: 50_000,
+        maint_ratio: 0.004,
+        cum: 0,
+    },
+    Bracket {
+        leverage: 100,
+        floor: 50_000,
+        cap: 250_000,
+        maint_ratio: 0.005,
+        cum: 50,
+    },
+    Bracket {
+        leverage: 50,
+        floor: 250_000,
+        cap: 1_000_000,
+        maint_ratio: 0.01,
+        cum: 1_300,
+    },
+    Bracket {
+        leverage: 20,
+        floor: 1_000_000,
+        cap: 10_000_000,
+        maint_ratio: 0.025,
+        cum: 16_300,
+    },
+    Bracket {
+        leverage: 10,
+        floor: 10_000_000,
+        cap: 20_000_000,
+        maint_ratio: 0.05,
+        cum: 266_300,
+    },
+    Bracket {
+        leverage: 5,
+        floor: 20_000_000,
+        cap: 50_000_000,
+        maint_ratio: 0.1,
+        cum: 1_266_300,
+    },
+];
+
+/// The notional cap Binance shows for a leverage: the cap of the largest bracket that allows it.
 fn max_notional(leverage: u32) -> String {
-    let cap: u64 = match leverage {
-        0..=5 => 50_000_000,
-        6..=10 => 20_000_000,
-        11..=20 => 10_000_000,
-        21..=50 => 1_000_000,
-        51..=100 => 250_000,
-        _ => 50_000,
-    };
-    cap.to_string()
+    BRACKETS
+        .iter()
+        .rev()
+        .find(|b| b.leverage >= leverage)
+        .map_or(BRACKETS[0].cap, |b| b.cap)
+        .to_string()
+}
+
+/// Kline interval names and their length in ms.
+fn interval_ms(interval: &str) -> Option<i64> {
+    const MINUTE: i64 = 60_000;
+    Some(match interval {
+        "1m" => MINUTE,
+        "3m" => 3 * MINUTE,
+        "5m" => 5 * MINUTE,
+        "15m" => 15 * MINUTE,
+        "30m" => 30 * MINUTE,
+        "1h" => 60 * MINUTE,
+        "2h" => 120 * MINUTE,
+        "4h" => 240 * MINUTE,
+        "6h" => 360 * MINUTE,
+        "8h" => 480 * MINUTE,
+        "12h" => 720 * MINUTE,
+        "1d" => 1440 * MINUTE,
+        _ => return None,
+    })
 }
 
 /// Funding happens every 8 hours at 00:00, 08:00 and 16:00 UTC.

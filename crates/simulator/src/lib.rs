@@ -98,6 +98,7 @@ pub async fn spawn(config: SimConfig) -> Result<SimHandle, StartError> {
     })?;
     let shared =
         server::Shared::new(config, CancellationToken::new()).map_err(StartError::Config)?;
+    shared.with_exchange(|ex, now| ex.start(now));
     shared
         .tasks
         .spawn(server::accept_loop(listener, Arc::clone(&shared)));

@@ -66,6 +66,28 @@ pub(crate) struct Market {
     pub(crate) agg_trade_id: i64,
     /// Per-level notional override from the `book_level_notional` fault knob.
     pub(crate) level_notional_override: Option<Decimal>,
+    /// One-minute candles since start (newest last, at most [`MAX_BARS`]), for klines and the
+    /// 24-hour ticker.
+    pub(crate) bars: std::collections::VecDeque<Bar>,
+}
+
+/// Candles kept per symbol: a little over a day of minutes.
+pub(crate) const MAX_BARS: usize = 1500;
+const MINUTE_MS: i64 = 60_000;
+
+/// One one-minute candle.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Bar {
+    pub(crate) open_time: i64,
+    pub(crate) open: Decimal,
+    pub(crate) high: Decimal,
+    pub(crate) low: Decimal,
+    pub(crate) close: Decimal,
+    pub(crate) volume: Decimal,
+    pub(crate) quote_volume: Decimal,
+    pub(crate) trades: u64,
+    pub(crate) taker_buy_volume: Decimal,
+    pub(crate) taker_buy_quote: Decimal,
 }
 
 /// One level of the synthetic book.
@@ -104,6 +126,7 @@ impl Market {
             book_update_id: 1_000_000,
             agg_trade_id: 5_000_000,
             level_notional_override: None,
+            bars: std::collections::VecDeque::new(),
             spec,
         }
     }
@@ -147,6 +170,71 @@ impl Market {
         self.mark = price;
         self.index = price;
         self.book_update_id += 1;
+    }
+
+    /// Records the current price (and a trade, when `traded` is given as `(qty, taker_buys)`)
+    /// in the candle of `now`'s minute.
+    pub(crate) fn record(&mut self, now: i64, traded: Option<(Decimal, Decimal, bool)>) {
+        let minute = now - now.rem_euclid(MINUTE_MS);
+        let price = traded.map_or(self.last, |(p, _, _)| p);
+        if self.bars.back().is_none_or(|b| b.open_time < minute) {
+            let open = self.bars.back().map_or(price, |b| b.close);
+            self.bars.push_back(Bar {
+                open_time: minute,
+                open,
+                high: open.max(price),
+                low: open.min(price),
+                close: price,
+                volume: Decimal::ZERO,
+                quote_volume: Decimal::ZERO,
+                trades: 0,
+                taker_buy_volume: Decimal::ZERO,
+                taker_buy_quote: Decimal::ZERO,
+            });
+            if self.bars.len() > MAX_BARS {
+                self.bars.pop_front();
+            }
+        }
+        let bar = self.bars.back_mut().expect("a bar exists");
+        bar.high = bar.high.max(price);
+        bar.low = bar.low.min(price);
+        bar.close = price;
+        if let Some((price, qty, taker_buys)) = traded {
+            bar.volume += qty;
+            bar.quote_volume += price * qty;
+            bar.trades += 1;
+            if taker_buys {
+                bar.taker_buy_volume += qty;
+                bar.taker_buy_quote += price * qty;
+            }
+        }
+    }
+
+    /// Candles of `interval_ms` (a multiple of a minute) built from the one-minute candles, oldest
+    /// first, the last `limit` of them.
+    pub(crate) fn candles(&self, interval_ms: i64, limit: usize) -> Vec<Bar> {
+        let mut out: Vec<Bar> = Vec::new();
+        for bar in &self.bars {
+            let start = bar.open_time - bar.open_time.rem_euclid(interval_ms);
+            match out.last_mut() {
+                Some(last) if last.open_time == start => {
+                    last.high = last.high.max(bar.high);
+                    last.low = last.low.min(bar.low);
+                    last.close = bar.close;
+                    last.volume += bar.volume;
+                    last.quote_volume += bar.quote_volume;
+                    last.trades += bar.trades;
+                    last.taker_buy_volume += bar.taker_buy_volume;
+                    last.taker_buy_quote += bar.taker_buy_quote;
+                }
+                _ => out.push(Bar {
+                    open_time: start,
+                    ..bar.clone()
+                }),
+            }
+        }
+        let skip = out.len().saturating_sub(limit);
+        out.split_off(skip)
     }
 
     fn level_qty(&self) -> Decimal {
@@ -331,6 +419,33 @@ mod tests {
         m.level_notional_override = Some(Decimal::from(1000));
         let (_, rest) = m.walk(true, Decimal::new(10, 0), None);
         assert!(rest > Decimal::ZERO);
+    }
+
+    #[test]
+    fn candles_aggregate_minutes_into_longer_intervals() {
+        let mut m = btc();
+        // A multiple of five minutes, so the six one-minute candles split 5 + 1.
+        let t0 = 1_699_999_800_000;
+        for (i, price) in [100, 105, 95, 102, 101, 110].iter().enumerate() {
+            m.set_price(Decimal::from(*price));
+            m.record(
+                t0 + i as i64 * 60_000,
+                Some((Decimal::from(*price), Decimal::ONE, true)),
+            );
+        }
+        let five = m.candles(300_000, 10);
+        assert_eq!(five.len(), 2);
+        assert_eq!(
+            (five[0].open, five[0].high, five[0].low, five[0].close),
+            (100.into(), 105.into(), 95.into(), 101.into())
+        );
+        assert_eq!(five[0].trades, 5);
+        assert_eq!(
+            five[1].open,
+            Decimal::from(101),
+            "a candle opens at the previous close"
+        );
+        assert_eq!(m.candles(60_000, 2).len(), 2, "limit keeps the newest");
     }
 
     #[test]

@@ -113,6 +113,9 @@ pub(crate) struct Order {
     pub(crate) expire_reason: u8,
     /// Fill batches still to come for a taker order (the `partial_fills` knob).
     pub(crate) chunks_left: u32,
+    /// True while the asynchronous filler still works on the order's taker part. A `RESULT` reply
+    /// waits for this to end; a LIMIT order that only rests answers at once.
+    pub(crate) taker_pending: bool,
     /// The algo order that placed this order, if any.
     pub(crate) algo_id: Option<i64>,
 }

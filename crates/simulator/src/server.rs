@@ -152,7 +152,8 @@ impl Shared {
         });
     }
 
-    /// Waits until the order is final or `result_wait` has passed, for `newOrderRespType=RESULT`.
+    /// For `newOrderRespType=RESULT`: waits until the order is final or has stopped taking liquidity
+    /// (a LIMIT order that rests answers at once, `NEW`), or until `result_wait` has passed.
     async fn wait_final(self: &Arc<Self>, order_id: i64) -> Value {
         let deadline = tokio::time::Instant::now() + self.config.result_wait;
         loop {
@@ -162,7 +163,10 @@ impl Shared {
             {
                 let exchange = self.lock();
                 let order = exchange.order_by_id(order_id).expect("placed order exists");
-                if !order.is_open() || tokio::time::Instant::now() >= deadline {
+                if !order.is_open()
+                    || !order.taker_pending
+                    || tokio::time::Instant::now() >= deadline
+                {
                     return exchange.order_json(order, OrderShape::Reply);
                 }
             }
@@ -269,6 +273,9 @@ pub(crate) async fn tick_loop(shared: Arc<Shared>) {
 enum Endpoint {
     Ping,
     Time,
+    Ticker24hr,
+    Klines,
+    LeverageBracket,
     ExchangeInfo,
     PremiumIndex,
     TickerPrice,
@@ -310,6 +317,13 @@ fn route(method: &Method, path: &str) -> Option<(Endpoint, Security)> {
     Some(match (m, path) {
         ("GET", "/fapi/v1/ping") => (Ping, Public),
         ("GET", "/fapi/v1/time") => (Time, Public),
+        // Spot's ping and time, which python-binance's AsyncClient.create() calls before anything
+        // else (its ThreadedWebsocketManager uses it); served so that client works unchanged.
+        ("GET", "/api/v3/ping") => (Ping, Public),
+        ("GET", "/api/v3/time") => (Time, Public),
+        ("GET", "/fapi/v1/ticker/24hr") => (Ticker24hr, Public),
+        ("GET", "/fapi/v1/klines") => (Klines, Public),
+        ("GET", "/fapi/v1/leverageBracket") => (LeverageBracket, Signed),
         ("GET", "/fapi/v1/exchangeInfo") => (ExchangeInfo, Public),
         ("GET", "/fapi/v1/premiumIndex") => (PremiumIndex, Public),
         ("GET", "/fapi/v1/ticker/price" | "/fapi/v2/ticker/price") => (TickerPrice, Public),
@@ -377,6 +391,19 @@ fn weight(endpoint: Endpoint, params: &Params) -> u32 {
             51..=100 => 5,
             101..=500 => 10,
             _ => 20,
+        },
+        Ticker24hr => {
+            if has_symbol {
+                1
+            } else {
+                40
+            }
+        }
+        Klines => match params.int("limit").ok().flatten().unwrap_or(500) {
+            ..=99 => 1,
+            100..=499 => 2,
+            500..=1000 => 5,
+            _ => 10,
         },
         OpenOrders | OpenAlgos => {
             if has_symbol {
@@ -565,6 +592,9 @@ fn call(shared: &Arc<Shared>, endpoint: Endpoint, params: &Params) -> Result<Val
         Ping => Ok(json!({})),
         Time => Ok(json!({ "serverTime": now })),
         ExchangeInfo => Ok(exchange_info(ex, now)),
+        Ticker24hr => per_symbol(ex, params, |ex, symbol| ex.ticker_24hr(symbol, now)),
+        Klines => ex.klines(params),
+        LeverageBracket => ex.leverage_brackets(params),
         PremiumIndex => per_symbol(ex, params, |ex, symbol| {
             let m = &ex.markets[symbol];
             json!({
@@ -710,7 +740,7 @@ fn exchange_info(ex: &Exchange, now: i64) -> Value {
                 "settlePlan": 0,
                 "triggerProtect": "0.0500",
                 "filters": [
-                    { "filterType": "PRICE_FILTER", "maxPrice": s.fmt_price(s.max_price), "minPrice": s.fmt_price(s.min_price), "tickSize": s.tick_size.normalize().to_string() },
+                    { "filterType": "PRICE_FILTER", "maxPrice": s.fmt_price(s.max_price), "minPrice": s.fmt_price(s.min_price), "tickSize": s.tick_size.to_string() },
                     { "filterType": "LOT_SIZE", "maxQty": s.max_qty.normalize().to_string(), "minQty": s.min_qty.normalize().to_string(), "stepSize": s.step_size.normalize().to_string() },
                     { "filterType": "MARKET_LOT_SIZE", "maxQty": s.market_max_qty.normalize().to_string(), "minQty": s.market_min_qty.normalize().to_string(), "stepSize": s.market_step_size.normalize().to_string() },
                     { "filterType": "MAX_NUM_ORDERS", "limit": s.max_num_orders },

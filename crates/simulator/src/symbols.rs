@@ -69,7 +69,8 @@ fn spec(
         multiplier_up: d("1.0500"),
         multiplier_down: d("0.9500"),
         max_num_orders: 200,
-        price_precision: d(tick).normalize().scale(),
+        // The literal's own scale: "0.010" means prices print with three decimals.
+        price_precision: d(tick).scale(),
         level_notional: d(level_notional),
         onboard_date,
     }

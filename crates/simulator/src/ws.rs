@@ -218,6 +218,9 @@ async fn serve(mut socket: WebSocket, shared: Arc<Shared>, mut connection: Conne
         Feed::User { .. } => "user data stream".to_string(),
     };
     info!(target: "quantum_sim::ws", "websocket opened: {kind}");
+    // The exchange builds payloads only for streams someone watches (depth snapshots are not free).
+    let mut watched = market_streams(&connection);
+    shared.with_exchange(|ex, _| ex.watch(&watched, true));
     // Set when this connection's listenKey expired: the socket stays open but carries nothing.
     let mut silenced = false;
     loop {
@@ -234,6 +237,16 @@ async fn serve(mut socket: WebSocket, shared: Arc<Shared>, mut connection: Conne
             incoming = socket.recv() => match incoming {
                 Some(Ok(Message::Text(text))) => {
                     let reply = control_message(&mut connection, text.as_str());
+                    let now_watched = market_streams(&connection);
+                    if now_watched != watched {
+                        let added = now_watched.difference(&watched).cloned().collect();
+                        let removed = watched.difference(&now_watched).cloned().collect();
+                        shared.with_exchange(|ex, _| {
+                            ex.watch(&added, true);
+                            ex.watch(&removed, false);
+                        });
+                        watched = now_watched;
+                    }
                     if socket.send(Message::Text(reply.to_string().into())).await.is_err() {
                         break;
                     }
@@ -252,7 +265,7 @@ async fn serve(mut socket: WebSocket, shared: Arc<Shared>, mut connection: Conne
                     Delivery::Drop => {
                         info!(target: "quantum_sim::ws", "disconnect_user_streams: dropping a user data stream");
                         // Dropped without a close frame, like a connection that dies.
-                        return;
+                        break;
                     }
                 },
                 Err(RecvError::Lagged(n)) => {
@@ -263,7 +276,15 @@ async fn serve(mut socket: WebSocket, shared: Arc<Shared>, mut connection: Conne
             },
         }
     }
+    shared.with_exchange(|ex, _| ex.watch(&watched, false));
     info!(target: "quantum_sim::ws", "websocket closed: {kind}");
+}
+
+fn market_streams(connection: &Connection) -> BTreeSet<String> {
+    match &connection.feed {
+        Feed::Market { streams } => streams.clone(),
+        Feed::User { .. } => BTreeSet::new(),
+    }
 }
 
 enum Delivery {

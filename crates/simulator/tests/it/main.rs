@@ -4,6 +4,7 @@ mod bad_input;
 mod config;
 mod faults;
 mod fixtures;
+mod market_data;
 mod orders;
 mod ratelimit;
 mod shape;
