@@ -38,7 +38,9 @@ fi
 # 2. The simulator.
 echo "== building quantum"
 (cd "$ROOT" && cargo build --quiet -p quantum)
-BIN="$ROOT/target/debug/quantum"
+# Where cargo put it (honours CARGO_TARGET_DIR and .cargo/config).
+TARGET_DIR="$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps | "$VENV/bin/python" -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
+BIN="$TARGET_DIR/debug/quantum"
 
 PORT="$("$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
 BASE="http://127.0.0.1:$PORT"

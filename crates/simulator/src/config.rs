@@ -45,6 +45,12 @@ pub struct SimConfig {
     pub initial_balance: Decimal,
     /// Lifetime of a listenKey without keepalive (Binance: 60 minutes).
     pub listen_key_ttl: Duration,
+    /// A WebSocket connection is closed after this long (Binance: 24 hours), so clients must
+    /// reconnect and, for user streams, reconcile.
+    pub ws_max_lifetime: Duration,
+    /// Answer 429 when Binance's weight and order limits are crossed. The counters and their
+    /// headers are kept either way; benchmarks turn enforcement off to measure the simulator.
+    pub enforce_rate_limits: bool,
 }
 
 impl std::fmt::Debug for SimConfig {
@@ -80,6 +86,8 @@ impl Default for SimConfig {
             result_wait: Duration::from_secs(10),
             initial_balance: Decimal::from(10_000),
             listen_key_ttl: Duration::from_secs(3600),
+            ws_max_lifetime: Duration::from_secs(24 * 3600),
+            enforce_rate_limits: true,
         }
     }
 }

@@ -479,6 +479,7 @@ async fn handle(shared: &Arc<Shared>, request: Request) -> Response {
     };
     let usage = match usage {
         Ok(usage) => usage,
+        Err((_, usage)) if !shared.config.enforce_rate_limits => usage,
         Err((exceeded, usage)) => {
             let mut err = match exceeded {
                 Exceeded::Weight { retry_after } => {

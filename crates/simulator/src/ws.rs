@@ -223,9 +223,16 @@ async fn serve(mut socket: WebSocket, shared: Arc<Shared>, mut connection: Conne
     shared.with_exchange(|ex, _| ex.watch(&watched, true));
     // Set when this connection's listenKey expired: the socket stays open but carries nothing.
     let mut silenced = false;
+    let end_of_life = tokio::time::sleep(shared.config.ws_max_lifetime);
+    tokio::pin!(end_of_life);
     loop {
         tokio::select! {
             _ = shared.shutdown.cancelled() => {
+                let _ = socket.send(Message::Close(None)).await;
+                break;
+            }
+            _ = &mut end_of_life => {
+                info!(target: "quantum_sim::ws", "websocket reached its maximum lifetime; closing it");
                 let _ = socket.send(Message::Close(None)).await;
                 break;
             }

@@ -151,3 +151,24 @@ async fn a_listen_key_without_keepalive_expires_and_says_so() {
     );
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_websocket_is_closed_at_the_end_of_its_lifetime() {
+    let config = SimConfig {
+        ws_max_lifetime: Duration::from_millis(300),
+        ..SimConfig::default()
+    };
+    let (sim, client) = support::start_with(config).await;
+    let mut ws = user_stream(&sim, &client).await;
+    let ended = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the connection was closed within 3 s");
+    sim.shutdown().await;
+}
