@@ -1,0 +1,429 @@
+//! The trade intent: what a strategy asks quantum to do, as it arrives on
+//! `quantum:stream:trade.intent`, and its exit plan. [`TradeIntent::from_json`] is the one way in:
+//! it checks everything that can be checked without the exchange and names the field at fault.
+
+use std::str::FromStr;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::ids::{IdError, IntentId, Symbol};
+
+/// What to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Action {
+    /// Open or add to a long (or reduce a short, in one-way mode).
+    Buy,
+    /// Open or add to a short.
+    Sell,
+    /// Reduce-only close of the symbol's position.
+    Close,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Buy => "BUY",
+            Action::Sell => "SELL",
+            Action::Close => "CLOSE",
+        }
+    }
+}
+
+/// A take-profit or stop-loss level: a distance from the entry in percent, or a price.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitLevel {
+    Pct(Decimal),
+    Price(Decimal),
+}
+
+/// How a position opened by an intent should be closed. Empty when the intent gave none (the exit
+/// monitor then applies its configured defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ExitPlan {
+    pub take_profit: Option<ExitLevel>,
+    pub stop_loss: Option<ExitLevel>,
+    /// Trailing-stop callback in percent (Binance allows 0.1 to 10).
+    pub trailing_pct: Option<Decimal>,
+}
+
+impl ExitPlan {
+    pub fn is_empty(&self) -> bool {
+        self.take_profit.is_none() && self.stop_loss.is_none() && self.trailing_pct.is_none()
+    }
+}
+
+/// A validated trade intent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TradeIntent {
+    pub intent_id: IntentId,
+    pub symbol: Symbol,
+    pub action: Action,
+    /// Size in USDT notional; exactly one of this and `quantity` for BUY/SELL.
+    pub position_size_usd: Option<Decimal>,
+    /// Size in contracts; for CLOSE, absent means the whole position.
+    pub quantity: Option<Decimal>,
+    /// 1 to 125; `None` keeps the exchange's current leverage.
+    pub leverage: Option<u32>,
+    pub exit_plan: ExitPlan,
+    pub source: Option<String>,
+    /// When the strategy created the intent (ms since the epoch).
+    pub created_at: Option<i64>,
+}
+
+/// Why an intent was refused, naming the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IntentError {
+    #[error("not a JSON object: {0}")]
+    NotJson(String),
+    #[error("missing field {0}")]
+    Missing(&'static str),
+    #[error("unknown field {0:?} (a misspelt exit plan would leave a position unprotected)")]
+    UnknownField(String),
+    #[error("field {field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    #[error(transparent)]
+    Id(#[from] IdError),
+}
+
+const FIELDS: &[&str] = &[
+    "intent_id",
+    "symbol",
+    "action",
+    "position_size_usd",
+    "quantity",
+    "leverage",
+    "take_profit_pct",
+    "stop_loss_pct",
+    "trailing_pct",
+    "take_profit_price",
+    "stop_loss_price",
+    "source",
+    "created_at",
+];
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> IntentError {
+    IntentError::Invalid {
+        field,
+        reason: reason.into(),
+    }
+}
+
+/// A decimal given as a JSON number (exact digits) or a string.
+fn decimal(
+    obj: &serde_json::Map<String, Value>,
+    field: &'static str,
+) -> Result<Option<Decimal>, IntentError> {
+    let text = match obj.get(field) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => return Err(invalid(field, format!("expected a number, got {other}"))),
+    };
+    let value = Decimal::from_str(&text)
+        .or_else(|_| Decimal::from_scientific(&text))
+        .map_err(|_| invalid(field, format!("{text:?} is not a decimal number")))?;
+    Ok(Some(value))
+}
+
+fn positive(field: &'static str, value: Option<Decimal>) -> Result<Option<Decimal>, IntentError> {
+    match value {
+        Some(v) if v <= Decimal::ZERO => Err(invalid(
+            field,
+            format!("must be greater than zero, got {v}"),
+        )),
+        other => Ok(other),
+    }
+}
+
+fn level(
+    obj: &serde_json::Map<String, Value>,
+    pct_field: &'static str,
+    price_field: &'static str,
+) -> Result<Option<ExitLevel>, IntentError> {
+    let pct = positive(pct_field, decimal(obj, pct_field)?)?;
+    let price = positive(price_field, decimal(obj, price_field)?)?;
+    match (pct, price) {
+        (Some(_), Some(_)) => Err(invalid(
+            pct_field,
+            format!("give {pct_field} or {price_field}, not both"),
+        )),
+        (Some(p), None) if p >= Decimal::ONE_HUNDRED => {
+            Err(invalid(pct_field, "must be below 100"))
+        }
+        (Some(p), None) => Ok(Some(ExitLevel::Pct(p))),
+        (None, Some(p)) => Ok(Some(ExitLevel::Price(p))),
+        (None, None) => Ok(None),
+    }
+}
+
+impl TradeIntent {
+    /// Parses and validates an intent document.
+    pub fn from_json(text: &str) -> Result<TradeIntent, IntentError> {
+        let value: Value =
+            serde_json::from_str(text).map_err(|e| IntentError::NotJson(e.to_string()))?;
+        let Value::Object(obj) = value else {
+            return Err(IntentError::NotJson("the document is not an object".into()));
+        };
+        if let Some(unknown) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+            return Err(IntentError::UnknownField(unknown.clone()));
+        }
+        let string = |field: &'static str| -> Result<Option<&str>, IntentError> {
+            match obj.get(field) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.as_str())),
+                Some(other) => Err(invalid(field, format!("expected a string, got {other}"))),
+            }
+        };
+        let intent_id =
+            IntentId::new(string("intent_id")?.ok_or(IntentError::Missing("intent_id"))?)?;
+        let symbol = Symbol::new(string("symbol")?.ok_or(IntentError::Missing("symbol"))?)?;
+        let action = match string("action")?
+            .ok_or(IntentError::Missing("action"))?
+            .to_ascii_uppercase()
+            .as_str()
+        {
+            "BUY" => Action::Buy,
+            "SELL" => Action::Sell,
+            "CLOSE" => Action::Close,
+            other => {
+                return Err(invalid(
+                    "action",
+                    format!("{other:?} is not BUY, SELL or CLOSE"),
+                ))
+            }
+        };
+        let position_size_usd = positive("position_size_usd", decimal(&obj, "position_size_usd")?)?;
+        let quantity = positive("quantity", decimal(&obj, "quantity")?)?;
+        match (action, position_size_usd, quantity) {
+            (Action::Close, Some(_), _) => {
+                return Err(invalid(
+                    "position_size_usd",
+                    "a CLOSE takes quantity (or nothing for the whole position)",
+                ))
+            }
+            (Action::Buy | Action::Sell, None, None) => {
+                return Err(IntentError::Missing("position_size_usd or quantity"))
+            }
+            (Action::Buy | Action::Sell, Some(_), Some(_)) => {
+                return Err(invalid(
+                    "quantity",
+                    "give position_size_usd or quantity, not both",
+                ))
+            }
+            _ => {}
+        }
+        let leverage = match obj.get("leverage") {
+            None | Some(Value::Null) => None,
+            Some(Value::Number(n)) => match n.as_u64() {
+                Some(l @ 1..=125) => Some(l as u32),
+                _ => {
+                    return Err(invalid(
+                        "leverage",
+                        format!("must be a whole number from 1 to 125, got {n}"),
+                    ))
+                }
+            },
+            Some(other) => {
+                return Err(invalid(
+                    "leverage",
+                    format!("expected a number, got {other}"),
+                ))
+            }
+        };
+        let trailing_pct = decimal(&obj, "trailing_pct")?;
+        if let Some(t) = trailing_pct {
+            if t < Decimal::new(1, 1) || t > Decimal::TEN {
+                return Err(invalid(
+                    "trailing_pct",
+                    format!("Binance allows a callback of 0.1 to 10 percent, got {t}"),
+                ));
+            }
+        }
+        let exit_plan = ExitPlan {
+            take_profit: level(&obj, "take_profit_pct", "take_profit_price")?,
+            stop_loss: level(&obj, "stop_loss_pct", "stop_loss_price")?,
+            trailing_pct,
+        };
+        if action == Action::Close && !exit_plan.is_empty() {
+            return Err(invalid("action", "a CLOSE takes no exit plan"));
+        }
+        let created_at = match obj.get("created_at") {
+            None | Some(Value::Null) => None,
+            Some(Value::Number(n)) => Some(
+                n.as_i64()
+                    .ok_or_else(|| invalid("created_at", "must be integer milliseconds"))?,
+            ),
+            Some(other) => {
+                return Err(invalid(
+                    "created_at",
+                    format!("expected milliseconds, got {other}"),
+                ))
+            }
+        };
+        Ok(TradeIntent {
+            intent_id,
+            symbol,
+            action,
+            position_size_usd,
+            quantity,
+            leverage,
+            exit_plan,
+            source: string("source")?.map(str::to_string),
+            created_at,
+        })
+    }
+
+    /// The intent as its JSON document (what `quantum intent` publishes).
+    pub fn to_json(&self) -> Value {
+        let mut obj = serde_json::Map::new();
+        obj.insert(
+            "intent_id".into(),
+            Value::String(self.intent_id.to_string()),
+        );
+        obj.insert("symbol".into(), Value::String(self.symbol.to_string()));
+        obj.insert("action".into(), Value::String(self.action.as_str().into()));
+        insert_decimal(&mut obj, "position_size_usd", self.position_size_usd);
+        insert_decimal(&mut obj, "quantity", self.quantity);
+        if let Some(l) = self.leverage {
+            obj.insert("leverage".into(), Value::from(l));
+        }
+        write_exit_plan(&mut obj, &self.exit_plan);
+        if let Some(s) = &self.source {
+            obj.insert("source".into(), Value::String(s.clone()));
+        }
+        if let Some(t) = self.created_at {
+            obj.insert("created_at".into(), Value::from(t));
+        }
+        Value::Object(obj)
+    }
+}
+
+/// Writes a decimal as a JSON number with its exact digits.
+pub(crate) fn insert_decimal(
+    obj: &mut serde_json::Map<String, Value>,
+    key: &str,
+    value: Option<Decimal>,
+) {
+    if let Some(v) = value {
+        obj.insert(key.into(), decimal_number(v));
+    }
+}
+
+/// A JSON number carrying exactly the decimal's digits (needs serde_json's arbitrary_precision).
+pub fn decimal_number(value: Decimal) -> Value {
+    let text = value.normalize().to_string();
+    serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text))
+}
+
+/// The exit plan's fields, flat, as both the intent and the result carry them.
+pub(crate) fn write_exit_plan(obj: &mut serde_json::Map<String, Value>, plan: &ExitPlan) {
+    let (tp_pct, tp_price) = split(plan.take_profit);
+    let (sl_pct, sl_price) = split(plan.stop_loss);
+    insert_decimal(obj, "take_profit_pct", tp_pct);
+    insert_decimal(obj, "stop_loss_pct", sl_pct);
+    insert_decimal(obj, "trailing_pct", plan.trailing_pct);
+    insert_decimal(obj, "take_profit_price", tp_price);
+    insert_decimal(obj, "stop_loss_price", sl_price);
+}
+
+fn split(level: Option<ExitLevel>) -> (Option<Decimal>, Option<Decimal>) {
+    match level {
+        Some(ExitLevel::Pct(p)) => (Some(p), None),
+        Some(ExitLevel::Price(p)) => (None, Some(p)),
+        None => (None, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<TradeIntent, IntentError> {
+        TradeIntent::from_json(json)
+    }
+
+    #[test]
+    fn a_full_intent_round_trips_with_exact_digits() {
+        let text = r#"{"intent_id":"i-1","symbol":"axsusdt","action":"BUY","position_size_usd":100.10,
+            "leverage":10,"take_profit_pct":2,"stop_loss_price":5.905,"trailing_pct":0.5,"source":"ai","created_at":1769042400000}"#;
+        let intent = parse(text).unwrap();
+        assert_eq!(intent.symbol.as_str(), "AXSUSDT");
+        assert_eq!(intent.position_size_usd, Some(Decimal::new(10010, 2)));
+        assert_eq!(
+            intent.exit_plan.stop_loss,
+            Some(ExitLevel::Price(Decimal::new(5905, 3)))
+        );
+        let json = intent.to_json().to_string();
+        assert!(json.contains(r#""stop_loss_price":5.905"#), "{json}");
+        assert!(json.contains(r#""position_size_usd":100.1"#), "{json}");
+        assert_eq!(parse(&json).unwrap(), intent);
+    }
+
+    #[test]
+    fn bad_intents_name_the_field_at_fault() {
+        let cases = [
+            ("not json", "not a JSON object"),
+            (
+                r#"{"symbol":"BTCUSDT","action":"BUY","quantity":1}"#,
+                "intent_id",
+            ),
+            (
+                r#"{"intent_id":"a","symbol":"BTC/USDT","action":"BUY","quantity":1}"#,
+                "symbol",
+            ),
+            (
+                r#"{"intent_id":"a","symbol":"BTCUSDT","action":"HOLD","quantity":1}"#,
+                "action",
+            ),
+            (
+                r#"{"intent_id":"a","symbol":"BTCUSDT","action":"BUY"}"#,
+                "position_size_usd or quantity",
+            ),
+            (
+                r#"{"intent_id":"a","symbol":"BTCUSDT","action":"BUY","quantity":0}"#,
+                "quantity",
+            ),
+            (
+                r#"{"intent_id":"a","symbol":"BTCUSDT","action":"BUY","position_size_usd":-5}"#,
+                "position_size_usd",
+            ),
+            (
+                r#"{"intent_id":"a","symbol":"BTCUSDT","action":"BUY","quantity":1,"leverage":200}"#,
+                "leverage",
+            ),
+            (
+                r#"{"intent_id":"a","symbol":"BTCUSDT","action":"BUY","quantity":1,"trailing_pct":20}"#,
+                "trailing_pct",
+            ),
+            (
+                r#"{"intent_id":"a","symbol":"BTCUSDT","action":"BUY","quantity":1,"stop_loss_pct":-1}"#,
+                "stop_loss_pct",
+            ),
+            (
+                r#"{"intent_id":"a","symbol":"BTCUSDT","action":"BUY","quantity":1,"stop_los_pct":1}"#,
+                "stop_los_pct",
+            ),
+            (
+                r#"{"intent_id":"a","symbol":"BTCUSDT","action":"BUY","quantity":1,"take_profit_pct":1,"take_profit_price":9}"#,
+                "not both",
+            ),
+        ];
+        for (json, needle) in cases {
+            let err = parse(json).expect_err(json).to_string();
+            assert!(err.contains(needle), "{json}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_close_needs_no_size_and_takes_no_exit_plan() {
+        let close = parse(r#"{"intent_id":"c","symbol":"ETHUSDT","action":"close"}"#).unwrap();
+        assert_eq!((close.action, close.quantity), (Action::Close, None));
+        assert!(parse(
+            r#"{"intent_id":"c","symbol":"ETHUSDT","action":"CLOSE","stop_loss_pct":1}"#
+        )
+        .is_err());
+    }
+}

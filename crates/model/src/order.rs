@@ -1,0 +1,158 @@
+//! An exchange order's status as quantum tracks it, and the one table of legal moves. Reports
+//! arrive from three places (the RESULT reply, the user stream, REST polls) and can arrive late
+//! or twice, so the table accepts stale news without moving backwards, and refuses only what
+//! cannot be true (a filled order that is later cancelled).
+
+/// Binance's order status (`status` / `X`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OrderStatus {
+    New,
+    PartiallyFilled,
+    Filled,
+    Canceled,
+    Expired,
+    Rejected,
+}
+
+/// Something an exchange report says happened to the order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderEvent {
+    /// The order is on the book (`NEW`).
+    Accepted,
+    /// Some quantity filled, the order stays open.
+    PartialFill,
+    /// The last quantity filled.
+    Filled,
+    Canceled,
+    Expired,
+    Rejected,
+}
+
+/// A report that contradicts what is already known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("order status {from:?} cannot take {event:?}")]
+pub struct TransitionError {
+    pub from: OrderStatus,
+    pub event: OrderEvent,
+}
+
+impl OrderStatus {
+    pub fn is_final(self) -> bool {
+        !matches!(self, OrderStatus::New | OrderStatus::PartiallyFilled)
+    }
+
+    /// Parses Binance's text (`EXPIRED_IN_MATCH` is an expiry too).
+    pub fn from_binance(text: &str) -> Option<OrderStatus> {
+        Some(match text {
+            "NEW" => OrderStatus::New,
+            "PARTIALLY_FILLED" => OrderStatus::PartiallyFilled,
+            "FILLED" => OrderStatus::Filled,
+            "CANCELED" => OrderStatus::Canceled,
+            "EXPIRED" | "EXPIRED_IN_MATCH" => OrderStatus::Expired,
+            "REJECTED" => OrderStatus::Rejected,
+            _ => return None,
+        })
+    }
+
+    /// The event a report of this status stands for.
+    pub fn as_event(self) -> OrderEvent {
+        match self {
+            OrderStatus::New => OrderEvent::Accepted,
+            OrderStatus::PartiallyFilled => OrderEvent::PartialFill,
+            OrderStatus::Filled => OrderEvent::Filled,
+            OrderStatus::Canceled => OrderEvent::Canceled,
+            OrderStatus::Expired => OrderEvent::Expired,
+            OrderStatus::Rejected => OrderEvent::Rejected,
+        }
+    }
+
+    /// The transition table: every legal (status, event) pair, one per line.
+    pub fn apply(self, event: OrderEvent) -> Result<OrderStatus, TransitionError> {
+        use OrderEvent as E;
+        use OrderStatus as S;
+        let next = match (self, event) {
+            (S::New, E::Accepted) => S::New,
+            (S::New | S::PartiallyFilled, E::PartialFill) => S::PartiallyFilled,
+            (S::New | S::PartiallyFilled, E::Filled) => S::Filled,
+            (S::New | S::PartiallyFilled, E::Canceled) => S::Canceled,
+            (S::New | S::PartiallyFilled, E::Expired) => S::Expired,
+            (S::New, E::Rejected) => S::Rejected,
+            // Late news: a NEW or partial report that arrives after a later state changes nothing.
+            (S::PartiallyFilled, E::Accepted) => S::PartiallyFilled,
+            (S::Filled | S::Canceled | S::Expired, E::Accepted | E::PartialFill) => self,
+            // The same final report twice (stream and poll both saw it).
+            (S::Filled, E::Filled)
+            | (S::Canceled, E::Canceled)
+            | (S::Expired, E::Expired)
+            | (S::Rejected, E::Rejected) => self,
+            _ => return Err(TransitionError { from: self, event }),
+        };
+        Ok(next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const ALL: [OrderStatus; 6] = [
+        OrderStatus::New,
+        OrderStatus::PartiallyFilled,
+        OrderStatus::Filled,
+        OrderStatus::Canceled,
+        OrderStatus::Expired,
+        OrderStatus::Rejected,
+    ];
+    const EVENTS: [OrderEvent; 6] = [
+        OrderEvent::Accepted,
+        OrderEvent::PartialFill,
+        OrderEvent::Filled,
+        OrderEvent::Canceled,
+        OrderEvent::Expired,
+        OrderEvent::Rejected,
+    ];
+
+    #[test]
+    fn a_market_order_goes_new_then_filled() {
+        let s = OrderStatus::New.apply(OrderEvent::Accepted).unwrap();
+        assert_eq!(s.apply(OrderEvent::Filled), Ok(OrderStatus::Filled));
+    }
+
+    #[test]
+    fn a_filled_order_cannot_be_cancelled_or_rejected() {
+        assert!(OrderStatus::Filled.apply(OrderEvent::Canceled).is_err());
+        assert!(OrderStatus::Filled.apply(OrderEvent::Rejected).is_err());
+        assert!(OrderStatus::PartiallyFilled
+            .apply(OrderEvent::Rejected)
+            .is_err());
+    }
+
+    proptest! {
+        /// Whatever order reports arrive in, a final status never turns into another status.
+        #[test]
+        fn final_statuses_never_move(events in proptest::collection::vec(0usize..6, 0..20)) {
+            let mut status = OrderStatus::New;
+            for i in events {
+                if let Ok(next) = status.apply(EVENTS[i]) {
+                    if status.is_final() {
+                        prop_assert_eq!(next, status);
+                    }
+                    status = next;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_pair_is_either_in_the_table_or_an_error() {
+        for s in ALL {
+            for e in EVENTS {
+                match s.apply(e) {
+                    Ok(next) => assert!(!s.is_final() || next == s, "{s:?} + {e:?}"),
+                    Err(err) => assert_eq!((err.from, err.event), (s, e)),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,375 @@
+//! The execution result quantum publishes on `quantum:stream:trade.execution.res`: one per
+//! intent, saying what the exchange confirmed. Its constructors keep the invariants the incident
+//! broke: `filled` only with a positive price and quantity, and the notional always equal to
+//! price × quantity.
+
+use rust_decimal::Decimal;
+use serde_json::{Map, Value};
+
+use crate::ids::ClientOrderId;
+use crate::intent::{decimal_number, write_exit_plan, Action, ExitPlan, TradeIntent};
+
+/// The outcome, as the exchange reported it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ResultStatus {
+    Filled,
+    /// Final with part of the quantity filled and the rest cancelled or expired.
+    PartiallyFilled,
+    Rejected,
+    Canceled,
+    Expired,
+    /// No fill was confirmed by the deadline and the order was cancelled (nothing filled).
+    Timeout,
+    /// quantum could not establish the outcome (the order may exist; see `error`).
+    Failed,
+}
+
+impl ResultStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResultStatus::Filled => "filled",
+            ResultStatus::PartiallyFilled => "partially_filled",
+            ResultStatus::Rejected => "rejected",
+            ResultStatus::Canceled => "canceled",
+            ResultStatus::Expired => "expired",
+            ResultStatus::Timeout => "timeout",
+            ResultStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<ResultStatus> {
+        [
+            ResultStatus::Filled,
+            ResultStatus::PartiallyFilled,
+            ResultStatus::Rejected,
+            ResultStatus::Canceled,
+            ResultStatus::Expired,
+            ResultStatus::Timeout,
+            ResultStatus::Failed,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
+
+    /// Whether the result carries a fill (and so a position to track).
+    pub fn has_fill(self) -> bool {
+        matches!(self, ResultStatus::Filled | ResultStatus::PartiallyFilled)
+    }
+}
+
+/// Which report confirmed the outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConfirmedBy {
+    ResultReply,
+    UserStream,
+    RestPoll,
+}
+
+impl ConfirmedBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConfirmedBy::ResultReply => "result_reply",
+            ConfirmedBy::UserStream => "user_stream",
+            ConfirmedBy::RestPoll => "rest_poll",
+        }
+    }
+}
+
+/// Confirmed execution figures of an order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Execution {
+    pub order_id: i64,
+    pub avg_price: Decimal,
+    pub executed_qty: Decimal,
+    pub commission: Decimal,
+    pub commission_asset: String,
+    /// The exchange's transaction time of the last fill (ms).
+    pub filled_at: i64,
+}
+
+/// One execution result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecutionResult {
+    pub intent_id: String,
+    pub symbol: String,
+    pub action: String,
+    pub status: ResultStatus,
+    pub order_id: Option<i64>,
+    pub client_order_id: Option<String>,
+    pub entry_price: Decimal,
+    pub executed_qty: Decimal,
+    pub position_size_usd: Decimal,
+    pub leverage: Option<u32>,
+    pub commission: Decimal,
+    pub commission_asset: String,
+    pub reduce_only: bool,
+    pub exit_plan: ExitPlan,
+    pub confirmed_by: Option<ConfirmedBy>,
+    pub error_code: Option<i64>,
+    pub error: Option<String>,
+    pub intent_at: Option<i64>,
+    pub order_sent_at: Option<i64>,
+    pub filled_at: Option<i64>,
+    pub published_at: i64,
+}
+
+/// Why a result could not be built as asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResultError {
+    #[error("a {status} result needs a positive price and quantity, got price {price} qty {qty}")]
+    NoFill {
+        status: &'static str,
+        price: Decimal,
+        qty: Decimal,
+    },
+    #[error("{0:?} is not a status that carries a fill")]
+    NotAFillStatus(ResultStatus),
+}
+
+impl ExecutionResult {
+    fn base(intent: &TradeIntent, coid: Option<&ClientOrderId>, now: i64) -> ExecutionResult {
+        ExecutionResult {
+            intent_id: intent.intent_id.to_string(),
+            symbol: intent.symbol.to_string(),
+            action: intent.action.as_str().to_string(),
+            status: ResultStatus::Failed,
+            order_id: None,
+            client_order_id: coid.map(ToString::to_string),
+            entry_price: Decimal::ZERO,
+            executed_qty: Decimal::ZERO,
+            position_size_usd: Decimal::ZERO,
+            leverage: intent.leverage,
+            commission: Decimal::ZERO,
+            commission_asset: "USDT".into(),
+            reduce_only: intent.action == Action::Close,
+            exit_plan: intent.exit_plan,
+            confirmed_by: None,
+            error_code: None,
+            error: None,
+            intent_at: intent.created_at,
+            order_sent_at: None,
+            filled_at: None,
+            published_at: now,
+        }
+    }
+
+    /// A result with a confirmed fill (`filled` or `partially_filled`).
+    pub fn with_fill(
+        intent: &TradeIntent,
+        coid: &ClientOrderId,
+        status: ResultStatus,
+        execution: &Execution,
+        confirmed_by: ConfirmedBy,
+        order_sent_at: i64,
+        now: i64,
+    ) -> Result<ExecutionResult, ResultError> {
+        if !status.has_fill() {
+            return Err(ResultError::NotAFillStatus(status));
+        }
+        if execution.avg_price <= Decimal::ZERO || execution.executed_qty <= Decimal::ZERO {
+            return Err(ResultError::NoFill {
+                status: status.as_str(),
+                price: execution.avg_price,
+                qty: execution.executed_qty,
+            });
+        }
+        let mut result = ExecutionResult::base(intent, Some(coid), now);
+        result.status = status;
+        result.order_id = Some(execution.order_id);
+        result.entry_price = execution.avg_price;
+        result.executed_qty = execution.executed_qty;
+        result.position_size_usd = execution.avg_price * execution.executed_qty;
+        result.commission = execution.commission;
+        result.commission_asset = execution.commission_asset.clone();
+        result.confirmed_by = Some(confirmed_by);
+        result.order_sent_at = Some(order_sent_at);
+        result.filled_at = Some(execution.filled_at);
+        Ok(result)
+    }
+
+    /// A result without a fill: rejected, canceled, expired, timeout or failed, with the reason.
+    pub fn without_fill(
+        intent: &TradeIntent,
+        coid: Option<&ClientOrderId>,
+        status: ResultStatus,
+        error_code: Option<i64>,
+        error: impl Into<String>,
+        now: i64,
+    ) -> ExecutionResult {
+        debug_assert!(!status.has_fill(), "fills go through with_fill");
+        let mut result = ExecutionResult::base(intent, coid, now);
+        result.status = if status.has_fill() {
+            ResultStatus::Failed
+        } else {
+            status
+        };
+        result.error_code = error_code;
+        result.error = Some(error.into());
+        result
+    }
+
+    /// A `rejected` result for a document that is not a valid intent. Whatever could be read of
+    /// it (`intent_id`, `symbol`, `action`) is carried so the sender can match it.
+    pub fn rejected_input(raw: &str, reason: &str, now: i64) -> ExecutionResult {
+        let doc: Value = serde_json::from_str(raw).unwrap_or(Value::Null);
+        let field = |k: &str| doc.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        ExecutionResult {
+            intent_id: field("intent_id"),
+            symbol: field("symbol"),
+            action: field("action"),
+            status: ResultStatus::Rejected,
+            order_id: None,
+            client_order_id: None,
+            entry_price: Decimal::ZERO,
+            executed_qty: Decimal::ZERO,
+            position_size_usd: Decimal::ZERO,
+            leverage: None,
+            commission: Decimal::ZERO,
+            commission_asset: "USDT".into(),
+            reduce_only: false,
+            exit_plan: ExitPlan::default(),
+            confirmed_by: None,
+            error_code: None,
+            error: Some(reason.to_string()),
+            intent_at: None,
+            order_sent_at: None,
+            filled_at: None,
+            published_at: now,
+        }
+    }
+
+    /// The JSON document: prices and quantities as numbers with the exchange's exact digits.
+    pub fn to_json(&self) -> Value {
+        let mut obj = Map::new();
+        let s = |v: &str| Value::String(v.to_string());
+        obj.insert("intent_id".into(), s(&self.intent_id));
+        obj.insert("symbol".into(), s(&self.symbol));
+        obj.insert("action".into(), s(&self.action));
+        obj.insert("status".into(), s(self.status.as_str()));
+        obj.insert(
+            "order_id".into(),
+            self.order_id.map_or(Value::Null, Value::from),
+        );
+        obj.insert(
+            "client_order_id".into(),
+            self.client_order_id.as_deref().map_or(Value::Null, s),
+        );
+        obj.insert("entry_price".into(), decimal_number(self.entry_price));
+        obj.insert("executed_qty".into(), decimal_number(self.executed_qty));
+        obj.insert(
+            "position_size_usd".into(),
+            decimal_number(self.position_size_usd),
+        );
+        obj.insert(
+            "leverage".into(),
+            self.leverage.map_or(Value::Null, Value::from),
+        );
+        obj.insert("commission".into(), decimal_number(self.commission));
+        obj.insert("commission_asset".into(), s(&self.commission_asset));
+        obj.insert("reduce_only".into(), Value::Bool(self.reduce_only));
+        write_exit_plan(&mut obj, &self.exit_plan);
+        obj.insert(
+            "confirmed_by".into(),
+            self.confirmed_by.map_or(Value::Null, |c| s(c.as_str())),
+        );
+        obj.insert(
+            "error_code".into(),
+            self.error_code.map_or(Value::Null, Value::from),
+        );
+        obj.insert("error".into(), self.error.as_deref().map_or(Value::Null, s));
+        for (key, value) in [
+            ("intent_at", self.intent_at),
+            ("order_sent_at", self.order_sent_at),
+            ("filled_at", self.filled_at),
+            ("published_at", Some(self.published_at)),
+        ] {
+            obj.insert(key.into(), value.map_or(Value::Null, Value::from));
+        }
+        Value::Object(obj)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn intent() -> TradeIntent {
+        TradeIntent::from_json(
+            r#"{"intent_id":"i-7","symbol":"AXSUSDT","action":"BUY","position_size_usd":100,"leverage":10,"stop_loss_pct":1,"created_at":1000}"#,
+        )
+        .unwrap()
+    }
+
+    fn execution(price: &str, qty: &str) -> Execution {
+        Execution {
+            order_id: 5_000_000_001,
+            avg_price: price.parse().unwrap(),
+            executed_qty: qty.parse().unwrap(),
+            commission: "0.03125".parse().unwrap(),
+            commission_asset: "USDT".into(),
+            filled_at: 2_000,
+        }
+    }
+
+    #[test]
+    fn the_incident_result_cannot_be_built() {
+        // Regression: status=NEW, executedQty=0, avgPrice=0.00 was published as "filled".
+        let coid = ClientOrderId::for_intent(&intent().intent_id);
+        let err = ExecutionResult::with_fill(
+            &intent(),
+            &coid,
+            ResultStatus::Filled,
+            &execution("0.00", "0"),
+            ConfirmedBy::ResultReply,
+            1_500,
+            3_000,
+        );
+        assert!(matches!(err, Err(ResultError::NoFill { .. })));
+    }
+
+    #[test]
+    fn a_filled_result_carries_exact_digits_and_the_product_as_notional() {
+        let i = intent();
+        let coid = ClientOrderId::for_intent(&i.intent_id);
+        let r = ExecutionResult::with_fill(
+            &i,
+            &coid,
+            ResultStatus::Filled,
+            &execution("6.251", "16"),
+            ConfirmedBy::UserStream,
+            1_500,
+            3_000,
+        )
+        .unwrap();
+        let json = r.to_json().to_string();
+        for needle in [
+            r#""entry_price":6.251"#,
+            r#""executed_qty":16"#,
+            r#""position_size_usd":100.016"#,
+            r#""status":"filled""#,
+            r#""confirmed_by":"user_stream""#,
+            r#""client_order_id":"q-i-7""#,
+            r#""order_id":5000000001"#,
+            r#""stop_loss_pct":1"#,
+            r#""filled_at":2000"#,
+            r#""intent_at":1000"#,
+        ] {
+            assert!(json.contains(needle), "{needle} in {json}");
+        }
+    }
+
+    #[test]
+    fn a_rejected_input_keeps_what_could_be_read() {
+        let r = ExecutionResult::rejected_input(
+            r#"{"intent_id":"x","symbol":"NOPE","action":"BUY"}"#,
+            "unknown symbol NOPE",
+            5,
+        );
+        let v = r.to_json();
+        assert_eq!(v["status"], "rejected");
+        assert_eq!(v["intent_id"], "x");
+        assert_eq!(v["error"], "unknown symbol NOPE");
+        let garbage = ExecutionResult::rejected_input("{{{", "not JSON", 5).to_json();
+        assert_eq!(garbage["intent_id"], "");
+    }
+}
