@@ -1,0 +1,210 @@
+//! Order sizing: turns an intent's `position_size_usd` (at the mark price) or `quantity` into a
+//! quantity the exchange accepts, rounded down to the step size and checked against minimum
+//! quantity and minimum notional. A size that rounds to nothing is refused with the reason, never
+//! sent as zero.
+
+use rust_decimal::Decimal;
+
+/// The symbol's filters that sizing needs (from exchangeInfo).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SymbolRules {
+    /// MARKET_LOT_SIZE step and bounds (quantum sends MARKET orders).
+    pub step_size: Decimal,
+    pub min_qty: Decimal,
+    pub max_qty: Decimal,
+    /// MIN_NOTIONAL (reduce-only orders are exempt).
+    pub min_notional: Decimal,
+}
+
+/// Why no quantity could be sized.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SizingError {
+    #[error("the mark price {0} is not positive")]
+    NoPrice(Decimal),
+    #[error("quantity {qty} (from {requested}) is below the minimum quantity {min_qty}")]
+    BelowMinQty {
+        requested: Decimal,
+        qty: Decimal,
+        min_qty: Decimal,
+    },
+    #[error("quantity {qty} is above the maximum quantity {max_qty} for one order")]
+    AboveMaxQty { qty: Decimal, max_qty: Decimal },
+    #[error("notional {notional} USDT is below the minimum notional {min_notional} USDT")]
+    BelowMinNotional {
+        notional: Decimal,
+        min_notional: Decimal,
+    },
+    #[error("there is no open position to close")]
+    NothingToClose,
+}
+
+/// Rounds `qty` down to a multiple of `step` (counted from zero, as Binance's steps are
+/// powers of ten or integers).
+pub fn round_down(qty: Decimal, step: Decimal) -> Decimal {
+    if step <= Decimal::ZERO {
+        return qty;
+    }
+    ((qty / step).floor() * step).normalize()
+}
+
+/// Sizes an opening order: from `usd` at `mark`, or from an explicit `qty`.
+pub fn size_order(
+    usd: Option<Decimal>,
+    qty: Option<Decimal>,
+    mark: Decimal,
+    rules: &SymbolRules,
+) -> Result<Decimal, SizingError> {
+    if mark <= Decimal::ZERO {
+        return Err(SizingError::NoPrice(mark));
+    }
+    let requested = match (usd, qty) {
+        (_, Some(q)) => q,
+        (Some(usd), None) => usd / mark,
+        (None, None) => Decimal::ZERO,
+    };
+    let qty = round_down(requested, rules.step_size);
+    if qty < rules.min_qty || qty.is_zero() {
+        return Err(SizingError::BelowMinQty {
+            requested: requested.round_dp(8),
+            qty,
+            min_qty: rules.min_qty,
+        });
+    }
+    if qty > rules.max_qty {
+        return Err(SizingError::AboveMaxQty {
+            qty,
+            max_qty: rules.max_qty,
+        });
+    }
+    let notional = qty * mark;
+    if notional < rules.min_notional {
+        return Err(SizingError::BelowMinNotional {
+            notional: notional.round_dp(8),
+            min_notional: rules.min_notional,
+        });
+    }
+    Ok(qty)
+}
+
+/// Sizes a reduce-only close: the intent's quantity (capped at the position) or the whole
+/// position. `position` is the signed position amount.
+pub fn size_close(
+    qty: Option<Decimal>,
+    position: Decimal,
+    rules: &SymbolRules,
+) -> Result<Decimal, SizingError> {
+    let open = position.abs();
+    if open.is_zero() {
+        return Err(SizingError::NothingToClose);
+    }
+    let wanted = qty.map_or(open, |q| q.min(open));
+    let qty = round_down(wanted, rules.step_size);
+    if qty.is_zero() || qty < rules.min_qty {
+        return Err(SizingError::BelowMinQty {
+            requested: wanted,
+            qty,
+            min_qty: rules.min_qty,
+        });
+    }
+    Ok(qty.min(rules.max_qty))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn axs() -> SymbolRules {
+        SymbolRules {
+            step_size: Decimal::ONE,
+            min_qty: Decimal::ONE,
+            max_qty: Decimal::from(150_000),
+            min_notional: Decimal::from(5),
+        }
+    }
+
+    fn btc() -> SymbolRules {
+        SymbolRules {
+            step_size: Decimal::new(1, 3),
+            min_qty: Decimal::new(1, 3),
+            max_qty: Decimal::from(120),
+            min_notional: Decimal::from(100),
+        }
+    }
+
+    #[test]
+    fn usd_is_converted_at_the_mark_and_rounded_down() {
+        assert_eq!(
+            size_order(Some(Decimal::from(100)), None, Decimal::new(625, 2), &axs()),
+            Ok(Decimal::from(16))
+        );
+        assert_eq!(
+            size_order(
+                Some(Decimal::from(250)),
+                None,
+                Decimal::from(95_000),
+                &btc()
+            ),
+            Ok(Decimal::new(2, 3))
+        );
+    }
+
+    #[test]
+    fn too_small_an_order_is_refused_with_the_reason() {
+        let err =
+            size_order(Some(Decimal::from(50)), None, Decimal::from(95_000), &btc()).unwrap_err();
+        assert!(matches!(err, SizingError::BelowMinQty { .. }), "{err}");
+        let err = size_order(
+            Some(Decimal::from(180)),
+            None,
+            Decimal::from(95_000),
+            &btc(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, SizingError::BelowMinNotional { .. }),
+            "95 USDT < 100: {err}"
+        );
+    }
+
+    #[test]
+    fn a_close_takes_the_whole_position_or_less() {
+        assert_eq!(
+            size_close(None, Decimal::from(-16), &axs()),
+            Ok(Decimal::from(16))
+        );
+        assert_eq!(
+            size_close(Some(Decimal::from(40)), Decimal::from(16), &axs()),
+            Ok(Decimal::from(16))
+        );
+        assert_eq!(
+            size_close(None, Decimal::ZERO, &axs()),
+            Err(SizingError::NothingToClose)
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn a_sized_quantity_is_a_step_multiple_no_larger_than_asked_and_never_zero(
+            usd in 1u32..1_000_000u32, mark_cents in 1u32..10_000_000u32, step_exp in 0u32..4,
+        ) {
+            let rules = SymbolRules {
+                step_size: Decimal::new(1, step_exp),
+                min_qty: Decimal::new(1, step_exp),
+                max_qty: Decimal::from(1_000_000_000u64),
+                min_notional: Decimal::from(5),
+            };
+            let mark = Decimal::new(i64::from(mark_cents), 2);
+            let usd = Decimal::from(usd);
+            match size_order(Some(usd), None, mark, &rules) {
+                Ok(qty) => {
+                    prop_assert!(qty > Decimal::ZERO);
+                    prop_assert!((qty % rules.step_size).is_zero());
+                    prop_assert!(qty * mark <= usd);
+                    prop_assert!(qty * mark >= rules.min_notional);
+                }
+                Err(e) => prop_assert!(!matches!(e, SizingError::NoPrice(_))),
+            }
+        }
+    }
+}
