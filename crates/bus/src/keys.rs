@@ -1,0 +1,33 @@
+//! The Redis key names quantum uses, in one place: the three streams and the prefix of the
+//! per-intent progress records. Nothing outside this crate spells a Redis key.
+
+/// Trade intents from strategies (and close intents from the exit monitor); the execution
+/// service consumes it.
+pub const TRADE_INTENT: &str = "quantum:stream:trade.intent";
+
+/// Execution results, published only once the exchange has confirmed the outcome; the exit
+/// monitor and `quantum results` read it.
+pub const TRADE_EXECUTION_RESULT: &str = "quantum:stream:trade.execution.res";
+
+/// Entries no consumer could handle (undecodable, missing `payload`, refused too often), with the
+/// reason and the original text; see [`crate::Bus::dead_letter`].
+pub const DEAD_LETTER: &str = "quantum:stream:dead-letter";
+
+/// Prefix of the per-intent progress records, completed by the intent id.
+pub const PROGRESS_PREFIX: &str = "quantum:intent:";
+
+/// The field of a stream entry that holds its JSON document.
+pub const PAYLOAD_FIELD: &str = "payload";
+
+/// The progress key of one intent, `quantum:intent:<intent_id>`.
+pub fn progress(intent_id: &str) -> String {
+    format!("{PROGRESS_PREFIX}{intent_id}")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn progress_key_is_prefix_plus_id() {
+        assert_eq!(super::progress("abc-1"), "quantum:intent:abc-1");
+    }
+}

@@ -1,0 +1,225 @@
+//! quantum's event bus: the streams the services talk through (trade intents in, execution
+//! results out, dead letters aside), consumer groups with acknowledgement and reclaiming of stale
+//! entries, and a small expiring key-value store for per-intent progress. It is the only crate
+//! that knows Redis commands and key names.
+//!
+//! [`Bus`] is the one type callers hold. It is either a [`RedisBus`] (production) or a
+//! [`MemoryBus`] (the embedded default and unit tests); both behave the same, and one test suite
+//! (`tests/it`) runs against each. An enum rather than a trait object keeps the async methods
+//! plain `async fn`s with no boxing.
+//!
+//! Delivery is at least once. A consumer loop goes like this:
+//!
+//! 1. [`Bus::ensure_group`] on start (again after [`Error::NoGroup`]).
+//! 2. [`Bus::pending_for`] with its own stable consumer name: entries it read before a crash and
+//!    never acknowledged.
+//! 3. [`Bus::claim_stale`] now and then: entries another consumer left pending for too long.
+//! 4. [`Bus::read`] in a loop for new entries.
+//! 5. For each entry: do the work, then [`Bus::ack`]. An entry that cannot be understood goes to
+//!    [`Bus::dead_letter`] and is then acknowledged.
+//!
+//! Because an entry can come back after a crash (steps 2 and 3), work with outside effects must
+//! be idempotent. The progress store makes it so: claim an intent with
+//! [`Bus::progress_set_if_absent`] under [`keys::progress`], record each step with
+//! [`Bus::progress_set`], and on redelivery read [`Bus::progress_get`] to resume instead of
+//! placing a second order.
+//!
+//! Layout: [`keys`] (names), [`Config`], [`Error`], `entry` (what reads return, dead-letter
+//! document), `redis_bus` and `memory` (the two implementations).
+
+mod config;
+mod entry;
+mod error;
+pub mod keys;
+mod memory;
+mod redis_bus;
+
+use std::time::{Duration, SystemTime};
+
+pub use config::Config;
+pub use entry::{ConsumerInfo, Entry, GroupInfo, Malformed};
+pub use error::{Error, Result};
+pub use memory::MemoryBus;
+pub use redis_bus::RedisBus;
+
+/// The bus a service uses. Cheap to clone; clones share connections (or, in memory, streams).
+#[derive(Debug, Clone)]
+pub enum Bus {
+    Redis(RedisBus),
+    Memory(MemoryBus),
+}
+
+/// Calls the same method on whichever implementation `self` holds.
+macro_rules! dispatch {
+    ($self:ident.$method:ident($($arg:expr),*)) => {
+        match $self {
+            Bus::Redis(bus) => bus.$method($($arg),*).await,
+            Bus::Memory(bus) => bus.$method($($arg),*).await,
+        }
+    };
+}
+
+impl Bus {
+    /// Connects to Redis; see [`RedisBus::connect`].
+    pub async fn connect(config: &Config) -> Result<Bus> {
+        RedisBus::connect(config).await.map(Bus::Redis)
+    }
+
+    /// A fresh in-process bus whose streams keep at most `max_len` entries.
+    pub fn memory(max_len: usize) -> Bus {
+        Bus::Memory(MemoryBus::new(max_len))
+    }
+
+    /// `"redis"` or `"memory"`, for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Bus::Redis(_) => "redis",
+            Bus::Memory(_) => "memory",
+        }
+    }
+
+    /// Appends `payload` (a JSON document, by convention) to `stream` as the entry's `payload`
+    /// field, trimming the stream to about [`Config::max_len`] entries. Returns the new entry's id.
+    ///
+    /// On [`Error::Unavailable`] the entry may or may not have been appended; a retry can publish
+    /// it twice, so consumers must tolerate duplicates (intents carry their own id).
+    pub async fn publish(&self, stream: &str, payload: &str) -> Result<String> {
+        dispatch!(self.publish(stream, payload))
+    }
+
+    /// Creates consumer group `group` on `stream` (and the stream, if missing). Returns true when
+    /// it created the group, false when it already existed; an existing group is left untouched.
+    ///
+    /// A new group starts at the beginning of the stream (`0`), not at its end (`$`): intents a
+    /// strategy published before the execution service first started must still be executed,
+    /// and the exit monitor must see every result. The stream is bounded by MAXLEN, so "the
+    /// beginning" is at most that many entries old; refusing intents that are too old to act on
+    /// is the engine's job (an intent carries its own deadline), and it has to do that anyway for
+    /// entries redelivered after a long outage.
+    pub async fn ensure_group(&self, stream: &str, group: &str) -> Result<bool> {
+        dispatch!(self.ensure_group(stream, group))
+    }
+
+    /// Up to `count` (at least 1) entries of `stream` never delivered to `group`, now pending for
+    /// `consumer` until acknowledged. Waits up to `block` for the first one to arrive; a zero
+    /// `block` returns at once. Each entry has `deliveries == 1`.
+    ///
+    /// Fails with [`Error::NoGroup`] when the group does not exist.
+    pub async fn read(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        count: usize,
+        block: Duration,
+    ) -> Result<Vec<Entry>> {
+        dispatch!(self.read(stream, group, consumer, count, block))
+    }
+
+    /// Every entry pending for `consumer` (delivered to it, not acknowledged), oldest first: what
+    /// a consumer with a stable name finds after a restart. Re-reading counts as a delivery.
+    /// Entries trimmed from the stream meanwhile come back with [`Malformed::Trimmed`]; ack them.
+    pub async fn pending_for(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+    ) -> Result<Vec<Entry>> {
+        dispatch!(self.pending_for(stream, group, consumer))
+    }
+
+    /// Takes over up to `count` entries of `group` that have been pending (for any consumer) for
+    /// at least `min_idle`, oldest first, and returns them as pending for `consumer`. Entries
+    /// younger than `min_idle` stay with the consumer that has them. Pending entries that were
+    /// trimmed from the stream are dropped from the pending list and not returned.
+    pub async fn claim_stale(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+        count: usize,
+    ) -> Result<Vec<Entry>> {
+        dispatch!(self.claim_stale(stream, group, consumer, min_idle, count))
+    }
+
+    /// Acknowledges entry `id`: the work is done and it must not be delivered again. Returns
+    /// whether it was pending; acknowledging twice is harmless and returns false.
+    pub async fn ack(&self, stream: &str, group: &str, id: &str) -> Result<bool> {
+        dispatch!(self.ack(stream, group, id))
+    }
+
+    /// Publishes a JSON document about `entry` of `original_stream` on [`keys::DEAD_LETTER`]:
+    /// `{"stream", "entry_id", "reason", "payload", "deliveries", "malformed", "fields", "at"}`,
+    /// where `payload` is the original text even when it is not JSON (null when the entry had
+    /// none) and `at` is RFC 3339 UTC. Returns the dead letter's id.
+    ///
+    /// It does not acknowledge `entry`; the caller does that next. A crash in between makes the
+    /// entry come back and be dead-lettered twice, which is harmless.
+    pub async fn dead_letter(
+        &self,
+        original_stream: &str,
+        entry: &Entry,
+        reason: &str,
+    ) -> Result<String> {
+        let document =
+            entry::dead_letter_document(original_stream, entry, reason, SystemTime::now());
+        self.publish(keys::DEAD_LETTER, &document).await
+    }
+
+    /// The newest `count` entries of `stream`, newest first, read outside any group (no pending
+    /// state changes; `deliveries` is 0). For `quantum results`.
+    pub async fn latest(&self, stream: &str, count: usize) -> Result<Vec<Entry>> {
+        dispatch!(self.latest(stream, count))
+    }
+
+    /// The number of entries in `stream` (0 when it does not exist).
+    pub async fn len(&self, stream: &str) -> Result<u64> {
+        dispatch!(self.len(stream))
+    }
+
+    /// The consumer groups of `stream` with their pending counts, lag and consumers (empty when
+    /// the stream does not exist). Best effort, for `quantum doctor`.
+    pub async fn group_info(&self, stream: &str) -> Result<Vec<GroupInfo>> {
+        dispatch!(self.group_info(stream))
+    }
+
+    /// The progress record under `key`, if present and not expired.
+    pub async fn progress_get(&self, key: &str) -> Result<Option<String>> {
+        dispatch!(self.progress_get(key))
+    }
+
+    /// Stores `value` under `key`, replacing any previous value, expiring after `ttl` (a zero
+    /// `ttl` counts as 1 ms).
+    pub async fn progress_set(&self, key: &str, value: &str, ttl: Duration) -> Result<()> {
+        dispatch!(self.progress_set(key, value, ttl))
+    }
+
+    /// Stores `value` under `key` only if nothing live is there; returns whether it stored. Use
+    /// it to claim an intent so that exactly one consumer acts on it.
+    pub async fn progress_set_if_absent(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<bool> {
+        dispatch!(self.progress_set_if_absent(key, value, ttl))
+    }
+
+    /// Checks that the bus answers.
+    pub async fn ping(&self) -> Result<()> {
+        dispatch!(self.ping())
+    }
+}
+
+impl From<RedisBus> for Bus {
+    fn from(bus: RedisBus) -> Self {
+        Bus::Redis(bus)
+    }
+}
+
+impl From<MemoryBus> for Bus {
+    fn from(bus: MemoryBus) -> Self {
+        Bus::Memory(bus)
+    }
+}

@@ -1,0 +1,776 @@
+//! The Redis bus: every bus operation as one or a few Redis commands (`XADD MAXLEN ~`,
+//! `XGROUP CREATE`, `XREADGROUP`, `XAUTOCLAIM`, `XACK`, `XPENDING`, `XREVRANGE`, `XINFO`, `SET PX`)
+//! with a timeout on each, and the parsing of their replies into [`Entry`] values.
+//!
+//! Two kinds of connection. Short commands share one [`ConnectionManager`], a multiplexed
+//! connection that reconnects on its own after Redis restarts. Blocking reads must not use it:
+//! Redis answers the commands of one connection strictly in order, so an `XREADGROUP BLOCK 5000`
+//! would hold every publish, ack and progress write queued behind it for up to five seconds.
+//! Blocking reads therefore take a dedicated connection from a small pool of idle ones, open a new
+//! one when none is idle, and put it back afterwards. The pool grows to the number of concurrent
+//! blocking readers (one per consumer loop, a handful) and a connection that failed or timed out
+//! is dropped rather than reused, because a late reply could still be on its way.
+//!
+//! Replies of the stream commands are parsed by hand from [`Value`] rather than with the `redis`
+//! crate's typed replies, because those reject an entry whose content is nil (a pending entry
+//! trimmed from the stream) and would fail the whole read for one bad entry.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::streams::{StreamInfoConsumersReply, StreamInfoGroupsReply};
+use redis::{AsyncConnectionConfig, Cmd, ErrorKind, FromRedisValue, RedisError, Value};
+
+use crate::entry::{payload_from_fields, ConsumerInfo, Entry, GroupInfo, RawFields};
+use crate::error::{Error, Result};
+use crate::keys::PAYLOAD_FIELD;
+use crate::Config;
+
+/// How many entries one history read of [`RedisBus::pending_for`] asks for; it pages until done.
+const PENDING_PAGE: usize = 100;
+
+/// At most this many idle blocking-read connections are kept; more concurrent readers than this
+/// still work, their extra connections are closed after use.
+const MAX_IDLE_READERS: usize = 8;
+
+/// A bus on a Redis server. Clones share the connections.
+#[derive(Clone)]
+pub struct RedisBus {
+    /// Shared multiplexed connection for every non-blocking command; reconnects by itself.
+    commands: ConnectionManager,
+    /// Dedicated connections for blocking reads (see the module documentation).
+    readers: Arc<Readers>,
+    max_len: usize,
+    op_timeout: Duration,
+    redacted_url: String,
+}
+
+struct Readers {
+    client: redis::Client,
+    /// Connections not in use by a blocking read. A std mutex: it is only held to push or pop.
+    idle: Mutex<Vec<MultiplexedConnection>>,
+}
+
+/// An entry as Redis returned it: its id and its fields, or `None` when the entry is gone.
+type RawEntry = (String, Option<RawFields>);
+
+impl fmt::Debug for RedisBus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisBus")
+            .field("url", &self.redacted_url)
+            .field("max_len", &self.max_len)
+            .field("op_timeout", &self.op_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisBus {
+    /// Connects to `config.url`, waiting at most `config.op_timeout`. Fails with
+    /// [`Error::Unavailable`] when Redis cannot be reached now (the caller retries), and with
+    /// [`Error::Config`] when the URL is invalid.
+    pub async fn connect(config: &Config) -> Result<Self> {
+        let client = redis::Client::open(config.url.as_str())
+            .map_err(|err| Error::Config(format!("redis url {}: {err}", config.redacted_url())))?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(config.op_timeout)
+            .set_response_timeout(config.op_timeout);
+        let commands = timed(
+            "connect",
+            config.op_timeout,
+            client.get_connection_manager_with_config(manager_config),
+        )
+        .await?;
+        Ok(RedisBus {
+            commands,
+            readers: Arc::new(Readers {
+                client,
+                idle: Mutex::new(Vec::new()),
+            }),
+            max_len: config.max_len.max(1),
+            op_timeout: config.op_timeout,
+            redacted_url: config.redacted_url(),
+        })
+    }
+
+    /// See [`crate::Bus::publish`].
+    pub async fn publish(&self, stream: &str, payload: &str) -> Result<String> {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(stream)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(self.max_len)
+            .arg("*")
+            .arg(PAYLOAD_FIELD)
+            .arg(payload);
+        self.query("publish", &cmd).await
+    }
+
+    /// See [`crate::Bus::ensure_group`].
+    pub async fn ensure_group(&self, stream: &str, group: &str) -> Result<bool> {
+        let mut cmd = redis::cmd("XGROUP");
+        cmd.arg("CREATE")
+            .arg(stream)
+            .arg(group)
+            .arg("0")
+            .arg("MKSTREAM");
+        let mut conn = self.commands.clone();
+        match timed_redis(
+            "ensure group",
+            self.op_timeout,
+            cmd.query_async::<Value>(&mut conn),
+        )
+        .await
+        {
+            Ok(_) => Ok(true),
+            Err(err) if err.code() == Some("BUSYGROUP") => Ok(false),
+            Err(err) => Err(classify("ensure group", err)),
+        }
+    }
+
+    /// See [`crate::Bus::read`].
+    pub async fn read(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        count: usize,
+        block: Duration,
+    ) -> Result<Vec<Entry>> {
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(group)
+            .arg(consumer)
+            .arg("COUNT")
+            .arg(count.max(1));
+        if block.is_zero() {
+            // BLOCK 0 would mean "forever" to Redis; a zero block means "do not wait" here, so
+            // the command goes without BLOCK, over the shared connection.
+            cmd.arg("STREAMS").arg(stream).arg(">");
+            let reply: Value = self.query_in_group("read", &cmd, stream, group).await?;
+            return parsed(
+                "read",
+                parse_read_reply(&reply).map(|raw| with_deliveries(raw, 1)),
+            );
+        }
+        let block_ms = u64::try_from(block.as_millis()).unwrap_or(u64::MAX).max(1);
+        cmd.arg("BLOCK")
+            .arg(block_ms)
+            .arg("STREAMS")
+            .arg(stream)
+            .arg(">");
+        let mut conn = self.readers.take(self.op_timeout).await?;
+        let result = timed_redis(
+            "read",
+            block.saturating_add(self.op_timeout),
+            cmd.query_async::<Value>(&mut conn),
+        )
+        .await;
+        // A connection goes back to the pool only when Redis answered (even with a refusal). After
+        // an I/O error or a timeout it may be broken or still owe a reply, so it is closed.
+        if !matches!(&result, Err(err) if err.is_io_error()) {
+            self.readers.give_back(conn);
+        }
+        let reply = result.map_err(|err| classify_in_group("read", err, stream, group))?;
+        parsed(
+            "read",
+            parse_read_reply(&reply).map(|raw| with_deliveries(raw, 1)),
+        )
+    }
+
+    /// See [`crate::Bus::pending_for`].
+    pub async fn pending_for(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+    ) -> Result<Vec<Entry>> {
+        let mut raw = Vec::new();
+        let mut after = "0".to_owned();
+        loop {
+            // A history read (any id but `>`) returns this consumer's own pending entries with
+            // ids greater than `after`, so paging by the last id seen walks the whole list
+            // without needing acks in between.
+            let mut cmd = redis::cmd("XREADGROUP");
+            cmd.arg("GROUP")
+                .arg(group)
+                .arg(consumer)
+                .arg("COUNT")
+                .arg(PENDING_PAGE)
+                .arg("STREAMS")
+                .arg(stream)
+                .arg(&after);
+            let reply: Value = self
+                .query_in_group("pending for", &cmd, stream, group)
+                .await?;
+            let page = parsed("pending for", parse_read_reply(&reply))?;
+            let full = page.len() >= PENDING_PAGE;
+            match page.last() {
+                Some((id, _)) => after.clone_from(id),
+                None => break,
+            }
+            raw.extend(page);
+            if !full {
+                break;
+            }
+        }
+        // Redis counts a history read as a delivery, so every entry here has been delivered at
+        // least twice.
+        Ok(self.with_pending_counts(stream, group, raw, 2).await)
+    }
+
+    /// See [`crate::Bus::claim_stale`].
+    pub async fn claim_stale(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+        count: usize,
+    ) -> Result<Vec<Entry>> {
+        let count = count.max(1);
+        let min_idle_ms = u64::try_from(min_idle.as_millis()).unwrap_or(u64::MAX);
+        let mut raw = Vec::new();
+        let mut cursor = "0-0".to_owned();
+        // XAUTOCLAIM scans a bounded slice of the pending list per call and returns a cursor;
+        // loop until the cursor comes back to 0-0 (the whole list was scanned) or enough entries
+        // were claimed. Entries claimed here are no longer idle, so a later call starting again
+        // from 0-0 does not take them twice.
+        loop {
+            let mut cmd = redis::cmd("XAUTOCLAIM");
+            cmd.arg(stream)
+                .arg(group)
+                .arg(consumer)
+                .arg(min_idle_ms)
+                .arg(&cursor)
+                .arg("COUNT")
+                .arg(count - raw.len());
+            let reply: Value = self
+                .query_in_group("claim stale", &cmd, stream, group)
+                .await?;
+            let (next, claimed, trimmed) = parsed("claim stale", parse_autoclaim(&reply))?;
+            if !trimmed.is_empty() {
+                tracing::warn!(
+                    stream,
+                    group,
+                    ids = ?trimmed,
+                    "pending entries were trimmed before anyone acknowledged them",
+                );
+            }
+            raw.extend(claimed);
+            cursor = next;
+            if cursor == "0-0" || raw.len() >= count {
+                break;
+            }
+        }
+        Ok(self.with_pending_counts(stream, group, raw, 2).await)
+    }
+
+    /// See [`crate::Bus::ack`].
+    pub async fn ack(&self, stream: &str, group: &str, id: &str) -> Result<bool> {
+        let mut cmd = redis::cmd("XACK");
+        cmd.arg(stream).arg(group).arg(id);
+        let acked: u64 = self.query("ack", &cmd).await?;
+        Ok(acked > 0)
+    }
+
+    /// See [`crate::Bus::latest`].
+    pub async fn latest(&self, stream: &str, count: usize) -> Result<Vec<Entry>> {
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        let mut cmd = redis::cmd("XREVRANGE");
+        cmd.arg(stream).arg("+").arg("-").arg("COUNT").arg(count);
+        let reply: Value = self.query("latest", &cmd).await?;
+        parsed(
+            "latest",
+            parse_entries(&reply).map(|raw| with_deliveries(raw, 0)),
+        )
+    }
+
+    /// See [`crate::Bus::len`].
+    pub async fn len(&self, stream: &str) -> Result<u64> {
+        let mut cmd = redis::cmd("XLEN");
+        cmd.arg(stream);
+        self.query("len", &cmd).await
+    }
+
+    /// See [`crate::Bus::group_info`].
+    pub async fn group_info(&self, stream: &str) -> Result<Vec<GroupInfo>> {
+        let mut cmd = redis::cmd("XINFO");
+        cmd.arg("GROUPS").arg(stream);
+        let mut conn = self.commands.clone();
+        let groups = match timed_redis(
+            "group info",
+            self.op_timeout,
+            cmd.query_async::<StreamInfoGroupsReply>(&mut conn),
+        )
+        .await
+        {
+            Ok(groups) => groups.groups,
+            // A stream that does not exist has no groups; Redis calls that an error.
+            Err(err)
+                if err.kind() == ErrorKind::ResponseError
+                    && err
+                        .detail()
+                        .is_some_and(|detail| detail.contains("no such key")) =>
+            {
+                return Ok(Vec::new());
+            }
+            Err(err) => return Err(classify("group info", err)),
+        };
+        let mut out = Vec::with_capacity(groups.len());
+        for group in groups {
+            let mut cmd = redis::cmd("XINFO");
+            cmd.arg("CONSUMERS").arg(stream).arg(&group.name);
+            let consumers: StreamInfoConsumersReply = self.query("group info", &cmd).await?;
+            out.push(GroupInfo {
+                name: group.name,
+                pending: group.pending as u64,
+                last_delivered_id: group.last_delivered_id,
+                lag: group.lag.map(|lag| lag as u64),
+                consumers: consumers
+                    .consumers
+                    .into_iter()
+                    .map(|consumer| ConsumerInfo {
+                        name: consumer.name,
+                        pending: consumer.pending as u64,
+                        idle: Duration::from_millis(consumer.idle as u64),
+                    })
+                    .collect(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// See [`crate::Bus::progress_get`].
+    pub async fn progress_get(&self, key: &str) -> Result<Option<String>> {
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(key);
+        self.query("progress get", &cmd).await
+    }
+
+    /// See [`crate::Bus::progress_set`].
+    pub async fn progress_set(&self, key: &str, value: &str, ttl: Duration) -> Result<()> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key).arg(value).arg("PX").arg(ttl_ms(ttl));
+        let _: Value = self.query("progress set", &cmd).await?;
+        Ok(())
+    }
+
+    /// See [`crate::Bus::progress_set_if_absent`].
+    pub async fn progress_set_if_absent(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<bool> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key).arg(value).arg("NX").arg("PX").arg(ttl_ms(ttl));
+        let reply: Value = self.query("progress set if absent", &cmd).await?;
+        // SET NX answers OK when it wrote and nil when the key was already there.
+        Ok(!matches!(reply, Value::Nil))
+    }
+
+    /// See [`crate::Bus::ping`].
+    pub async fn ping(&self) -> Result<()> {
+        let _: String = self.query("ping", &redis::cmd("PING")).await?;
+        Ok(())
+    }
+
+    /// Runs one short command on the shared connection, within the operation timeout.
+    async fn query<T: FromRedisValue>(&self, op: &'static str, cmd: &Cmd) -> Result<T> {
+        let mut conn = self.commands.clone();
+        timed_redis(op, self.op_timeout, cmd.query_async::<T>(&mut conn))
+            .await
+            .map_err(|err| classify(op, err))
+    }
+
+    /// Like [`RedisBus::query`], for a command on consumer group `group` of `stream`, so that a
+    /// missing group comes back as [`Error::NoGroup`].
+    async fn query_in_group<T: FromRedisValue>(
+        &self,
+        op: &'static str,
+        cmd: &Cmd,
+        stream: &str,
+        group: &str,
+    ) -> Result<T> {
+        let mut conn = self.commands.clone();
+        timed_redis(op, self.op_timeout, cmd.query_async::<T>(&mut conn))
+            .await
+            .map_err(|err| classify_in_group(op, err, stream, group))
+    }
+
+    /// Turns raw entries into [`Entry`] values whose `deliveries` come from the pending list.
+    /// The counts are best effort: when `XPENDING` fails, or an entry was acknowledged in the
+    /// meantime, `fallback` (a lower bound) is used and the entries are still returned, because
+    /// they have already been delivered to this consumer.
+    async fn with_pending_counts(
+        &self,
+        stream: &str,
+        group: &str,
+        raw: Vec<RawEntry>,
+        fallback: u64,
+    ) -> Vec<Entry> {
+        if raw.is_empty() {
+            return Vec::new();
+        }
+        let mut pipe = redis::pipe();
+        for (id, _) in &raw {
+            pipe.cmd("XPENDING")
+                .arg(stream)
+                .arg(group)
+                .arg(id)
+                .arg(id)
+                .arg(1);
+        }
+        let mut conn = self.commands.clone();
+        let counts: HashMap<String, u64> = match timed_redis(
+            "pending counts",
+            self.op_timeout,
+            pipe.query_async::<Vec<Value>>(&mut conn),
+        )
+        .await
+        {
+            Ok(replies) => replies.iter().filter_map(parse_pending_count).collect(),
+            Err(err) => {
+                tracing::warn!(stream, group, error = %err, "cannot read delivery counts");
+                HashMap::new()
+            }
+        };
+        raw.into_iter()
+            .map(|(id, fields)| Entry {
+                deliveries: counts.get(&id).copied().unwrap_or(fallback),
+                payload: payload_from_fields(fields),
+                id,
+            })
+            .collect()
+    }
+}
+
+impl Readers {
+    /// An idle blocking-read connection, or a new one.
+    async fn take(&self, op_timeout: Duration) -> Result<MultiplexedConnection> {
+        let idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        if let Some(conn) = idle {
+            return Ok(conn);
+        }
+        // No response timeout on the connection itself: each read sets its own, block included.
+        let conn_config = AsyncConnectionConfig::new().set_connection_timeout(op_timeout);
+        timed(
+            "open read connection",
+            op_timeout,
+            self.client
+                .get_multiplexed_async_connection_with_config(&conn_config),
+        )
+        .await
+    }
+
+    fn give_back(&self, conn: MultiplexedConnection) {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < MAX_IDLE_READERS {
+            idle.push(conn);
+        }
+    }
+}
+
+/// Awaits a Redis future for at most `limit`, classifying both failures.
+async fn timed<T>(
+    op: &'static str,
+    limit: Duration,
+    fut: impl Future<Output = redis::RedisResult<T>>,
+) -> Result<T> {
+    timed_redis(op, limit, fut)
+        .await
+        .map_err(|err| classify(op, err))
+}
+
+/// Awaits a Redis future for at most `limit`, turning the timeout into an I/O `TimedOut` error
+/// so callers can still inspect server error codes (BUSYGROUP, no such key) before classifying.
+async fn timed_redis<T>(
+    op: &'static str,
+    limit: Duration,
+    fut: impl Future<Output = redis::RedisResult<T>>,
+) -> redis::RedisResult<T> {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(result) => result,
+        Err(_) => Err(RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "{op}: no answer within {}",
+                humantime::format_duration(limit)
+            ),
+        ))),
+    }
+}
+
+/// Sorts a Redis error by what the caller should do next.
+fn classify(op: &'static str, err: RedisError) -> Error {
+    let detail = err.to_string();
+    let retry_later = err.is_io_error()
+        || matches!(
+            err.kind(),
+            ErrorKind::BusyLoadingError
+                | ErrorKind::TryAgain
+                | ErrorKind::ClusterDown
+                | ErrorKind::MasterDown
+        );
+    if retry_later {
+        Error::Unavailable { op, detail }
+    } else {
+        Error::Protocol { op, detail }
+    }
+}
+
+/// Like [`classify`], but a NOGROUP refusal becomes [`Error::NoGroup`], which names what to
+/// recreate.
+fn classify_in_group(op: &'static str, err: RedisError, stream: &str, group: &str) -> Error {
+    if err.code() == Some("NOGROUP") {
+        return Error::NoGroup {
+            stream: stream.to_owned(),
+            group: group.to_owned(),
+        };
+    }
+    classify(op, err)
+}
+
+/// A parse failure of a reply becomes a protocol error of `op`.
+fn parsed<T>(op: &'static str, result: Result<T, String>) -> Result<T> {
+    result.map_err(|detail| Error::Protocol { op, detail })
+}
+
+fn with_deliveries(raw: Vec<RawEntry>, deliveries: u64) -> Vec<Entry> {
+    raw.into_iter()
+        .map(|(id, fields)| Entry {
+            id,
+            payload: payload_from_fields(fields),
+            deliveries,
+        })
+        .collect()
+}
+
+/// Redis refuses `PX 0`; the shortest expiry stands in for it.
+fn ttl_ms(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+/// The bytes of a string-like reply.
+fn bytes(value: &Value) -> Option<Vec<u8>> {
+    match value {
+        Value::BulkString(bytes) => Some(bytes.clone()),
+        Value::SimpleString(text) => Some(text.clone().into_bytes()),
+        Value::VerbatimString { text, .. } => Some(text.clone().into_bytes()),
+        Value::Int(number) => Some(number.to_string().into_bytes()),
+        _ => None,
+    }
+}
+
+fn text(value: &Value) -> Result<String, String> {
+    bytes(value)
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .ok_or_else(|| format!("expected a string, got {value:?}"))
+}
+
+/// An `XREADGROUP` reply: nil when nothing arrived, else one `[key, entries]` pair per stream
+/// (an array in RESP2, a map in RESP3). Only one stream is ever asked for.
+fn parse_read_reply(value: &Value) -> Result<Vec<RawEntry>, String> {
+    match value {
+        Value::Nil => Ok(Vec::new()),
+        Value::Array(streams) => {
+            let mut out = Vec::new();
+            for stream in streams {
+                match stream {
+                    Value::Array(pair) if pair.len() == 2 => out.extend(parse_entries(&pair[1])?),
+                    other => return Err(format!("unexpected stream in read reply: {other:?}")),
+                }
+            }
+            Ok(out)
+        }
+        Value::Map(streams) => {
+            let mut out = Vec::new();
+            for (_, entries) in streams {
+                out.extend(parse_entries(entries)?);
+            }
+            Ok(out)
+        }
+        other => Err(format!("unexpected read reply: {other:?}")),
+    }
+}
+
+/// A list of entries, each `[id, [field, value, ...]]` or `[id, nil]` when the entry is gone.
+/// A bare nil element (Redis 6.2 XAUTOCLAIM for a deleted entry) carries no id and is skipped.
+fn parse_entries(value: &Value) -> Result<Vec<RawEntry>, String> {
+    let Value::Array(items) = value else {
+        return match value {
+            Value::Nil => Ok(Vec::new()),
+            other => Err(format!("expected a list of entries, got {other:?}")),
+        };
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        match item {
+            Value::Nil => {}
+            Value::Array(parts) if parts.len() == 2 => {
+                let id = text(&parts[0])?;
+                let fields = match &parts[1] {
+                    Value::Nil => None,
+                    fields => Some(parse_fields(fields)?),
+                };
+                out.push((id, fields));
+            }
+            other => return Err(format!("unexpected entry: {other:?}")),
+        }
+    }
+    Ok(out)
+}
+
+/// An entry's fields: a flat `[name, value, ...]` array (or a map in RESP3).
+fn parse_fields(value: &Value) -> Result<RawFields, String> {
+    let pairs: Vec<(&Value, &Value)> = match value {
+        Value::Array(flat) if flat.len() % 2 == 0 => flat
+            .chunks_exact(2)
+            .map(|pair| (&pair[0], &pair[1]))
+            .collect(),
+        Value::Map(map) => map.iter().map(|(name, value)| (name, value)).collect(),
+        other => return Err(format!("unexpected entry fields: {other:?}")),
+    };
+    pairs
+        .into_iter()
+        .map(|(name, value)| match (bytes(name), bytes(value)) {
+            (Some(name), Some(value)) => Ok((name, value)),
+            _ => Err(format!("unexpected field {name:?} = {value:?}")),
+        })
+        .collect()
+}
+
+/// An `XAUTOCLAIM` reply: `[next cursor, entries]`, plus the ids of trimmed entries it removed
+/// from the pending list (Redis 7 and later).
+fn parse_autoclaim(value: &Value) -> Result<(String, Vec<RawEntry>, Vec<String>), String> {
+    let Value::Array(parts) = value else {
+        return Err(format!("unexpected claim reply: {value:?}"));
+    };
+    let (Some(cursor), Some(entries)) = (parts.first(), parts.get(1)) else {
+        return Err(format!("short claim reply: {value:?}"));
+    };
+    let trimmed = match parts.get(2) {
+        Some(Value::Array(ids)) => ids.iter().map(text).collect::<Result<_, _>>()?,
+        _ => Vec::new(),
+    };
+    Ok((text(cursor)?, parse_entries(entries)?, trimmed))
+}
+
+/// One `XPENDING key group id id 1` reply: `[[id, consumer, idle, deliveries]]`, or empty when the
+/// entry is no longer pending.
+fn parse_pending_count(value: &Value) -> Option<(String, u64)> {
+    let Value::Array(rows) = value else {
+        return None;
+    };
+    let Value::Array(row) = rows.first()? else {
+        return None;
+    };
+    let id = text(row.first()?).ok()?;
+    let deliveries = text(row.get(3)?).ok()?.parse().ok()?;
+    Some((id, deliveries))
+}
+
+#[cfg(test)]
+mod tests {
+    use redis::Value;
+
+    use super::{parse_autoclaim, parse_pending_count, parse_read_reply};
+
+    fn bulk(text: &str) -> Value {
+        Value::BulkString(text.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn read_reply_keeps_trimmed_entries_as_none() {
+        let reply = Value::Array(vec![Value::Array(vec![
+            bulk("s"),
+            Value::Array(vec![
+                Value::Array(vec![
+                    bulk("1-0"),
+                    Value::Array(vec![bulk("payload"), bulk("{}")]),
+                ]),
+                Value::Array(vec![bulk("2-0"), Value::Nil]),
+            ]),
+        ])]);
+        let entries = parse_read_reply(&reply).unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(
+            entries[0],
+            (
+                "1-0".to_owned(),
+                Some(vec![(b"payload".to_vec(), b"{}".to_vec())])
+            )
+        );
+        assert_eq!(entries[1], ("2-0".to_owned(), None));
+    }
+
+    #[test]
+    fn read_reply_accepts_resp3_maps_and_nil() {
+        assert!(parse_read_reply(&Value::Nil).unwrap().is_empty());
+        let reply = Value::Map(vec![(
+            bulk("s"),
+            Value::Array(vec![Value::Array(vec![
+                bulk("1-0"),
+                Value::Map(vec![(bulk("payload"), bulk("x"))]),
+            ])]),
+        )]);
+        assert_eq!(parse_read_reply(&reply).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn read_reply_rejects_nonsense() {
+        assert!(parse_read_reply(&Value::Int(3)).is_err());
+        let odd_fields = Value::Array(vec![Value::Array(vec![
+            bulk("s"),
+            Value::Array(vec![Value::Array(vec![
+                bulk("1-0"),
+                Value::Array(vec![bulk("payload")]),
+            ])]),
+        ])]);
+        assert!(parse_read_reply(&odd_fields).is_err());
+    }
+
+    #[test]
+    fn autoclaim_reply_with_and_without_deleted_ids() {
+        let redis7 = Value::Array(vec![
+            bulk("0-0"),
+            Value::Array(vec![Value::Array(vec![
+                bulk("3-0"),
+                Value::Array(vec![bulk("payload"), bulk("y")]),
+            ])]),
+            Value::Array(vec![bulk("1-0")]),
+        ]);
+        let (cursor, entries, trimmed) = parse_autoclaim(&redis7).unwrap();
+        assert_eq!(cursor, "0-0");
+        assert_eq!(entries.len(), 1);
+        assert_eq!(trimmed, vec!["1-0".to_owned()]);
+
+        let redis62 = Value::Array(vec![bulk("5-0"), Value::Array(vec![Value::Nil])]);
+        let (cursor, entries, trimmed) = parse_autoclaim(&redis62).unwrap();
+        assert_eq!(cursor, "5-0");
+        assert!(entries.is_empty());
+        assert!(trimmed.is_empty());
+    }
+
+    #[test]
+    fn pending_count_row() {
+        let reply = Value::Array(vec![Value::Array(vec![
+            bulk("7-1"),
+            bulk("c1"),
+            Value::Int(12),
+            Value::Int(4),
+        ])]);
+        assert_eq!(parse_pending_count(&reply), Some(("7-1".to_owned(), 4)));
+        assert_eq!(parse_pending_count(&Value::Array(vec![])), None);
+    }
+}
