@@ -7,6 +7,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod commands;
+
 /// Confirmed-fill trade execution for Binance USDⓈ-M Futures.
 #[derive(Debug, Parser)]
 #[command(name = "quantum", version, about, long_about = None)]
@@ -28,6 +30,37 @@ enum LogFormat {
 enum Command {
     /// Run the Binance USDⓈ-M Futures exchange simulator (REST + WebSocket on one port).
     Sim(SimArgs),
+    /// Run the execution service: intents from Redis to confirmed results.
+    Execution(commands::ConnectionArgs),
+    /// Publish one trade intent and wait for its result.
+    Intent(commands::IntentArgs),
+    /// List recent orders of a symbol on the exchange.
+    Orders {
+        #[command(flatten)]
+        connection: commands::ConnectionArgs,
+        #[arg(long)]
+        symbol: String,
+        #[arg(long, default_value_t = 10)]
+        limit: u32,
+    },
+    /// Show one order on the exchange, by order id or client order id.
+    Order {
+        #[command(flatten)]
+        connection: commands::ConnectionArgs,
+        #[arg(long)]
+        symbol: String,
+        #[arg(long)]
+        order_id: Option<i64>,
+        #[arg(long)]
+        client_id: Option<String>,
+    },
+    /// Show the latest execution results on the bus.
+    Results {
+        #[command(flatten)]
+        connection: commands::ConnectionArgs,
+        #[arg(long, default_value_t = 5)]
+        count: usize,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -76,6 +109,22 @@ fn main() -> anyhow::Result<()> {
         .context("cannot start the tokio runtime")?;
     match cli.command {
         Command::Sim(args) => runtime.block_on(run_sim(args)),
+        Command::Execution(args) => runtime.block_on(commands::execution(args, shutdown_signal())),
+        Command::Intent(args) => runtime.block_on(commands::intent(args)),
+        Command::Orders {
+            connection,
+            symbol,
+            limit,
+        } => runtime.block_on(commands::orders(connection, &symbol, limit)),
+        Command::Order {
+            connection,
+            symbol,
+            order_id,
+            client_id,
+        } => runtime.block_on(commands::order(connection, &symbol, order_id, client_id)),
+        Command::Results { connection, count } => {
+            runtime.block_on(commands::results(connection, count))
+        }
     }
 }
 

@@ -39,7 +39,8 @@ pub struct SimConfig {
     /// Interval of server-initiated WebSocket pings (Binance: 3 minutes).
     pub ws_ping_interval: Duration,
     /// How long a `newOrderRespType=RESULT` reply waits for the order's final state before it answers
-    /// with the state it has (e.g. `NEW` when fills never come).
+    /// with the state it has (e.g. `NEW` when fills never come). Shorter than a client's usual 10 s
+    /// request timeout, so such a client gets an answer rather than a timeout.
     pub result_wait: Duration,
     /// Starting USDT wallet balance of the simulated account.
     pub initial_balance: Decimal,
@@ -83,7 +84,7 @@ impl Default for SimConfig {
             price_files: Vec::new(),
             tick_interval: Duration::from_millis(1000),
             ws_ping_interval: Duration::from_secs(180),
-            result_wait: Duration::from_secs(10),
+            result_wait: Duration::from_secs(5),
             initial_balance: Decimal::from(10_000),
             listen_key_ttl: Duration::from_secs(3600),
             ws_max_lifetime: Duration::from_secs(24 * 3600),

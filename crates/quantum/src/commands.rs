@@ -1,0 +1,283 @@
+//! The execution-side subcommands: `quantum execution` (the service) and the incident's manual
+//! checks as commands (`intent`, `orders`, `order`, `results`). They share the connection flags
+//! in [`ConnectionArgs`], layered over the `--config` file.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use bus::{keys, Bus};
+use model::{ClientOrderId, TradeIntent};
+use rust_decimal::Decimal;
+use service::{FileConfig, Overrides, Settings};
+use tokio_util::sync::CancellationToken;
+
+/// Connection flags shared by every subcommand that talks to the exchange or the bus.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConnectionArgs {
+    /// TOML config file (see config/quantum.example.toml for every key).
+    #[arg(long, env = "QUANTUM_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Redis URL [default: redis://127.0.0.1:6379].
+    #[arg(long, env = "QUANTUM_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// testnet, mainnet or custom [default: testnet].
+    #[arg(long, env = "QUANTUM_VENUE")]
+    pub venue: Option<String>,
+    /// REST base URL (e.g. http://127.0.0.1:8090 for `quantum sim`).
+    #[arg(long, env = "QUANTUM_REST_URL")]
+    pub rest_url: Option<String>,
+    /// WebSocket base URL (e.g. ws://127.0.0.1:8090 for `quantum sim`).
+    #[arg(long, env = "QUANTUM_WS_URL")]
+    pub ws_url: Option<String>,
+    /// Allow trading on mainnet (real money).
+    #[arg(long, env = "QUANTUM_ALLOW_MAINNET")]
+    pub allow_mainnet: bool,
+    /// How long to wait for a fill before cancelling, e.g. 30s or 500ms [default: 30s].
+    #[arg(long, env = "QUANTUM_FILL_TIMEOUT")]
+    pub fill_timeout: Option<String>,
+    /// This instance's consumer name in the group [default: $HOSTNAME].
+    #[arg(long, env = "QUANTUM_CONSUMER_NAME")]
+    pub consumer_name: Option<String>,
+}
+
+impl ConnectionArgs {
+    pub fn settings(&self) -> anyhow::Result<Settings> {
+        let file = match &self.config {
+            Some(path) => FileConfig::load(path)?,
+            None => FileConfig::default(),
+        };
+        let overrides = Overrides {
+            redis_url: self.redis_url.clone(),
+            venue: self.venue.clone(),
+            rest_url: self.rest_url.clone(),
+            ws_url: self.ws_url.clone(),
+            allow_mainnet: self.allow_mainnet,
+            fill_timeout: self.fill_timeout.clone(),
+            consumer_name: self.consumer_name.clone(),
+        };
+        Ok(Settings::build(file, &overrides, |k| {
+            std::env::var(k).ok()
+        })?)
+    }
+}
+
+pub fn rest_client(settings: &Settings) -> anyhow::Result<binance::RestClient> {
+    let ex = &settings.exchange;
+    if ex.api_key.is_empty() || ex.api_secret.is_empty() {
+        bail!(
+            "BINANCE_API_KEY and BINANCE_SECRET_KEY must be set in the environment \
+             (for `quantum sim`: {} / {})",
+            simulator::DEFAULT_API_KEY,
+            simulator::DEFAULT_API_SECRET
+        );
+    }
+    let mut config = binance::Config::custom(
+        &ex.rest_url,
+        &ex.ws_url,
+        ex.api_key.expose(),
+        ex.api_secret.expose().to_string(),
+    )
+    .context("exchange configuration")?;
+    config.recv_window = ex.recv_window;
+    config.request_timeout = ex.request_timeout;
+    Ok(binance::RestClient::new(config)?)
+}
+
+pub async fn connect_bus(settings: &Settings) -> anyhow::Result<Bus> {
+    let config = bus::Config {
+        url: settings.redis_url.clone(),
+        max_len: settings.redis_max_len,
+        ..bus::Config::default()
+    };
+    Bus::connect(&config)
+        .await
+        .with_context(|| format!("cannot reach Redis at {}", config.redacted_url()))
+}
+
+/// `quantum execution`.
+pub async fn execution(
+    args: ConnectionArgs,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let settings = args.settings()?;
+    tracing::info!(
+        "execution service: venue {:?}, REST {}, WS {}, Redis {}, fill timeout {:?}",
+        settings.exchange.venue,
+        settings.exchange.rest_url,
+        settings.exchange.ws_url,
+        settings.redis_url,
+        settings.execution.fill_timeout
+    );
+    let rest = rest_client(&settings)?;
+    let bus = connect_bus(&settings).await?;
+    let token = CancellationToken::new();
+    let mut service = tokio::spawn(service::Executor::new(rest, bus, settings).run(token.clone()));
+    tokio::select! {
+        _ = shutdown => token.cancel(),
+        done = &mut service => {
+            done.context("execution service task")??;
+            tracing::info!("execution service stopped");
+            return Ok(());
+        }
+    }
+    service.await.context("execution service task")??;
+    tracing::info!("execution service stopped");
+    Ok(())
+}
+
+/// `quantum intent`: publishes one intent and waits for its result.
+#[derive(Debug, clap::Args)]
+pub struct IntentArgs {
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+    #[arg(long)]
+    pub symbol: String,
+    /// BUY, SELL or CLOSE.
+    #[arg(long)]
+    pub action: String,
+    /// Size in USDT.
+    #[arg(long)]
+    pub usd: Option<Decimal>,
+    /// Size in contracts (instead of --usd).
+    #[arg(long)]
+    pub quantity: Option<Decimal>,
+    #[arg(long)]
+    pub leverage: Option<u32>,
+    #[arg(long)]
+    pub tp_pct: Option<Decimal>,
+    #[arg(long)]
+    pub sl_pct: Option<Decimal>,
+    #[arg(long)]
+    pub trail_pct: Option<Decimal>,
+    /// Intent id [default: cli-<ms>].
+    #[arg(long)]
+    pub id: Option<String>,
+    /// How long to wait for the result.
+    #[arg(long, default_value = "60s")]
+    pub wait: humantime::Duration,
+}
+
+pub async fn intent(args: IntentArgs) -> anyhow::Result<()> {
+    let settings = args.connection.settings()?;
+    let bus = connect_bus(&settings).await?;
+    let now = service::execution::now_ms();
+    let mut doc = serde_json::json!({
+        "intent_id": args.id.clone().unwrap_or_else(|| format!("cli-{now}")),
+        "symbol": args.symbol,
+        "action": args.action,
+        "source": "quantum-cli",
+        "created_at": now,
+    });
+    let fields = [
+        ("position_size_usd", args.usd),
+        ("quantity", args.quantity),
+        ("take_profit_pct", args.tp_pct),
+        ("stop_loss_pct", args.sl_pct),
+        ("trailing_pct", args.trail_pct),
+    ];
+    for (key, value) in fields {
+        if let Some(v) = value {
+            doc[key] = model::intent::decimal_number(v);
+        }
+    }
+    if let Some(l) = args.leverage {
+        doc["leverage"] = l.into();
+    }
+    // The same check the service applies, so a typo is caught here with its reason.
+    let intent = TradeIntent::from_json(&doc.to_string()).context("invalid intent")?;
+    let id = bus.publish(keys::TRADE_INTENT, &doc.to_string()).await?;
+    println!(
+        "published intent {} as {id}; waiting for its result (client order id {})",
+        intent.intent_id,
+        ClientOrderId::for_intent(&intent.intent_id)
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from(args.wait);
+    while tokio::time::Instant::now() < deadline {
+        for entry in bus.latest(keys::TRADE_EXECUTION_RESULT, 200).await? {
+            let Ok(payload) = entry.payload else { continue };
+            let Ok(result) = serde_json::from_str::<serde_json::Value>(&payload) else {
+                continue;
+            };
+            if result["intent_id"] == intent.intent_id.as_str() {
+                println!("{}", serde_json::to_string_pretty(&result)?);
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    bail!(
+        "no result for intent {} within {}; is `quantum execution` running?",
+        intent.intent_id,
+        args.wait
+    )
+}
+
+/// `quantum results`: the latest execution results.
+pub async fn results(connection: ConnectionArgs, count: usize) -> anyhow::Result<()> {
+    let settings = connection.settings()?;
+    let bus = connect_bus(&settings).await?;
+    let entries = bus.latest(keys::TRADE_EXECUTION_RESULT, count).await?;
+    if entries.is_empty() {
+        println!("no results on {}", keys::TRADE_EXECUTION_RESULT);
+    }
+    for entry in entries {
+        match entry.payload {
+            Ok(payload) => println!("{} {payload}", entry.id),
+            Err(m) => println!("{} <{}>", entry.id, m.describe()),
+        }
+    }
+    Ok(())
+}
+
+/// `quantum orders`: recent orders of a symbol.
+pub async fn orders(connection: ConnectionArgs, symbol: &str, limit: u32) -> anyhow::Result<()> {
+    let settings = connection.settings()?;
+    let rest = rest_client(&settings)?;
+    rest.sync_time().await?;
+    let mut orders = rest
+        .all_orders(&symbol.to_ascii_uppercase(), Some(limit))
+        .await?;
+    orders.reverse();
+    println!(
+        "{:>14}  {:<36}  {:<16}  {:>14}  {:>16}  {:>13}",
+        "orderId", "clientOrderId", "status", "executedQty", "avgPrice", "time"
+    );
+    for o in orders {
+        println!(
+            "{:>14}  {:<36}  {:<16}  {:>14}  {:>16}  {:>13}",
+            o.order_id,
+            o.client_order_id,
+            o.status.as_str(),
+            o.executed_qty.normalize(),
+            o.avg_price.normalize(),
+            o.time.unwrap_or(o.update_time)
+        );
+    }
+    Ok(())
+}
+
+/// `quantum order`: one order by id or client id.
+pub async fn order(
+    connection: ConnectionArgs,
+    symbol: &str,
+    order_id: Option<i64>,
+    client_id: Option<String>,
+) -> anyhow::Result<()> {
+    let settings = connection.settings()?;
+    let rest = rest_client(&settings)?;
+    rest.sync_time().await?;
+    let reference = match (order_id, client_id) {
+        (Some(id), None) => binance::OrderRef::OrderId(id),
+        (None, Some(c)) => binance::OrderRef::ClientOrderId(c),
+        _ => bail!("give exactly one of --order-id and --client-id"),
+    };
+    match rest
+        .find_order(&symbol.to_ascii_uppercase(), &reference)
+        .await?
+    {
+        Some(o) => println!("{o:#?}"),
+        None => bail!("no such order on the exchange"),
+    }
+    Ok(())
+}

@@ -1,0 +1,441 @@
+//! Configuration: a TOML file (every key documented in `config/quantum.example.toml`), layered
+//! under `QUANTUM_*` environment variables and command-line flags, then checked into the typed
+//! settings each part needs. Secrets come only from `BINANCE_API_KEY` / `BINANCE_SECRET_KEY` and
+//! never reach a log or a `Debug` output.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use engine::RiskLimits;
+use model::Symbol;
+use rust_decimal::Decimal;
+use serde::Deserialize;
+
+/// Why the configuration cannot be used. Each message says what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+/// The file, as written; every field optional so that flags and defaults can fill the gaps.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub exchange: ExchangeFile,
+    #[serde(default)]
+    pub redis: RedisFile,
+    #[serde(default)]
+    pub execution: ExecutionFile,
+    #[serde(default)]
+    pub risk: RiskFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExchangeFile {
+    pub venue: Option<String>,
+    pub rest_url: Option<String>,
+    pub ws_url: Option<String>,
+    pub allow_mainnet: Option<bool>,
+    pub recv_window: Option<String>,
+    pub request_timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisFile {
+    pub url: Option<String>,
+    pub max_len: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecutionFile {
+    pub consumer_group: Option<String>,
+    pub consumer_name: Option<String>,
+    pub fill_timeout: Option<String>,
+    pub poll_interval: Option<String>,
+    pub claim_idle: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RiskFile {
+    pub allowed_symbols: Option<Vec<String>>,
+    pub max_notional_usd: Option<Decimal>,
+    pub max_leverage: Option<u32>,
+    pub kill_switch: Option<bool>,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        FileConfig::parse(&text).map_err(|message| ConfigError::Parse {
+            path: path.display().to_string(),
+            message,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<FileConfig, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+}
+
+/// Values from flags or `QUANTUM_*` variables (clap reads both); they win over the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub redis_url: Option<String>,
+    pub venue: Option<String>,
+    pub rest_url: Option<String>,
+    pub ws_url: Option<String>,
+    pub allow_mainnet: bool,
+    pub fill_timeout: Option<String>,
+    pub consumer_name: Option<String>,
+}
+
+/// Where the exchange is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Venue {
+    Testnet,
+    Mainnet,
+    /// Explicit URLs, e.g. the simulator: `http://127.0.0.1:8090` and `ws://127.0.0.1:8090`.
+    Custom,
+}
+
+/// A secret string whose `Debug` and `Display` never show it.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Secret {
+        Secret(value)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "<unset>"
+        } else {
+            "<redacted>"
+        })
+    }
+}
+
+/// Exchange connection settings.
+#[derive(Debug, Clone)]
+pub struct ExchangeSettings {
+    pub venue: Venue,
+    /// REST base, e.g. `https://demo-fapi.binance.com` (paths `/fapi/...` are added).
+    pub rest_url: String,
+    /// Stream base, e.g. `wss://fstream.binance.com` (paths `/private/ws`, `/market/stream` added).
+    pub ws_url: String,
+    pub api_key: Secret,
+    pub api_secret: Secret,
+    pub recv_window: Duration,
+    pub request_timeout: Duration,
+}
+
+/// Execution service settings.
+#[derive(Debug, Clone)]
+pub struct ExecutionSettings {
+    pub consumer_group: String,
+    pub consumer_name: String,
+    /// How long an order may take to fill before quantum cancels what is left.
+    pub fill_timeout: Duration,
+    /// REST poll interval while waiting for a fill (the fallback to the user stream).
+    pub poll_interval: Duration,
+    /// Pending intents idle this long (another consumer died on them) are claimed on start.
+    pub claim_idle: Duration,
+}
+
+/// Everything the execution service needs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub exchange: ExchangeSettings,
+    pub redis_url: String,
+    pub redis_max_len: usize,
+    pub execution: ExecutionSettings,
+    pub risk: RiskLimits,
+}
+
+pub const TESTNET_REST: &str = "https://demo-fapi.binance.com";
+pub const TESTNET_WS: &str = "wss://fstream.binancefuture.com";
+pub const MAINNET_REST: &str = "https://fapi.binance.com";
+pub const MAINNET_WS: &str = "wss://fstream.binance.com";
+
+/// Parses `30s`, `500ms`, `2m`.
+pub fn parse_duration(key: &'static str, text: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(text.trim()).map_err(|e| {
+        invalid(
+            key,
+            format!("{text:?} is not a duration like 30s or 500ms ({e})"),
+        )
+    })
+}
+
+impl Settings {
+    /// Layers defaults < file < overrides, reads secrets from `env`, and checks the result.
+    pub fn build(
+        file: FileConfig,
+        overrides: &Overrides,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Settings, ConfigError> {
+        let venue_text = overrides
+            .venue
+            .clone()
+            .or(file.exchange.venue)
+            .unwrap_or_else(|| "testnet".into());
+        let rest_override = overrides.rest_url.clone().or(file.exchange.rest_url);
+        let ws_override = overrides.ws_url.clone().or(file.exchange.ws_url);
+        let venue = match venue_text.to_ascii_lowercase().as_str() {
+            "testnet" if rest_override.is_some() || ws_override.is_some() => Venue::Custom,
+            "testnet" => Venue::Testnet,
+            "mainnet" => Venue::Mainnet,
+            "custom" => Venue::Custom,
+            other => {
+                return Err(invalid(
+                    "venue",
+                    format!("{other:?} is not testnet, mainnet or custom"),
+                ))
+            }
+        };
+        let allow_mainnet = overrides.allow_mainnet || file.exchange.allow_mainnet.unwrap_or(false);
+        if venue == Venue::Mainnet && !allow_mainnet {
+            return Err(invalid(
+                "venue",
+                "mainnet trades real money: set exchange.allow_mainnet = true in the config or pass --allow-mainnet",
+            ));
+        }
+        let (default_rest, default_ws) = match venue {
+            Venue::Mainnet => (MAINNET_REST, MAINNET_WS),
+            _ => (TESTNET_REST, TESTNET_WS),
+        };
+        if venue == Venue::Custom && (rest_override.is_none() || ws_override.is_none()) {
+            return Err(invalid(
+                "rest_url",
+                "a custom venue needs both --rest-url and --ws-url",
+            ));
+        }
+        let rest_url = rest_override.unwrap_or_else(|| default_rest.to_string());
+        let ws_url = ws_override.unwrap_or_else(|| default_ws.to_string());
+        for (key, url, schemes) in [
+            ("rest_url", &rest_url, ["http", "https"]),
+            ("ws_url", &ws_url, ["ws", "wss"]),
+        ] {
+            let parsed = url::Url::parse(url).map_err(|e| invalid(key, format!("{url:?}: {e}")))?;
+            if !schemes.contains(&parsed.scheme()) {
+                return Err(invalid(
+                    key,
+                    format!("{url:?} must start with {} or {}", schemes[0], schemes[1]),
+                ));
+            }
+        }
+        let exchange = ExchangeSettings {
+            venue,
+            rest_url: rest_url.trim_end_matches('/').to_string(),
+            ws_url: ws_url.trim_end_matches('/').to_string(),
+            api_key: Secret::new(env("BINANCE_API_KEY").unwrap_or_default()),
+            api_secret: Secret::new(env("BINANCE_SECRET_KEY").unwrap_or_default()),
+            recv_window: parse_duration(
+                "recv_window",
+                file.exchange.recv_window.as_deref().unwrap_or("5s"),
+            )?,
+            request_timeout: parse_duration(
+                "request_timeout",
+                file.exchange.request_timeout.as_deref().unwrap_or("10s"),
+            )?,
+        };
+        if exchange.recv_window > Duration::from_secs(60) {
+            return Err(invalid("recv_window", "Binance accepts at most 60s"));
+        }
+        let fill_timeout_text = overrides
+            .fill_timeout
+            .clone()
+            .or(file.execution.fill_timeout)
+            .unwrap_or_else(|| "30s".into());
+        let execution = ExecutionSettings {
+            consumer_group: file
+                .execution
+                .consumer_group
+                .unwrap_or_else(|| "quantum-execution".into()),
+            consumer_name: overrides
+                .consumer_name
+                .clone()
+                .or(file.execution.consumer_name)
+                .or_else(|| env("HOSTNAME"))
+                .unwrap_or_else(|| "execution-1".into()),
+            fill_timeout: parse_duration("fill_timeout", &fill_timeout_text)?,
+            poll_interval: parse_duration(
+                "poll_interval",
+                file.execution.poll_interval.as_deref().unwrap_or("1s"),
+            )?,
+            claim_idle: parse_duration(
+                "claim_idle",
+                file.execution.claim_idle.as_deref().unwrap_or("60s"),
+            )?,
+        };
+        if execution.fill_timeout.is_zero() {
+            return Err(invalid("fill_timeout", "must be longer than zero"));
+        }
+        let allowed_symbols = match file.risk.allowed_symbols {
+            None => None,
+            Some(list) if list.is_empty() => None,
+            Some(list) => Some(
+                list.iter()
+                    .map(|s| Symbol::new(s).map_err(|e| invalid("allowed_symbols", e.to_string())))
+                    .collect::<Result<BTreeSet<_>, _>>()?,
+            ),
+        };
+        let max_leverage = file.risk.max_leverage.unwrap_or(20);
+        if !(1..=125).contains(&max_leverage) {
+            return Err(invalid("max_leverage", "must be from 1 to 125"));
+        }
+        let risk = RiskLimits {
+            allowed_symbols,
+            max_notional_usd: file.risk.max_notional_usd.unwrap_or(Decimal::from(1_000)),
+            max_leverage,
+            kill_switch: file.risk.kill_switch.unwrap_or(false),
+        };
+        Ok(Settings {
+            exchange,
+            redis_url: overrides
+                .redis_url
+                .clone()
+                .or(file.redis.url)
+                .unwrap_or_else(|| "redis://127.0.0.1:6379".into()),
+            redis_max_len: file.redis.max_len.unwrap_or(100_000),
+            execution,
+            risk,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn defaults_point_at_the_testnet_and_local_redis() {
+        let s = Settings::build(FileConfig::default(), &Overrides::default(), no_env).unwrap();
+        assert_eq!(s.exchange.venue, Venue::Testnet);
+        assert_eq!(s.exchange.rest_url, TESTNET_REST);
+        assert_eq!(s.redis_url, "redis://127.0.0.1:6379");
+        assert_eq!(s.execution.fill_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn mainnet_is_refused_unless_allowed() {
+        let o = Overrides {
+            venue: Some("mainnet".into()),
+            ..Overrides::default()
+        };
+        let err = Settings::build(FileConfig::default(), &o, no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("allow-mainnet"), "{err}");
+        let o = Overrides {
+            allow_mainnet: true,
+            ..o
+        };
+        assert_eq!(
+            Settings::build(FileConfig::default(), &o, no_env)
+                .unwrap()
+                .exchange
+                .rest_url,
+            MAINNET_REST
+        );
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_urls_make_a_custom_venue() {
+        let file = FileConfig::parse(
+            "[execution]\nfill_timeout = \"10s\"\n[redis]\nurl = \"redis://file:6379\"\n",
+        )
+        .unwrap();
+        let o = Overrides {
+            fill_timeout: Some("500ms".into()),
+            rest_url: Some("http://127.0.0.1:8090".into()),
+            ws_url: Some("ws://127.0.0.1:8090".into()),
+            ..Overrides::default()
+        };
+        let s = Settings::build(file, &o, no_env).unwrap();
+        assert_eq!(s.execution.fill_timeout, Duration::from_millis(500));
+        assert_eq!(s.redis_url, "redis://file:6379");
+        assert_eq!(s.exchange.venue, Venue::Custom);
+    }
+
+    #[test]
+    fn secrets_come_from_the_environment_and_never_print() {
+        let env = |k: &str| match k {
+            "BINANCE_API_KEY" => Some("key-123".to_string()),
+            "BINANCE_SECRET_KEY" => Some("very-secret".to_string()),
+            _ => None,
+        };
+        let s = Settings::build(FileConfig::default(), &Overrides::default(), env).unwrap();
+        assert_eq!(s.exchange.api_secret.expose(), "very-secret");
+        let debug = format!("{s:?}");
+        assert!(
+            !debug.contains("very-secret") && !debug.contains("key-123"),
+            "{debug}"
+        );
+    }
+
+    #[test]
+    fn mistakes_in_the_file_are_named() {
+        assert!(FileConfig::parse("[risk]\nmax_levrage = 5\n")
+            .unwrap_err()
+            .contains("max_levrage"));
+        let file = FileConfig::parse("[execution]\nfill_timeout = \"soon\"\n").unwrap();
+        let err = Settings::build(file, &Overrides::default(), no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("fill_timeout"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod example_file {
+    use super::*;
+
+    #[test]
+    fn the_example_file_parses_and_builds() {
+        let text = include_str!("../../../config/quantum.example.toml");
+        let file = FileConfig::parse(text).unwrap();
+        let settings = Settings::build(file, &Overrides::default(), |_| None).unwrap();
+        assert_eq!(settings.execution.consumer_group, "quantum-execution");
+        assert_eq!(settings.risk.max_leverage, 20);
+    }
+}

@@ -1,0 +1,9 @@
+//! quantum's services, the async shell around the pure `engine`: configuration ([`config`]) and
+//! the execution service ([`execution`]), which owns the task topology of reading intents,
+//! talking to the exchange and publishing results, and its shutdown order.
+
+pub mod config;
+pub mod execution;
+
+pub use config::{ConfigError, FileConfig, Overrides, Settings};
+pub use execution::{Executor, ServiceError};

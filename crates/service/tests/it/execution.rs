@@ -1,0 +1,260 @@
+//! The execution service against the simulator and a real Redis: one confirmed result per
+//! intent, one order per intent, whatever the exchange, the network or the service does.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+
+use crate::stack::{Options, Stack};
+
+fn dec(v: &Value) -> Decimal {
+    match v {
+        Value::Number(n) => Decimal::from_str(&n.to_string()).unwrap(),
+        Value::String(s) => Decimal::from_str(s).unwrap(),
+        other => panic!("not a decimal: {other}"),
+    }
+}
+
+fn buy(id: &str, symbol: &str, usd: u32) -> Value {
+    json!({"intent_id": id, "symbol": symbol, "action": "BUY", "position_size_usd": usd, "leverage": 5, "stop_loss_pct": 1, "created_at": 1})
+}
+
+/// The result agrees with the simulator's own record of the order.
+async fn assert_matches_exchange(stack: &Stack, result: &Value, symbol: &str) {
+    let orders = stack.exchange_orders(symbol).await;
+    let order = orders
+        .iter()
+        .find(|o| o["clientOrderId"] == result["client_order_id"])
+        .unwrap_or_else(|| panic!("no exchange order for {result}"));
+    assert_eq!(result["order_id"], order["orderId"]);
+    assert_eq!(dec(&result["executed_qty"]), dec(&order["executedQty"]));
+    if dec(&result["executed_qty"]) > Decimal::ZERO {
+        let exchange_avg = dec(&order["cumQuote"]) / dec(&order["executedQty"]);
+        assert_eq!(
+            dec(&result["entry_price"]),
+            exchange_avg,
+            "entry price is the exchange's average"
+        );
+        assert_eq!(
+            dec(&result["position_size_usd"]),
+            dec(&result["entry_price"]) * dec(&result["executed_qty"])
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_fill_that_comes_two_seconds_after_the_ack_is_published_once_with_the_real_price() {
+    // The incident: the first reply is NEW with zeros; the fill comes later.
+    let stack = Stack::start(Options {
+        fill_delay: Duration::from_secs(2),
+        ..Options::default()
+    })
+    .await;
+    stack.publish(&buy("a-1", "AXSUSDT", 100)).await;
+    let result = stack.result("a-1").await;
+    assert_eq!(result["status"], "filled", "{result}");
+    assert!(dec(&result["entry_price"]) > Decimal::ZERO);
+    assert!(dec(&result["executed_qty"]) > Decimal::ZERO);
+    assert!(
+        result["published_at"].as_i64() >= result["filled_at"].as_i64(),
+        "published after the fill"
+    );
+    assert!(
+        result["filled_at"].as_i64().unwrap() - result["order_sent_at"].as_i64().unwrap() >= 1900
+    );
+    assert_matches_exchange(&stack, &result, "AXSUSDT").await;
+    assert_eq!(stack.exchange_orders("AXSUSDT").await.len(), 1);
+    assert!(dec(&result["commission"]) > Decimal::ZERO);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(stack.results_for("a-1").await.len(), 1);
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn an_order_that_never_fills_is_cancelled_at_the_deadline_and_reported_as_a_timeout() {
+    let stack = Stack::start(Options {
+        fill_timeout: Duration::from_secs(2),
+        ..Options::default()
+    })
+    .await;
+    stack.faults(json!({"never_fill": true})).await;
+    stack.publish(&buy("b-1", "DOGEUSDT", 50)).await;
+    let result = stack.result("b-1").await;
+    assert!(
+        ["timeout", "canceled"].contains(&result["status"].as_str().unwrap()),
+        "{result}"
+    );
+    assert_eq!(result["executed_qty"], json!(0));
+    let orders = stack.exchange_orders("DOGEUSDT").await;
+    assert_eq!(orders.len(), 1);
+    assert_eq!(
+        orders[0]["status"], "CANCELED",
+        "the order was cancelled on the exchange"
+    );
+    assert!(stack
+        .results()
+        .await
+        .iter()
+        .all(|r| r["status"] != "filled"));
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_dropped_reply_after_the_order_was_accepted_gives_one_order_and_a_correct_result() {
+    let stack = Stack::start(Options::default()).await;
+    stack.faults(json!({"drop_order_responses": 1})).await;
+    stack.publish(&buy("c-1", "XRPUSDT", 60)).await;
+    let result = stack.result("c-1").await;
+    assert_eq!(result["status"], "filled", "{result}");
+    assert_eq!(
+        stack.exchange_orders("XRPUSDT").await.len(),
+        1,
+        "looked up, not sent again"
+    );
+    assert_matches_exchange(&stack, &result, "XRPUSDT").await;
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_503_unknown_error_gives_one_order_and_a_correct_result() {
+    let stack = Stack::start(Options::default()).await;
+    stack.faults(json!({"unknown_status_503": 1})).await;
+    stack.publish(&buy("c-2", "XRPUSDT", 60)).await;
+    let result = stack.result("c-2").await;
+    assert_eq!(result["status"], "filled", "{result}");
+    assert_eq!(stack.exchange_orders("XRPUSDT").await.len(), 1);
+    assert_matches_exchange(&stack, &result, "XRPUSDT").await;
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_user_stream_that_drops_mid_order_still_confirms_the_fill() {
+    let stack = Stack::start(Options {
+        fill_delay: Duration::from_millis(1500),
+        ..Options::default()
+    })
+    .await;
+    stack.publish(&buy("d-1", "ETHUSDT", 100)).await;
+    stack.wait_orders("ETHUSDT", 1).await;
+    stack.faults(json!({"disconnect_user_streams": true})).await;
+    let result = stack.result("d-1").await;
+    assert_eq!(result["status"], "filled", "{result}");
+    assert_matches_exchange(&stack, &result, "ETHUSDT").await;
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn an_expired_listen_key_mid_order_still_confirms_the_fill() {
+    let stack = Stack::start(Options {
+        fill_delay: Duration::from_millis(1500),
+        ..Options::default()
+    })
+    .await;
+    stack.publish(&buy("d-2", "ETHUSDT", 100)).await;
+    stack.wait_orders("ETHUSDT", 1).await;
+    stack.faults(json!({"expire_listen_keys": true})).await;
+    let result = stack.result("d-2").await;
+    assert_eq!(result["status"], "filled", "{result}");
+    assert_matches_exchange(&stack, &result, "ETHUSDT").await;
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn the_same_intent_delivered_twice_places_one_order_and_publishes_one_result() {
+    let stack = Stack::start(Options {
+        fill_delay: Duration::from_millis(500),
+        ..Options::default()
+    })
+    .await;
+    stack.publish(&buy("e-1", "SOLUSDT", 100)).await;
+    stack.publish(&buy("e-1", "SOLUSDT", 100)).await;
+    let result = stack.result("e-1").await;
+    assert_eq!(result["status"], "filled");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(stack.exchange_orders("SOLUSDT").await.len(), 1);
+    assert_eq!(stack.results_for("e-1").await.len(), 1);
+    // A third delivery long after the result is acked without a trade.
+    stack.publish(&buy("e-1", "SOLUSDT", 100)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(stack.exchange_orders("SOLUSDT").await.len(), 1);
+    assert_eq!(stack.results_for("e-1").await.len(), 1);
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_service_killed_mid_order_and_restarted_confirms_the_same_order() {
+    let mut stack = Stack::start(Options::default()).await;
+    stack.faults(json!({"never_fill": true})).await;
+    stack.publish(&buy("e-2", "BNBUSDT", 100)).await;
+    stack.wait_orders("BNBUSDT", 1).await;
+    stack.kill_service().await;
+    stack.faults(json!({"never_fill": false})).await;
+    stack.start_service();
+    let result = stack.result("e-2").await;
+    assert_eq!(result["status"], "filled", "{result}");
+    assert_eq!(
+        stack.exchange_orders("BNBUSDT").await.len(),
+        1,
+        "the restarted service did not place a second order"
+    );
+    assert_eq!(stack.results_for("e-2").await.len(), 1);
+    assert_matches_exchange(&stack, &result, "BNBUSDT").await;
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn partial_fills_are_reported_with_the_true_quantity_and_average() {
+    let stack = Stack::start(Options::default()).await;
+    stack.faults(json!({"partial_fills": 3})).await;
+    stack.publish(&buy("f-1", "XRPUSDT", 500)).await;
+    let result = stack.result("f-1").await;
+    assert_eq!(result["status"], "filled", "{result}");
+    assert_matches_exchange(&stack, &result, "XRPUSDT").await;
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_thin_book_gives_a_partially_filled_result_with_the_true_quantity() {
+    let stack = Stack::start(Options::default()).await;
+    stack.faults(json!({"book_level_notional": "20"})).await;
+    stack.publish(&buy("f-2", "AXSUSDT", 900)).await;
+    let result = stack.result("f-2").await;
+    assert_eq!(result["status"], "partially_filled", "{result}");
+    assert_matches_exchange(&stack, &result, "AXSUSDT").await;
+    let orders = stack.exchange_orders("AXSUSDT").await;
+    assert_eq!(orders[0]["status"], "EXPIRED");
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn bad_intents_are_rejected_dead_lettered_and_the_service_keeps_working() {
+    let stack = Stack::start(Options::default()).await;
+    let bad = [
+        ("g-json", "{not json".to_string()),
+        ("g-symbol", buy("g-symbol", "NOPEUSDT", 100).to_string()),
+        ("g-zero", json!({"intent_id": "g-zero", "symbol": "AXSUSDT", "action": "BUY", "position_size_usd": 0}).to_string()),
+        ("g-lev", json!({"intent_id": "g-lev", "symbol": "AXSUSDT", "action": "BUY", "quantity": 10, "leverage": 200}).to_string()),
+        ("g-min", buy("g-min", "BTCUSDT", 20).to_string()),
+    ];
+    for (_, text) in &bad {
+        stack.publish_raw(text).await;
+    }
+    stack.publish(&buy("g-ok", "AXSUSDT", 100)).await;
+    let ok = stack.result("g-ok").await;
+    assert_eq!(ok["status"], "filled", "the service kept working: {ok}");
+    for (id, _) in bad.iter().skip(1) {
+        let r = stack.result(id).await;
+        assert_eq!(r["status"], "rejected", "{r}");
+        assert!(r["error"].as_str().is_some_and(|e| !e.is_empty()), "{r}");
+    }
+    let results = stack.results().await;
+    assert!(results.iter().any(|r| r["status"] == "rejected"
+        && r["error"].as_str().unwrap_or("").contains("invalid intent")));
+    let letters = stack.dead_letters().await;
+    assert_eq!(letters.len(), bad.len(), "{letters:?}");
+    assert!(letters.iter().any(|l| l["payload"] == "{not json"));
+    assert!(stack.exchange_orders("BTCUSDT").await.is_empty());
+    stack.stop().await;
+}

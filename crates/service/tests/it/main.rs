@@ -1,0 +1,6 @@
+//! End-to-end tests of the execution service: the simulator on port 0, a real `redis-server`
+//! per test, and the service between them. Each test asserts on the results stream and on the
+//! simulator's own order list.
+
+mod execution;
+mod stack;

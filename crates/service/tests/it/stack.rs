@@ -1,0 +1,250 @@
+//! The test stack: simulator, Redis, the execution service, and helpers that read what each of
+//! them holds. The simulator is read with hand-signed requests, not with quantum's Binance
+//! client, so an assertion about the exchange does not depend on the code under test.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bus::{keys, Bus};
+use hmac::{Hmac, Mac};
+use serde_json::Value;
+use service::{Executor, FileConfig, Overrides, Settings};
+use sha2::Sha256;
+use simulator::{SimConfig, SimHandle};
+use testkit::RedisServer;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub struct Stack {
+    pub sim: SimHandle,
+    pub redis: RedisServer,
+    pub bus: Bus,
+    service: Option<(
+        CancellationToken,
+        JoinHandle<Result<(), service::ServiceError>>,
+    )>,
+    pub fill_timeout: Duration,
+    http: reqwest::Client,
+}
+
+pub struct Options {
+    pub fill_delay: Duration,
+    pub fill_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            fill_delay: Duration::from_millis(100),
+            fill_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+impl Stack {
+    pub async fn start(options: Options) -> Stack {
+        let sim = simulator::spawn(SimConfig {
+            fill_delay: options.fill_delay,
+            ..SimConfig::default()
+        })
+        .await
+        .expect("simulator starts");
+        let redis = RedisServer::start();
+        let bus = Bus::connect(&bus::Config {
+            url: redis.url(),
+            ..bus::Config::default()
+        })
+        .await
+        .expect("redis");
+        let mut stack = Stack {
+            sim,
+            redis,
+            bus,
+            service: None,
+            fill_timeout: options.fill_timeout,
+            http: reqwest::Client::new(),
+        };
+        stack.start_service();
+        stack
+    }
+
+    pub fn settings(&self) -> Settings {
+        let overrides = Overrides {
+            redis_url: Some(self.redis.url()),
+            rest_url: Some(self.sim.base_url()),
+            ws_url: Some(self.sim.ws_url()),
+            fill_timeout: Some(format!("{}ms", self.fill_timeout.as_millis())),
+            consumer_name: Some("test-consumer".into()),
+            ..Overrides::default()
+        };
+        let mut settings = Settings::build(FileConfig::default(), &overrides, |k| match k {
+            "BINANCE_API_KEY" => Some(simulator::DEFAULT_API_KEY.into()),
+            "BINANCE_SECRET_KEY" => Some(simulator::DEFAULT_API_SECRET.into()),
+            _ => None,
+        })
+        .expect("settings");
+        settings.execution.poll_interval = Duration::from_millis(500);
+        settings.execution.claim_idle = Duration::from_millis(500);
+        settings
+    }
+
+    /// Starts (or restarts) the execution service.
+    pub fn start_service(&mut self) {
+        let settings = self.settings();
+        let ex = &settings.exchange;
+        let config = binance::Config::custom(
+            &ex.rest_url,
+            &ex.ws_url,
+            ex.api_key.expose(),
+            ex.api_secret.expose().to_string(),
+        )
+        .expect("binance config");
+        let rest = binance::RestClient::new(config).expect("rest client");
+        let token = CancellationToken::new();
+        let task = tokio::spawn(Executor::new(rest, self.bus.clone(), settings).run(token.clone()));
+        self.service = Some((token, task));
+    }
+
+    /// Kills the service as a crash would: no shutdown, no acks for what it was doing.
+    pub async fn kill_service(&mut self) {
+        if let Some((_, task)) = self.service.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some((token, task)) = self.service.take() {
+            token.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(20), task).await;
+        }
+        self.sim.shutdown().await;
+    }
+
+    pub async fn publish(&self, intent: &Value) {
+        self.bus
+            .publish(keys::TRADE_INTENT, &intent.to_string())
+            .await
+            .expect("publish intent");
+    }
+
+    pub async fn publish_raw(&self, text: &str) {
+        self.bus
+            .publish(keys::TRADE_INTENT, text)
+            .await
+            .expect("publish raw");
+    }
+
+    pub async fn results(&self) -> Vec<Value> {
+        let mut out: Vec<Value> = self
+            .bus
+            .latest(keys::TRADE_EXECUTION_RESULT, 1000)
+            .await
+            .expect("results")
+            .into_iter()
+            .filter_map(|e| e.payload.ok())
+            .map(|p| serde_json::from_str(&p).expect("results are JSON"))
+            .collect();
+        out.reverse();
+        out
+    }
+
+    pub async fn results_for(&self, intent_id: &str) -> Vec<Value> {
+        self.results()
+            .await
+            .into_iter()
+            .filter(|r| r["intent_id"] == intent_id)
+            .collect()
+    }
+
+    /// Waits for the intent's result and returns it.
+    pub async fn result(&self, intent_id: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + self.fill_timeout + Duration::from_secs(20);
+        loop {
+            if let Some(r) = self.results_for(intent_id).await.into_iter().next() {
+                return r;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no result for {intent_id}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn dead_letters(&self) -> Vec<Value> {
+        self.bus
+            .latest(keys::DEAD_LETTER, 1000)
+            .await
+            .expect("dead letters")
+            .into_iter()
+            .filter_map(|e| e.payload.ok())
+            .map(|p| serde_json::from_str(&p).expect("dead letters are JSON"))
+            .collect()
+    }
+
+    async fn signed_get(&self, path: &str, query: &str) -> Value {
+        let payload = format!("{query}&timestamp={}&recvWindow=60000", now_ms());
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(simulator::DEFAULT_API_SECRET.as_bytes()).unwrap();
+        mac.update(payload.as_bytes());
+        let sig = hex::encode(mac.finalize().into_bytes());
+        self.http
+            .get(format!(
+                "{}{path}?{payload}&signature={sig}",
+                self.sim.base_url()
+            ))
+            .header("X-MBX-APIKEY", simulator::DEFAULT_API_KEY)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// The simulator's own list of orders of `symbol`.
+    pub async fn exchange_orders(&self, symbol: &str) -> Vec<Value> {
+        match self
+            .signed_get("/fapi/v1/allOrders", &format!("symbol={symbol}"))
+            .await
+        {
+            Value::Array(orders) => orders,
+            other => panic!("allOrders: {other}"),
+        }
+    }
+
+    pub async fn faults(&self, body: Value) {
+        let reply = self
+            .http
+            .post(format!("{}/sim/v1/faults", self.sim.base_url()))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(reply.status().is_success(), "faults {body}");
+    }
+
+    /// Waits until the simulator lists `n` orders for `symbol`.
+    pub async fn wait_orders(&self, symbol: &str, n: usize) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let orders = self.exchange_orders(symbol).await;
+            if orders.len() >= n {
+                return orders;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{symbol}: {} orders, expected {n}",
+                orders.len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! Test-only helpers shared by the crates' integration tests (a dev-dependency, never shipped):
+//! [`RedisServer`], a real `redis-server` on a free port for each test that needs the bus.
+
+mod redis_server;
+
+pub use redis_server::RedisServer;
