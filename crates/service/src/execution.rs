@@ -52,6 +52,38 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// The per-intent progress record kept on the bus: `working|<consumer>|<ms>` while an instance
+/// works on the intent (refreshed as a heartbeat while it waits for the fill), then
+/// `published|<consumer>|<status>|<order id>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Progress {
+    Working { owner: String, at: i64 },
+    Published,
+}
+
+impl Progress {
+    fn working(consumer: &str) -> String {
+        format!("working|{consumer}|{}", now_ms())
+    }
+
+    fn parse(text: &str) -> Progress {
+        let mut parts = text.split('|');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some("published"), _, _) => Progress::Published,
+            (Some("working"), Some(owner), Some(at)) => Progress::Working {
+                owner: owner.to_string(),
+                at: at.parse().unwrap_or(0),
+            },
+            // Unreadable records count as abandoned work, so the exchange is asked and the
+            // intent finished rather than left hanging.
+            _ => Progress::Working {
+                owner: String::new(),
+                at: 0,
+            },
+        }
+    }
+}
+
 /// What the user-stream router hands an order waiting for its confirmation.
 #[derive(Debug)]
 enum Signal {
@@ -189,6 +221,9 @@ pub struct Executor {
     router: Router,
     /// Leverage last set per symbol, so it is only changed when an intent asks for another.
     leverage: Arc<Mutex<HashMap<String, u32>>>,
+    /// Bus entries this process is working on. A periodic claim can hand this consumer its own
+    /// long-running entries back; those are skipped, not started twice.
+    in_flight: Arc<Mutex<std::collections::HashSet<String>>>,
 }
 
 impl Executor {
@@ -199,6 +234,7 @@ impl Executor {
             settings: Arc::new(settings),
             router: Router::default(),
             leverage: Arc::new(Mutex::new(HashMap::new())),
+            in_flight: Arc::new(Mutex::new(std::collections::HashSet::new())),
         }
     }
 
@@ -248,11 +284,29 @@ impl Executor {
             keys::TRADE_INTENT
         );
         let mut failures = 0u32;
+        // Entries another consumer died on are claimed while running too, not only at start:
+        // otherwise a crashed instance's intents would wait for a restart of a surviving one.
+        let mut claim_tick =
+            tokio::time::interval(self.exec().claim_idle.max(Duration::from_millis(100)));
+        claim_tick.tick().await;
         loop {
             let entries = if backlog.is_empty() {
                 tokio::select! {
                     biased;
                     _ = shutdown.cancelled() => break,
+                    _ = claim_tick.tick() => {
+                        match self.bus.claim_stale(keys::TRADE_INTENT, &group, &consumer, self.exec().claim_idle, 100).await {
+                            Ok(claimed) if !claimed.is_empty() => {
+                                info!("claimed {} intents left idle by another consumer", claimed.len());
+                                claimed
+                            }
+                            Ok(_) => continue,
+                            Err(e) => {
+                                warn!("cannot claim stale intents: {e}");
+                                continue;
+                            }
+                        }
+                    }
                     read = self.bus.read(keys::TRADE_INTENT, &group, &consumer, CONCURRENCY, Duration::from_secs(1)) => match read {
                         Ok(entries) => {
                             failures = 0;
@@ -276,6 +330,18 @@ impl Executor {
                 std::mem::take(&mut backlog)
             };
             for entry in entries {
+                if !self
+                    .in_flight
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(entry.id.clone())
+                {
+                    debug!(
+                        "entry {} is already being worked on here; not starting it twice",
+                        entry.id
+                    );
+                    continue;
+                }
                 let permit = limit
                     .clone()
                     .acquire_owned()
@@ -283,7 +349,13 @@ impl Executor {
                     .expect("semaphore is never closed");
                 let executor = self.clone();
                 tasks.spawn(async move {
+                    let id = entry.id.clone();
                     executor.handle(entry).await;
+                    executor
+                        .in_flight
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&id);
                     drop(permit);
                 });
             }
@@ -317,7 +389,6 @@ impl Executor {
     }
 
     async fn handle_inner(&self, entry: &Entry) -> Result<(), bus::Error> {
-        let group = &self.exec().consumer_group;
         let raw = match &entry.payload {
             Ok(raw) => raw.clone(),
             Err(malformed) => {
@@ -334,49 +405,74 @@ impl Executor {
             }
         };
         let key = keys::progress(intent.intent_id.as_str());
-        let claim = format!("claimed:{}:{}", self.exec().consumer_name, now_ms());
-        if let Some(state) = self.bus.progress_get(&key).await? {
-            if state.starts_with("published") {
+        let me = self.exec().consumer_name.clone();
+        // Two entries of one intent in this process: the second waits for the first's result.
+        let intent_key = format!("intent:{}", intent.intent_id);
+        if !self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(intent_key.clone())
+        {
+            return self
+                .wait_for_result(&intent, entry, &key, "this instance")
+                .await;
+        }
+        let outcome = self.work_on(entry, &intent, &key, &me).await;
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&intent_key);
+        outcome
+    }
+
+    async fn work_on(
+        &self,
+        entry: &Entry,
+        intent: &TradeIntent,
+        key: &str,
+        me: &str,
+    ) -> Result<(), bus::Error> {
+        let group = &self.exec().consumer_group;
+        let me = me.to_string();
+        let state = self.bus.progress_get(key).await?;
+        match state.as_deref().map(Progress::parse) {
+            Some(Progress::Published) => {
                 info!(
-                    "intent {} already has its result ({state}); acking the duplicate entry {}",
+                    "intent {} already has its result; acking the duplicate entry {}",
                     intent.intent_id, entry.id
                 );
                 self.bus.ack(keys::TRADE_INTENT, group, &entry.id).await?;
                 return Ok(());
             }
-        }
-        if entry.deliveries <= 1 {
-            if !self
-                .bus
-                .progress_set_if_absent(&key, &claim, PROGRESS_TTL)
-                .await?
+            Some(Progress::Working { owner, at })
+                if owner != me && now_ms() - at < self.claim_idle_ms() =>
             {
-                // The same intent is being worked on from another entry: wait for its result
-                // rather than trading twice.
-                warn!("intent {} is already in progress (entry {} is a duplicate); waiting for its result", intent.intent_id, entry.id);
-                let deadline = tokio::time::Instant::now()
-                    + self.exec().fill_timeout
-                    + Duration::from_secs(30);
-                while tokio::time::Instant::now() < deadline {
-                    if self
-                        .bus
-                        .progress_get(&key)
-                        .await?
-                        .is_some_and(|s| s.starts_with("published"))
-                    {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                }
-                self.bus.ack(keys::TRADE_INTENT, group, &entry.id).await?;
+                // Another instance is alive and working on this intent (its heartbeat is fresh).
+                self.wait_for_result(intent, entry, key, &owner).await?;
                 return Ok(());
             }
-        } else {
-            info!(
-                "intent {} redelivered (delivery {}); taking it over and asking the exchange first",
-                intent.intent_id, entry.deliveries
-            );
-            self.bus.progress_set(&key, &claim, PROGRESS_TTL).await?;
+            Some(Progress::Working { owner, .. }) => {
+                info!(
+                    "intent {} was left unfinished by {owner} (delivery {}); taking it over and asking the exchange first",
+                    intent.intent_id, entry.deliveries
+                );
+                self.bus
+                    .progress_set(key, &Progress::working(&me), PROGRESS_TTL)
+                    .await?;
+            }
+            None => {
+                if !self
+                    .bus
+                    .progress_set_if_absent(key, &Progress::working(&me), PROGRESS_TTL)
+                    .await?
+                {
+                    // Another entry with the same intent got there first, an instant ago.
+                    self.wait_for_result(intent, entry, key, "another entry")
+                        .await?;
+                    return Ok(());
+                }
+            }
         }
         info!(
             "intent {} received: {} {} size_usd={} qty={} leverage={}",
@@ -389,7 +485,7 @@ impl Executor {
             intent.quantity.map_or("-".into(), |d| d.to_string()),
             intent.leverage.map_or("-".into(), |l| l.to_string()),
         );
-        let result = self.execute(&intent, &key).await;
+        let result = self.execute(intent, key).await;
         if result.status == ResultStatus::Rejected && result.order_id.is_none() {
             self.bus
                 .dead_letter(
@@ -401,12 +497,51 @@ impl Executor {
         }
         self.publish(&result).await?;
         let done = format!(
-            "published:{}:{}",
+            "published|{}|{}|{}",
+            me,
             result.status.as_str(),
             result.order_id.map_or(String::new(), |id| id.to_string())
         );
-        self.bus.progress_set(&key, &done, PROGRESS_TTL).await?;
+        self.bus.progress_set(key, &done, PROGRESS_TTL).await?;
         self.bus.ack(keys::TRADE_INTENT, group, &entry.id).await?;
+        Ok(())
+    }
+
+    fn claim_idle_ms(&self) -> i64 {
+        i64::try_from(self.exec().claim_idle.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// A duplicate of an intent someone else is working on: wait for its result rather than
+    /// trading twice, then ack this entry.
+    async fn wait_for_result(
+        &self,
+        intent: &TradeIntent,
+        entry: &Entry,
+        key: &str,
+        owner: &str,
+    ) -> Result<(), bus::Error> {
+        warn!(
+            "intent {} is already in progress ({owner}); entry {} is a duplicate, waiting for its result",
+            intent.intent_id, entry.id
+        );
+        let deadline =
+            tokio::time::Instant::now() + self.exec().fill_timeout + Duration::from_secs(30);
+        while tokio::time::Instant::now() < deadline {
+            if matches!(
+                self.bus
+                    .progress_get(key)
+                    .await?
+                    .as_deref()
+                    .map(Progress::parse),
+                Some(Progress::Published)
+            ) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        self.bus
+            .ack(keys::TRADE_INTENT, &self.exec().consumer_group, &entry.id)
+            .await?;
         Ok(())
     }
 
@@ -545,7 +680,11 @@ impl Executor {
             }
             if let Err(e) = self
                 .bus
-                .progress_set(progress_key, &format!("placing:{coid}"), PROGRESS_TTL)
+                .progress_set(
+                    progress_key,
+                    &Progress::working(&self.exec().consumer_name),
+                    PROGRESS_TTL,
+                )
                 .await
             {
                 return self.failed(
@@ -560,7 +699,7 @@ impl Executor {
                 Err(result) => return *result,
             }
         }
-        self.confirm(intent, coid, tracker, signals, order_sent_at)
+        self.confirm(intent, coid, tracker, signals, order_sent_at, progress_key)
             .await
     }
 
@@ -742,6 +881,12 @@ impl Executor {
                 }
                 Err(e) if e.is_ambiguous() => {
                     warn!("order submit for intent {} ambiguous ({e}); looking up clientOrderId={coid} before anything else", intent.intent_id);
+                    if let binance::Error::Ambiguous {
+                        body: Some(body), ..
+                    } = &e
+                    {
+                        warn!("raw reply of the ambiguous submit: {body}");
+                    }
                     for attempt in 1..=AMBIGUOUS_LOOKUPS {
                         tokio::time::sleep(Duration::from_millis(250 * u64::from(attempt))).await;
                         match self
@@ -816,6 +961,7 @@ impl Executor {
         mut tracker: Tracker,
         signals: &mut mpsc::UnboundedReceiver<Signal>,
         order_sent_at: i64,
+        progress_key: &str,
     ) -> ExecutionResult {
         let symbol = intent.symbol.as_str();
         let lookup = OrderRef::ClientOrderId(coid.to_string());
@@ -836,7 +982,13 @@ impl Executor {
                     Some(Signal::Reconcile) => self.poll_order(symbol, &lookup, &mut tracker).await,
                     None => {}
                 },
-                _ = poll.tick() => self.poll_order(symbol, &lookup, &mut tracker).await,
+                _ = poll.tick() => {
+                    self.poll_order(symbol, &lookup, &mut tracker).await;
+                    // Heartbeat: tells other instances this intent is still being worked on.
+                    if let Err(e) = self.bus.progress_set(progress_key, &Progress::working(&self.exec().consumer_name), PROGRESS_TTL).await {
+                        warn!("cannot refresh the progress of intent {}: {e}", intent.intent_id);
+                    }
+                }
                 _ = tokio::time::sleep_until(deadline) => {
                     warn!(
                         "order {coid} not confirmed within {:?} (status {:?}, executed {}); cancelling what is left",

@@ -205,6 +205,23 @@ async fn a_service_killed_mid_order_and_restarted_confirms_the_same_order() {
 }
 
 #[tokio::test]
+async fn another_instance_claims_the_intent_of_a_dead_one_and_places_no_second_order() {
+    let mut stack = Stack::start(Options::default()).await;
+    stack.faults(json!({"never_fill": true})).await;
+    stack.publish(&buy("e-3", "DOGEUSDT", 60)).await;
+    stack.wait_orders("DOGEUSDT", 1).await;
+    stack.kill_service().await;
+    stack.faults(json!({"never_fill": false})).await;
+    // A different consumer: it gets the entry only through XAUTOCLAIM once it has been idle.
+    stack.start_service_as("second-instance");
+    let result = stack.result("e-3").await;
+    assert_eq!(result["status"], "filled", "{result}");
+    assert_eq!(stack.exchange_orders("DOGEUSDT").await.len(), 1);
+    assert_eq!(stack.results_for("e-3").await.len(), 1);
+    stack.stop().await;
+}
+
+#[tokio::test]
 async fn partial_fills_are_reported_with_the_true_quantity_and_average() {
     let stack = Stack::start(Options::default()).await;
     stack.faults(json!({"partial_fills": 3})).await;

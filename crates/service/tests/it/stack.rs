@@ -96,7 +96,13 @@ impl Stack {
 
     /// Starts (or restarts) the execution service.
     pub fn start_service(&mut self) {
-        let settings = self.settings();
+        self.start_service_as("test-consumer");
+    }
+
+    /// Starts the execution service under another consumer name (another instance).
+    pub fn start_service_as(&mut self, consumer: &str) {
+        let mut settings = self.settings();
+        settings.execution.consumer_name = consumer.to_string();
         let ex = &settings.exchange;
         let config = binance::Config::custom(
             &ex.rest_url,
