@@ -133,6 +133,7 @@ impl Exchange {
         let faults = Faults {
             fill_delay_ms: duration_ms(config.fill_delay),
             partial_fills: config.partial_fills.max(1),
+            result_wait_ms: duration_ms(config.result_wait),
             ..Faults::default()
         };
         Ok(Exchange {

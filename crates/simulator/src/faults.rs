@@ -14,6 +14,9 @@ pub struct Faults {
     pub never_fill: bool,
     /// Fills per MARKET order (1 = fill at once, as far as the book allows).
     pub partial_fills: u32,
+    /// How long a `newOrderRespType=RESULT` reply waits for the final state; 0 answers at once
+    /// with the state at acceptance (`NEW`), so the fill is only seen on the stream or by query.
+    pub result_wait_ms: u64,
     /// The next N order requests are executed, but the connection is closed without a reply.
     pub drop_order_responses: u32,
     /// The next N order requests are executed and answered with 503 "Unknown error".
@@ -44,6 +47,7 @@ pub(crate) struct FaultsUpdate {
     pub(crate) fill_delay_ms: Option<u64>,
     pub(crate) never_fill: Option<bool>,
     pub(crate) partial_fills: Option<u32>,
+    pub(crate) result_wait_ms: Option<u64>,
     pub(crate) drop_order_responses: Option<u32>,
     pub(crate) unknown_status_503: Option<u32>,
     pub(crate) rate_limit_429: Option<u32>,
@@ -77,6 +81,9 @@ impl Faults {
         }
         if let Some(v) = update.partial_fills {
             self.partial_fills = v.max(1);
+        }
+        if let Some(v) = update.result_wait_ms {
+            self.result_wait_ms = v;
         }
         if let Some(v) = update.drop_order_responses {
             self.drop_order_responses = v;

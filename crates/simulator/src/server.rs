@@ -155,7 +155,8 @@ impl Shared {
     /// For `newOrderRespType=RESULT`: waits until the order is final or has stopped taking liquidity
     /// (a LIMIT order that rests answers at once, `NEW`), or until `result_wait` has passed.
     async fn wait_final(self: &Arc<Self>, order_id: i64) -> Value {
-        let deadline = tokio::time::Instant::now() + self.config.result_wait;
+        let wait = Duration::from_millis(self.faults().result_wait_ms);
+        let deadline = tokio::time::Instant::now() + wait;
         loop {
             let notified = self.order_changed.notified();
             tokio::pin!(notified);

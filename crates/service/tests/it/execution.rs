@@ -73,6 +73,26 @@ async fn a_fill_that_comes_two_seconds_after_the_ack_is_published_once_with_the_
 }
 
 #[tokio::test]
+async fn a_result_reply_that_says_new_is_confirmed_from_the_user_stream() {
+    let stack = Stack::start(Options {
+        fill_delay: Duration::from_millis(800),
+        ..Options::default()
+    })
+    .await;
+    stack.faults(json!({"result_wait_ms": 0})).await;
+    stack.publish(&buy("a-2", "AXSUSDT", 100)).await;
+    let result = stack.result("a-2").await;
+    assert_eq!(result["status"], "filled", "{result}");
+    assert_eq!(result["confirmed_by"], "user_stream", "{result}");
+    assert!(
+        dec(&result["commission"]) > Decimal::ZERO,
+        "fees from the stream's fills"
+    );
+    assert_matches_exchange(&stack, &result, "AXSUSDT").await;
+    stack.stop().await;
+}
+
+#[tokio::test]
 async fn an_order_that_never_fills_is_cancelled_at_the_deadline_and_reported_as_a_timeout() {
     let stack = Stack::start(Options {
         fill_timeout: Duration::from_secs(2),

@@ -236,3 +236,20 @@ async fn expire_listen_keys_sends_listen_key_expired_and_keepalive_then_fails() 
     assert!(more.is_err(), "no events after listenKeyExpired");
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn result_wait_ms_zero_makes_a_result_reply_answer_new_at_once() {
+    let (sim, client) = support::start().await;
+    faults(&client, json!({"result_wait_ms": 0, "fill_delay_ms": 300})).await;
+    let mut params = BUY_DOGE.to_vec();
+    params.push(("newOrderRespType", "RESULT"));
+    let (status, reply) = order(&client, &params).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(reply["status"], "NEW");
+    assert_eq!(reply["executedQty"], "0");
+    wait_until(Duration::from_secs(5), "the fill", || async {
+        (query(&client, "DOGEUSDT", &reply["orderId"]).await["status"] == "FILLED").then_some(())
+    })
+    .await;
+    sim.shutdown().await;
+}
