@@ -1,0 +1,152 @@
+//! The incident's manual checks as commands, run as a user runs them: `quantum intent` publishes
+//! and waits for the result, `quantum results`, `quantum orders` and `quantum order` show what the
+//! bus and the exchange hold. The simulator, a real redis-server and the execution service run in
+//! this test process; the commands are the real binary.
+
+use std::process::Command;
+use std::time::Duration;
+
+use service::{Executor, FileConfig, Overrides, Settings};
+use tokio_util::sync::CancellationToken;
+
+const BIN: &str = env!("CARGO_BIN_EXE_quantum");
+
+fn run(args: &[&str], sim: &simulator::SimHandle, redis: &str) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .args([
+            "--rest-url",
+            &sim.base_url(),
+            "--ws-url",
+            &sim.ws_url(),
+            "--redis-url",
+            redis,
+        ])
+        .env("BINANCE_API_KEY", simulator::DEFAULT_API_KEY)
+        .env("BINANCE_SECRET_KEY", simulator::DEFAULT_API_SECRET)
+        .output()
+        .expect("run quantum");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intent_results_orders_and_order_show_one_confirmed_trade() {
+    let sim = simulator::spawn(simulator::SimConfig {
+        fill_delay: Duration::from_millis(200),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let redis = testkit::RedisServer::start();
+    let overrides = Overrides {
+        redis_url: Some(redis.url()),
+        rest_url: Some(sim.base_url()),
+        ws_url: Some(sim.ws_url()),
+        ..Overrides::default()
+    };
+    let settings = Settings::build(FileConfig::default(), &overrides, |k| match k {
+        "BINANCE_API_KEY" => Some(simulator::DEFAULT_API_KEY.into()),
+        "BINANCE_SECRET_KEY" => Some(simulator::DEFAULT_API_SECRET.into()),
+        _ => None,
+    })
+    .unwrap();
+    let config = binance::Config::custom(
+        &sim.base_url(),
+        &sim.ws_url(),
+        simulator::DEFAULT_API_KEY,
+        simulator::DEFAULT_API_SECRET.to_string(),
+    )
+    .unwrap();
+    let bus = bus::Bus::connect(&bus::Config {
+        url: redis.url(),
+        ..bus::Config::default()
+    })
+    .await
+    .unwrap();
+    let token = CancellationToken::new();
+    let service = tokio::spawn(
+        Executor::new(binance::RestClient::new(config).unwrap(), bus, settings).run(token.clone()),
+    );
+
+    let url = redis.url();
+    let (ok, out, err) = tokio::task::block_in_place(|| {
+        run(
+            &[
+                "intent",
+                "--symbol",
+                "AXSUSDT",
+                "--action",
+                "BUY",
+                "--usd",
+                "100",
+                "--leverage",
+                "10",
+                "--sl-pct",
+                "1",
+                "--id",
+                "cli-1",
+                "--wait",
+                "20s",
+            ],
+            &sim,
+            &url,
+        )
+    });
+    assert!(ok, "quantum intent failed:\n{out}\n{err}");
+    assert!(out.contains("\"status\": \"filled\""), "{out}");
+    assert!(out.contains("\"client_order_id\": \"q-cli-1\""), "{out}");
+
+    let (ok, out, _) =
+        tokio::task::block_in_place(|| run(&["results", "--count", "5"], &sim, &url));
+    assert!(ok && out.contains("\"intent_id\":\"cli-1\""), "{out}");
+
+    let (ok, out, err) =
+        tokio::task::block_in_place(|| run(&["orders", "--symbol", "AXSUSDT"], &sim, &url));
+    assert!(ok, "{err}");
+    assert!(out.contains("q-cli-1") && out.contains("FILLED"), "{out}");
+
+    let (ok, out, err) = tokio::task::block_in_place(|| {
+        run(
+            &["order", "--symbol", "AXSUSDT", "--client-id", "q-cli-1"],
+            &sim,
+            &url,
+        )
+    });
+    assert!(ok, "{err}");
+    assert!(out.contains("Filled") || out.contains("FILLED"), "{out}");
+
+    let (ok, _, err) = tokio::task::block_in_place(|| {
+        run(
+            &[
+                "intent", "--symbol", "AXSUSDT", "--action", "HOLD", "--usd", "10",
+            ],
+            &sim,
+            &url,
+        )
+    });
+    assert!(
+        !ok && err.contains("action"),
+        "a bad intent is refused before it is published: {err}"
+    );
+
+    token.cancel();
+    let _ = service.await;
+    sim.shutdown().await;
+}
+
+#[test]
+fn mainnet_is_refused_without_allow_mainnet() {
+    let out = Command::new(BIN)
+        .args(["execution", "--venue", "mainnet"])
+        .env("BINANCE_API_KEY", "k")
+        .env("BINANCE_SECRET_KEY", "s")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("allow-mainnet"), "{err}");
+}
