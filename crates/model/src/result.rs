@@ -358,6 +358,29 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Whatever figures a report brings, a fill result exists only with a positive price and
+        /// quantity, and its notional is their product, written with exact digits.
+        #[test]
+        fn a_fill_result_holds_its_invariants(price in 0i64..10_000_000, price_scale in 0u32..8, qty in 0i64..1_000_000, qty_scale in 0u32..4) {
+            let i = intent();
+            let coid = ClientOrderId::for_intent(&i.intent_id);
+            let mut e = execution("1", "1");
+            e.avg_price = Decimal::new(price, price_scale);
+            e.executed_qty = Decimal::new(qty, qty_scale);
+            match ExecutionResult::with_fill(&i, &coid, ResultStatus::Filled, &e, ConfirmedBy::RestPoll, 1, 2) {
+                Ok(r) => {
+                    proptest::prop_assert!(r.entry_price > Decimal::ZERO && r.executed_qty > Decimal::ZERO);
+                    proptest::prop_assert_eq!(r.position_size_usd, r.entry_price * r.executed_qty);
+                    let json = r.to_json();
+                    let notional: Decimal = json["position_size_usd"].to_string().parse().unwrap();
+                    proptest::prop_assert_eq!(notional, r.position_size_usd);
+                }
+                Err(_) => proptest::prop_assert!(price == 0 || qty == 0),
+            }
+        }
+    }
+
     #[test]
     fn a_rejected_input_keeps_what_could_be_read() {
         let r = ExecutionResult::rejected_input(
