@@ -10,7 +10,6 @@ use bus::{keys, Bus};
 use model::{ClientOrderId, TradeIntent};
 use rust_decimal::Decimal;
 use service::{FileConfig, Overrides, Settings};
-use tokio_util::sync::CancellationToken;
 
 /// Connection flags shared by every subcommand that talks to the exchange or the bus.
 #[derive(Debug, Clone, clap::Args)]
@@ -72,24 +71,15 @@ pub fn rest_client(settings: &Settings) -> anyhow::Result<binance::RestClient> {
             simulator::DEFAULT_API_SECRET
         );
     }
-    let mut config = binance::Config::custom(
-        &ex.rest_url,
-        &ex.ws_url,
-        ex.api_key.expose(),
-        ex.api_secret.expose().to_string(),
-    )
-    .context("exchange configuration")?;
-    config.recv_window = ex.recv_window;
-    config.request_timeout = ex.request_timeout;
-    Ok(binance::RestClient::new(config)?)
+    Ok(binance::RestClient::new(
+        settings
+            .binance_config()
+            .context("exchange configuration")?,
+    )?)
 }
 
 pub async fn connect_bus(settings: &Settings) -> anyhow::Result<Bus> {
-    let config = bus::Config {
-        url: settings.redis_url.clone(),
-        max_len: settings.redis_max_len,
-        ..bus::Config::default()
-    };
+    let config = settings.bus_config();
     Bus::connect(&config)
         .await
         .with_context(|| format!("cannot reach Redis at {}", config.redacted_url()))
@@ -109,19 +99,21 @@ pub async fn execution(
         settings.redis_url,
         settings.execution.fill_timeout
     );
-    let rest = rest_client(&settings)?;
-    let bus = connect_bus(&settings).await?;
-    let token = CancellationToken::new();
-    let mut service = tokio::spawn(service::Executor::new(rest, bus, settings).run(token.clone()));
+    // Fail early, with the hint about keys, before connecting anything.
+    rest_client(&settings)?;
+    let running = service::start(settings)
+        .await
+        .context("cannot start the execution service")?;
+    let token = running.shutdown_token();
+    let waiting = running.wait();
+    tokio::pin!(waiting);
     tokio::select! {
-        _ = shutdown => token.cancel(),
-        done = &mut service => {
-            done.context("execution service task")??;
-            tracing::info!("execution service stopped");
-            return Ok(());
+        _ = shutdown => {
+            token.cancel();
+            waiting.await?;
         }
+        done = &mut waiting => done?,
     }
-    service.await.context("execution service task")??;
     tracing::info!("execution service stopped");
     Ok(())
 }

@@ -6,8 +6,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use service::{Executor, FileConfig, Overrides, Settings};
-use tokio_util::sync::CancellationToken;
+use service::Settings;
 
 const BIN: &str = env!("CARGO_BIN_EXE_quantum");
 
@@ -42,35 +41,15 @@ async fn intent_results_orders_and_order_show_one_confirmed_trade() {
     .await
     .unwrap();
     let redis = testkit::RedisServer::start();
-    let overrides = Overrides {
-        redis_url: Some(redis.url()),
-        rest_url: Some(sim.base_url()),
-        ws_url: Some(sim.ws_url()),
-        ..Overrides::default()
-    };
-    let settings = Settings::build(FileConfig::default(), &overrides, |k| match k {
-        "BINANCE_API_KEY" => Some(simulator::DEFAULT_API_KEY.into()),
-        "BINANCE_SECRET_KEY" => Some(simulator::DEFAULT_API_SECRET.into()),
-        _ => None,
-    })
-    .unwrap();
-    let config = binance::Config::custom(
+    let settings = Settings::custom(
         &sim.base_url(),
         &sim.ws_url(),
+        &redis.url(),
         simulator::DEFAULT_API_KEY,
-        simulator::DEFAULT_API_SECRET.to_string(),
+        simulator::DEFAULT_API_SECRET,
     )
     .unwrap();
-    let bus = bus::Bus::connect(&bus::Config {
-        url: redis.url(),
-        ..bus::Config::default()
-    })
-    .await
-    .unwrap();
-    let token = CancellationToken::new();
-    let service = tokio::spawn(
-        Executor::new(binance::RestClient::new(config).unwrap(), bus, settings).run(token.clone()),
-    );
+    let service = service::start(settings).await.unwrap();
 
     let url = redis.url();
     let (ok, out, err) = tokio::task::block_in_place(|| {
@@ -133,8 +112,7 @@ async fn intent_results_orders_and_order_show_one_confirmed_trade() {
         "a bad intent is refused before it is published: {err}"
     );
 
-    token.cancel();
-    let _ = service.await;
+    service.stop().await.unwrap();
     sim.shutdown().await;
 }
 

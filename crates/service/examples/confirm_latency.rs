@@ -11,9 +11,8 @@
 use std::time::Duration;
 
 use bus::{keys, Bus};
-use service::{Executor, FileConfig, Overrides, Settings};
+use service::Settings;
 use simulator::SimConfig;
-use tokio_util::sync::CancellationToken;
 
 fn percentiles(mut v: Vec<i64>) -> String {
     v.sort();
@@ -42,35 +41,16 @@ async fn main() {
     .await
     .unwrap();
     let redis = testkit::RedisServer::start();
-    let overrides = Overrides {
-        redis_url: Some(redis.url()),
-        rest_url: Some(sim.base_url()),
-        ws_url: Some(sim.ws_url()),
-        ..Overrides::default()
-    };
-    let settings = Settings::build(FileConfig::default(), &overrides, |k| match k {
-        "BINANCE_API_KEY" => Some(simulator::DEFAULT_API_KEY.into()),
-        "BINANCE_SECRET_KEY" => Some(simulator::DEFAULT_API_SECRET.into()),
-        _ => None,
-    })
-    .unwrap();
-    let config = binance::Config::custom(
+    let settings = Settings::custom(
         &sim.base_url(),
         &sim.ws_url(),
+        &redis.url(),
         simulator::DEFAULT_API_KEY,
-        simulator::DEFAULT_API_SECRET.to_string(),
+        simulator::DEFAULT_API_SECRET,
     )
     .unwrap();
-    let rest = binance::RestClient::new(config).unwrap();
-    let bus = Bus::connect(&bus::Config {
-        url: redis.url(),
-        ..bus::Config::default()
-    })
-    .await
-    .unwrap();
-    let token = CancellationToken::new();
-    let service = tokio::spawn(Executor::new(rest, bus.clone(), settings).run(token.clone()));
-
+    let bus = Bus::connect(&settings.bus_config()).await.unwrap();
+    let service = service::start(settings).await.unwrap();
     for (label, result_wait_ms) in [
         ("RESULT reply carries the fill", 5000),
         ("RESULT reply says NEW; fill from the user stream", 0),
@@ -85,8 +65,7 @@ async fn main() {
         println!("== {label}");
         measure(&bus, intents, label).await;
     }
-    token.cancel();
-    let _ = service.await;
+    service.stop().await.unwrap();
     sim.shutdown().await;
 }
 

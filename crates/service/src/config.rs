@@ -339,6 +339,53 @@ impl Settings {
     }
 }
 
+impl Settings {
+    /// Settings for an exchange at explicit URLs (the simulator, in tests and demos) with the
+    /// given keys, everything else at its default.
+    pub fn custom(
+        rest_url: &str,
+        ws_url: &str,
+        redis_url: &str,
+        api_key: &str,
+        api_secret: &str,
+    ) -> Result<Settings, ConfigError> {
+        let overrides = Overrides {
+            redis_url: Some(redis_url.to_string()),
+            rest_url: Some(rest_url.to_string()),
+            ws_url: Some(ws_url.to_string()),
+            ..Overrides::default()
+        };
+        Settings::build(FileConfig::default(), &overrides, |k| match k {
+            "BINANCE_API_KEY" => Some(api_key.to_string()),
+            "BINANCE_SECRET_KEY" => Some(api_secret.to_string()),
+            _ => None,
+        })
+    }
+
+    /// The Binance client configuration these settings describe.
+    pub fn binance_config(&self) -> Result<binance::Config, binance::Error> {
+        let ex = &self.exchange;
+        let mut config = binance::Config::custom(
+            &ex.rest_url,
+            &ex.ws_url,
+            ex.api_key.expose(),
+            ex.api_secret.expose().to_string(),
+        )?;
+        config.recv_window = ex.recv_window;
+        config.request_timeout = ex.request_timeout;
+        Ok(config)
+    }
+
+    /// The bus configuration these settings describe.
+    pub fn bus_config(&self) -> bus::Config {
+        bus::Config {
+            url: self.redis_url.clone(),
+            max_len: self.redis_max_len,
+            ..bus::Config::default()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,4 +6,4 @@ pub mod config;
 pub mod execution;
 
 pub use config::{ConfigError, FileConfig, Overrides, Settings};
-pub use execution::{Executor, ServiceError};
+pub use execution::{start, Executor, Running, ServiceError};

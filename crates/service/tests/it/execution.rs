@@ -211,7 +211,7 @@ async fn a_service_killed_mid_order_and_restarted_confirms_the_same_order() {
     stack.wait_orders("BNBUSDT", 1).await;
     stack.kill_service().await;
     stack.faults(json!({"never_fill": false})).await;
-    stack.start_service();
+    stack.start_service().await;
     let result = stack.result("e-2").await;
     assert_eq!(result["status"], "filled", "{result}");
     assert_eq!(
@@ -233,7 +233,7 @@ async fn another_instance_claims_the_intent_of_a_dead_one_and_places_no_second_o
     stack.kill_service().await;
     stack.faults(json!({"never_fill": false})).await;
     // A different consumer: it gets the entry only through XAUTOCLAIM once it has been idle.
-    stack.start_service_as("second-instance");
+    stack.start_service_as("second-instance").await;
     let result = stack.result("e-3").await;
     assert_eq!(result["status"], "filled", "{result}");
     assert_eq!(stack.exchange_orders("DOGEUSDT").await.len(), 1);

@@ -7,21 +7,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bus::{keys, Bus};
 use hmac::{Hmac, Mac};
 use serde_json::Value;
-use service::{Executor, FileConfig, Overrides, Settings};
+use service::Settings;
 use sha2::Sha256;
 use simulator::{SimConfig, SimHandle};
 use testkit::RedisServer;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 pub struct Stack {
     pub sim: SimHandle,
     pub redis: RedisServer,
     pub bus: Bus,
-    service: Option<(
-        CancellationToken,
-        JoinHandle<Result<(), service::ServiceError>>,
-    )>,
+    service: Option<service::Running>,
     pub fill_timeout: Duration,
     http: reqwest::Client,
 }
@@ -70,65 +65,48 @@ impl Stack {
             fill_timeout: options.fill_timeout,
             http: reqwest::Client::new(),
         };
-        stack.start_service();
+        stack.start_service().await;
         stack
     }
 
     pub fn settings(&self) -> Settings {
-        let overrides = Overrides {
-            redis_url: Some(self.redis.url()),
-            rest_url: Some(self.sim.base_url()),
-            ws_url: Some(self.sim.ws_url()),
-            fill_timeout: Some(format!("{}ms", self.fill_timeout.as_millis())),
-            consumer_name: Some("test-consumer".into()),
-            ..Overrides::default()
-        };
-        let mut settings = Settings::build(FileConfig::default(), &overrides, |k| match k {
-            "BINANCE_API_KEY" => Some(simulator::DEFAULT_API_KEY.into()),
-            "BINANCE_SECRET_KEY" => Some(simulator::DEFAULT_API_SECRET.into()),
-            _ => None,
-        })
+        let mut settings = Settings::custom(
+            &self.sim.base_url(),
+            &self.sim.ws_url(),
+            &self.redis.url(),
+            simulator::DEFAULT_API_KEY,
+            simulator::DEFAULT_API_SECRET,
+        )
         .expect("settings");
+        settings.execution.fill_timeout = self.fill_timeout;
+        settings.execution.consumer_name = "test-consumer".into();
         settings.execution.poll_interval = Duration::from_millis(500);
         settings.execution.claim_idle = Duration::from_millis(500);
         settings
     }
 
     /// Starts (or restarts) the execution service.
-    pub fn start_service(&mut self) {
-        self.start_service_as("test-consumer");
+    pub async fn start_service(&mut self) {
+        self.start_service_as("test-consumer").await;
     }
 
     /// Starts the execution service under another consumer name (another instance).
-    pub fn start_service_as(&mut self, consumer: &str) {
+    pub async fn start_service_as(&mut self, consumer: &str) {
         let mut settings = self.settings();
         settings.execution.consumer_name = consumer.to_string();
-        let ex = &settings.exchange;
-        let config = binance::Config::custom(
-            &ex.rest_url,
-            &ex.ws_url,
-            ex.api_key.expose(),
-            ex.api_secret.expose().to_string(),
-        )
-        .expect("binance config");
-        let rest = binance::RestClient::new(config).expect("rest client");
-        let token = CancellationToken::new();
-        let task = tokio::spawn(Executor::new(rest, self.bus.clone(), settings).run(token.clone()));
-        self.service = Some((token, task));
+        self.service = Some(service::start(settings).await.expect("the service starts"));
     }
 
     /// Kills the service as a crash would: no shutdown, no acks for what it was doing.
     pub async fn kill_service(&mut self) {
-        if let Some((_, task)) = self.service.take() {
-            task.abort();
-            let _ = task.await;
+        if let Some(running) = self.service.take() {
+            running.kill().await;
         }
     }
 
     pub async fn stop(mut self) {
-        if let Some((token, task)) = self.service.take() {
-            token.cancel();
-            let _ = tokio::time::timeout(Duration::from_secs(20), task).await;
+        if let Some(running) = self.service.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(20), running.stop()).await;
         }
         self.sim.shutdown().await;
     }
