@@ -4,9 +4,11 @@
 //!
 //! Modules in the order an intent flows through them: [`sizing`] (how many contracts, rounded to
 //! the symbol's filters), [`risk`] (allowed or refused; an approval is a type only this crate can
-//! make), [`confirm`] (exchange reports in, a confirmed outcome out).
+//! make), [`confirm`] (exchange reports in, a confirmed outcome out), and for open positions
+//! [`exits`] (mark price in, take-profit / stop-loss / trailing trigger out).
 
 pub mod confirm;
+pub mod exits;
 pub mod risk;
 pub mod sizing;
 
