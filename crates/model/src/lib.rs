@@ -14,4 +14,6 @@ pub mod result;
 pub use ids::{ClientOrderId, IdError, IntentId, Symbol};
 pub use intent::{Action, ExitLevel, ExitPlan, IntentError, TradeIntent};
 pub use order::{OrderEvent, OrderStatus, TransitionError};
-pub use result::{ConfirmedBy, Execution, ExecutionResult, ResultError, ResultStatus};
+pub use result::{
+    ConfirmedBy, Execution, ExecutionResult, ResultDocError, ResultError, ResultStatus,
+};

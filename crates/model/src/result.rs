@@ -289,6 +289,156 @@ impl ExecutionResult {
     }
 }
 
+/// Why a document on the results stream cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResultDocError {
+    #[error("not a JSON object: {0}")]
+    NotJson(String),
+    #[error("missing or empty field {0}")]
+    Missing(&'static str),
+    #[error("field {field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    #[error("a {status} result with entry_price {price} and executed_qty {qty}: a fill needs both above zero")]
+    FillWithoutPrice {
+        status: &'static str,
+        price: Decimal,
+        qty: Decimal,
+    },
+}
+
+fn doc_decimal(
+    obj: &Map<String, Value>,
+    field: &'static str,
+) -> Result<Option<Decimal>, ResultDocError> {
+    let text = match obj.get(field) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => {
+            return Err(ResultDocError::Invalid {
+                field,
+                reason: format!("expected a number, got {other}"),
+            })
+        }
+    };
+    text.parse::<Decimal>()
+        .or_else(|_| Decimal::from_scientific(&text))
+        .map(Some)
+        .map_err(|_| ResultDocError::Invalid {
+            field,
+            reason: format!("{text:?} is not a number"),
+        })
+}
+
+impl ExecutionResult {
+    /// Reads a result document from the bus, refusing what the incident let through: a fill
+    /// with a zero price or quantity, a missing field, an unknown status.
+    pub fn from_json(text: &str) -> Result<ExecutionResult, ResultDocError> {
+        let value: Value =
+            serde_json::from_str(text).map_err(|e| ResultDocError::NotJson(e.to_string()))?;
+        let Value::Object(obj) = value else {
+            return Err(ResultDocError::NotJson(
+                "the document is not an object".into(),
+            ));
+        };
+        let text_field = |field: &'static str| -> Result<String, ResultDocError> {
+            match obj.get(field) {
+                Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+                _ => Err(ResultDocError::Missing(field)),
+            }
+        };
+        let int = |field: &'static str| obj.get(field).and_then(Value::as_i64);
+        let status_text = text_field("status")?;
+        let status = ResultStatus::parse(&status_text).ok_or_else(|| ResultDocError::Invalid {
+            field: "status",
+            reason: format!("unknown status {status_text:?}"),
+        })?;
+        let entry_price = doc_decimal(&obj, "entry_price")?.unwrap_or(Decimal::ZERO);
+        let executed_qty = doc_decimal(&obj, "executed_qty")?.unwrap_or(Decimal::ZERO);
+        if status.has_fill() {
+            let zero_price = obj.get("entry_price").is_some() && entry_price <= Decimal::ZERO;
+            if !zero_price {
+                for field in ["entry_price", "executed_qty"] {
+                    if obj.get(field).is_none_or(Value::is_null) {
+                        return Err(ResultDocError::Missing(field));
+                    }
+                }
+            }
+            if entry_price <= Decimal::ZERO || executed_qty <= Decimal::ZERO {
+                return Err(ResultDocError::FillWithoutPrice {
+                    status: status.as_str(),
+                    price: entry_price,
+                    qty: executed_qty,
+                });
+            }
+        }
+        let plan_json = Value::Object(
+            obj.iter()
+                .filter(|(k, _)| {
+                    k.ends_with("_pct") || k.ends_with("_price") && *k != "entry_price"
+                })
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .chain([
+                    ("intent_id".to_string(), Value::String("x".into())),
+                    ("symbol".to_string(), Value::String("XX".into())),
+                    ("action".to_string(), Value::String("BUY".into())),
+                    ("quantity".to_string(), Value::from(1)),
+                ])
+                .collect(),
+        );
+        // The exit plan is read by the intent parser, so both documents share one set of rules.
+        let exit_plan = TradeIntent::from_json(&plan_json.to_string())
+            .map_err(|e| ResultDocError::Invalid {
+                field: "exit plan",
+                reason: e.to_string(),
+            })?
+            .exit_plan;
+        let confirmed_by = match obj.get("confirmed_by").and_then(Value::as_str) {
+            Some("result_reply") => Some(ConfirmedBy::ResultReply),
+            Some("user_stream") => Some(ConfirmedBy::UserStream),
+            Some("rest_poll") => Some(ConfirmedBy::RestPoll),
+            _ => None,
+        };
+        Ok(ExecutionResult {
+            intent_id: text_field("intent_id")?,
+            symbol: text_field("symbol")?,
+            action: text_field("action")?,
+            status,
+            order_id: int("order_id"),
+            client_order_id: obj
+                .get("client_order_id")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            entry_price,
+            executed_qty,
+            position_size_usd: doc_decimal(&obj, "position_size_usd")?
+                .unwrap_or(entry_price * executed_qty),
+            leverage: obj
+                .get("leverage")
+                .and_then(Value::as_u64)
+                .and_then(|l| u32::try_from(l).ok()),
+            commission: doc_decimal(&obj, "commission")?.unwrap_or(Decimal::ZERO),
+            commission_asset: obj
+                .get("commission_asset")
+                .and_then(Value::as_str)
+                .unwrap_or("USDT")
+                .to_string(),
+            reduce_only: obj
+                .get("reduce_only")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            exit_plan,
+            confirmed_by,
+            error_code: int("error_code"),
+            error: obj.get("error").and_then(Value::as_str).map(str::to_string),
+            intent_at: int("intent_at"),
+            order_sent_at: int("order_sent_at"),
+            filled_at: int("filled_at"),
+            published_at: int("published_at").unwrap_or(0),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -379,6 +529,52 @@ mod tests {
                 Err(_) => proptest::prop_assert!(price == 0 || qty == 0),
             }
         }
+    }
+
+    #[test]
+    fn a_result_reads_back_as_it_was_written() {
+        let i = intent();
+        let coid = ClientOrderId::for_intent(&i.intent_id);
+        let r = ExecutionResult::with_fill(
+            &i,
+            &coid,
+            ResultStatus::Filled,
+            &execution("6.251", "16"),
+            ConfirmedBy::UserStream,
+            1_500,
+            3_000,
+        )
+        .unwrap();
+        assert_eq!(ExecutionResult::from_json(&r.to_json().to_string()), Ok(r));
+    }
+
+    #[test]
+    fn the_incidents_result_is_refused_with_its_reason() {
+        let doc = r#"{"symbol":"AXSUSDT","action":"BUY","entry_price":0.0,"position_size_usd":0.0,"leverage":10.0,"status":"filled","intent_id":"x"}"#;
+        let err = ExecutionResult::from_json(doc).unwrap_err();
+        assert!(
+            matches!(err, ResultDocError::FillWithoutPrice { .. }),
+            "{err}"
+        );
+        assert_eq!(
+            ExecutionResult::from_json(
+                r#"{"status":"filled","intent_id":"x","symbol":"A","action":"BUY","entry_price":1}"#
+            ),
+            Err(ResultDocError::Missing("executed_qty"))
+        );
+        assert!(matches!(
+            ExecutionResult::from_json(
+                r#"{"status":"done","intent_id":"x","symbol":"A","action":"BUY"}"#
+            ),
+            Err(ResultDocError::Invalid {
+                field: "status",
+                ..
+            })
+        ));
+        assert!(matches!(
+            ExecutionResult::from_json("[]"),
+            Err(ResultDocError::NotJson(_))
+        ));
     }
 
     #[test]
