@@ -45,6 +45,19 @@ pub struct FileConfig {
     pub execution: ExecutionFile,
     #[serde(default)]
     pub risk: RiskFile,
+    #[serde(default)]
+    pub exit: ExitFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExitFile {
+    pub consumer_group: Option<String>,
+    pub default_stop_loss_pct: Option<Decimal>,
+    pub default_take_profit_pct: Option<Decimal>,
+    pub default_trailing_pct: Option<Decimal>,
+    pub allow_unprotected: Option<bool>,
+    pub price_stale_after: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -177,7 +190,17 @@ pub struct ExecutionSettings {
     pub claim_idle: Duration,
 }
 
-/// Everything the execution service needs.
+/// Exit monitor settings.
+#[derive(Debug, Clone)]
+pub struct ExitSettings {
+    pub consumer_group: String,
+    /// Applied to a filled entry whose intent gave no exit plan.
+    pub default_plan: model::ExitPlan,
+    /// A symbol with no mark price for this long is polled over REST instead.
+    pub price_stale_after: Duration,
+}
+
+/// Everything the services need.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub exchange: ExchangeSettings,
@@ -185,6 +208,7 @@ pub struct Settings {
     pub redis_max_len: usize,
     pub execution: ExecutionSettings,
     pub risk: RiskLimits,
+    pub exit: ExitSettings,
 }
 
 pub const TESTNET_REST: &str = "https://demo-fapi.binance.com";
@@ -325,7 +349,49 @@ impl Settings {
             max_leverage,
             kill_switch: file.risk.kill_switch.unwrap_or(false),
         };
+        let pct = |key: &'static str,
+                   v: Option<Decimal>|
+         -> Result<Option<model::ExitLevel>, ConfigError> {
+            match v {
+                Some(p) if p <= Decimal::ZERO || p >= Decimal::ONE_HUNDRED => {
+                    Err(invalid(key, "must be above 0 and below 100"))
+                }
+                Some(p) => Ok(Some(model::ExitLevel::Pct(p))),
+                None => Ok(None),
+            }
+        };
+        let default_plan = model::ExitPlan {
+            stop_loss: pct(
+                "default_stop_loss_pct",
+                Some(file.exit.default_stop_loss_pct.unwrap_or(Decimal::from(2))),
+            )?,
+            take_profit: pct("default_take_profit_pct", file.exit.default_take_profit_pct)?,
+            trailing_pct: file.exit.default_trailing_pct,
+        };
+        if let Some(t) = default_plan.trailing_pct {
+            if t < Decimal::new(1, 1) || t > Decimal::TEN {
+                return Err(invalid("default_trailing_pct", "Binance allows 0.1 to 10"));
+            }
+        }
+        if default_plan.stop_loss.is_none() && !file.exit.allow_unprotected.unwrap_or(false) {
+            return Err(invalid(
+                "default_stop_loss_pct",
+                "positions without a stop-loss need exit.allow_unprotected = true",
+            ));
+        }
+        let exit = ExitSettings {
+            consumer_group: file
+                .exit
+                .consumer_group
+                .unwrap_or_else(|| "quantum-exit-monitor".into()),
+            default_plan,
+            price_stale_after: parse_duration(
+                "price_stale_after",
+                file.exit.price_stale_after.as_deref().unwrap_or("5s"),
+            )?,
+        };
         Ok(Settings {
+            exit,
             exchange,
             redis_url: overrides
                 .redis_url

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod execution;
+pub mod exit_monitor;
 
 pub use config::{ConfigError, FileConfig, Overrides, Settings};
 pub use execution::{start, Executor, Running, ServiceError};

@@ -3,4 +3,5 @@
 //! simulator's own order list.
 
 mod execution;
+mod exits;
 mod stack;

@@ -17,6 +17,7 @@ pub struct Stack {
     pub redis: RedisServer,
     pub bus: Bus,
     service: Option<service::Running>,
+    pub monitor: Option<service::exit_monitor::Running>,
     pub fill_timeout: Duration,
     http: reqwest::Client,
 }
@@ -58,6 +59,7 @@ impl Stack {
         .await
         .expect("redis");
         let mut stack = Stack {
+            monitor: None,
             sim,
             redis,
             bus,
@@ -97,6 +99,36 @@ impl Stack {
         self.service = Some(service::start(settings).await.expect("the service starts"));
     }
 
+    /// Starts the exit monitor.
+    pub async fn start_monitor(&mut self) {
+        self.monitor = Some(
+            service::exit_monitor::start(self.settings())
+                .await
+                .expect("the monitor starts"),
+        );
+    }
+
+    /// Lots the monitor has opened so far.
+    pub fn lots_opened(&self) -> u64 {
+        self.monitor.as_ref().map_or(0, |m| {
+            m.counters
+                .lots_opened
+                .load(std::sync::atomic::Ordering::Relaxed)
+        })
+    }
+
+    /// The simulator's position amount for `symbol` (one-way mode).
+    pub async fn position_amt(&self, symbol: &str) -> rust_decimal::Decimal {
+        let rows = self
+            .signed_get("/fapi/v2/positionRisk", &format!("symbol={symbol}"))
+            .await;
+        rows[0]["positionAmt"]
+            .as_str()
+            .expect("positionAmt")
+            .parse()
+            .unwrap()
+    }
+
     /// Kills the service as a crash would: no shutdown, no acks for what it was doing.
     pub async fn kill_service(&mut self) {
         if let Some(running) = self.service.take() {
@@ -105,6 +137,9 @@ impl Stack {
     }
 
     pub async fn stop(mut self) {
+        if let Some(monitor) = self.monitor.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), monitor.stop()).await;
+        }
         if let Some(running) = self.service.take() {
             let _ = tokio::time::timeout(Duration::from_secs(20), running.stop()).await;
         }
@@ -133,7 +168,8 @@ impl Stack {
             .expect("results")
             .into_iter()
             .filter_map(|e| e.payload.ok())
-            .map(|p| serde_json::from_str(&p).expect("results are JSON"))
+            // Tests that inject garbage into the results stream expect it to be skipped here.
+            .filter_map(|p| serde_json::from_str(&p).ok())
             .collect();
         out.reverse();
         out
@@ -213,6 +249,19 @@ impl Stack {
             .await
             .unwrap();
         assert!(reply.status().is_success(), "faults {body}");
+    }
+
+    /// Pins a symbol's price on the simulator (its random walk pauses).
+    pub async fn pin(&self, symbol: &str, price: &str) {
+        let body = serde_json::json!({"symbol": symbol, "price": price});
+        let reply = self
+            .http
+            .post(format!("{}/sim/v1/price", self.sim.base_url()))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(reply.status().is_success(), "pin {symbol} {price}");
     }
 
     /// Waits until the simulator lists `n` orders for `symbol`.

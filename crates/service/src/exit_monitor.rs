@@ -1,0 +1,380 @@
+//! The exit monitor: reads execution results, tracks every filled entry as a lot in an
+//! [`engine::book::Book`], watches mark prices, and closes a lot on take-profit, stop-loss or
+//! trailing stop by publishing one reduce-only CLOSE intent, which goes through the execution
+//! service like any other intent. Every result it cannot use is logged as an ERROR naming it and
+//! the reason, copied to the dead-letter stream, counted, and acked: never a silent drop.
+//!
+//! Tasks: an intake task reads the results stream and hands each entry to the engine loop, which
+//! owns the book, applies results, price ticks and the REST fallback, and acks each entry once it
+//! is applied. Not yet here (issue 4, in progress): exchange-side protective orders, restart
+//! reconciliation with the exchange, persisted monitor state.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use binance::{mark_price_stream, MarketEvent, MarketStream, MarketStreamConfig, RestClient};
+use bus::{keys, Bus, Entry};
+use engine::book::{Book, BookAction, CloseOutcome};
+use model::{Action, ExecutionResult};
+use rust_decimal::Decimal;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::config::Settings;
+use crate::execution::{now_ms, ServiceError};
+
+/// Counters the monitor keeps (exported as metrics with issue 5).
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub invalid_results: AtomicU64,
+    pub lots_opened: AtomicU64,
+    pub closes_sent: AtomicU64,
+    pub lots_closed: AtomicU64,
+}
+
+/// A running exit monitor.
+#[derive(Debug)]
+pub struct Running {
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), ServiceError>>,
+    pub counters: Arc<Counters>,
+}
+
+impl Running {
+    pub async fn stop(self) -> Result<(), ServiceError> {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+
+    pub async fn wait(self) -> Result<(), ServiceError> {
+        match self.task.await {
+            Ok(result) => result,
+            Err(e) if e.is_cancelled() => Ok(()),
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+
+    pub async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+}
+
+/// Connects and starts the exit monitor in a task.
+pub async fn start(settings: Settings) -> Result<Running, ServiceError> {
+    let rest = RestClient::new(settings.binance_config()?)?;
+    let bus = Bus::connect(&settings.bus_config()).await?;
+    let shutdown = CancellationToken::new();
+    let counters = Arc::new(Counters::default());
+    let monitor = Monitor {
+        rest,
+        bus,
+        settings: Arc::new(settings),
+        counters: counters.clone(),
+    };
+    let task = tokio::spawn(monitor.run(shutdown.clone()));
+    Ok(Running {
+        shutdown,
+        task,
+        counters,
+    })
+}
+
+struct Monitor {
+    rest: RestClient,
+    bus: Bus,
+    settings: Arc<Settings>,
+    counters: Arc<Counters>,
+}
+
+const CONSUMER: &str = "exit-monitor-1";
+
+impl Monitor {
+    async fn run(self, shutdown: CancellationToken) -> Result<(), ServiceError> {
+        let group = self.settings.exit.consumer_group.clone();
+        self.bus
+            .ensure_group(keys::TRADE_EXECUTION_RESULT, &group)
+            .await?;
+        self.rest.sync_time().await?;
+        let ws_url = self.settings.binance_config()?.ws_url;
+        let (prices, mut price_events) =
+            MarketStream::spawn(ws_url, Vec::<String>::new(), MarketStreamConfig::default());
+        let (entries_tx, mut entries) = mpsc::channel::<Entry>(256);
+        let intake = tokio::spawn(intake(
+            self.bus.clone(),
+            group.clone(),
+            entries_tx,
+            shutdown.clone(),
+        ));
+        let mut book = Book::default();
+        let mut watched: BTreeSet<String> = BTreeSet::new();
+        let mut last_tick: BTreeMap<String, i64> = BTreeMap::new();
+        let mut stale_logged: BTreeSet<String> = BTreeSet::new();
+        let mut fallback = tokio::time::interval(Duration::from_secs(1));
+        info!(
+            "exit monitor reading {} as {group}",
+            keys::TRADE_EXECUTION_RESULT
+        );
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                entry = entries.recv() => {
+                    let Some(entry) = entry else { break };
+                    self.on_entry(&mut book, &entry).await;
+                    if let Err(e) = self.bus.ack(keys::TRADE_EXECUTION_RESULT, &group, &entry.id).await {
+                        error!("cannot ack result entry {}: {e}", entry.id);
+                    }
+                    let symbols = book.symbols();
+                    let added: Vec<String> = symbols.difference(&watched).map(|s| mark_price_stream(s)).collect();
+                    let removed: Vec<String> = watched.difference(&symbols).map(|s| mark_price_stream(s)).collect();
+                    if !added.is_empty() {
+                        let _ = prices.subscribe(added).await;
+                    }
+                    if !removed.is_empty() {
+                        let _ = prices.unsubscribe(removed).await;
+                    }
+                    for s in symbols.difference(&watched) {
+                        last_tick.insert(s.clone(), now_ms());
+                    }
+                    watched = symbols;
+                }
+                event = price_events.recv() => match event {
+                    Some(MarketEvent::MarkPrice(update)) => {
+                        last_tick.insert(update.symbol.clone(), now_ms());
+                        if stale_logged.remove(&update.symbol) {
+                            info!("mark price stream for {} is live again", update.symbol);
+                        }
+                        self.on_price(&mut book, &update.symbol, update.mark_price).await;
+                    }
+                    Some(MarketEvent::Disconnected { reason, .. }) => warn!("mark price stream disconnected: {reason}; REST polling covers the gap"),
+                    Some(_) => {}
+                    None => break,
+                },
+                _ = fallback.tick() => {
+                    let stale_after = i64::try_from(self.settings.exit.price_stale_after.as_millis()).unwrap_or(i64::MAX);
+                    for symbol in watched.clone() {
+                        let age = now_ms() - last_tick.get(&symbol).copied().unwrap_or(0);
+                        if age < stale_after {
+                            continue;
+                        }
+                        if stale_logged.insert(symbol.clone()) {
+                            warn!("no mark price for {symbol} for {age} ms: falling back to REST premiumIndex polling");
+                        }
+                        match self.rest.premium_index(&symbol).await {
+                            Ok(p) => self.on_price(&mut book, &symbol, p.mark_price).await,
+                            Err(e) => error!("{symbol} is held and its price is unknown: premiumIndex failed: {e}"),
+                        }
+                    }
+                }
+            }
+        }
+        intake.abort();
+        prices.shutdown().await;
+        info!(
+            "exit monitor stopped with {} lots tracked",
+            book.lots().count()
+        );
+        Ok(())
+    }
+
+    async fn on_entry(&self, book: &mut Book, entry: &Entry) {
+        let raw = match &entry.payload {
+            Ok(raw) => raw,
+            Err(m) => {
+                return self
+                    .invalid(entry, &format!("bad result entry: {}", m.describe()))
+                    .await
+            }
+        };
+        let result = match ExecutionResult::from_json(raw) {
+            Ok(r) => r,
+            Err(e) => return self.invalid(entry, &format!("invalid result: {e}")).await,
+        };
+        if result.action == Action::Close.as_str() {
+            match book.on_close_result(&result, now_ms()) {
+                CloseOutcome::Closed(c) => {
+                    self.counters.lots_closed.fetch_add(1, Ordering::Relaxed);
+                    info!(
+                        "position closed lot={} {} {:?} qty={} entry={} exit={} realized_pnl={} (net of fees)",
+                        c.lot.id, c.lot.symbol, c.lot.direction, c.exit_qty, c.lot.entry, c.exit_price, c.realized_pnl.round_dp(8)
+                    );
+                }
+                CloseOutcome::Reduced {
+                    lot,
+                    closed,
+                    remaining,
+                    realized_pnl,
+                } => {
+                    warn!("close of lot {lot} filled {closed} of it; {remaining} still open (realized_pnl={realized_pnl}); the next trigger closes the rest");
+                }
+                CloseOutcome::Failed {
+                    lot,
+                    status,
+                    error,
+                    retry_at,
+                    attempt,
+                } => {
+                    error!(
+                        "close of lot {lot} FAILED ({}: {error}); the position is still open, retrying in {} ms (attempt {attempt})",
+                        status.as_str(),
+                        retry_at - now_ms()
+                    );
+                }
+                CloseOutcome::Unknown => info!(
+                    "close result {} is not for a lot this monitor tracks",
+                    result.intent_id
+                ),
+            }
+            return;
+        }
+        if !result.status.has_fill() {
+            info!(
+                "result {} is {} with no fill: nothing to track",
+                result.intent_id,
+                result.status.as_str()
+            );
+            return;
+        }
+        match book.open(&result, &self.settings.exit.default_plan) {
+            Ok(lot) => {
+                self.counters.lots_opened.fetch_add(1, Ordering::Relaxed);
+                info!(
+                    "tracking lot={} {} {:?} qty={} entry={} take_profit={:?} stop_loss={:?} trailing_pct={:?}{}",
+                    lot.id,
+                    lot.symbol,
+                    lot.direction,
+                    lot.qty,
+                    lot.entry,
+                    lot.levels.take_profit,
+                    lot.levels.stop_loss,
+                    lot.levels.trailing_pct,
+                    if result.exit_plan.is_empty() { " (default plan)" } else { "" }
+                );
+                if lot.levels.stop_loss.is_none() {
+                    warn!("lot {} has NO stop-loss (allowed by configuration)", lot.id);
+                }
+            }
+            Err(e) => {
+                error!("filled position {} {} CANNOT BE PROTECTED: its exit plan is invalid ({e}); it is not tracked", result.intent_id, result.symbol);
+                self.invalid(
+                    entry,
+                    &format!("exit plan cannot protect the position: {e}"),
+                )
+                .await;
+            }
+        }
+    }
+
+    async fn invalid(&self, entry: &Entry, reason: &str) {
+        self.counters
+            .invalid_results
+            .fetch_add(1, Ordering::Relaxed);
+        let shown = entry.payload.as_deref().unwrap_or("<no payload>");
+        error!(
+            "result entry {} refused: {reason}; dead-lettered: {shown}",
+            entry.id
+        );
+        if let Err(e) = self
+            .bus
+            .dead_letter(keys::TRADE_EXECUTION_RESULT, entry, reason)
+            .await
+        {
+            error!("cannot dead-letter result entry {}: {e}", entry.id);
+        }
+    }
+
+    async fn on_price(&self, book: &mut Book, symbol: &str, mark: Decimal) {
+        for action in book.on_price(symbol, mark, now_ms()) {
+            match action {
+                BookAction::TrailUpdate { lot, peak } => {
+                    info!("TRAIL_UPDATE lot={lot} {symbol} peak={peak}")
+                }
+                BookAction::Close {
+                    lot,
+                    symbol,
+                    intent_id,
+                    qty,
+                    trigger,
+                    attempt,
+                } => {
+                    info!(
+                        "{} lot={lot} {symbol} mark={mark} trigger={trigger:?}",
+                        trigger.marker()
+                    );
+                    let intent = serde_json::json!({
+                        "intent_id": intent_id,
+                        "symbol": symbol,
+                        "action": "CLOSE",
+                        "quantity": model::intent::decimal_number(qty),
+                        "source": "exit-monitor",
+                        "created_at": now_ms(),
+                    });
+                    match self
+                        .bus
+                        .publish(keys::TRADE_INTENT, &intent.to_string())
+                        .await
+                    {
+                        Ok(id) => {
+                            self.counters.closes_sent.fetch_add(1, Ordering::Relaxed);
+                            info!("Close order sent lot={lot} intent={intent_id} qty={qty} attempt={attempt} entry={id}");
+                        }
+                        Err(e) => error!(
+                            "cannot send the close of lot {lot}: {e}; the position is still open"
+                        ),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Reads results and hands them to the engine loop, which acks them once applied.
+async fn intake(bus: Bus, group: String, out: mpsc::Sender<Entry>, shutdown: CancellationToken) {
+    let mut backlog = match bus
+        .pending_for(keys::TRADE_EXECUTION_RESULT, &group, CONSUMER)
+        .await
+    {
+        Ok(pending) => pending,
+        Err(e) => {
+            error!("cannot read pending results: {e}");
+            Vec::new()
+        }
+    };
+    loop {
+        for entry in backlog.drain(..) {
+            if out.send(entry).await.is_err() {
+                return;
+            }
+        }
+        if shutdown.is_cancelled() {
+            return;
+        }
+        match bus
+            .read(
+                keys::TRADE_EXECUTION_RESULT,
+                &group,
+                CONSUMER,
+                64,
+                Duration::from_millis(500),
+            )
+            .await
+        {
+            Ok(entries) => backlog = entries,
+            Err(bus::Error::NoGroup { .. }) => {
+                let _ = bus.ensure_group(keys::TRADE_EXECUTION_RESULT, &group).await;
+            }
+            Err(e) => {
+                error!("cannot read results: {e}; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! The exit monitor with the execution service, the simulator and a real Redis: a take-profit,
+//! a stop-loss and a trailing stop each close the position exactly once, driven by pinned prices;
+//! an invalid result is refused loudly while the monitor keeps working.
+
+use std::time::Duration;
+
+use bus::keys;
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+
+use crate::stack::{Options, Stack};
+
+async fn stack_with_monitor() -> Stack {
+    let mut stack = Stack::start(Options::default()).await;
+    stack.start_monitor().await;
+    stack
+}
+
+async fn open(stack: &Stack, intent: Value) -> Value {
+    let id = intent["intent_id"].as_str().unwrap().to_string();
+    let before = stack.lots_opened();
+    stack.publish(&intent).await;
+    let result = stack.result(&id).await;
+    assert_eq!(result["status"], "filled", "{result}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while stack.lots_opened() == before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the monitor never tracked {id}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    result
+}
+
+/// Waits for the close result of a lot, then checks the position is flat and exactly one close
+/// order was placed.
+async fn assert_closed_once(stack: &Stack, lot: &str, symbol: &str) -> Value {
+    let close = stack.result(&format!("close-{lot}-1")).await;
+    assert_eq!(close["status"], "filled", "{close}");
+    assert_eq!(close["reduce_only"], true);
+    assert_eq!(
+        stack.position_amt(symbol).await,
+        Decimal::ZERO,
+        "flat on the exchange"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let closes: Vec<Value> = stack
+        .results()
+        .await
+        .into_iter()
+        .filter(|r| r["action"] == "CLOSE")
+        .collect();
+    assert_eq!(closes.len(), 1, "exactly one close: {closes:?}");
+    assert_eq!(
+        stack.exchange_orders(symbol).await.len(),
+        2,
+        "one entry and one close order"
+    );
+    close
+}
+
+#[tokio::test]
+async fn a_take_profit_closes_the_long_exactly_once() {
+    let stack = stack_with_monitor().await;
+    stack.pin("AXSUSDT", "6.250").await;
+    open(&stack, json!({"intent_id": "tp-1", "symbol": "AXSUSDT", "action": "BUY", "quantity": 20, "take_profit_pct": 2, "stop_loss_pct": 1})).await;
+    stack.pin("AXSUSDT", "6.300").await;
+    stack.pin("AXSUSDT", "6.450").await;
+    assert_closed_once(&stack, "tp-1", "AXSUSDT").await;
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_stop_loss_closes_the_short_exactly_once() {
+    let stack = stack_with_monitor().await;
+    stack.pin("ETHUSDT", "3400.00").await;
+    open(&stack, json!({"intent_id": "sl-1", "symbol": "ETHUSDT", "action": "SELL", "quantity": 0.05, "stop_loss_pct": 1})).await;
+    stack.pin("ETHUSDT", "3450.00").await;
+    assert_closed_once(&stack, "sl-1", "ETHUSDT").await;
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_trailing_stop_closes_after_the_peak_exactly_once() {
+    let stack = stack_with_monitor().await;
+    stack.pin("SOLUSDT", "180.00").await;
+    open(&stack, json!({"intent_id": "tr-1", "symbol": "SOLUSDT", "action": "BUY", "quantity": 1, "stop_loss_pct": 5, "trailing_pct": 1})).await;
+    for price in ["185.00", "190.00", "189.00"] {
+        stack.pin("SOLUSDT", price).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        stack.position_amt("SOLUSDT").await,
+        Decimal::ONE,
+        "still open above the trailing stop"
+    );
+    stack.pin("SOLUSDT", "187.50").await;
+    let close = assert_closed_once(&stack, "tr-1", "SOLUSDT").await;
+    assert!(
+        close["entry_price"].to_string().parse::<Decimal>().unwrap() > Decimal::from(180),
+        "closed in profit"
+    );
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn an_invalid_result_is_dead_lettered_and_the_monitor_keeps_working() {
+    let stack = stack_with_monitor().await;
+    // The incident's own result: "filled" with a zero price.
+    let incident = r#"{"symbol":"AXSUSDT","action":"BUY","entry_price":0.0,"position_size_usd":0.0,"leverage":10.0,"status":"filled","intent_id":"bad-1"}"#;
+    stack
+        .bus
+        .publish(keys::TRADE_EXECUTION_RESULT, incident)
+        .await
+        .unwrap();
+    stack
+        .bus
+        .publish(keys::TRADE_EXECUTION_RESULT, "not json")
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let letters = stack.dead_letters().await;
+        if letters
+            .iter()
+            .filter(|l| l["stream"] == keys::TRADE_EXECUTION_RESULT)
+            .count()
+            == 2
+        {
+            assert!(
+                letters.iter().any(|l| l["reason"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("a fill needs both above zero")),
+                "{letters:?}"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not dead-lettered: {letters:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let invalid = stack
+        .monitor
+        .as_ref()
+        .unwrap()
+        .counters
+        .invalid_results
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(invalid, 2);
+    stack.pin("XRPUSDT", "2.3000").await;
+    open(&stack, json!({"intent_id": "ok-1", "symbol": "XRPUSDT", "action": "BUY", "quantity": 10, "take_profit_pct": 1, "stop_loss_pct": 1})).await;
+    stack.pin("XRPUSDT", "2.4000").await;
+    assert_closed_once(&stack, "ok-1", "XRPUSDT").await;
+    stack.stop().await;
+}
