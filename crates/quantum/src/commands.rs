@@ -118,6 +118,49 @@ pub async fn execution(
     Ok(())
 }
 
+/// `quantum exit-monitor`.
+pub async fn exit_monitor(
+    args: ConnectionArgs,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let settings = args.settings()?;
+    rest_client(&settings)?;
+    let running = service::exit_monitor::start(settings)
+        .await
+        .context("cannot start the exit monitor")?;
+    let token = running.shutdown_token();
+    let waiting = running.wait();
+    tokio::pin!(waiting);
+    tokio::select! {
+        _ = shutdown => {
+            token.cancel();
+            waiting.await?;
+        }
+        done = &mut waiting => done?,
+    }
+    Ok(())
+}
+
+/// `quantum run`: the execution service and the exit monitor in one process, over Redis.
+pub async fn run_both(
+    args: ConnectionArgs,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let settings = args.settings()?;
+    rest_client(&settings)?;
+    let execution = service::start(settings.clone())
+        .await
+        .context("cannot start the execution service")?;
+    let monitor = service::exit_monitor::start(settings)
+        .await
+        .context("cannot start the exit monitor")?;
+    shutdown.await;
+    // The monitor stops first, so no close intent is sent to an execution service that is leaving.
+    monitor.stop().await?;
+    execution.stop().await?;
+    Ok(())
+}
+
 /// `quantum intent`: publishes one intent and waits for its result.
 #[derive(Debug, clap::Args)]
 pub struct IntentArgs {

@@ -32,6 +32,10 @@ enum Command {
     Sim(SimArgs),
     /// Run the execution service: intents from Redis to confirmed results.
     Execution(commands::ConnectionArgs),
+    /// Run the exit monitor: track filled positions and close them on TP / SL / trailing stop.
+    ExitMonitor(commands::ConnectionArgs),
+    /// Run the execution service and the exit monitor in one process (over Redis).
+    Run(commands::ConnectionArgs),
     /// Publish one trade intent and wait for its result.
     Intent(commands::IntentArgs),
     /// List recent orders of a symbol on the exchange.
@@ -110,6 +114,10 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Sim(args) => runtime.block_on(run_sim(args)),
         Command::Execution(args) => runtime.block_on(commands::execution(args, shutdown_signal())),
+        Command::ExitMonitor(args) => {
+            runtime.block_on(commands::exit_monitor(args, shutdown_signal()))
+        }
+        Command::Run(args) => runtime.block_on(commands::run_both(args, shutdown_signal())),
         Command::Intent(args) => runtime.block_on(commands::intent(args)),
         Command::Orders {
             connection,
