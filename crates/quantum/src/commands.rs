@@ -104,6 +104,16 @@ pub async fn execution(
     let running = service::start(settings)
         .await
         .context("cannot start the execution service")?;
+    supervise(running, shutdown).await?;
+    tracing::info!("execution service stopped");
+    Ok(())
+}
+
+/// Runs a service until it ends by itself or `shutdown` completes, then stops it gracefully.
+async fn supervise(
+    running: service::Running,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     let token = running.shutdown_token();
     let waiting = running.wait();
     tokio::pin!(waiting);
@@ -114,7 +124,6 @@ pub async fn execution(
         }
         done = &mut waiting => done?,
     }
-    tracing::info!("execution service stopped");
     Ok(())
 }
 
@@ -125,20 +134,10 @@ pub async fn exit_monitor(
 ) -> anyhow::Result<()> {
     let settings = args.settings()?;
     rest_client(&settings)?;
-    let running = service::exit_monitor::start(settings)
+    let (running, _counters) = service::exit_monitor::start(settings)
         .await
         .context("cannot start the exit monitor")?;
-    let token = running.shutdown_token();
-    let waiting = running.wait();
-    tokio::pin!(waiting);
-    tokio::select! {
-        _ = shutdown => {
-            token.cancel();
-            waiting.await?;
-        }
-        done = &mut waiting => done?,
-    }
-    Ok(())
+    supervise(running, shutdown).await
 }
 
 /// `quantum run`: the execution service and the exit monitor in one process, over Redis.
@@ -151,7 +150,7 @@ pub async fn run_both(
     let execution = service::start(settings.clone())
         .await
         .context("cannot start the execution service")?;
-    let monitor = service::exit_monitor::start(settings)
+    let (monitor, _counters) = service::exit_monitor::start(settings)
         .await
         .context("cannot start the exit monitor")?;
     shutdown.await;

@@ -50,7 +50,7 @@ async fn main() {
     )
     .unwrap();
     let bus = Bus::connect(&settings.bus_config()).await.unwrap();
-    let monitor = service::exit_monitor::start(settings).await.unwrap();
+    let (monitor, counters) = service::exit_monitor::start(settings).await.unwrap();
     let http = reqwest::Client::new();
     let pin = |price: String| {
         let http = http.clone();
@@ -72,11 +72,11 @@ async fn main() {
             "entry_price": 3000, "executed_qty": 0.01, "position_size_usd": 30, "commission": 0,
             "take_profit_pct": 1, "stop_loss_pct": 1, "published_at": 0,
         });
-        let opened = monitor.counters.lots_opened.load(Ordering::Relaxed);
+        let opened = counters.lots_opened.load(Ordering::Relaxed);
         bus.publish(keys::TRADE_EXECUTION_RESULT, &result.to_string())
             .await
             .unwrap();
-        while monitor.counters.lots_opened.load(Ordering::Relaxed) == opened {
+        while counters.lots_opened.load(Ordering::Relaxed) == opened {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         // Let the stream subscription settle before the measured tick.

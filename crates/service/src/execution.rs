@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{ExecutionSettings, Settings};
+pub use crate::running::Running;
 
 /// How long progress records live: far longer than any redelivery can come.
 const PROGRESS_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -212,41 +213,6 @@ fn report_from_order(source: ReportSource, order: &binance::Order) -> Option<Rep
     })
 }
 
-/// A running execution service (see [`start`]).
-#[derive(Debug)]
-pub struct Running {
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), ServiceError>>,
-}
-
-impl Running {
-    /// Stops taking intents, lets those in flight finish, and waits for the service to end.
-    pub async fn stop(self) -> Result<(), ServiceError> {
-        self.shutdown.cancel();
-        self.wait().await
-    }
-
-    /// Waits for the service to end by itself (an error, or a shutdown requested elsewhere).
-    pub async fn wait(self) -> Result<(), ServiceError> {
-        match self.task.await {
-            Ok(result) => result,
-            Err(e) if e.is_cancelled() => Ok(()),
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
-        }
-    }
-
-    /// Ends the service at once, as a crash would: nothing in flight is finished or acked.
-    pub async fn kill(self) {
-        self.task.abort();
-        let _ = self.task.await;
-    }
-
-    /// The token that stops the service when cancelled.
-    pub fn shutdown_token(&self) -> CancellationToken {
-        self.shutdown.clone()
-    }
-}
-
 /// Connects to the exchange and the bus described by `settings` and starts the execution
 /// service in a task.
 pub async fn start(settings: Settings) -> Result<Running, ServiceError> {
@@ -254,7 +220,7 @@ pub async fn start(settings: Settings) -> Result<Running, ServiceError> {
     let bus = Bus::connect(&settings.bus_config()).await?;
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(Executor::new(rest, bus, settings).run(shutdown.clone()));
-    Ok(Running { shutdown, task })
+    Ok(Running::new(shutdown, task))
 }
 
 /// The execution service's shared parts.

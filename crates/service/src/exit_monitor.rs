@@ -25,6 +25,7 @@ use tracing::{error, info, warn};
 
 use crate::config::Settings;
 use crate::execution::{now_ms, ServiceError};
+use crate::running::Running;
 
 /// Counters the monitor keeps (exported as metrics with issue 5).
 #[derive(Debug, Default)]
@@ -35,40 +36,8 @@ pub struct Counters {
     pub lots_closed: AtomicU64,
 }
 
-/// A running exit monitor.
-#[derive(Debug)]
-pub struct Running {
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), ServiceError>>,
-    pub counters: Arc<Counters>,
-}
-
-impl Running {
-    pub async fn stop(self) -> Result<(), ServiceError> {
-        self.shutdown.cancel();
-        self.wait().await
-    }
-
-    pub async fn wait(self) -> Result<(), ServiceError> {
-        match self.task.await {
-            Ok(result) => result,
-            Err(e) if e.is_cancelled() => Ok(()),
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
-        }
-    }
-
-    pub async fn kill(self) {
-        self.task.abort();
-        let _ = self.task.await;
-    }
-
-    pub fn shutdown_token(&self) -> CancellationToken {
-        self.shutdown.clone()
-    }
-}
-
 /// Connects and starts the exit monitor in a task.
-pub async fn start(settings: Settings) -> Result<Running, ServiceError> {
+pub async fn start(settings: Settings) -> Result<(Running, Arc<Counters>), ServiceError> {
     let rest = RestClient::new(settings.binance_config()?)?;
     let bus = Bus::connect(&settings.bus_config()).await?;
     let shutdown = CancellationToken::new();
@@ -80,11 +49,7 @@ pub async fn start(settings: Settings) -> Result<Running, ServiceError> {
         counters: counters.clone(),
     };
     let task = tokio::spawn(monitor.run(shutdown.clone()));
-    Ok(Running {
-        shutdown,
-        task,
-        counters,
-    })
+    Ok((Running::new(shutdown, task), counters))
 }
 
 struct Monitor {

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod execution;
 pub mod exit_monitor;
+mod running;
 
 pub use config::{ConfigError, FileConfig, Overrides, Settings};
 pub use execution::{start, Executor, Running, ServiceError};

@@ -147,7 +147,7 @@ async fn an_invalid_result_is_dead_lettered_and_the_monitor_keeps_working() {
         .monitor
         .as_ref()
         .unwrap()
-        .counters
+        .1
         .invalid_results
         .load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(invalid, 2);

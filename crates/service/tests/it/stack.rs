@@ -17,7 +17,10 @@ pub struct Stack {
     pub redis: RedisServer,
     pub bus: Bus,
     service: Option<service::Running>,
-    pub monitor: Option<service::exit_monitor::Running>,
+    pub monitor: Option<(
+        service::Running,
+        std::sync::Arc<service::exit_monitor::Counters>,
+    )>,
     pub fill_timeout: Duration,
     http: reqwest::Client,
 }
@@ -111,9 +114,7 @@ impl Stack {
     /// Lots the monitor has opened so far.
     pub fn lots_opened(&self) -> u64 {
         self.monitor.as_ref().map_or(0, |m| {
-            m.counters
-                .lots_opened
-                .load(std::sync::atomic::Ordering::Relaxed)
+            m.1.lots_opened.load(std::sync::atomic::Ordering::Relaxed)
         })
     }
 
@@ -137,7 +138,7 @@ impl Stack {
     }
 
     pub async fn stop(mut self) {
-        if let Some(monitor) = self.monitor.take() {
+        if let Some((monitor, _)) = self.monitor.take() {
             let _ = tokio::time::timeout(Duration::from_secs(10), monitor.stop()).await;
         }
         if let Some(running) = self.service.take() {
