@@ -162,6 +162,39 @@ impl Book {
         Ok(self.lots.entry(lot.id.clone()).or_insert(lot))
     }
 
+    /// Tracks a position found on the exchange that no result told this book about (opened by
+    /// hand, or while results were lost), under `default_plan`.
+    pub fn adopt(
+        &mut self,
+        symbol: &str,
+        amount: Decimal,
+        entry: Decimal,
+        default_plan: &ExitPlan,
+        now: i64,
+    ) -> Result<&Lot, PlanError> {
+        let direction = if amount > Decimal::ZERO {
+            Direction::Long
+        } else {
+            Direction::Short
+        };
+        let levels = Levels::resolve(direction, entry, default_plan)?;
+        let lot = Lot {
+            id: format!("exchange-{symbol}-{now}"),
+            symbol: symbol.to_string(),
+            direction,
+            qty: amount.abs(),
+            entry,
+            entry_fee: Decimal::ZERO,
+            trail: TrailState::new(&levels),
+            levels,
+            opened_at: now,
+            closing: None,
+            retry_at: None,
+            failed_closes: 0,
+        };
+        Ok(self.lots.entry(lot.id.clone()).or_insert(lot))
+    }
+
     /// Puts back a lot restored from persisted state or the exchange.
     pub fn restore(&mut self, lot: Lot) {
         self.lots.insert(lot.id.clone(), lot);

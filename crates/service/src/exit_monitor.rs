@@ -6,8 +6,9 @@
 //!
 //! Tasks: an intake task reads the results stream and hands each entry to the engine loop, which
 //! owns the book, applies results, price ticks and the REST fallback, and acks each entry once it
-//! is applied. Not yet here (issue 4, in progress): exchange-side protective orders, restart
-//! reconciliation with the exchange, persisted monitor state.
+//! is applied. The book is saved on the bus after every change and, on start, rebuilt from it
+//! and checked against the exchange's positions before any tick is acted on. Not yet here
+//! (issue 4, in progress): exchange-side protective orders.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +26,7 @@ use tracing::{error, info, warn};
 
 use crate::config::Settings;
 use crate::execution::{now_ms, ServiceError};
+use crate::monitor_state;
 use crate::running::Running;
 
 /// Counters the monitor keeps (exported as metrics with issue 5).
@@ -78,11 +80,23 @@ impl Monitor {
             entries_tx,
             shutdown.clone(),
         ));
-        let mut book = Book::default();
+        let mut book = self.restore().await?;
         let mut watched: BTreeSet<String> = BTreeSet::new();
         let mut last_tick: BTreeMap<String, i64> = BTreeMap::new();
         let mut stale_logged: BTreeSet<String> = BTreeSet::new();
         let mut fallback = tokio::time::interval(Duration::from_secs(1));
+        if !book.symbols().is_empty() {
+            let streams: Vec<String> = book
+                .symbols()
+                .iter()
+                .map(|s| mark_price_stream(s))
+                .collect();
+            let _ = prices.subscribe(streams).await;
+            for s in book.symbols() {
+                last_tick.insert(s.clone(), now_ms());
+            }
+            watched = book.symbols();
+        }
         info!(
             "exit monitor reading {} as {group}",
             keys::TRADE_EXECUTION_RESULT
@@ -94,6 +108,7 @@ impl Monitor {
                 entry = entries.recv() => {
                     let Some(entry) = entry else { break };
                     self.on_entry(&mut book, &entry).await;
+                    self.save(&book).await;
                     if let Err(e) = self.bus.ack(keys::TRADE_EXECUTION_RESULT, &group, &entry.id).await {
                         error!("cannot ack result entry {}: {e}", entry.id);
                     }
@@ -117,7 +132,9 @@ impl Monitor {
                         if stale_logged.remove(&update.symbol) {
                             info!("mark price stream for {} is live again", update.symbol);
                         }
-                        self.on_price(&mut book, &update.symbol, update.mark_price).await;
+                        if self.on_price(&mut book, &update.symbol, update.mark_price).await {
+                            self.save(&book).await;
+                        }
                     }
                     Some(MarketEvent::Disconnected { reason, .. }) => warn!("mark price stream disconnected: {reason}; REST polling covers the gap"),
                     Some(_) => {}
@@ -134,7 +151,11 @@ impl Monitor {
                             warn!("no mark price for {symbol} for {age} ms: falling back to REST premiumIndex polling");
                         }
                         match self.rest.premium_index(&symbol).await {
-                            Ok(p) => self.on_price(&mut book, &symbol, p.mark_price).await,
+                            Ok(p) => {
+                                if self.on_price(&mut book, &symbol, p.mark_price).await {
+                                    self.save(&book).await;
+                                }
+                            }
                             Err(e) => error!("{symbol} is held and its price is unknown: premiumIndex failed: {e}"),
                         }
                     }
@@ -256,8 +277,11 @@ impl Monitor {
         }
     }
 
-    async fn on_price(&self, book: &mut Book, symbol: &str, mark: Decimal) {
-        for action in book.on_price(symbol, mark, now_ms()) {
+    /// Applies a mark price; returns true when the book changed (to be saved).
+    async fn on_price(&self, book: &mut Book, symbol: &str, mark: Decimal) -> bool {
+        let actions = book.on_price(symbol, mark, now_ms());
+        let changed = !actions.is_empty();
+        for action in actions {
             match action {
                 BookAction::TrailUpdate { lot, peak } => {
                     info!("TRAIL_UPDATE lot={lot} {symbol} peak={peak}")
@@ -298,6 +322,61 @@ impl Monitor {
                 }
             }
         }
+        changed
+    }
+
+    async fn save(&self, book: &Book) {
+        if let Err(e) = monitor_state::save(&self.bus, book.lots()).await {
+            error!("cannot save the monitor state ({e}); a restart now would rebuild it from the exchange only");
+        }
+    }
+
+    /// Rebuilds the book before any tick is acted on: the saved lots, checked against the
+    /// exchange's positions. A saved lot whose symbol is flat on the exchange was closed while
+    /// the monitor was down; an exchange position the book does not know gets the default plan.
+    async fn restore(&self) -> Result<Book, ServiceError> {
+        let mut book = Book::default();
+        match monitor_state::load(&self.bus).await? {
+            Ok(lots) => {
+                for lot in lots {
+                    book.restore(lot);
+                }
+            }
+            Err(e) => error!("{e}; rebuilding the book from the exchange's positions only"),
+        }
+        let positions = self.rest.position_risk(None).await?;
+        let mut held: BTreeMap<String, (Decimal, Decimal)> = BTreeMap::new();
+        for p in positions.iter().filter(|p| !p.position_amt.is_zero()) {
+            let e = held.entry(p.symbol.clone()).or_default();
+            e.0 += p.position_amt;
+            e.1 = p.entry_price;
+        }
+        for lot in book.lots().cloned().collect::<Vec<_>>() {
+            if !held.contains_key(&lot.symbol) {
+                info!(
+                    "lot {} {} is flat on the exchange: it was closed while the monitor was down (protective order or by hand); no longer tracked",
+                    lot.id, lot.symbol
+                );
+                book.remove(&lot.id);
+            }
+        }
+        for (symbol, (amount, entry)) in held {
+            let tracked = book.net_qty(&symbol);
+            if tracked.is_zero() {
+                match book.adopt(&symbol, amount, entry, &self.settings.exit.default_plan, now_ms()) {
+                    Ok(lot) => warn!(
+                        "position {symbol} {amount} @ {entry} on the exchange is unknown to quantum: tracking it as {} with the default plan (stop_loss={:?} take_profit={:?})",
+                        lot.id, lot.levels.stop_loss, lot.levels.take_profit
+                    ),
+                    Err(e) => error!("position {symbol} {amount} @ {entry} is UNPROTECTED: the default plan cannot apply ({e})"),
+                }
+            } else if tracked != amount {
+                warn!("{symbol}: the exchange holds {amount}, the saved lots {tracked}; trusting the lots' plans, check with `quantum orders`");
+            }
+        }
+        info!("exit monitor restored {} lots", book.lots().count());
+        self.save(&book).await;
+        Ok(book)
     }
 }
 

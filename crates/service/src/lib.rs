@@ -5,6 +5,7 @@
 pub mod config;
 pub mod execution;
 pub mod exit_monitor;
+mod monitor_state;
 mod running;
 
 pub use config::{ConfigError, FileConfig, Overrides, Settings};

@@ -157,3 +157,44 @@ async fn an_invalid_result_is_dead_lettered_and_the_monitor_keeps_working() {
     assert_closed_once(&stack, "ok-1", "XRPUSDT").await;
     stack.stop().await;
 }
+
+#[tokio::test]
+async fn a_monitor_killed_and_restarted_with_a_position_open_still_closes_it() {
+    let mut stack = stack_with_monitor().await;
+    stack.pin("BNBUSDT", "650.000").await;
+    open(&stack, json!({"intent_id": "rs-1", "symbol": "BNBUSDT", "action": "BUY", "quantity": 0.2, "take_profit_pct": 2, "stop_loss_pct": 1})).await;
+    stack.kill_monitor().await;
+    stack.start_monitor().await;
+    stack.pin("BNBUSDT", "665.000").await;
+    assert_closed_once(&stack, "rs-1", "BNBUSDT").await;
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_position_unknown_to_quantum_gets_the_default_stop_loss_on_start() {
+    let mut stack = Stack::start(Options::default()).await;
+    stack.pin("DOGEUSDT", "0.400000").await;
+    // Opened by hand on the exchange: no intent, no result.
+    let order = stack.place_on_exchange("DOGEUSDT", "BUY", "100").await;
+    assert_eq!(order["status"], "FILLED", "{order}");
+    stack.start_monitor().await;
+    // The default plan's stop-loss is 2 % below the exchange's entry price.
+    stack.pin("DOGEUSDT", "0.380000").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while stack.position_amt("DOGEUSDT").await != Decimal::ZERO {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the adopted position was never closed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let closes: Vec<Value> = stack
+        .results()
+        .await
+        .into_iter()
+        .filter(|r| r["action"] == "CLOSE")
+        .collect();
+    assert_eq!(closes.len(), 1, "{closes:?}");
+    assert_eq!(closes[0]["status"], "filled");
+    stack.stop().await;
+}

@@ -111,6 +111,13 @@ impl Stack {
         );
     }
 
+    /// Kills the exit monitor as a crash would.
+    pub async fn kill_monitor(&mut self) {
+        if let Some((monitor, _)) = self.monitor.take() {
+            monitor.kill().await;
+        }
+    }
+
     /// Lots the monitor has opened so far.
     pub fn lots_opened(&self) -> u64 {
         self.monitor.as_ref().map_or(0, |m| {
@@ -208,6 +215,29 @@ impl Stack {
             .filter_map(|e| e.payload.ok())
             .map(|p| serde_json::from_str(&p).expect("dead letters are JSON"))
             .collect()
+    }
+
+    /// Places a MARKET order directly on the simulator, as a person would by hand.
+    pub async fn place_on_exchange(&self, symbol: &str, side: &str, qty: &str) -> Value {
+        let payload = format!(
+            "symbol={symbol}&side={side}&type=MARKET&quantity={qty}&newOrderRespType=RESULT&timestamp={}",
+            now_ms()
+        );
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(simulator::DEFAULT_API_SECRET.as_bytes()).unwrap();
+        mac.update(payload.as_bytes());
+        let sig = hex::encode(mac.finalize().into_bytes());
+        self.http
+            .post(format!("{}/fapi/v1/order", self.sim.base_url()))
+            .header("X-MBX-APIKEY", simulator::DEFAULT_API_KEY)
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(format!("{payload}&signature={sig}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     async fn signed_get(&self, path: &str, query: &str) -> Value {
