@@ -58,6 +58,7 @@ pub struct ExitFile {
     pub default_trailing_pct: Option<Decimal>,
     pub allow_unprotected: Option<bool>,
     pub price_stale_after: Option<String>,
+    pub exchange_protection: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -198,6 +199,8 @@ pub struct ExitSettings {
     pub default_plan: model::ExitPlan,
     /// A symbol with no mark price for this long is polled over REST instead.
     pub price_stale_after: Duration,
+    /// Keep STOP_MARKET / TAKE_PROFIT_MARKET close-position orders on the exchange.
+    pub exchange_protection: bool,
 }
 
 /// Everything the services need.
@@ -389,6 +392,7 @@ impl Settings {
                 "price_stale_after",
                 file.exit.price_stale_after.as_deref().unwrap_or("5s"),
             )?,
+            exchange_protection: file.exit.exchange_protection.unwrap_or(true),
         };
         Ok(Settings {
             exit,

@@ -7,8 +7,9 @@
 //! Tasks: an intake task reads the results stream and hands each entry to the engine loop, which
 //! owns the book, applies results, price ticks and the REST fallback, and acks each entry once it
 //! is applied. The book is saved on the bus after every change and, on start, rebuilt from it
-//! and checked against the exchange's positions before any tick is acted on. Not yet here
-//! (issue 4, in progress): exchange-side protective orders.
+//! and checked against the exchange's positions before any tick is acted on. Exchange-side
+//! protective orders are kept in line with the lots (see [`crate::protection`]), and a position
+//! that goes flat on the exchange without a close of ours is noticed within five seconds.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,6 +28,7 @@ use tracing::{error, info, warn};
 use crate::config::Settings;
 use crate::execution::{now_ms, ServiceError};
 use crate::monitor_state;
+use crate::protection;
 use crate::running::Running;
 
 /// Counters the monitor keeps (exported as metrics with issue 5).
@@ -81,6 +83,13 @@ impl Monitor {
             shutdown.clone(),
         ));
         let mut book = self.restore().await?;
+        if self.settings.exit.exchange_protection {
+            for symbol in book.symbols() {
+                self.protect(&book, &symbol).await;
+            }
+            protection::cancel_orphans(&self.rest, &book.symbols()).await;
+        }
+        let mut position_check = tokio::time::interval(Duration::from_secs(5));
         let mut watched: BTreeSet<String> = BTreeSet::new();
         let mut last_tick: BTreeMap<String, i64> = BTreeMap::new();
         let mut stale_logged: BTreeSet<String> = BTreeSet::new();
@@ -109,6 +118,17 @@ impl Monitor {
                     let Some(entry) = entry else { break };
                     self.on_entry(&mut book, &entry).await;
                     self.save(&book).await;
+                    let symbol = entry.payload.as_ref().ok()
+                        .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok())
+                        .and_then(|v| v["symbol"].as_str().map(str::to_string));
+                    if let Some(symbol) = symbol {
+                        // A close that failed may have failed because the exchange closed the
+                        // position first (its protective order fired in the same move): look.
+                        if book.lots().any(|l| l.symbol == symbol && l.retry_at.is_some()) && self.check_positions(&mut book).await {
+                            self.save(&book).await;
+                        }
+                        self.protect(&book, &symbol).await;
+                    }
                     if let Err(e) = self.bus.ack(keys::TRADE_EXECUTION_RESULT, &group, &entry.id).await {
                         error!("cannot ack result entry {}: {e}", entry.id);
                     }
@@ -140,6 +160,11 @@ impl Monitor {
                     Some(_) => {}
                     None => break,
                 },
+                _ = position_check.tick(), if !watched.is_empty() => {
+                    if self.check_positions(&mut book).await {
+                        self.save(&book).await;
+                    }
+                }
                 _ = fallback.tick() => {
                     let stale_after = i64::try_from(self.settings.exit.price_stale_after.as_millis()).unwrap_or(i64::MAX);
                     for symbol in watched.clone() {
@@ -298,6 +323,11 @@ impl Monitor {
                         "{} lot={lot} {symbol} mark={mark} trigger={trigger:?}",
                         trigger.marker()
                     );
+                    if self.settings.exit.exchange_protection {
+                        // A resting close-position order would get the reduce-only close refused;
+                        // the monitor is live and closing, and puts them back if the close fails.
+                        protection::cancel_all(&self.rest, &symbol).await;
+                    }
                     let intent = serde_json::json!({
                         "intent_id": intent_id,
                         "symbol": symbol,
@@ -321,6 +351,62 @@ impl Monitor {
                     }
                 }
             }
+        }
+        changed
+    }
+
+    /// Brings the symbol's exchange-side orders in line with its lots (none while a close is in
+    /// flight: see `protection`).
+    async fn protect(&self, book: &Book, symbol: &str) {
+        if !self.settings.exit.exchange_protection {
+            return;
+        }
+        let lots: Vec<&engine::book::Lot> = book.lots().filter(|l| l.symbol == symbol).collect();
+        if lots.iter().any(|l| l.closing.is_some()) {
+            protection::cancel_all(&self.rest, symbol).await;
+        } else {
+            protection::sync(&self.rest, symbol, &lots).await;
+        }
+    }
+
+    /// Notices positions that went flat on the exchange without a close of ours (an
+    /// exchange-side stop fired, or someone closed by hand): records the exit and cancels what
+    /// is left of the protective orders. Returns true when the book changed.
+    async fn check_positions(&self, book: &mut Book) -> bool {
+        let positions = match self.rest.position_risk(None).await {
+            Ok(p) => p,
+            Err(e) => {
+                warn!("cannot read positions to check for exchange-side exits: {e}");
+                return false;
+            }
+        };
+        let held: BTreeSet<String> = positions
+            .iter()
+            .filter(|p| !p.position_amt.is_zero())
+            .map(|p| p.symbol.clone())
+            .collect();
+        let mut changed = false;
+        for symbol in book.symbols() {
+            let lots: Vec<engine::book::Lot> = book
+                .lots()
+                .filter(|l| l.symbol == symbol)
+                .cloned()
+                .collect();
+            if held.contains(&symbol) || lots.iter().any(|l| l.closing.is_some()) {
+                continue;
+            }
+            for lot in lots {
+                info!(
+                    "lot {} {} closed on the exchange, not by quantum (its protective order fired, or by hand); recorded as exited",
+                    lot.id, lot.symbol
+                );
+                book.remove(&lot.id);
+                self.counters.lots_closed.fetch_add(1, Ordering::Relaxed);
+            }
+            if self.settings.exit.exchange_protection {
+                protection::cancel_all(&self.rest, &symbol).await;
+            }
+            changed = true;
         }
         changed
     }

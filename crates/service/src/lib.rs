@@ -6,6 +6,7 @@ pub mod config;
 pub mod execution;
 pub mod exit_monitor;
 mod monitor_state;
+pub mod protection;
 mod running;
 
 pub use config::{ConfigError, FileConfig, Overrides, Settings};

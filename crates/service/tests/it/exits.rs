@@ -57,6 +57,10 @@ async fn assert_closed_once(stack: &Stack, lot: &str, symbol: &str) -> Value {
         2,
         "one entry and one close order"
     );
+    assert!(
+        stack.open_algo_orders(symbol).await.is_empty(),
+        "no protective order outlives its position"
+    );
     close
 }
 
@@ -66,7 +70,7 @@ async fn a_take_profit_closes_the_long_exactly_once() {
     stack.pin("AXSUSDT", "6.250").await;
     open(&stack, json!({"intent_id": "tp-1", "symbol": "AXSUSDT", "action": "BUY", "quantity": 20, "take_profit_pct": 2, "stop_loss_pct": 1})).await;
     stack.pin("AXSUSDT", "6.300").await;
-    stack.pin("AXSUSDT", "6.450").await;
+    stack.pin("AXSUSDT", "6.380").await;
     assert_closed_once(&stack, "tp-1", "AXSUSDT").await;
     stack.stop().await;
 }
@@ -153,7 +157,7 @@ async fn an_invalid_result_is_dead_lettered_and_the_monitor_keeps_working() {
     assert_eq!(invalid, 2);
     stack.pin("XRPUSDT", "2.3000").await;
     open(&stack, json!({"intent_id": "ok-1", "symbol": "XRPUSDT", "action": "BUY", "quantity": 10, "take_profit_pct": 1, "stop_loss_pct": 1})).await;
-    stack.pin("XRPUSDT", "2.4000").await;
+    stack.pin("XRPUSDT", "2.3250").await;
     assert_closed_once(&stack, "ok-1", "XRPUSDT").await;
     stack.stop().await;
 }
@@ -165,7 +169,7 @@ async fn a_monitor_killed_and_restarted_with_a_position_open_still_closes_it() {
     open(&stack, json!({"intent_id": "rs-1", "symbol": "BNBUSDT", "action": "BUY", "quantity": 0.2, "take_profit_pct": 2, "stop_loss_pct": 1})).await;
     stack.kill_monitor().await;
     stack.start_monitor().await;
-    stack.pin("BNBUSDT", "665.000").await;
+    stack.pin("BNBUSDT", "664.000").await;
     assert_closed_once(&stack, "rs-1", "BNBUSDT").await;
     stack.stop().await;
 }
@@ -179,7 +183,7 @@ async fn a_position_unknown_to_quantum_gets_the_default_stop_loss_on_start() {
     assert_eq!(order["status"], "FILLED", "{order}");
     stack.start_monitor().await;
     // The default plan's stop-loss is 2 % below the exchange's entry price.
-    stack.pin("DOGEUSDT", "0.380000").await;
+    stack.pin("DOGEUSDT", "0.391000").await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     while stack.position_amt("DOGEUSDT").await != Decimal::ZERO {
         assert!(
@@ -196,5 +200,95 @@ async fn a_position_unknown_to_quantum_gets_the_default_stop_loss_on_start() {
         .collect();
     assert_eq!(closes.len(), 1, "{closes:?}");
     assert_eq!(closes[0]["status"], "filled");
+    stack.stop().await;
+}
+
+/// Waits until the simulator shows `n` open algo orders for `symbol`.
+async fn wait_algo_orders(stack: &Stack, symbol: &str, n: usize) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let orders = stack.open_algo_orders(symbol).await;
+        if orders.len() == n {
+            return orders;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{symbol}: {} algo orders, expected {n}: {orders:?}",
+            orders.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_tracked_position_is_protected_on_the_exchange_behind_its_stop_and_target() {
+    let stack = stack_with_monitor().await;
+    stack.pin("AXSUSDT", "6.250").await;
+    open(&stack, json!({"intent_id": "pr-1", "symbol": "AXSUSDT", "action": "BUY", "quantity": 20, "take_profit_pct": 4, "stop_loss_pct": 2})).await;
+    let orders = wait_algo_orders(&stack, "AXSUSDT", 2).await;
+    for order in &orders {
+        assert_eq!(order["closePosition"], true, "{order}");
+        assert_eq!(order["side"], "SELL");
+        let trigger: Decimal = order["triggerPrice"].as_str().unwrap().parse().unwrap();
+        match order["orderType"].as_str().unwrap() {
+            // Entry 6.251-ish: the monitor's stop is 2 % below, the exchange's 0.5 % beyond it.
+            "STOP_MARKET" => assert!(
+                trigger < "6.13".parse::<Decimal>().unwrap()
+                    && trigger > "6.05".parse::<Decimal>().unwrap(),
+                "{order}"
+            ),
+            "TAKE_PROFIT_MARKET" => assert!(
+                trigger > "6.50".parse::<Decimal>().unwrap()
+                    && trigger < "6.56".parse::<Decimal>().unwrap(),
+                "{order}"
+            ),
+            other => panic!("unexpected {other}"),
+        }
+    }
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn the_exchange_stop_fires_while_the_monitor_is_down_and_on_restart_nothing_is_left_open() {
+    let mut stack = stack_with_monitor().await;
+    stack.pin("ETHUSDT", "3400.00").await;
+    open(&stack, json!({"intent_id": "dn-1", "symbol": "ETHUSDT", "action": "BUY", "quantity": 0.05, "take_profit_pct": 3, "stop_loss_pct": 1})).await;
+    wait_algo_orders(&stack, "ETHUSDT", 2).await;
+    stack.kill_monitor().await;
+    // The monitor is down; the exchange's own stop closes the position.
+    stack.pin("ETHUSDT", "3300.00").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while stack.position_amt("ETHUSDT").await != Decimal::ZERO {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the exchange-side stop did not close the position"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stack.start_monitor().await;
+    // On restart the exit is recorded, the sibling take-profit is cancelled, and no close is sent.
+    wait_algo_orders(&stack, "ETHUSDT", 0).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        stack.results().await.iter().all(|r| r["action"] != "CLOSE"),
+        "no close intent for a position already flat"
+    );
+    assert_eq!(stack.position_amt("ETHUSDT").await, Decimal::ZERO);
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_position_closed_on_the_exchange_while_the_monitor_runs_is_noticed_and_its_orders_cancelled(
+) {
+    let stack = stack_with_monitor().await;
+    stack.pin("BNBUSDT", "650.000").await;
+    open(&stack, json!({"intent_id": "hx-1", "symbol": "BNBUSDT", "action": "BUY", "quantity": 0.2, "take_profit_pct": 3, "stop_loss_pct": 2})).await;
+    wait_algo_orders(&stack, "BNBUSDT", 2).await;
+    // Closed by hand on the exchange, not through quantum.
+    let closed = stack.place_on_exchange("BNBUSDT", "SELL", "0.20").await;
+    assert_eq!(closed["status"], "FILLED", "{closed}");
+    wait_algo_orders(&stack, "BNBUSDT", 0).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(stack.results().await.iter().all(|r| r["action"] != "CLOSE"));
     stack.stop().await;
 }

@@ -260,6 +260,17 @@ impl Stack {
             .unwrap()
     }
 
+    /// The simulator's open algo (conditional) orders of `symbol`.
+    pub async fn open_algo_orders(&self, symbol: &str) -> Vec<Value> {
+        match self
+            .signed_get("/fapi/v1/openAlgoOrders", &format!("symbol={symbol}"))
+            .await
+        {
+            Value::Array(orders) => orders,
+            other => panic!("openAlgoOrders: {other}"),
+        }
+    }
+
     /// The simulator's own list of orders of `symbol`.
     pub async fn exchange_orders(&self, symbol: &str) -> Vec<Value> {
         match self
