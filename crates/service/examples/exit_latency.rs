@@ -3,10 +3,12 @@
 //!
 //! `cargo run --release -p service --example exit_latency [-- LOTS]`
 //!
-//! Starts the simulator, a throwaway redis-server and the exit monitor (no execution service:
-//! the filled results are published directly, and the close intents are only read back). For
-//! each lot: publish a filled result, wait until the monitor tracks it, pin the price over the
-//! take-profit, and time until the close intent is on `quantum:stream:trade.intent`.
+//! Starts the simulator (fills at once), a throwaway redis-server, the execution service and the
+//! exit monitor, with its exchange-side protective orders: their cancellation comes before the
+//! close intent, so it is part of the measured time. For each lot: open a position with an
+//! intent, wait until the monitor tracks it, pin the price over its take-profit (and short of the
+//! exchange-side order behind it), time until the close intent is on
+//! `quantum:stream:trade.intent`, then wait until the lot is closed.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -28,6 +30,12 @@ fn percentiles(mut v: Vec<Duration>) -> String {
     )
 }
 
+async fn wait(mut done: impl FnMut() -> bool) {
+    while !done() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let lots: usize = std::env::args()
@@ -36,6 +44,8 @@ async fn main() {
         .unwrap_or(50);
     let sim = simulator::spawn(SimConfig {
         tick_interval: Duration::from_secs(3600),
+        fill_delay: Duration::ZERO,
+        enforce_rate_limits: false,
         ..SimConfig::default()
     })
     .await
@@ -50,9 +60,10 @@ async fn main() {
     )
     .unwrap();
     let bus = Bus::connect(&settings.bus_config()).await.unwrap();
+    let execution = service::start(settings.clone()).await.unwrap();
     let (monitor, counters) = service::exit_monitor::start(settings).await.unwrap();
     let http = reqwest::Client::new();
-    let pin = |price: String| {
+    let pin = |price: &'static str| {
         let http = http.clone();
         let url = format!("{}/sim/v1/price", sim.base_url());
         async move {
@@ -65,24 +76,22 @@ async fn main() {
     };
     let mut samples = Vec::new();
     for i in 0..lots {
-        pin("3000.00".into()).await;
+        pin("3000.00").await;
         let id = format!("lat-{i}");
-        let result = serde_json::json!({
-            "intent_id": id, "symbol": "ETHUSDT", "action": "BUY", "status": "filled",
-            "entry_price": 3000, "executed_qty": 0.01, "position_size_usd": 30, "commission": 0,
-            "take_profit_pct": 1, "stop_loss_pct": 1, "published_at": 0,
+        let intent = serde_json::json!({
+            "intent_id": id, "symbol": "ETHUSDT", "action": "BUY", "quantity": 0.01,
+            "take_profit_pct": 1, "stop_loss_pct": 1,
         });
         let opened = counters.lots_opened.load(Ordering::Relaxed);
-        bus.publish(keys::TRADE_EXECUTION_RESULT, &result.to_string())
+        bus.publish(keys::TRADE_INTENT, &intent.to_string())
             .await
             .unwrap();
-        while counters.lots_opened.load(Ordering::Relaxed) == opened {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        // Let the stream subscription settle before the measured tick.
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        wait(|| counters.lots_opened.load(Ordering::Relaxed) > opened).await;
+        // Let the stream subscription and the protective orders settle before the measured tick.
+        tokio::time::sleep(Duration::from_millis(200)).await;
         let started = Instant::now();
-        pin("3040.00".into()).await;
+        // About 1.03 % over the entry: past the 1 % take-profit, short of the exchange's net.
+        pin("3031.00").await;
         let want = format!("close-{id}-1");
         loop {
             let found = bus
@@ -97,19 +106,13 @@ async fn main() {
             tokio::time::sleep(Duration::from_micros(200)).await;
         }
         samples.push(started.elapsed());
-        // Close the lot by answering its close intent, so the next lot starts from a clean book.
-        let close = serde_json::json!({
-            "intent_id": want, "symbol": "ETHUSDT", "action": "CLOSE", "status": "filled",
-            "entry_price": 3040, "executed_qty": 0.01, "commission": 0, "reduce_only": true, "published_at": 0,
-        });
-        bus.publish(keys::TRADE_EXECUTION_RESULT, &close.to_string())
-            .await
-            .unwrap();
+        wait(|| counters.lots_closed.load(Ordering::Relaxed) > i as u64).await;
     }
     println!(
         "price tick (POST /sim/v1/price) -> CLOSE intent on Redis: {}",
         percentiles(samples)
     );
     monitor.stop().await.unwrap();
+    execution.stop().await.unwrap();
     sim.shutdown().await;
 }
