@@ -315,3 +315,99 @@ pub async fn order(
     }
     Ok(())
 }
+
+/// `quantum positions`: each tracked position with its plan, the distance to each trigger, the
+/// protective orders on the exchange and the age of its price feed.
+pub async fn positions(connection: ConnectionArgs) -> anyhow::Result<()> {
+    let settings = connection.settings()?;
+    let bus = connect_bus(&settings).await?;
+    let rest = rest_client(&settings)?;
+    rest.sync_time().await?;
+    let lots = match service::monitor_state::load(&bus).await? {
+        Ok(lots) => lots,
+        Err(e) => bail!("{e}"),
+    };
+    let feed = service::monitor_state::load_feed(&bus).await?;
+    if lots.is_empty() {
+        println!("no tracked positions (is `quantum exit-monitor` running against this Redis?)");
+    }
+    let now = service::execution::now_ms();
+    let distance = |level: Option<Decimal>, mark: Decimal| match level {
+        Some(l) if !mark.is_zero() => format!(
+            "{} ({:+.2}%)",
+            l.normalize(),
+            (l - mark) / mark * Decimal::ONE_HUNDRED
+        ),
+        Some(l) => l.normalize().to_string(),
+        None => "-".to_string(),
+    };
+    for lot in &lots {
+        let mark = match rest.premium_index(&lot.symbol).await {
+            Ok(p) => p.mark_price,
+            Err(e) => {
+                eprintln!("{}: cannot read the mark price: {e}", lot.symbol);
+                Decimal::ZERO
+            }
+        };
+        let protective: Vec<String> = rest
+            .open_algo_orders(Some(&lot.symbol))
+            .await
+            .map(|orders| {
+                orders
+                    .into_iter()
+                    .filter(|o| service::protection::is_protective(&o.client_algo_id))
+                    .map(|o| {
+                        format!(
+                            "{}@{}",
+                            o.order_type.as_str(),
+                            o.trigger_price
+                                .map_or("?".into(), |p| p.normalize().to_string())
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_else(|e| vec![format!("unknown ({e})")]);
+        let trail = match lot.levels.trailing_pct {
+            Some(cb) => {
+                let stop = engine::exits::trailing_stop(lot.direction, lot.trail.peak, cb);
+                format!(
+                    "{cb}% peak {} stop {}",
+                    lot.trail.peak.normalize(),
+                    distance(Some(stop), mark)
+                )
+            }
+            None => "-".to_string(),
+        };
+        let feed_age = feed.get(&lot.symbol).map_or("unknown".to_string(), |t| {
+            format!("{:.1}s", (now - t) as f64 / 1000.0)
+        });
+        println!(
+            "{} {} {:?} qty {} entry {} mark {}",
+            lot.id,
+            lot.symbol,
+            lot.direction,
+            lot.qty.normalize(),
+            lot.entry.normalize(),
+            mark.normalize()
+        );
+        println!(
+            "    take-profit {}  stop-loss {}  trailing {}",
+            distance(lot.levels.take_profit, mark),
+            distance(lot.levels.stop_loss, mark),
+            trail
+        );
+        println!(
+            "    on the exchange: {}  price feed age: {feed_age}{}",
+            if protective.is_empty() {
+                "NONE".to_string()
+            } else {
+                protective.join(", ")
+            },
+            lot.closing.as_ref().map_or(String::new(), |c| format!(
+                "  close in flight: {}",
+                c.intent_id
+            ))
+        );
+    }
+    Ok(())
+}

@@ -58,6 +58,8 @@ enum Command {
         #[arg(long)]
         client_id: Option<String>,
     },
+    /// Show each tracked position: plan, distance to each trigger, protective orders, feed age.
+    Positions(commands::ConnectionArgs),
     /// Show the latest execution results on the bus.
     Results {
         #[command(flatten)]
@@ -119,6 +121,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Run(args) => runtime.block_on(commands::run_both(args, shutdown_signal())),
         Command::Intent(args) => runtime.block_on(commands::intent(args)),
+        Command::Positions(args) => runtime.block_on(commands::positions(args)),
         Command::Orders {
             connection,
             symbol,

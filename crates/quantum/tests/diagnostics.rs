@@ -128,3 +128,70 @@ fn mainnet_is_refused_without_allow_mainnet() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("allow-mainnet"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn positions_shows_the_plan_the_distances_and_the_exchange_side_orders() {
+    let sim = simulator::spawn(simulator::SimConfig::default())
+        .await
+        .unwrap();
+    let redis = testkit::RedisServer::start();
+    let settings = Settings::custom(
+        &sim.base_url(),
+        &sim.ws_url(),
+        &redis.url(),
+        simulator::DEFAULT_API_KEY,
+        simulator::DEFAULT_API_SECRET,
+    )
+    .unwrap();
+    let execution = service::start(settings.clone()).await.unwrap();
+    let (monitor, _) = service::exit_monitor::start(settings).await.unwrap();
+    let url = redis.url();
+    let (ok, out, err) = tokio::task::block_in_place(|| {
+        run(
+            &[
+                "intent",
+                "--symbol",
+                "ETHUSDT",
+                "--action",
+                "BUY",
+                "--quantity",
+                "0.05",
+                "--tp-pct",
+                "3",
+                "--sl-pct",
+                "1",
+                "--id",
+                "pos-1",
+                "--wait",
+                "20s",
+            ],
+            &sim,
+            &url,
+        )
+    });
+    assert!(ok, "{out}\n{err}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let out = loop {
+        let (ok, out, err) = tokio::task::block_in_place(|| run(&["positions"], &sim, &url));
+        assert!(ok, "quantum positions failed: {err}");
+        if out.contains("STOP_MARKET@")
+            && out.contains("TAKE_PROFIT_MARKET@")
+            && !out.contains("feed age: unknown")
+        {
+            break out;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "positions never showed the protection:\n{out}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(out.contains("pos-1 ETHUSDT Long qty 0.05"), "{out}");
+    assert!(
+        out.contains("take-profit") && out.contains("stop-loss") && out.contains('%'),
+        "{out}"
+    );
+    monitor.stop().await.unwrap();
+    execution.stop().await.unwrap();
+    sim.shutdown().await;
+}

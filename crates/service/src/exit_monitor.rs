@@ -166,6 +166,10 @@ impl Monitor {
                     }
                 }
                 _ = fallback.tick() => {
+                    let held: BTreeMap<String, i64> = last_tick.iter().filter(|(s, _)| watched.contains(*s)).map(|(s, t)| (s.clone(), *t)).collect();
+                    if let Err(e) = monitor_state::save_feed(&self.bus, &held).await {
+                        warn!("cannot save the price feed times: {e}");
+                    }
                     let stale_after = i64::try_from(self.settings.exit.price_stale_after.as_millis()).unwrap_or(i64::MAX);
                     for symbol in watched.clone() {
                         let age = now_ms() - last_tick.get(&symbol).copied().unwrap_or(0);

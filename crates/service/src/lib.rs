@@ -5,7 +5,7 @@
 pub mod config;
 pub mod execution;
 pub mod exit_monitor;
-mod monitor_state;
+pub mod monitor_state;
 pub mod protection;
 mod running;
 

@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 
 /// Where the lots are kept.
 pub const KEY: &str = "quantum:monitor:lots";
+/// Where the monitor writes, every second, when it last had a price for each held symbol.
+pub const FEED_KEY: &str = "quantum:monitor:feed";
 /// Kept far longer than any outage; rewritten on every change.
 const TTL: Duration = Duration::from_secs(90 * 24 * 3600);
 
@@ -134,6 +136,25 @@ pub async fn load(bus: &Bus) -> Result<Result<Vec<Lot>, String>, bus::Error> {
     Ok(serde_json::from_str::<Vec<LotRecord>>(&text)
         .map(|records| records.into_iter().map(from_record).collect())
         .map_err(|e| format!("saved monitor state {KEY} is unreadable: {e}")))
+}
+
+/// Saves the time of the last mark price per held symbol (ms), for `quantum positions`.
+pub async fn save_feed(
+    bus: &Bus,
+    last_tick: &std::collections::BTreeMap<String, i64>,
+) -> Result<(), bus::Error> {
+    let text = serde_json::to_string(last_tick).expect("a map of times serializes");
+    bus.progress_set(FEED_KEY, &text, Duration::from_secs(24 * 3600))
+        .await
+}
+
+/// The saved last-price times, empty when the monitor never wrote them.
+pub async fn load_feed(bus: &Bus) -> Result<std::collections::BTreeMap<String, i64>, bus::Error> {
+    Ok(bus
+        .progress_get(FEED_KEY)
+        .await?
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default())
 }
 
 #[cfg(test)]
