@@ -370,10 +370,20 @@ pub async fn positions(connection: ConnectionArgs) -> anyhow::Result<()> {
         let trail = match lot.levels.trailing_pct {
             Some(cb) => {
                 let stop = engine::exits::trailing_stop(lot.direction, lot.trail.peak, cb);
+                // The trail arms once its stop has passed the entry (see engine::exits).
+                let armed = match lot.direction {
+                    engine::exits::Direction::Long => stop >= lot.entry,
+                    engine::exits::Direction::Short => stop <= lot.entry,
+                };
                 format!(
-                    "{cb}% peak {} stop {}",
+                    "{cb}% peak {} stop {}{}",
                     lot.trail.peak.normalize(),
-                    distance(Some(stop), mark)
+                    distance(Some(stop), mark),
+                    if armed {
+                        ""
+                    } else {
+                        " (not armed until the stop passes the entry)"
+                    }
                 )
             }
             None => "-".to_string(),

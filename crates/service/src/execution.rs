@@ -753,6 +753,18 @@ impl Executor {
             },
             min_notional: rules.min_notional.unwrap_or(Decimal::ZERO),
         };
+        // An exit plan that cannot protect the position is refused now, against the mark price,
+        // rather than discovered after the fill (a long's stop above the price, ...).
+        if intent.action != Action::Close && !intent.exit_plan.is_empty() {
+            let direction = if intent.action == Action::Buy {
+                engine::exits::Direction::Long
+            } else {
+                engine::exits::Direction::Short
+            };
+            if let Err(e) = engine::exits::Levels::resolve(direction, mark, &intent.exit_plan) {
+                return Err(reject(format!("exit plan at mark price {mark}: {e}")));
+            }
+        }
         let (side, quantity, reduce_only) = match intent.action {
             Action::Buy | Action::Sell => {
                 let qty = sizing::size_order(

@@ -274,6 +274,10 @@ async fn bad_intents_are_rejected_dead_lettered_and_the_service_keeps_working() 
         ("g-zero", json!({"intent_id": "g-zero", "symbol": "AXSUSDT", "action": "BUY", "position_size_usd": 0}).to_string()),
         ("g-lev", json!({"intent_id": "g-lev", "symbol": "AXSUSDT", "action": "BUY", "quantity": 10, "leverage": 200}).to_string()),
         ("g-min", buy("g-min", "BTCUSDT", 20).to_string()),
+        (
+            "g-plan",
+            json!({"intent_id": "g-plan", "symbol": "AXSUSDT", "action": "BUY", "quantity": 10, "stop_loss_price": 100}).to_string(),
+        ),
     ];
     for (_, text) in &bad {
         stack.publish_raw(text).await;
