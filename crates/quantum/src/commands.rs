@@ -140,17 +140,36 @@ pub async fn exit_monitor(
     supervise(running, shutdown).await
 }
 
-/// `quantum run`: the execution service and the exit monitor in one process, over Redis.
+/// `quantum run` arguments.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+    /// Use an in-process bus instead of Redis (nothing survives a restart; intents can only come
+    /// from inside the process, so this is for demos and trying things out).
+    #[arg(long)]
+    pub in_process_bus: bool,
+}
+
+/// `quantum run`: the execution service and the exit monitor in one process.
 pub async fn run_both(
-    args: ConnectionArgs,
+    args: RunArgs,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let settings = args.settings()?;
+    let settings = args.connection.settings()?;
     rest_client(&settings)?;
-    let execution = service::start(settings.clone())
+    let bus = if args.in_process_bus {
+        tracing::warn!(
+            "in-process bus: intents, results and progress records live in this process only"
+        );
+        Bus::memory(settings.redis_max_len)
+    } else {
+        connect_bus(&settings).await?
+    };
+    let execution = service::start_with_bus(settings.clone(), bus.clone())
         .await
         .context("cannot start the execution service")?;
-    let (monitor, _counters) = service::exit_monitor::start(settings)
+    let (monitor, _counters) = service::exit_monitor::start_with_bus(settings, bus)
         .await
         .context("cannot start the exit monitor")?;
     shutdown.await;

@@ -34,8 +34,8 @@ enum Command {
     Execution(commands::ConnectionArgs),
     /// Run the exit monitor: track filled positions and close them on TP / SL / trailing stop.
     ExitMonitor(commands::ConnectionArgs),
-    /// Run the execution service and the exit monitor in one process (over Redis).
-    Run(commands::ConnectionArgs),
+    /// Run the execution service and the exit monitor in one process.
+    Run(commands::RunArgs),
     /// Publish one trade intent and wait for its result.
     Intent(commands::IntentArgs),
     /// List recent orders of a symbol on the exchange.

@@ -216,8 +216,14 @@ fn report_from_order(source: ReportSource, order: &binance::Order) -> Option<Rep
 /// Connects to the exchange and the bus described by `settings` and starts the execution
 /// service in a task.
 pub async fn start(settings: Settings) -> Result<Running, ServiceError> {
-    let rest = RestClient::new(settings.binance_config()?)?;
     let bus = Bus::connect(&settings.bus_config()).await?;
+    start_with_bus(settings, bus).await
+}
+
+/// Starts the execution service on a given bus (the in-process one for `quantum run
+/// --in-process-bus` and demos).
+pub async fn start_with_bus(settings: Settings, bus: Bus) -> Result<Running, ServiceError> {
+    let rest = RestClient::new(settings.binance_config()?)?;
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(Executor::new(rest, bus, settings).run(shutdown.clone()));
     Ok(Running::new(shutdown, task))

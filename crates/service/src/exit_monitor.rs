@@ -42,8 +42,16 @@ pub struct Counters {
 
 /// Connects and starts the exit monitor in a task.
 pub async fn start(settings: Settings) -> Result<(Running, Arc<Counters>), ServiceError> {
-    let rest = RestClient::new(settings.binance_config()?)?;
     let bus = Bus::connect(&settings.bus_config()).await?;
+    start_with_bus(settings, bus).await
+}
+
+/// Starts the exit monitor on a given bus (the in-process one for `quantum run --in-process-bus`).
+pub async fn start_with_bus(
+    settings: Settings,
+    bus: Bus,
+) -> Result<(Running, Arc<Counters>), ServiceError> {
+    let rest = RestClient::new(settings.binance_config()?)?;
     let shutdown = CancellationToken::new();
     let counters = Arc::new(Counters::default());
     let monitor = Monitor {

@@ -10,4 +10,4 @@ pub mod protection;
 mod running;
 
 pub use config::{ConfigError, FileConfig, Overrides, Settings};
-pub use execution::{start, Executor, Running, ServiceError};
+pub use execution::{start, start_with_bus, Executor, Running, ServiceError};

@@ -292,3 +292,71 @@ async fn a_position_closed_on_the_exchange_while_the_monitor_runs_is_noticed_and
     assert!(stack.results().await.iter().all(|r| r["action"] != "CLOSE"));
     stack.stop().await;
 }
+
+#[tokio::test]
+async fn both_services_work_over_the_in_process_bus() {
+    let sim = simulator::spawn(simulator::SimConfig {
+        fill_delay: Duration::from_millis(50),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    // Redis is never contacted: the URL points nowhere on purpose.
+    let settings = service::Settings::custom(
+        &sim.base_url(),
+        &sim.ws_url(),
+        "redis://127.0.0.1:1",
+        simulator::DEFAULT_API_KEY,
+        simulator::DEFAULT_API_SECRET,
+    )
+    .unwrap();
+    let bus = bus::Bus::memory(10_000);
+    let execution = service::start_with_bus(settings.clone(), bus.clone())
+        .await
+        .unwrap();
+    let (monitor, counters) = service::exit_monitor::start_with_bus(settings, bus.clone())
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let pin = |price: &'static str| {
+        let (http, url) = (http.clone(), format!("{}/sim/v1/price", sim.base_url()));
+        async move {
+            http.post(url)
+                .json(&json!({"symbol": "XRPUSDT", "price": price}))
+                .send()
+                .await
+                .unwrap();
+        }
+    };
+    pin("2.3000").await;
+    let intent = json!({"intent_id": "mem-1", "symbol": "XRPUSDT", "action": "BUY", "quantity": 10, "take_profit_pct": 1, "stop_loss_pct": 1});
+    bus.publish(keys::TRADE_INTENT, &intent.to_string())
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while counters
+        .lots_opened
+        .load(std::sync::atomic::Ordering::Relaxed)
+        == 0
+    {
+        assert!(tokio::time::Instant::now() < deadline, "never tracked");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    pin("2.3250").await;
+    while counters
+        .lots_closed
+        .load(std::sync::atomic::Ordering::Relaxed)
+        == 0
+    {
+        assert!(tokio::time::Instant::now() < deadline, "never closed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let results = bus.latest(keys::TRADE_EXECUTION_RESULT, 10).await.unwrap();
+    assert!(results.iter().any(|e| e
+        .payload
+        .as_ref()
+        .is_ok_and(|p| p.contains("close-mem-1-1") && p.contains("\"filled\""))));
+    monitor.stop().await.unwrap();
+    execution.stop().await.unwrap();
+    sim.shutdown().await;
+}
