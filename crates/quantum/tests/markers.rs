@@ -1,0 +1,155 @@
+//! The log markers operators grep for (`TP_HIT`, `SL_HIT`, `TRAIL_HIT`, `TRAIL_UPDATE`,
+//! `Close order sent`, `position closed`), read from the real `quantum run` binary's log while the
+//! simulator's prices are driven through a take-profit, a stop-loss and a trailing stop.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use bus::keys;
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_quantum");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn take_profit_stop_loss_and_trailing_exits_say_so_in_the_log() {
+    let sim = simulator::spawn(simulator::SimConfig {
+        fill_delay: Duration::from_millis(50),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let redis = testkit::RedisServer::start();
+    let mut child = Command::new(BIN)
+        .args([
+            "run",
+            "--rest-url",
+            &sim.base_url(),
+            "--ws-url",
+            &sim.ws_url(),
+            "--redis-url",
+            &redis.url(),
+        ])
+        .env("BINANCE_API_KEY", simulator::DEFAULT_API_KEY)
+        .env("BINANCE_SECRET_KEY", simulator::DEFAULT_API_SECRET)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let bus = bus::Bus::connect(&bus::Config {
+        url: redis.url(),
+        ..bus::Config::default()
+    })
+    .await
+    .unwrap();
+    let http = reqwest::Client::new();
+    let pin = |symbol: &'static str, price: &'static str| {
+        let (http, url) = (http.clone(), format!("{}/sim/v1/price", sim.base_url()));
+        async move {
+            http.post(url)
+                .json(&json!({"symbol": symbol, "price": price}))
+                .send()
+                .await
+                .unwrap();
+        }
+    };
+    let flat = |symbol: &'static str| {
+        let sim_url = sim.base_url();
+        async move {
+            let ts = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis();
+            let query = format!("symbol={symbol}&timestamp={ts}");
+            use hmac::Mac;
+            let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(
+                simulator::DEFAULT_API_SECRET.as_bytes(),
+            )
+            .unwrap();
+            mac.update(query.as_bytes());
+            let sig = hex::encode(mac.finalize().into_bytes());
+            let rows: serde_json::Value = reqwest::Client::new()
+                .get(format!(
+                    "{sim_url}/fapi/v2/positionRisk?{query}&signature={sig}"
+                ))
+                .header("X-MBX-APIKEY", simulator::DEFAULT_API_KEY)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            rows[0]["positionAmt"]
+                .as_str()
+                .unwrap()
+                .parse::<f64>()
+                .unwrap()
+                == 0.0
+        }
+    };
+    pin("AXSUSDT", "6.250").await;
+    pin("ETHUSDT", "3400.00").await;
+    pin("SOLUSDT", "180.00").await;
+    // Give the services a moment to create their consumer groups.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for intent in [
+        json!({"intent_id": "m-tp", "symbol": "AXSUSDT", "action": "BUY", "quantity": 20, "take_profit_pct": 2, "stop_loss_pct": 1}),
+        json!({"intent_id": "m-sl", "symbol": "ETHUSDT", "action": "BUY", "quantity": 0.05, "take_profit_pct": 3, "stop_loss_pct": 1}),
+        json!({"intent_id": "m-tr", "symbol": "SOLUSDT", "action": "BUY", "quantity": 1, "stop_loss_pct": 5, "trailing_pct": 1}),
+    ] {
+        bus.publish(keys::TRADE_INTENT, &intent.to_string())
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    pin("AXSUSDT", "6.380").await;
+    pin("ETHUSDT", "3363.00").await;
+    for price in ["185.00", "190.00", "187.50"] {
+        pin("SOLUSDT", price).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    for symbol in ["AXSUSDT", "ETHUSDT", "SOLUSDT"] {
+        while !flat(symbol).await {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{symbol} never closed"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let mut log = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    for marker in [
+        "TP_HIT lot=m-tp",
+        "SL_HIT lot=m-sl",
+        "TRAIL_UPDATE lot=m-tr",
+        "TRAIL_HIT lot=m-tr",
+        "Close order sent lot=m-tp",
+        "Close order sent lot=m-sl",
+        "Close order sent lot=m-tr",
+        "position closed lot=m-tp",
+        "position closed lot=m-sl",
+        "position closed lot=m-tr",
+        "order FILLED",
+    ] {
+        assert!(log.contains(marker), "the log lacks {marker:?}:\n{log}");
+    }
+    assert_eq!(
+        log.matches("Close order sent lot=m-tp").count(),
+        1,
+        "one close per lot"
+    );
+    sim.shutdown().await;
+}
