@@ -83,9 +83,9 @@ async fn take_profit_stop_loss_and_trailing_exits_say_so_in_the_log() {
             rows[0]["positionAmt"]
                 .as_str()
                 .unwrap()
-                .parse::<f64>()
+                .parse::<rust_decimal::Decimal>()
                 .unwrap()
-                == 0.0
+                .is_zero()
         }
     };
     pin("AXSUSDT", "6.250").await;
