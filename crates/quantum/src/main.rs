@@ -115,11 +115,15 @@ fn main() -> anyhow::Result<()> {
         .context("cannot start the tokio runtime")?;
     match cli.command {
         Command::Sim(args) => runtime.block_on(run_sim(args)),
-        Command::Execution(args) => runtime.block_on(commands::execution(args, shutdown_signal())),
-        Command::ExitMonitor(args) => {
-            runtime.block_on(commands::exit_monitor(args, shutdown_signal()))
+        Command::Execution(args) => {
+            runtime.block_on(async { commands::execution(args, shutdown_signal()).await })
         }
-        Command::Run(args) => runtime.block_on(commands::run_both(args, shutdown_signal())),
+        Command::ExitMonitor(args) => {
+            runtime.block_on(async { commands::exit_monitor(args, shutdown_signal()).await })
+        }
+        Command::Run(args) => {
+            runtime.block_on(async { commands::run_both(args, shutdown_signal()).await })
+        }
         Command::Intent(args) => runtime.block_on(commands::intent(args)),
         Command::Positions(args) => runtime.block_on(commands::positions(args)),
         Command::Orders {
@@ -190,30 +194,35 @@ async fn run_sim(args: SimArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Completes on SIGINT (Ctrl-C) or SIGTERM (systemd stop).
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!("cannot listen for Ctrl-C: {e}");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+/// Completes on SIGINT (Ctrl-C) or SIGTERM (systemd stop). The handlers are installed when this
+/// is called, not when the future is first polled: a signal that arrives while the service is
+/// still starting must stop it cleanly too, not kill it with the default action. Call it inside
+/// the runtime.
+#[cfg(unix)]
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let interrupt = signal(SignalKind::interrupt());
+    let terminate = signal(SignalKind::terminate());
+    async move {
+        let (mut interrupt, mut terminate) = match (interrupt, terminate) {
+            (Ok(i), Ok(t)) => (i, t),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::error!("cannot listen for SIGINT/SIGTERM: {e}; stop with SIGKILL");
+                return std::future::pending::<()>().await;
             }
-            Err(e) => {
-                tracing::error!("cannot listen for SIGTERM: {e}");
-                std::future::pending::<()>().await;
-            }
+        };
+        tokio::select! {
+            _ = interrupt.recv() => tracing::info!("SIGINT received, shutting down"),
+            _ = terminate.recv() => tracing::info!("SIGTERM received, shutting down"),
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => tracing::info!("SIGINT received, shutting down"),
-        _ = terminate => tracing::info!("SIGTERM received, shutting down"),
+    }
+}
+
+#[cfg(not(unix))]
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    async {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            tracing::info!("Ctrl-C received, shutting down");
+        }
     }
 }
