@@ -63,12 +63,9 @@ async fn a_pinned_price_is_published_on_the_mark_price_stream_at_once() {
     let (sim, client) = support::start().await;
     let mut ws = ws_connect(&format!("{}/ws/dogeusdt@markPrice", sim.ws_url())).await;
     client.pin_price("DOGEUSDT", "0.420000").await;
-    let mark = next_json_where(
-        &mut ws,
-        Duration::from_millis(900),
-        "the pinned mark",
-        |v| v["p"] == "0.42000000",
-    )
+    let mark = next_json_where(&mut ws, Duration::from_secs(3), "the pinned mark", |v| {
+        v["p"] == "0.42000000"
+    })
     .await;
     assert_eq!(mark["e"], "markPriceUpdate");
     sim.shutdown().await;
