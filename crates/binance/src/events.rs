@@ -388,6 +388,8 @@ pub enum MarketData {
     MarkPrice(MarkPriceUpdate),
     /// `bookTicker`.
     BookTicker(BookTicker),
+    /// `!markPrice@arr[@1s]`: every symbol's mark price in one frame.
+    MarkPrices(Vec<MarkPriceUpdate>),
 }
 
 /// What a frame turned out to be.
@@ -452,6 +454,14 @@ pub fn decode_market_frame(text: &str) -> Decoded<MarketData> {
         Ok(value) => unwrap_combined(value),
         Err(e) => return Decoded::Invalid(format!("not JSON: {e}")),
     };
+    if let serde_json::Value::Array(items) = value {
+        // The all-market stream sends an array of markPriceUpdate objects.
+        return match serde_json::from_value::<Vec<MarkPriceUpdate>>(serde_json::Value::Array(items))
+        {
+            Ok(updates) => Decoded::Event(MarketData::MarkPrices(updates)),
+            Err(e) => Decoded::Invalid(format!("mark price array: {e}")),
+        };
+    }
     let Some(event) = event_type(&value) else {
         // Replies to SUBSCRIBE (`{"result":null,"id":1}`) have no `e`.
         return Decoded::Unknown(String::new());
@@ -598,5 +608,13 @@ mod tests {
             decode_market_frame(fixture!("ws__agg_trade.json")),
             Decoded::Unknown("aggTrade".into())
         );
+        let combined = format!(
+            r#"{{"stream":"!markPrice@arr@1s","data":{}}}"#,
+            fixture!("ws__mark_price_update_arr.json")
+        );
+        let Decoded::Event(MarketData::MarkPrices(all)) = decode_market_frame(&combined) else {
+            panic!("mark price array not decoded");
+        };
+        assert_eq!(all[0].mark_price, d("11185.87786614"));
     }
 }

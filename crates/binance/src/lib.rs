@@ -43,6 +43,7 @@ pub use events::{
 pub use filters::{FilterError, LotKind, Rounding, SymbolRules};
 pub use market_stream::{
     book_ticker_stream, mark_price_stream, MarketEvent, MarketStream, MarketStreamConfig,
+    ALL_MARK_PRICES_STREAM,
 };
 pub use rest::RestClient;
 pub use sign::signature;

@@ -30,6 +30,9 @@ pub fn mark_price_stream(symbol: &str) -> String {
     format!("{}@markPrice@1s", symbol.to_ascii_lowercase())
 }
 
+/// `!markPrice@arr@1s`: all symbols' mark prices every second, in one stream.
+pub const ALL_MARK_PRICES_STREAM: &str = "!markPrice@arr@1s";
+
 /// `<symbol>@bookTicker`.
 pub fn book_ticker_stream(symbol: &str) -> String {
     format!("{}@bookTicker", symbol.to_ascii_lowercase())
@@ -84,6 +87,8 @@ pub enum MarketEvent {
     MarkPrice(MarkPriceUpdate),
     /// A best bid/ask update.
     BookTicker(BookTicker),
+    /// Every symbol's mark price (`!markPrice@arr@1s`).
+    MarkPrices(Vec<MarkPriceUpdate>),
 }
 
 /// The market stream task has stopped.
@@ -318,6 +323,7 @@ async fn session(
                 let event = match decode_market_frame(text.as_str()) {
                     Decoded::Event(MarketData::MarkPrice(e)) => MarketEvent::MarkPrice(e),
                     Decoded::Event(MarketData::BookTicker(e)) => MarketEvent::BookTicker(e),
+                    Decoded::Event(MarketData::MarkPrices(e)) => MarketEvent::MarkPrices(e),
                     Decoded::Unknown(kind) => {
                         debug!(target: "binance::market_stream", "skipping market frame {kind:?}: {}", text.as_str());
                         continue;

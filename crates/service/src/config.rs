@@ -59,6 +59,7 @@ pub struct ExitFile {
     pub allow_unprotected: Option<bool>,
     pub price_stale_after: Option<String>,
     pub exchange_protection: Option<bool>,
+    pub all_market_stream_above: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -201,6 +202,8 @@ pub struct ExitSettings {
     pub price_stale_after: Duration,
     /// Keep STOP_MARKET / TAKE_PROFIT_MARKET close-position orders on the exchange.
     pub exchange_protection: bool,
+    /// Above this many held symbols, one `!markPrice@arr@1s` stream replaces the per-symbol ones.
+    pub all_market_stream_above: usize,
 }
 
 /// Everything the services need.
@@ -393,6 +396,7 @@ impl Settings {
                 file.exit.price_stale_after.as_deref().unwrap_or("5s"),
             )?,
             exchange_protection: file.exit.exchange_protection.unwrap_or(true),
+            all_market_stream_above: file.exit.all_market_stream_above.unwrap_or(10),
         };
         Ok(Settings {
             exit,

@@ -16,7 +16,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use binance::{mark_price_stream, MarketEvent, MarketStream, MarketStreamConfig, RestClient};
+use binance::{
+    mark_price_stream, MarketEvent, MarketStream, MarketStreamConfig, RestClient,
+    ALL_MARK_PRICES_STREAM,
+};
 use bus::{keys, Bus, Entry};
 use engine::book::{Book, BookAction, CloseOutcome};
 use model::{Action, ExecutionResult};
@@ -99,16 +102,14 @@ impl Monitor {
         }
         let mut position_check = tokio::time::interval(Duration::from_secs(5));
         let mut watched: BTreeSet<String> = BTreeSet::new();
+        // Streams subscribed now: one per held symbol, or the all-market stream when many are held.
+        let mut subscribed: BTreeSet<String> = BTreeSet::new();
+        let all_above = self.settings.exit.all_market_stream_above;
         let mut last_tick: BTreeMap<String, i64> = BTreeMap::new();
         let mut stale_logged: BTreeSet<String> = BTreeSet::new();
         let mut fallback = tokio::time::interval(Duration::from_secs(1));
         if !book.symbols().is_empty() {
-            let streams: Vec<String> = book
-                .symbols()
-                .iter()
-                .map(|s| mark_price_stream(s))
-                .collect();
-            let _ = prices.subscribe(streams).await;
+            sync_streams(&prices, &mut subscribed, &book.symbols(), all_above).await;
             for s in book.symbols() {
                 last_tick.insert(s.clone(), now_ms());
             }
@@ -141,14 +142,7 @@ impl Monitor {
                         error!("cannot ack result entry {}: {e}", entry.id);
                     }
                     let symbols = book.symbols();
-                    let added: Vec<String> = symbols.difference(&watched).map(|s| mark_price_stream(s)).collect();
-                    let removed: Vec<String> = watched.difference(&symbols).map(|s| mark_price_stream(s)).collect();
-                    if !added.is_empty() {
-                        let _ = prices.subscribe(added).await;
-                    }
-                    if !removed.is_empty() {
-                        let _ = prices.unsubscribe(removed).await;
-                    }
+                    sync_streams(&prices, &mut subscribed, &symbols, all_above).await;
                     for s in symbols.difference(&watched) {
                         last_tick.insert(s.clone(), now_ms());
                     }
@@ -161,6 +155,17 @@ impl Monitor {
                             info!("mark price stream for {} is live again", update.symbol);
                         }
                         if self.on_price(&mut book, &update.symbol, update.mark_price).await {
+                            self.save(&book).await;
+                        }
+                    }
+                    Some(MarketEvent::MarkPrices(updates)) => {
+                        let mut changed = false;
+                        for update in updates.iter().filter(|u| watched.contains(&u.symbol)) {
+                            last_tick.insert(update.symbol.clone(), now_ms());
+                            stale_logged.remove(&update.symbol);
+                            changed |= self.on_price(&mut book, &update.symbol, update.mark_price).await;
+                        }
+                        if changed {
                             self.save(&book).await;
                         }
                     }
@@ -476,6 +481,31 @@ impl Monitor {
         self.save(&book).await;
         Ok(book)
     }
+}
+
+/// Subscribes the mark price streams the held symbols need: one `<symbol>@markPrice@1s` each, or
+/// `!markPrice@arr@1s` alone once more than `all_above` symbols are held (fewer streams, one frame
+/// a second with every price).
+async fn sync_streams(
+    prices: &MarketStream,
+    subscribed: &mut BTreeSet<String>,
+    symbols: &BTreeSet<String>,
+    all_above: usize,
+) {
+    let wanted: BTreeSet<String> = if symbols.len() > all_above {
+        [ALL_MARK_PRICES_STREAM.to_string()].into_iter().collect()
+    } else {
+        symbols.iter().map(|s| mark_price_stream(s)).collect()
+    };
+    let added: Vec<String> = wanted.difference(subscribed).cloned().collect();
+    let removed: Vec<String> = subscribed.difference(&wanted).cloned().collect();
+    if !added.is_empty() && prices.subscribe(added).await.is_err() {
+        error!("the mark price stream has stopped; held symbols are priced by REST polling only");
+    }
+    if !removed.is_empty() {
+        let _ = prices.unsubscribe(removed).await;
+    }
+    *subscribed = wanted;
 }
 
 /// Reads results and hands them to the engine loop, which acks them once applied.

@@ -360,3 +360,26 @@ async fn both_services_work_over_the_in_process_bus() {
     execution.stop().await.unwrap();
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn with_many_symbols_held_the_all_market_stream_drives_the_exits() {
+    let mut stack = Stack::start(Options::default()).await;
+    // Threshold 1: two held symbols switch the monitor to !markPrice@arr@1s.
+    stack
+        .start_monitor_with(|s| s.exit.all_market_stream_above = 1)
+        .await;
+    stack.pin("AXSUSDT", "6.250").await;
+    stack.pin("XRPUSDT", "2.3000").await;
+    open(&stack, json!({"intent_id": "arr-1", "symbol": "AXSUSDT", "action": "BUY", "quantity": 20, "take_profit_pct": 2, "stop_loss_pct": 1})).await;
+    open(&stack, json!({"intent_id": "arr-2", "symbol": "XRPUSDT", "action": "BUY", "quantity": 10, "take_profit_pct": 1, "stop_loss_pct": 1})).await;
+    // Pinned prices reach the all-market stream on the next tick (each second).
+    stack.pin("XRPUSDT", "2.3250").await;
+    let close = stack.result("close-arr-2-1").await;
+    assert_eq!(close["status"], "filled", "{close}");
+    assert_eq!(
+        stack.position_amt("AXSUSDT").await,
+        Decimal::from(20),
+        "the other position stays open"
+    );
+    stack.stop().await;
+}

@@ -102,6 +102,17 @@ impl Stack {
         self.service = Some(service::start(settings).await.expect("the service starts"));
     }
 
+    /// Starts the exit monitor with adjusted settings.
+    pub async fn start_monitor_with(&mut self, adjust: impl FnOnce(&mut Settings)) {
+        let mut settings = self.settings();
+        adjust(&mut settings);
+        self.monitor = Some(
+            service::exit_monitor::start(settings)
+                .await
+                .expect("the monitor starts"),
+        );
+    }
+
     /// Starts the exit monitor.
     pub async fn start_monitor(&mut self) {
         self.monitor = Some(
