@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod commands;
+mod demo;
 
 /// Confirmed-fill trade execution for Binance USDⓈ-M Futures.
 #[derive(Debug, Parser)]
@@ -28,6 +29,8 @@ enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the whole system on embedded defaults (simulator, in-process bus, both services) through a scripted scenario.
+    Demo(demo::DemoArgs),
     /// Run the Binance USDⓈ-M Futures exchange simulator (REST + WebSocket on one port).
     Sim(SimArgs),
     /// Run the execution service: intents from Redis to confirmed results.
@@ -115,6 +118,7 @@ fn main() -> anyhow::Result<()> {
         .context("cannot start the tokio runtime")?;
     match cli.command {
         Command::Sim(args) => runtime.block_on(run_sim(args)),
+        Command::Demo(args) => runtime.block_on(demo::run(args)),
         Command::Execution(args) => {
             runtime.block_on(async { commands::execution(args, shutdown_signal()).await })
         }

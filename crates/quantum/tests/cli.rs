@@ -109,3 +109,32 @@ fn sim_stops_cleanly_on_sigterm() {
 fn sim_stops_cleanly_on_sigint() {
     stops_cleanly_on("-INT");
 }
+
+#[test]
+fn the_demo_runs_its_scenario_keeps_every_promise_and_prints_the_table() {
+    let out = Command::new(BIN)
+        .args(["demo", "--speed", "4"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "demo failed:\n{stdout}\n{stderr}");
+    for needle in [
+        "take-profit",
+        "stop-loss",
+        "trailing stop",
+        "all promises kept",
+    ] {
+        assert!(stdout.contains(needle), "{needle} missing:\n{stdout}");
+    }
+    for marker in [
+        "status=NEW",
+        "confirmed by user_stream",
+        "TP_HIT",
+        "SL_HIT",
+        "TRAIL_HIT",
+        "position closed",
+    ] {
+        assert!(stderr.contains(marker), "the log lacks {marker}:\n{stderr}");
+    }
+}

@@ -1,0 +1,396 @@
+//! `quantum demo`: the whole promise in one command with nothing set up. The simulator (with the
+//! testnet's NEW-then-fill behaviour), the in-process bus (or Redis with `--redis-url`), the
+//! execution service and the exit monitor run in this process; a scripted scenario opens a long,
+//! a short and a trailing long, drives prices so that one exits on take-profit, one on stop-loss
+//! and one on the trailing stop, and prints a table. It exits non-zero when a promise is broken:
+//! a fill without a price, a duplicate order, a position left open.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use bus::{keys, Bus};
+use model::ExecutionResult;
+use rust_decimal::Decimal;
+use service::Settings;
+
+/// `quantum demo` arguments.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Time scale of the scenario: 2 runs it twice as fast (pauses between price moves).
+    #[arg(long, default_value_t = 1.0)]
+    pub speed: f64,
+    /// Seed of the simulator's price walks.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Run the same scenario over a real Redis instead of the in-process bus.
+    #[arg(long, env = "QUANTUM_REDIS_URL")]
+    pub redis_url: Option<String>,
+}
+
+struct Leg {
+    id: &'static str,
+    symbol: &'static str,
+    intent: serde_json::Value,
+    /// Prices the scenario pins, in order, to drive the exit (each followed by a pause).
+    path: &'static [&'static str],
+    expected_exit: &'static str,
+}
+
+fn legs(run: u64) -> Vec<Leg> {
+    let id =
+        |name: &str| -> &'static str { Box::leak(format!("demo-{run}-{name}").into_boxed_str()) };
+    vec![
+        Leg {
+            id: id("tp"),
+            symbol: "AXSUSDT",
+            intent: serde_json::json!({"symbol": "AXSUSDT", "action": "BUY", "position_size_usd": 100, "leverage": 5, "take_profit_pct": 2, "stop_loss_pct": 1}),
+            path: &["6.280", "6.330", "6.381"],
+            expected_exit: "take-profit",
+        },
+        Leg {
+            id: id("sl"),
+            symbol: "ETHUSDT",
+            intent: serde_json::json!({"symbol": "ETHUSDT", "action": "SELL", "position_size_usd": 200, "leverage": 5, "take_profit_pct": 3, "stop_loss_pct": 1}),
+            path: &["3410.00", "3425.00", "3436.00"],
+            expected_exit: "stop-loss",
+        },
+        Leg {
+            id: id("trail"),
+            symbol: "SOLUSDT",
+            intent: serde_json::json!({"symbol": "SOLUSDT", "action": "BUY", "position_size_usd": 150, "leverage": 5, "stop_loss_pct": 3, "trailing_pct": 1}),
+            path: &["183.00", "186.00", "189.00", "187.90", "186.50"],
+            expected_exit: "trailing stop",
+        },
+    ]
+}
+
+const START_PRICES: [(&str, &str); 3] = [
+    ("AXSUSDT", "6.250"),
+    ("ETHUSDT", "3400.00"),
+    ("SOLUSDT", "180.00"),
+];
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    if !(args.speed > 0.0 && args.speed <= 100.0) {
+        bail!("--speed must be above 0 and at most 100");
+    }
+    let pause = |ms: u64| Duration::from_millis((ms as f64 / args.speed) as u64);
+    println!(
+        "quantum demo: simulator + {} + execution service + exit monitor, in this process",
+        if args.redis_url.is_some() {
+            "Redis"
+        } else {
+            "in-process bus"
+        }
+    );
+    let sim = simulator::spawn(simulator::SimConfig {
+        seed: args.seed,
+        fill_delay: Duration::from_millis(400),
+        ..simulator::SimConfig::default()
+    })
+    .await
+    .context("cannot start the simulator")?;
+    let http = reqwest_like::Client::new(sim.base_url());
+    // The testnet's behaviour: the first reply says NEW with zeros; the fill comes later.
+    http.post("/sim/v1/faults", serde_json::json!({"result_wait_ms": 0}))
+        .await?;
+    for (symbol, price) in START_PRICES {
+        http.post(
+            "/sim/v1/price",
+            serde_json::json!({"symbol": symbol, "price": price}),
+        )
+        .await?;
+    }
+    let redis = args
+        .redis_url
+        .clone()
+        .unwrap_or_else(|| "redis://127.0.0.1:6379".into());
+    let settings = Settings::custom(
+        &sim.base_url(),
+        &sim.ws_url(),
+        &redis,
+        simulator::DEFAULT_API_KEY,
+        simulator::DEFAULT_API_SECRET,
+    )?;
+    let bus = match &args.redis_url {
+        Some(_) => Bus::connect(&settings.bus_config())
+            .await
+            .with_context(|| format!("cannot reach Redis at {redis}"))?,
+        None => Bus::memory(settings.redis_max_len),
+    };
+    let execution = service::start_with_bus(settings.clone(), bus.clone()).await?;
+    let (monitor, counters) =
+        service::exit_monitor::start_with_bus(settings.clone(), bus.clone()).await?;
+    let run_id = service::execution::now_ms() as u64;
+    let legs = legs(run_id);
+
+    tokio::time::sleep(pause(500)).await;
+    for leg in &legs {
+        let mut intent = leg.intent.clone();
+        intent["intent_id"] = leg.id.into();
+        intent["created_at"] = service::execution::now_ms().into();
+        println!(
+            "-> intent {} {} {} {}",
+            leg.id,
+            intent["action"].as_str().unwrap_or(""),
+            leg.symbol,
+            intent
+        );
+        bus.publish(keys::TRADE_INTENT, &intent.to_string()).await?;
+    }
+    let entries = wait_results(
+        &bus,
+        legs.iter().map(|l| l.id.to_string()).collect(),
+        Duration::from_secs(30),
+    )
+    .await?;
+    for leg in &legs {
+        let r = &entries[leg.id];
+        println!(
+            "<- result {} {} entry_price={} qty={} confirmed_by={}",
+            leg.id,
+            r.status.as_str(),
+            r.entry_price,
+            r.executed_qty,
+            r.confirmed_by.map_or("-", |c| c.as_str())
+        );
+    }
+    // Let the monitor subscribe and place its protective orders before prices move.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while counters
+        .lots_opened
+        .load(std::sync::atomic::Ordering::Relaxed)
+        < legs.len() as u64
+    {
+        if tokio::time::Instant::now() > deadline {
+            bail!("the exit monitor did not track the positions");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(pause(1000)).await;
+    for step in 0..legs.iter().map(|l| l.path.len()).max().unwrap_or(0) {
+        for leg in &legs {
+            if let Some(price) = leg.path.get(step) {
+                println!("~~ price {} -> {price}", leg.symbol);
+                http.post(
+                    "/sim/v1/price",
+                    serde_json::json!({"symbol": leg.symbol, "price": price}),
+                )
+                .await?;
+            }
+        }
+        tokio::time::sleep(pause(700)).await;
+    }
+    let closes = wait_results(
+        &bus,
+        legs.iter().map(|l| format!("close-{}-1", l.id)).collect(),
+        Duration::from_secs(30),
+    )
+    .await?;
+    tokio::time::sleep(pause(500)).await;
+
+    // The table, and the promises.
+    let rest = binance::RestClient::new(settings.binance_config()?)?;
+    let mut broken = Vec::new();
+    println!();
+    println!(
+        "{:<9} {:<5} {:>12} {:>8} {:>10} {:<14} {:>12} {:>10} {:>9}",
+        "symbol",
+        "side",
+        "fill price",
+        "qty",
+        "notional",
+        "exit reason",
+        "exit price",
+        "PnL",
+        "confirm"
+    );
+    for leg in &legs {
+        let entry = &entries[leg.id];
+        let close = &closes[&format!("close-{}-1", leg.id)];
+        let long = entry.action == "BUY";
+        let sign = if long {
+            Decimal::ONE
+        } else {
+            Decimal::NEGATIVE_ONE
+        };
+        let pnl = (close.entry_price - entry.entry_price) * close.executed_qty * sign
+            - entry.commission
+            - close.commission;
+        let confirm = entry.published_at - entry.order_sent_at.unwrap_or(entry.published_at);
+        let reason = exit_reason(entry, close);
+        println!(
+            "{:<9} {:<5} {:>12} {:>8} {:>10} {:<14} {:>12} {:>10} {:>7}ms",
+            leg.symbol,
+            if long { "long" } else { "short" },
+            entry.entry_price.normalize(),
+            entry.executed_qty.normalize(),
+            entry.position_size_usd.round_dp(2),
+            reason,
+            close.entry_price.normalize(),
+            pnl.round_dp(4),
+            confirm
+        );
+        for r in [entry, close] {
+            if r.status.as_str() != "filled"
+                || r.entry_price <= Decimal::ZERO
+                || r.executed_qty <= Decimal::ZERO
+            {
+                broken.push(format!(
+                    "{} is {} with price {} qty {}",
+                    r.intent_id,
+                    r.status.as_str(),
+                    r.entry_price,
+                    r.executed_qty
+                ));
+            }
+        }
+        if reason != leg.expected_exit {
+            broken.push(format!(
+                "{} exited by {reason}, expected {}",
+                leg.id, leg.expected_exit
+            ));
+        }
+        let orders = rest.all_orders(leg.symbol, Some(100)).await?;
+        let mine = orders
+            .iter()
+            .filter(|o| o.client_order_id.contains(leg.id))
+            .count();
+        if mine != 2 {
+            broken.push(format!(
+                "{}: {mine} orders on the exchange for one entry and one close",
+                leg.id
+            ));
+        }
+        let open: Decimal = rest
+            .position_risk(Some(leg.symbol))
+            .await?
+            .iter()
+            .map(|p| p.position_amt)
+            .sum();
+        if !open.is_zero() {
+            broken.push(format!("{} left open on the exchange: {open}", leg.symbol));
+        }
+        let protective = rest.open_algo_orders(Some(leg.symbol)).await?;
+        if !protective.is_empty() {
+            broken.push(format!(
+                "{}: {} protective orders outlived the position",
+                leg.symbol,
+                protective.len()
+            ));
+        }
+    }
+    monitor.stop().await?;
+    execution.stop().await?;
+    sim.shutdown().await;
+    println!();
+    if broken.is_empty() {
+        println!("all promises kept: every fill confirmed with a real price, one order per intent, every position closed and no protective order left");
+        Ok(())
+    } else {
+        for b in &broken {
+            eprintln!("PROMISE BROKEN: {b}");
+        }
+        bail!("{} promise(s) broken", broken.len())
+    }
+}
+
+/// Which exit the close was, from where the exit price sits against the entry's plan.
+fn exit_reason(entry: &ExecutionResult, close: &ExecutionResult) -> &'static str {
+    let long = entry.action == "BUY";
+    let direction = if long {
+        engine::exits::Direction::Long
+    } else {
+        engine::exits::Direction::Short
+    };
+    let Ok(levels) = engine::exits::Levels::resolve(direction, entry.entry_price, &entry.exit_plan)
+    else {
+        return "unknown";
+    };
+    let beyond = |level: Decimal, towards_profit: bool| {
+        if long == towards_profit {
+            close.entry_price >= level
+        } else {
+            close.entry_price <= level
+        }
+    };
+    if levels.take_profit.is_some_and(|tp| beyond(tp, true)) {
+        "take-profit"
+    } else if levels.stop_loss.is_some_and(|sl| beyond(sl, false)) {
+        "stop-loss"
+    } else if levels.trailing_pct.is_some() {
+        "trailing stop"
+    } else {
+        "unknown"
+    }
+}
+
+async fn wait_results(
+    bus: &Bus,
+    ids: Vec<String>,
+    timeout: Duration,
+) -> anyhow::Result<BTreeMap<String, ExecutionResult>> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut found = BTreeMap::new();
+    while found.len() < ids.len() {
+        for entry in bus.latest(keys::TRADE_EXECUTION_RESULT, 200).await? {
+            let Ok(payload) = entry.payload else { continue };
+            let Ok(result) = ExecutionResult::from_json(&payload) else {
+                continue;
+            };
+            if ids.contains(&result.intent_id) {
+                found.entry(result.intent_id.clone()).or_insert(result);
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!(
+                "no result within {timeout:?} for {:?}",
+                ids.iter()
+                    .filter(|i| !found.contains_key(*i))
+                    .collect::<Vec<_>>()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(found)
+}
+
+/// A tiny JSON client for the simulator's control API.
+mod reqwest_like {
+    use anyhow::Context;
+
+    pub struct Client {
+        base: String,
+        http: reqwest::Client,
+    }
+
+    impl Client {
+        pub fn new(base: String) -> Client {
+            Client {
+                base,
+                http: reqwest::Client::builder()
+                    .timeout(std::time::Duration::from_secs(5))
+                    .build()
+                    .expect("HTTP client builds"),
+            }
+        }
+
+        pub async fn post(&self, path: &str, body: serde_json::Value) -> anyhow::Result<()> {
+            let reply = self
+                .http
+                .post(format!("{}{path}", self.base))
+                .json(&body)
+                .send()
+                .await
+                .with_context(|| format!("POST {path}"))?;
+            if !reply.status().is_success() {
+                anyhow::bail!(
+                    "POST {path} {body}: {}",
+                    reply.text().await.unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+    }
+}
