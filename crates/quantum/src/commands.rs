@@ -38,6 +38,22 @@ pub struct ConnectionArgs {
     /// This instance's consumer name in the group [default: $HOSTNAME].
     #[arg(long, env = "QUANTUM_CONSUMER_NAME")]
     pub consumer_name: Option<String>,
+    /// Serve Prometheus `/metrics` and `/healthz` on this address (e.g. 127.0.0.1:9464).
+    #[arg(long, env = "QUANTUM_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+}
+
+impl ConnectionArgs {
+    /// Starts the metrics endpoint when `--metrics-addr` is given; it stops with the process.
+    pub async fn serve_metrics(&self) -> anyhow::Result<()> {
+        if let Some(addr) = self.metrics_addr {
+            let bound = service::metrics::serve(addr, tokio_util::sync::CancellationToken::new())
+                .await
+                .with_context(|| format!("cannot serve metrics on {addr}"))?;
+            tracing::info!("metrics on http://{bound}/metrics, health on http://{bound}/healthz");
+        }
+        Ok(())
+    }
 }
 
 impl ConnectionArgs {
@@ -101,6 +117,7 @@ pub async fn execution(
     );
     // Fail early, with the hint about keys, before connecting anything.
     rest_client(&settings)?;
+    args.serve_metrics().await?;
     let running = service::start(settings)
         .await
         .context("cannot start the execution service")?;
@@ -134,6 +151,7 @@ pub async fn exit_monitor(
 ) -> anyhow::Result<()> {
     let settings = args.settings()?;
     rest_client(&settings)?;
+    args.serve_metrics().await?;
     let (running, _counters) = service::exit_monitor::start(settings)
         .await
         .context("cannot start the exit monitor")?;
@@ -158,6 +176,7 @@ pub async fn run_both(
 ) -> anyhow::Result<()> {
     let settings = args.connection.settings()?;
     rest_client(&settings)?;
+    args.connection.serve_metrics().await?;
     let bus = if args.in_process_bus {
         tracing::warn!(
             "in-process bus: intents, results and progress records live in this process only"

@@ -20,6 +20,12 @@ async fn take_profit_stop_loss_and_trailing_exits_say_so_in_the_log() {
     .await
     .unwrap();
     let redis = testkit::RedisServer::start();
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
     let mut child = Command::new(BIN)
         .args([
             "run",
@@ -29,6 +35,8 @@ async fn take_profit_stop_loss_and_trailing_exits_say_so_in_the_log() {
             &sim.ws_url(),
             "--redis-url",
             &redis.url(),
+            "--metrics-addr",
+            &metrics_addr,
         ])
         .env("BINANCE_API_KEY", simulator::DEFAULT_API_KEY)
         .env("BINANCE_SECRET_KEY", simulator::DEFAULT_API_SECRET)
@@ -120,6 +128,32 @@ async fn take_profit_stop_loss_and_trailing_exits_say_so_in_the_log() {
         }
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let health = reqwest::get(format!("http://{metrics_addr}/healthz"))
+        .await
+        .unwrap();
+    assert!(health.status().is_success());
+    let metrics = reqwest::get(format!("http://{metrics_addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for series in [
+        "quantum_intents_received_total 6",
+        "quantum_orders_placed_total 6",
+        "quantum_results_total{status=\"filled\"} 6",
+        "quantum_fill_confirm_seconds_count{confirmed_by=",
+        "quantum_exit_triggers_total{kind=\"TP_HIT\"} 1",
+        "quantum_exit_triggers_total{kind=\"SL_HIT\"} 1",
+        "quantum_exit_triggers_total{kind=\"TRAIL_HIT\"} 1",
+        "quantum_positions_closed_total{by=\"quantum\"} 3",
+        "quantum_tracked_positions 0",
+    ] {
+        assert!(
+            metrics.contains(series),
+            "/metrics lacks {series}:\n{metrics}"
+        );
+    }
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();

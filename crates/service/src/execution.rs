@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{ExecutionSettings, Settings};
+use crate::metrics;
 pub use crate::running::Running;
 
 /// How long progress records live: far longer than any redelivery can come.
@@ -132,6 +133,10 @@ impl Router {
         while let Some(event) = events.recv().await {
             match event {
                 UserEvent::Connected { generation } => {
+                    metrics::global().inc(
+                        "quantum_user_stream_events_total",
+                        &[("event", "connected")],
+                    );
                     info!("user stream connected (generation {generation})");
                     if generation > 1 {
                         info!("user stream reconnected: reconciling in-flight orders over REST");
@@ -139,6 +144,10 @@ impl Router {
                     }
                 }
                 UserEvent::Disconnected { generation, reason } => {
+                    metrics::global().inc(
+                        "quantum_user_stream_events_total",
+                        &[("event", "disconnected")],
+                    );
                     warn!("user stream disconnected (generation {generation}): {reason}; in-flight orders fall back to REST polls");
                 }
                 UserEvent::OrderTradeUpdate(update) => {
@@ -406,6 +415,7 @@ impl Executor {
     }
 
     async fn handle_inner(&self, entry: &Entry) -> Result<(), bus::Error> {
+        metrics::global().inc("quantum_intents_received_total", &[]);
         let raw = match &entry.payload {
             Ok(raw) => raw.clone(),
             Err(malformed) => {
@@ -511,6 +521,10 @@ impl Executor {
                     result.error.as_deref().unwrap_or("rejected"),
                 )
                 .await?;
+            metrics::global().inc(
+                "quantum_dead_letters_total",
+                &[("stream", keys::TRADE_INTENT)],
+            );
         }
         self.publish(&result).await?;
         let done = format!(
@@ -567,6 +581,10 @@ impl Executor {
         self.bus
             .dead_letter(keys::TRADE_INTENT, entry, reason)
             .await?;
+        metrics::global().inc(
+            "quantum_dead_letters_total",
+            &[("stream", keys::TRADE_INTENT)],
+        );
         self.publish(&ExecutionResult::rejected_input(raw, reason, now_ms()))
             .await?;
         self.bus
@@ -581,6 +599,10 @@ impl Executor {
         self.bus
             .publish(keys::TRADE_EXECUTION_RESULT, &result.to_json().to_string())
             .await?;
+        metrics::global().inc(
+            "quantum_results_total",
+            &[("status", result.status.as_str())],
+        );
         debug!(
             "result for intent {} published: {}",
             result.intent_id,
@@ -893,6 +915,7 @@ impl Executor {
             sends += 1;
             match self.rest.place_order(&order).await {
                 Ok(reply) => {
+                    metrics::global().inc("quantum_orders_placed_total", &[]);
                     info!(
                         "order placed {symbol} {} qty={} reduceOnly={} status={} orderId={} clientOrderId={coid}",
                         plan.side.as_str(),
@@ -924,6 +947,10 @@ impl Executor {
                             .await
                         {
                             Ok(Some(found)) => {
+                                metrics::global().inc(
+                                    "quantum_ambiguous_submits_total",
+                                    &[("resolution", "found")],
+                                );
                                 info!(
                                     "ambiguous submit resolved: the order exists, orderId={} status={} clientOrderId={coid}",
                                     found.order_id,
@@ -943,12 +970,20 @@ impl Executor {
                         }
                     }
                     if sends >= 2 {
+                        metrics::global().inc(
+                            "quantum_ambiguous_submits_total",
+                            &[("resolution", "unresolved")],
+                        );
                         return Err(Box::new(self.failed(
                             intent,
                             coid,
                             format!("order submit ambiguous twice and clientOrderId={coid} not found; not sending a third time"),
                         )));
                     }
+                    metrics::global().inc(
+                        "quantum_ambiguous_submits_total",
+                        &[("resolution", "resent")],
+                    );
                     warn!("ambiguous submit resolved: clientOrderId={coid} is not on the exchange after {AMBIGUOUS_LOOKUPS} lookups; sending it once more with the same id");
                 }
                 Err(e) if e.is_rejected() => {
@@ -1094,6 +1129,11 @@ impl Executor {
         }
         let elapsed = now_ms() - order_sent_at;
         if outcome.status.has_fill() {
+            metrics::global().observe(
+                "quantum_fill_confirm_seconds",
+                &[("confirmed_by", outcome.confirmed_by.as_str())],
+                elapsed.max(0) as f64 / 1000.0,
+            );
             let execution = model::Execution {
                 order_id: outcome.order_id,
                 avg_price: outcome.avg_price,

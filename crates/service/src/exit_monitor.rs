@@ -30,6 +30,7 @@ use tracing::{error, info, warn};
 
 use crate::config::Settings;
 use crate::execution::{now_ms, ServiceError};
+use crate::metrics;
 use crate::monitor_state;
 use crate::protection;
 use crate::running::Running;
@@ -230,6 +231,7 @@ impl Monitor {
             match book.on_close_result(&result, now_ms()) {
                 CloseOutcome::Closed(c) => {
                     self.counters.lots_closed.fetch_add(1, Ordering::Relaxed);
+                    metrics::global().inc("quantum_positions_closed_total", &[("by", "quantum")]);
                     info!(
                         "position closed lot={} {} {:?} qty={} entry={} exit={} realized_pnl={} (net of fees)",
                         c.lot.id, c.lot.symbol, c.lot.direction, c.exit_qty, c.lot.entry, c.exit_price, c.realized_pnl.round_dp(8)
@@ -305,6 +307,11 @@ impl Monitor {
         self.counters
             .invalid_results
             .fetch_add(1, Ordering::Relaxed);
+        metrics::global().inc("quantum_invalid_results_total", &[]);
+        metrics::global().inc(
+            "quantum_dead_letters_total",
+            &[("stream", keys::TRADE_EXECUTION_RESULT)],
+        );
         let shown = entry.payload.as_deref().unwrap_or("<no payload>");
         error!(
             "result entry {} refused: {reason}; dead-lettered: {shown}",
@@ -340,6 +347,8 @@ impl Monitor {
                         "{} lot={lot} {symbol} mark={mark} trigger={trigger:?}",
                         trigger.marker()
                     );
+                    metrics::global()
+                        .inc("quantum_exit_triggers_total", &[("kind", trigger.marker())]);
                     if self.settings.exit.exchange_protection {
                         // A resting close-position order would get the reduce-only close refused;
                         // the monitor is live and closing, and puts them back if the close fails.
@@ -419,6 +428,7 @@ impl Monitor {
                 );
                 book.remove(&lot.id);
                 self.counters.lots_closed.fetch_add(1, Ordering::Relaxed);
+                metrics::global().inc("quantum_positions_closed_total", &[("by", "exchange")]);
             }
             if self.settings.exit.exchange_protection {
                 protection::cancel_all(&self.rest, &symbol).await;
@@ -429,6 +439,7 @@ impl Monitor {
     }
 
     async fn save(&self, book: &Book) {
+        metrics::global().set("quantum_tracked_positions", &[], book.lots().count() as f64);
         if let Err(e) = monitor_state::save(&self.bus, book.lots()).await {
             error!("cannot save the monitor state ({e}); a restart now would rebuild it from the exchange only");
         }

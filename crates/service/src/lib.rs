@@ -5,6 +5,7 @@
 pub mod config;
 pub mod execution;
 pub mod exit_monitor;
+pub mod metrics;
 pub mod monitor_state;
 pub mod protection;
 mod running;

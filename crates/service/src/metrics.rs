@@ -1,0 +1,225 @@
+//! Prometheus metrics of both services, in one process-wide registry, served as text on
+//! `/metrics` next to `/healthz` (`--metrics-addr`). Names start with `quantum_`. Counters and
+//! histograms only ever grow; floats appear here and nowhere near money.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::{Mutex, OnceLock};
+
+/// Latency buckets in seconds: from a millisecond to the default fill timeout.
+const BUCKETS: [f64; 12] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 30.0,
+];
+
+#[derive(Debug, Default)]
+struct Histogram {
+    buckets: [u64; BUCKETS.len()],
+    sum: f64,
+    count: u64,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// Series (`name{labels}`) → value, by metric name for HELP/TYPE lines.
+    counters: BTreeMap<&'static str, BTreeMap<String, f64>>,
+    gauges: BTreeMap<&'static str, BTreeMap<String, f64>>,
+    histograms: BTreeMap<&'static str, BTreeMap<String, Histogram>>,
+}
+
+/// The registry.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// A std mutex: every update is a map lookup and an add, never held across an await.
+    inner: Mutex<Inner>,
+}
+
+/// The process-wide registry.
+pub fn global() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::default)
+}
+
+fn labels(pairs: &[(&str, &str)]) -> String {
+    if pairs.is_empty() {
+        return String::new();
+    }
+    let body: Vec<String> = pairs
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
+        .collect();
+    format!("{{{}}}", body.join(","))
+}
+
+fn help(name: &str) -> &'static str {
+    match name {
+        "quantum_intents_received_total" => "Trade intents read from the bus.",
+        "quantum_orders_placed_total" => "Orders the execution service sent to the exchange.",
+        "quantum_results_total" => "Execution results published, by status.",
+        "quantum_ambiguous_submits_total" => {
+            "Order submits whose outcome was unknown, by how they were resolved."
+        }
+        "quantum_fill_confirm_seconds" => {
+            "From sending an order to its confirmed final state, by confirmation source."
+        }
+        "quantum_user_stream_events_total" => "User data stream connections and disconnections.",
+        "quantum_dead_letters_total" => {
+            "Entries copied to the dead-letter stream, by source stream."
+        }
+        "quantum_tracked_positions" => "Lots the exit monitor tracks.",
+        "quantum_exit_triggers_total" => "Exit triggers fired, by kind.",
+        "quantum_positions_closed_total" => "Lots closed, by how.",
+        "quantum_invalid_results_total" => "Execution results the exit monitor refused.",
+        "quantum_rate_limit_weight_used" => {
+            "Request weight used in the current minute, from the last exchange reply."
+        }
+        _ => "quantum metric.",
+    }
+}
+
+impl Metrics {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn inc(&self, name: &'static str, pairs: &[(&str, &str)]) {
+        *self
+            .lock()
+            .counters
+            .entry(name)
+            .or_default()
+            .entry(labels(pairs))
+            .or_default() += 1.0;
+    }
+
+    pub fn set(&self, name: &'static str, pairs: &[(&str, &str)], value: f64) {
+        self.lock()
+            .gauges
+            .entry(name)
+            .or_default()
+            .insert(labels(pairs), value);
+    }
+
+    pub fn observe(&self, name: &'static str, pairs: &[(&str, &str)], seconds: f64) {
+        let mut inner = self.lock();
+        let h = inner
+            .histograms
+            .entry(name)
+            .or_default()
+            .entry(labels(pairs))
+            .or_default();
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            if seconds <= *bound {
+                h.buckets[i] += 1;
+            }
+        }
+        h.sum += seconds;
+        h.count += 1;
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let inner = self.lock();
+        let mut out = String::new();
+        for (kind, family) in [("counter", &inner.counters), ("gauge", &inner.gauges)] {
+            for (name, series) in family {
+                let _ = writeln!(out, "# HELP {name} {}\n# TYPE {name} {kind}", help(name));
+                for (labels, value) in series {
+                    let _ = writeln!(out, "{name}{labels} {value}");
+                }
+            }
+        }
+        for (name, series) in &inner.histograms {
+            let _ = writeln!(out, "# HELP {name} {}\n# TYPE {name} histogram", help(name));
+            for (labels, h) in series {
+                let inner_labels = labels.trim_start_matches('{').trim_end_matches('}');
+                let sep = if inner_labels.is_empty() { "" } else { "," };
+                for (i, bound) in BUCKETS.iter().enumerate() {
+                    let _ = writeln!(
+                        out,
+                        "{name}_bucket{{{inner_labels}{sep}le=\"{bound}\"}} {}",
+                        h.buckets[i]
+                    );
+                }
+                let _ = writeln!(
+                    out,
+                    "{name}_bucket{{{inner_labels}{sep}le=\"+Inf\"}} {}",
+                    h.count
+                );
+                let _ = writeln!(out, "{name}_sum{labels} {}", h.sum);
+                let _ = writeln!(out, "{name}_count{labels} {}", h.count);
+            }
+        }
+        out
+    }
+}
+
+/// Serves `/metrics` and `/healthz` on `addr` until `shutdown` is cancelled.
+pub async fn serve(
+    addr: std::net::SocketAddr,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> std::io::Result<std::net::SocketAddr> {
+    use axum::routing::get;
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(|| async {
+                (
+                    [("content-type", "text/plain; version=0.0.4")],
+                    global().render(),
+                )
+            }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+    });
+    Ok(bound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_gauges_and_histograms_render_as_prometheus_text() {
+        let m = Metrics::default();
+        m.inc("quantum_results_total", &[("status", "filled")]);
+        m.inc("quantum_results_total", &[("status", "filled")]);
+        m.set("quantum_tracked_positions", &[], 3.0);
+        m.observe(
+            "quantum_fill_confirm_seconds",
+            &[("confirmed_by", "user_stream")],
+            0.004,
+        );
+        let text = m.render();
+        assert!(
+            text.contains("# TYPE quantum_results_total counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains("quantum_results_total{status=\"filled\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("quantum_tracked_positions 3"), "{text}");
+        assert!(
+            text.contains(
+                "quantum_fill_confirm_seconds_bucket{confirmed_by=\"user_stream\",le=\"0.001\"} 0"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "quantum_fill_confirm_seconds_bucket{confirmed_by=\"user_stream\",le=\"0.005\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("quantum_fill_confirm_seconds_count{confirmed_by=\"user_stream\"} 1"),
+            "{text}"
+        );
+    }
+}
