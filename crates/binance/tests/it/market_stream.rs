@@ -9,10 +9,9 @@ use binance::{
 };
 use rust_decimal::Decimal;
 use simulator::SimConfig;
-use tokio::sync::mpsc::Receiver;
 use url::Url;
 
-use crate::support::{self, pin_price, WAIT};
+use crate::support::{self, next_where, pin_price};
 
 fn fast() -> MarketStreamConfig {
     MarketStreamConfig {
@@ -20,23 +19,6 @@ fn fast() -> MarketStreamConfig {
         backoff_max: Duration::from_millis(300),
         connect_timeout: Duration::from_secs(2),
         ..MarketStreamConfig::default()
-    }
-}
-
-async fn next_where<T>(
-    events: &mut Receiver<MarketEvent>,
-    what: &str,
-    mut pick: impl FnMut(&MarketEvent) -> Option<T>,
-) -> T {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let event = tokio::time::timeout_at(deadline, events.recv())
-            .await
-            .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
-            .unwrap_or_else(|| panic!("stream ended while waiting for {what}"));
-        if let Some(found) = pick(&event) {
-            return found;
-        }
     }
 }
 

@@ -96,3 +96,21 @@ pub fn client_id(tag: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(1);
     format!("it-{tag}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
+
+/// The next event that `pick` accepts, skipping others; fails after `WAIT`.
+pub async fn next_where<E, T>(
+    events: &mut tokio::sync::mpsc::Receiver<E>,
+    what: &str,
+    mut pick: impl FnMut(&E) -> Option<T>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let event = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+            .unwrap_or_else(|| panic!("stream ended while waiting for {what}"));
+        if let Some(found) = pick(&event) {
+            return found;
+        }
+    }
+}

@@ -13,7 +13,7 @@ use serde_json::json;
 use simulator::SimConfig;
 use tokio::sync::mpsc::Receiver;
 
-use crate::support::{self, client_id, faults, WAIT};
+use crate::support::{self, client_id, faults, next_where};
 
 fn fast() -> UserStreamConfig {
     UserStreamConfig {
@@ -21,24 +21,6 @@ fn fast() -> UserStreamConfig {
         backoff_max: Duration::from_millis(400),
         connect_timeout: Duration::from_secs(2),
         ..UserStreamConfig::default()
-    }
-}
-
-/// The next event that `pick` accepts, skipping others; fails after `WAIT`.
-async fn next_where<T>(
-    events: &mut Receiver<UserEvent>,
-    what: &str,
-    mut pick: impl FnMut(&UserEvent) -> Option<T>,
-) -> T {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let event = tokio::time::timeout_at(deadline, events.recv())
-            .await
-            .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
-            .unwrap_or_else(|| panic!("stream ended while waiting for {what}"));
-        if let Some(found) = pick(&event) {
-            return found;
-        }
     }
 }
 
