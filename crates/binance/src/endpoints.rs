@@ -12,9 +12,9 @@ use crate::error::Error;
 use crate::filters::SymbolRules;
 use crate::rest::{Call, RestClient, Security};
 use crate::types::{
-    is_valid_client_id, AlgoCancel, AlgoOrder, AlgoRef, Balance, ExchangeInfo, LeverageChange,
-    ListenKey, NewAlgoOrder, NewOrder, Order, OrderRef, PositionMode, PositionRisk, PremiumIndex,
-    ServerTime, UserTrade,
+    is_valid_client_id, Account, AlgoCancel, AlgoOrder, AlgoRef, Balance, ExchangeInfo,
+    LeverageChange, ListenKey, NewAlgoOrder, NewOrder, Order, OrderRef, PositionMode, PositionRisk,
+    PremiumIndex, ServerTime, UserTrade,
 };
 
 /// An empty JSON object reply (`{}`); any other fields are ignored.
@@ -250,6 +250,21 @@ impl RestClient {
             call = call.param("symbol", symbol);
         }
         self.send(call).await
+    }
+
+    /// `GET /fapi/v2/account`: `canTrade`, balances and each symbol's leverage setting. The v2
+    /// call, because v3 dropped `canTrade` and the leverage column (reference, section 3.6).
+    ///
+    /// # Errors
+    /// Transport and API errors; [`Error::Auth`] when the key is refused.
+    pub async fn account(&self) -> Result<Account, Error> {
+        self.send(Call::new(
+            Method::GET,
+            "/fapi/v2/account",
+            Security::Signed,
+            5,
+        ))
+        .await
     }
 
     /// `GET /fapi/v3/balance`.

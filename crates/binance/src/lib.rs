@@ -48,8 +48,9 @@ pub use market_stream::{
 pub use rest::RestClient;
 pub use sign::signature;
 pub use types::{
-    AlgoOrder, AlgoOrderType, AlgoRef, AlgoStatus, NewAlgoOrder, NewOrder, NewOrderKind, Order,
-    OrderRef, OrderStatus, OrderType, PositionSide, ResponseType, Side, TimeInForce,
+    Account, AccountPosition, AlgoOrder, AlgoOrderType, AlgoRef, AlgoStatus, NewAlgoOrder,
+    NewOrder, NewOrderKind, Order, OrderRef, OrderStatus, OrderType, PositionSide, ResponseType,
+    Side, TimeInForce,
 };
 pub use user_stream::{UserEvent, UserStream, UserStreamConfig, UserStreamPath};
 pub use ws::Backoff;

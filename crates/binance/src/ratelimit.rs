@@ -161,6 +161,11 @@ impl Governor {
         }
     }
 
+    /// Request weight used in the current minute and the minute's limit, for metrics.
+    pub(crate) fn weight_usage(&self, now_ms: i64) -> (u32, u32) {
+        (self.weight.used_at(now_ms), self.weight_limit_1m)
+    }
+
     /// Records a 429/418: no request goes out for `retry_after`.
     pub(crate) fn ban(&mut self, now_ms: i64, retry_after: Duration) {
         let until = now_ms.saturating_add(retry_after.as_millis().min(i64::MAX as u128) as i64);

@@ -182,6 +182,13 @@ impl RestClient {
         local_ms() + self.inner.offset_ms.load(Ordering::Relaxed)
     }
 
+    /// Request weight used in the current minute (as the last reply reported it, plus what this
+    /// client sent since) and the limit from exchangeInfo, for the
+    /// `quantum_rate_limit_weight_*` gauges.
+    pub fn weight_usage(&self) -> (u32, u32) {
+        self.governor().weight_usage(self.server_now_ms())
+    }
+
     pub(crate) fn cache_rules(&self, rules: HashMap<String, Arc<SymbolRules>>) {
         *self
             .inner

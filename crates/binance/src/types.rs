@@ -424,6 +424,59 @@ pub struct PositionRisk {
     pub update_time: i64,
 }
 
+/// `GET /fapi/v2/account`: what `quantum doctor` needs of the account (the rest is ignored).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Account {
+    /// Whether the key may trade. The documentation's single-asset example lacks the field
+    /// (testdata/binance/SOURCES.md, quirk 6), so its absence is not read as "no".
+    #[serde(default)]
+    pub can_trade: Option<bool>,
+    /// Total wallet balance, in the margin asset.
+    #[serde(with = "dec")]
+    pub total_wallet_balance: Decimal,
+    /// Balance available for new positions.
+    #[serde(with = "dec")]
+    pub available_balance: Decimal,
+    /// One row per symbol (and position side), with the symbol's leverage setting.
+    #[serde(default)]
+    pub positions: Vec<AccountPosition>,
+}
+
+/// A `positions[]` row of `GET /fapi/v2/account`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountPosition {
+    /// Symbol.
+    pub symbol: String,
+    /// The symbol's leverage setting; a string on the wire (`"100"`).
+    #[serde(with = "loose_u32")]
+    pub leverage: u32,
+    /// Signed position amount.
+    #[serde(with = "dec")]
+    pub position_amt: Decimal,
+    /// Position side (`BOTH` in one-way mode).
+    pub position_side: PositionSide,
+}
+
+/// A count that Binance sends as a string (`"100"`) in some replies and as a number in others.
+mod loose_u32 {
+    use serde::{Deserialize, Deserializer};
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Loose {
+            Number(u32),
+            Text(String),
+        }
+        match Loose::deserialize(d)? {
+            Loose::Number(n) => Ok(n),
+            Loose::Text(t) => t.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
 /// `GET /fapi/v3/balance` item.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -819,6 +872,22 @@ mod tests {
 
     fn d(text: &str) -> Decimal {
         text.parse().unwrap()
+    }
+
+    #[test]
+    fn account_v2_carries_can_trade_and_the_leverage_of_each_symbol() {
+        let account: Account =
+            serde_json::from_str(fixture!("rest__account_v2_multi_assets.json")).unwrap();
+        assert_eq!(account.can_trade, Some(true));
+        assert_eq!(account.positions[0].symbol, "BTCUSDT");
+        assert_eq!(account.positions[0].leverage, 100);
+        assert_eq!(account.positions[0].position_side, PositionSide::Both);
+        assert_eq!(account.total_wallet_balance, d("23.72469206"));
+        // The documented single-asset example has no canTrade (SOURCES.md quirk 6): unknown, not false.
+        let single: Account =
+            serde_json::from_str(fixture!("rest__account_v2_single_asset.json")).unwrap();
+        assert_eq!(single.can_trade, None);
+        assert_eq!(single.positions[0].leverage, 100);
     }
 
     #[test]

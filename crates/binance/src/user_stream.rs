@@ -162,6 +162,35 @@ impl UserStream {
     }
 }
 
+/// Checks that the account's user stream can be opened, for `quantum doctor`: obtains the
+/// listenKey, keeps it alive once (`PUT`), opens the socket and closes the socket again. It does
+/// **not** close the key: `POST` returns the account's active key, which a running execution
+/// service may be listening on, and closing it would cut that service's stream.
+///
+/// # Errors
+/// What failed, in words: the key request, the keepalive, or the socket.
+pub async fn probe(rest: &RestClient, config: &UserStreamConfig) -> Result<Duration, String> {
+    let started = Instant::now();
+    let key = rest
+        .create_listen_key()
+        .await
+        .map_err(|e| format!("POST /fapi/v1/listenKey failed: {e}"))?;
+    rest.keepalive_listen_key(&key)
+        .await
+        .map_err(|e| format!("PUT /fapi/v1/listenKey failed: {e}"))?;
+    let url = stream_url(
+        &rest.config().ws_url,
+        &config.path,
+        &key,
+        config.events.as_deref(),
+    );
+    let socket = connect(&url, config.connect_timeout)
+        .await
+        .map_err(|e| format!("the user stream socket did not open: {e}"))?;
+    close(socket).await;
+    Ok(started.elapsed())
+}
+
 /// How a session ended.
 struct SessionEnd {
     reason: String,

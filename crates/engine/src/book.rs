@@ -62,6 +62,8 @@ pub struct Closed {
     pub exit_qty: Decimal,
     /// (exit − entry) × quantity, signed by direction, minus both fees.
     pub realized_pnl: Decimal,
+    /// When the close that filled was sent (ms), for the exit latency.
+    pub close_sent_at: i64,
 }
 
 /// What a close result did.
@@ -271,7 +273,7 @@ impl Book {
                 - result.commission;
             lot.qty -= closed;
             lot.entry_fee -= entry_fee_share;
-            lot.closing = None;
+            let close_sent_at = lot.closing.take().map_or(now, |c| c.sent_at);
             if lot.qty.is_zero() {
                 let lot = lot.clone();
                 self.lots.remove(&lot.id);
@@ -280,6 +282,7 @@ impl Book {
                     exit_price: result.entry_price,
                     exit_qty: closed,
                     realized_pnl: pnl,
+                    close_sent_at,
                 }));
             }
             return CloseOutcome::Reduced {

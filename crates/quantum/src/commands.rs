@@ -459,3 +459,56 @@ pub async fn positions(connection: ConnectionArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `quantum doctor` arguments.
+#[derive(Debug, clap::Args)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+    /// A MARKET order still NEW after this long counts as stuck (a healthy venue fills it in
+    /// milliseconds).
+    #[arg(long, default_value = "10s")]
+    pub stuck_after: humantime::Duration,
+    /// How long to wait for a WebSocket to open or deliver its first message.
+    #[arg(long, default_value = "10s")]
+    pub ws_timeout: humantime::Duration,
+    /// How many of the latest results and intents to look at.
+    #[arg(long, default_value_t = 50)]
+    pub recent: usize,
+}
+
+/// `quantum doctor`: one line per check; exits non-zero when any check fails.
+pub async fn doctor(args: DoctorArgs) -> anyhow::Result<()> {
+    let settings = args.connection.settings()?;
+    println!(
+        "quantum doctor: {:?} venue, Redis {}",
+        settings.exchange.venue,
+        settings.bus_config().redacted_url()
+    );
+    let rest = match rest_client(&settings) {
+        Ok(rest) => Some(rest),
+        Err(e) => {
+            tracing::debug!("no REST client: {e}");
+            None
+        }
+    };
+    let bus = connect_bus(&settings).await.map_err(|e| format!("{e:#}"));
+    let options = service::doctor::Options {
+        stuck_after: args.stuck_after.into(),
+        ws_timeout: args.ws_timeout.into(),
+        recent: args.recent.max(1),
+        ..service::doctor::Options::default()
+    };
+    let report = service::doctor::run(
+        &settings,
+        rest.as_ref(),
+        bus.as_ref().map_err(Clone::clone),
+        &options,
+    )
+    .await;
+    print!("{}", report.render());
+    if report.worst() == service::doctor::Level::Fail {
+        bail!("doctor found failures (see the FAIL lines above)");
+    }
+    Ok(())
+}

@@ -63,6 +63,8 @@ enum Command {
     },
     /// Show each tracked position: plan, distance to each trigger, protective orders, feed age.
     Positions(commands::ConnectionArgs),
+    /// Check the exchange, the keys, Redis and the recent orders; one line per check, non-zero exit on a failure.
+    Doctor(commands::DoctorArgs),
     /// Show the latest execution results on the bus.
     Results {
         #[command(flatten)]
@@ -111,7 +113,12 @@ struct SimArgs {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // Doctor's report is its output; only warnings and errors of the libraries go with it.
+    let default_filter = match cli.command {
+        Command::Doctor(_) => "warn",
+        _ => "info",
+    };
+    init_logging(cli.log_format, default_filter);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -130,6 +137,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Intent(args) => runtime.block_on(commands::intent(args)),
         Command::Positions(args) => runtime.block_on(commands::positions(args)),
+        Command::Doctor(args) => runtime.block_on(commands::doctor(args)),
         Command::Orders {
             connection,
             symbol,
@@ -147,9 +155,10 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat, default_filter: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("QUANTUM_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_env("QUANTUM_LOG").unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -99,6 +99,10 @@ enum Signal {
 struct Router {
     /// One std mutex: held only to look up or change the map, never across an await.
     waiters: Arc<Mutex<HashMap<String, mpsc::UnboundedSender<Signal>>>>,
+    /// When the stream last connected or delivered an event (ms), and whether it is connected:
+    /// the user-stream staleness gauges.
+    last_event_ms: Arc<std::sync::atomic::AtomicI64>,
+    connected: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Router {
@@ -130,7 +134,14 @@ impl Router {
 
     /// Consumes the user stream until it ends.
     async fn run(self, mut events: mpsc::Receiver<UserEvent>) {
+        use std::sync::atomic::Ordering;
         while let Some(event) = events.recv().await {
+            self.last_event_ms.store(now_ms(), Ordering::Relaxed);
+            match &event {
+                UserEvent::Connected { .. } => self.connected.store(true, Ordering::Relaxed),
+                UserEvent::Disconnected { .. } => self.connected.store(false, Ordering::Relaxed),
+                _ => {}
+            }
             match event {
                 UserEvent::Connected { generation } => {
                     metrics::global().inc(
@@ -279,6 +290,7 @@ impl Executor {
         self.rest.exchange_info().await?;
         let (stream, events) = UserStream::spawn(self.rest.clone(), UserStreamConfig::default());
         let router_task = tokio::spawn(self.router.clone().run(events));
+        let gauges_task = tokio::spawn(self.clone().export_gauges());
 
         let limit = Arc::new(Semaphore::new(CONCURRENCY));
         let mut tasks = JoinSet::new();
@@ -404,7 +416,36 @@ impl Executor {
         }
         stream.shutdown().await;
         router_task.abort();
+        gauges_task.abort();
         Ok(())
+    }
+
+    /// Every second: the request weight used this minute and the user stream's state, as gauges
+    /// (they are levels, not events, so they are sampled rather than counted).
+    async fn export_gauges(self) {
+        use std::sync::atomic::Ordering;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let m = metrics::global();
+            let (used, limit) = self.rest.weight_usage();
+            m.set("quantum_rate_limit_weight_used", &[], f64::from(used));
+            m.set("quantum_rate_limit_weight_limit", &[], f64::from(limit));
+            let connected = self.router.connected.load(Ordering::Relaxed);
+            m.set(
+                "quantum_user_stream_connected",
+                &[],
+                if connected { 1.0 } else { 0.0 },
+            );
+            let last = self.router.last_event_ms.load(Ordering::Relaxed);
+            if last > 0 {
+                m.set(
+                    "quantum_user_stream_last_event_age_seconds",
+                    &[],
+                    (now_ms() - last).max(0) as f64 / 1000.0,
+                );
+            }
+        }
     }
 
     /// One bus entry, start to ack. Bus errors leave the entry pending (it is retried).

@@ -181,6 +181,10 @@ impl Monitor {
                 }
                 _ = fallback.tick() => {
                     let held: BTreeMap<String, i64> = last_tick.iter().filter(|(s, _)| watched.contains(*s)).map(|(s, t)| (s.clone(), *t)).collect();
+                    metrics::global().retain("quantum_mark_price_age_seconds", |labels| held.keys().any(|s| labels == metrics::labels(&[("symbol", s)])));
+                    for (symbol, at) in &held {
+                        metrics::global().set("quantum_mark_price_age_seconds", &[("symbol", symbol)], (now_ms() - at).max(0) as f64 / 1000.0);
+                    }
                     if let Err(e) = monitor_state::save_feed(&self.bus, &held).await {
                         warn!("cannot save the price feed times: {e}");
                     }
@@ -232,6 +236,11 @@ impl Monitor {
                 CloseOutcome::Closed(c) => {
                     self.counters.lots_closed.fetch_add(1, Ordering::Relaxed);
                     metrics::global().inc("quantum_positions_closed_total", &[("by", "quantum")]);
+                    metrics::global().observe(
+                        "quantum_exit_seconds",
+                        &[],
+                        (now_ms() - c.close_sent_at).max(0) as f64 / 1000.0,
+                    );
                     info!(
                         "position closed lot={} {} {:?} qty={} entry={} exit={} realized_pnl={} (net of fees)",
                         c.lot.id, c.lot.symbol, c.lot.direction, c.exit_qty, c.lot.entry, c.exit_price, c.realized_pnl.round_dp(8)

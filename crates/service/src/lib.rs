@@ -3,6 +3,7 @@
 //! talking to the exchange and publishing results, and its shutdown order.
 
 pub mod config;
+pub mod doctor;
 pub mod execution;
 pub mod exit_monitor;
 pub mod metrics;

@@ -39,7 +39,8 @@ pub fn global() -> &'static Metrics {
     METRICS.get_or_init(Metrics::default)
 }
 
-fn labels(pairs: &[(&str, &str)]) -> String {
+/// The label set as it appears in a series name: `{k="v",...}`, or nothing.
+pub fn labels(pairs: &[(&str, &str)]) -> String {
     if pairs.is_empty() {
         return String::new();
     }
@@ -72,6 +73,13 @@ fn help(name: &str) -> &'static str {
         "quantum_rate_limit_weight_used" => {
             "Request weight used in the current minute, from the last exchange reply."
         }
+        "quantum_rate_limit_weight_limit" => "Request weight allowed per minute (exchangeInfo).",
+        "quantum_user_stream_connected" => "1 while the user data stream is connected, else 0.",
+        "quantum_user_stream_last_event_age_seconds" => {
+            "Seconds since the user data stream connected or last delivered an event (an idle account gets none)."
+        }
+        "quantum_mark_price_age_seconds" => "Seconds since the last mark price of a held symbol.",
+        "quantum_exit_seconds" => "From sending a close intent to its confirmed fill (the lot closed).",
         _ => "quantum metric.",
     }
 }
@@ -114,6 +122,14 @@ impl Metrics {
         }
         h.sum += seconds;
         h.count += 1;
+    }
+
+    /// Keeps only the series of gauge `name` whose label set passes `keep` (e.g. the price age of
+    /// symbols still held), so a gauge does not report a level that no longer exists.
+    pub fn retain(&self, name: &'static str, keep: impl Fn(&str) -> bool) {
+        if let Some(series) = self.lock().gauges.get_mut(name) {
+            series.retain(|labels, _| keep(labels));
+        }
     }
 
     /// The Prometheus text exposition.

@@ -1,0 +1,249 @@
+//! `quantum doctor` as an operator runs it, against the simulator and a real redis-server: all
+//! green after a confirmed trade; failing, with the incident's answer, when the venue accepts
+//! MARKET orders and never fills them; failing on wrong keys, a skewed clock and a dead Redis.
+
+use std::process::Command;
+use std::time::Duration;
+
+use bus::{keys, Bus};
+use serde_json::json;
+use service::Settings;
+
+const BIN: &str = env!("CARGO_BIN_EXE_quantum");
+
+/// Runs `quantum doctor` with the connection flags; returns (success, stdout).
+fn doctor(sim: &simulator::SimHandle, redis: &str, secret: &str, extra: &[&str]) -> (bool, String) {
+    let out = Command::new(BIN)
+        .arg("doctor")
+        .args([
+            "--rest-url",
+            &sim.base_url(),
+            "--ws-url",
+            &sim.ws_url(),
+            "--redis-url",
+            redis,
+            "--ws-timeout",
+            "5s",
+        ])
+        .args(extra)
+        .env("BINANCE_API_KEY", simulator::DEFAULT_API_KEY)
+        .env("BINANCE_SECRET_KEY", secret)
+        .env_remove("QUANTUM_CONFIG")
+        .output()
+        .expect("run quantum doctor");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    (
+        out.status.success(),
+        format!("{stdout}\n--- stderr ---\n{stderr}"),
+    )
+}
+
+/// The report line of check `name`, e.g. `[pass] rest ...`.
+fn line<'a>(report: &'a str, name: &str) -> &'a str {
+    report
+        .lines()
+        .find(|l| l.len() > 7 && l[7..].split_whitespace().next() == Some(name))
+        .unwrap_or_else(|| panic!("no {name} line in:\n{report}"))
+}
+
+async fn faults(sim: &simulator::SimHandle, body: serde_json::Value) {
+    let reply = reqwest::Client::new()
+        .post(format!("{}/sim/v1/faults", sim.base_url()))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(reply.status().is_success());
+}
+
+fn settings(sim: &simulator::SimHandle, redis: &str) -> Settings {
+    Settings::custom(
+        &sim.base_url(),
+        &sim.ws_url(),
+        redis,
+        simulator::DEFAULT_API_KEY,
+        simulator::DEFAULT_API_SECRET,
+    )
+    .unwrap()
+}
+
+/// Publishes a BUY intent and waits for its result on the bus.
+async fn trade(bus: &Bus, id: &str) -> serde_json::Value {
+    let intent = json!({"intent_id": id, "symbol": "AXSUSDT", "action": "BUY", "quantity": 16, "stop_loss_pct": 2});
+    bus.publish(keys::TRADE_INTENT, &intent.to_string())
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        for entry in bus.latest(keys::TRADE_EXECUTION_RESULT, 20).await.unwrap() {
+            let v: serde_json::Value = serde_json::from_str(&entry.payload.unwrap()).unwrap();
+            if v["intent_id"] == id {
+                return v;
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no result for {id}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_passes_every_check_after_a_confirmed_trade() {
+    let sim = simulator::spawn(simulator::SimConfig {
+        fill_delay: Duration::from_millis(100),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let redis = testkit::RedisServer::start();
+    let settings = settings(&sim, &redis.url());
+    let bus = Bus::connect(&settings.bus_config()).await.unwrap();
+    let execution = service::start(settings.clone()).await.unwrap();
+    let (monitor, _) = service::exit_monitor::start(settings).await.unwrap();
+    let result = trade(&bus, "doc-ok").await;
+    assert_eq!(result["status"], "filled", "{result}");
+
+    let (ok, report) = tokio::task::block_in_place(|| {
+        doctor(&sim, &redis.url(), simulator::DEFAULT_API_SECRET, &[])
+    });
+    assert!(ok, "doctor failed on a healthy setup:\n{report}");
+    for name in [
+        "rest",
+        "clock",
+        "websocket",
+        "api-key",
+        "listen-key",
+        "position-mode",
+        "leverage",
+        "redis",
+        "intent-stream",
+        "result-stream",
+        "results",
+        "dead-letters",
+        "recent-orders",
+    ] {
+        assert!(
+            line(&report, name).starts_with("[pass]"),
+            "{name}:\n{report}"
+        );
+    }
+    assert!(
+        line(&report, "recent-orders").contains("1 MARKET orders: 1 FILLED"),
+        "{report}"
+    );
+    assert!(
+        line(&report, "results").contains("last result doc-ok filled"),
+        "{report}"
+    );
+    assert!(
+        line(&report, "leverage").contains("1 symbol(s) checked"),
+        "{report}"
+    );
+    assert!(report.contains("all checks passed"), "{report}");
+
+    monitor.stop().await.unwrap();
+    execution.stop().await.unwrap();
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_fails_when_the_venue_accepts_market_orders_and_never_fills_them() {
+    let sim = simulator::spawn(simulator::SimConfig::default())
+        .await
+        .unwrap();
+    faults(&sim, json!({"never_fill": true})).await;
+    let redis = testkit::RedisServer::start();
+    let mut settings = settings(&sim, &redis.url());
+    settings.execution.fill_timeout = Duration::from_secs(2);
+    let bus = Bus::connect(&settings.bus_config()).await.unwrap();
+    let execution = service::start(settings.clone()).await.unwrap();
+    // quantum's own order: NEW, never filled, cancelled at the deadline, reported as a timeout.
+    let result = trade(&bus, "doc-never").await;
+    assert_eq!(result["status"], "timeout", "{result}");
+    execution.stop().await.unwrap();
+    // An order placed as the incident's system placed it, with nobody to cancel it: it stays NEW.
+    let rest = binance::RestClient::new(settings.binance_config().unwrap()).unwrap();
+    rest.sync_time().await.unwrap();
+    let order = rest
+        .place_order(&binance::NewOrder::market(
+            "ETHUSDT",
+            binance::Side::Buy,
+            "0.01".parse().unwrap(),
+            "incident-style-1",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(order.status.as_str(), "NEW");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let (ok, report) = tokio::task::block_in_place(|| {
+        doctor(
+            &sim,
+            &redis.url(),
+            simulator::DEFAULT_API_SECRET,
+            &["--stuck-after", "1s"],
+        )
+    });
+    assert!(!ok, "doctor must exit non-zero:\n{report}");
+    let orders = line(&report, "recent-orders");
+    assert!(orders.starts_with("[FAIL]"), "{report}");
+    assert!(orders.contains("1 still NEW"), "{report}");
+    assert!(
+        orders.contains("stuck NEW: ETHUSDT incident-style-1"),
+        "{report}"
+    );
+    assert!(orders.contains("1 ended with nothing filled"), "{report}");
+    let results = line(&report, "results");
+    assert!(
+        results.starts_with("[warn]") && results.contains("1 timed out"),
+        "{report}"
+    );
+    // Everything else is healthy: the failure names the real problem, not a symptom.
+    for name in ["rest", "api-key", "listen-key", "redis"] {
+        assert!(
+            line(&report, name).starts_with("[pass]"),
+            "{name}:\n{report}"
+        );
+    }
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_fails_on_a_wrong_secret_a_skewed_clock_and_an_unreachable_redis() {
+    let sim = simulator::spawn(simulator::SimConfig::default())
+        .await
+        .unwrap();
+    faults(&sim, json!({"clock_skew_ms": 7000})).await;
+    // A port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_redis = format!("redis://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let (ok, report) =
+        tokio::task::block_in_place(|| doctor(&sim, &dead_redis, "not-the-secret", &[]));
+    assert!(!ok, "{report}");
+    assert!(line(&report, "rest").starts_with("[pass]"), "{report}");
+    let clock = line(&report, "clock");
+    assert!(
+        clock.starts_with("[FAIL]") && clock.contains("+7"),
+        "{report}"
+    );
+    let key = line(&report, "api-key");
+    assert!(
+        key.starts_with("[FAIL]") && key.contains("-1022"),
+        "{report}"
+    );
+    assert!(
+        line(&report, "listen-key").starts_with("[skip]"),
+        "{report}"
+    );
+    assert!(
+        line(&report, "recent-orders").starts_with("[skip]"),
+        "{report}"
+    );
+    assert!(line(&report, "redis").starts_with("[FAIL]"), "{report}");
+    assert!(
+        !report.contains("not-the-secret"),
+        "the secret never reaches the output:\n{report}"
+    );
+    sim.shutdown().await;
+}
