@@ -882,7 +882,7 @@ mod tests {
         assert_eq!(account.positions[0].symbol, "BTCUSDT");
         assert_eq!(account.positions[0].leverage, 100);
         assert_eq!(account.positions[0].position_side, PositionSide::Both);
-        assert_eq!(account.total_wallet_balance, d("23.72469206"));
+        assert_eq!(account.total_wallet_balance, d("126.72469206"));
         // The documented single-asset example has no canTrade (SOURCES.md quirk 6): unknown, not false.
         let single: Account =
             serde_json::from_str(fixture!("rest__account_v2_single_asset.json")).unwrap();

@@ -148,6 +148,12 @@ async fn take_profit_stop_loss_and_trailing_exits_say_so_in_the_log() {
         "quantum_exit_triggers_total{kind=\"TRAIL_HIT\"} 1",
         "quantum_positions_closed_total{by=\"quantum\"} 3",
         "quantum_tracked_positions 0",
+        "quantum_exit_seconds_count 3",
+        "quantum_user_stream_connected 1",
+        "quantum_rate_limit_weight_limit 2400",
+        "# TYPE quantum_rate_limit_weight_used gauge",
+        "quantum_ambiguous_submits_total{resolution=\"unresolved\"} 0",
+        "quantum_positions_closed_total{by=\"exchange\"} 0",
     ] {
         assert!(
             metrics.contains(series),

@@ -284,6 +284,7 @@ impl Executor {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServiceError> {
         let group = self.exec().consumer_group.clone();
         let consumer = self.exec().consumer_name.clone();
+        metrics::register_execution();
         self.bus.ensure_group(keys::TRADE_INTENT, &group).await?;
         let offset = self.rest.sync_time().await?;
         info!("exchange clock offset {offset} ms; loading exchangeInfo");

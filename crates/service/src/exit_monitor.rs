@@ -80,6 +80,7 @@ const CONSUMER: &str = "exit-monitor-1";
 impl Monitor {
     async fn run(self, shutdown: CancellationToken) -> Result<(), ServiceError> {
         let group = self.settings.exit.consumer_group.clone();
+        metrics::register_exit_monitor();
         self.bus
             .ensure_group(keys::TRADE_EXECUTION_RESULT, &group)
             .await?;

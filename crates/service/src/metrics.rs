@@ -51,37 +51,83 @@ pub fn labels(pairs: &[(&str, &str)]) -> String {
     format!("{{{}}}", body.join(","))
 }
 
+/// Every metric quantum exports, with its HELP text. A name missing here is a bug the tests catch.
+pub const METRICS: &[(&str, &str)] = &[
+    (
+        "quantum_intents_received_total",
+        "Trade intents read from the bus.",
+    ),
+    (
+        "quantum_orders_placed_total",
+        "Orders the execution service sent to the exchange.",
+    ),
+    (
+        "quantum_results_total",
+        "Execution results published, by status.",
+    ),
+    (
+        "quantum_ambiguous_submits_total",
+        "Order submits whose outcome was unknown, by how they were resolved.",
+    ),
+    (
+        "quantum_fill_confirm_seconds",
+        "From sending an order to its confirmed final state, by confirmation source.",
+    ),
+    (
+        "quantum_user_stream_events_total",
+        "User data stream connections and disconnections.",
+    ),
+    (
+        "quantum_dead_letters_total",
+        "Entries copied to the dead-letter stream, by source stream.",
+    ),
+    (
+        "quantum_tracked_positions",
+        "Lots the exit monitor tracks.",
+    ),
+    (
+        "quantum_exit_triggers_total",
+        "Exit triggers fired, by kind.",
+    ),
+    (
+        "quantum_positions_closed_total",
+        "Lots closed, by how.",
+    ),
+    (
+        "quantum_invalid_results_total",
+        "Execution results the exit monitor refused.",
+    ),
+    (
+        "quantum_rate_limit_weight_used",
+        "Request weight used in the current minute, from the last exchange reply.",
+    ),
+    (
+        "quantum_rate_limit_weight_limit",
+        "Request weight allowed per minute (exchangeInfo).",
+    ),
+    (
+        "quantum_user_stream_connected",
+        "1 while the user data stream is connected, else 0.",
+    ),
+    (
+        "quantum_user_stream_last_event_age_seconds",
+        "Seconds since the user data stream connected or last delivered an event (an idle account gets none).",
+    ),
+    (
+        "quantum_mark_price_age_seconds",
+        "Seconds since the last mark price of a held symbol.",
+    ),
+    (
+        "quantum_exit_seconds",
+        "From sending a close intent to its confirmed fill (the lot closed).",
+    ),
+];
+
 fn help(name: &str) -> &'static str {
-    match name {
-        "quantum_intents_received_total" => "Trade intents read from the bus.",
-        "quantum_orders_placed_total" => "Orders the execution service sent to the exchange.",
-        "quantum_results_total" => "Execution results published, by status.",
-        "quantum_ambiguous_submits_total" => {
-            "Order submits whose outcome was unknown, by how they were resolved."
-        }
-        "quantum_fill_confirm_seconds" => {
-            "From sending an order to its confirmed final state, by confirmation source."
-        }
-        "quantum_user_stream_events_total" => "User data stream connections and disconnections.",
-        "quantum_dead_letters_total" => {
-            "Entries copied to the dead-letter stream, by source stream."
-        }
-        "quantum_tracked_positions" => "Lots the exit monitor tracks.",
-        "quantum_exit_triggers_total" => "Exit triggers fired, by kind.",
-        "quantum_positions_closed_total" => "Lots closed, by how.",
-        "quantum_invalid_results_total" => "Execution results the exit monitor refused.",
-        "quantum_rate_limit_weight_used" => {
-            "Request weight used in the current minute, from the last exchange reply."
-        }
-        "quantum_rate_limit_weight_limit" => "Request weight allowed per minute (exchangeInfo).",
-        "quantum_user_stream_connected" => "1 while the user data stream is connected, else 0.",
-        "quantum_user_stream_last_event_age_seconds" => {
-            "Seconds since the user data stream connected or last delivered an event (an idle account gets none)."
-        }
-        "quantum_mark_price_age_seconds" => "Seconds since the last mark price of a held symbol.",
-        "quantum_exit_seconds" => "From sending a close intent to its confirmed fill (the lot closed).",
-        _ => "quantum metric.",
-    }
+    METRICS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map_or("quantum metric.", |(_, h)| h)
 }
 
 impl Metrics {
@@ -89,7 +135,17 @@ impl Metrics {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Debug builds (the tests) refuse a name that is not in [`METRICS`], so the table, the
+    /// HELP lines and the dashboard test cannot miss a metric.
+    fn known(name: &str) {
+        debug_assert!(
+            METRICS.iter().any(|(n, _)| *n == name),
+            "metric {name} is not in metrics::METRICS"
+        );
+    }
+
     pub fn inc(&self, name: &'static str, pairs: &[(&str, &str)]) {
+        Self::known(name);
         *self
             .lock()
             .counters
@@ -99,7 +155,22 @@ impl Metrics {
             .or_default() += 1.0;
     }
 
+    /// Makes counter series exist at 0 before their first event, so that `increase()` over a
+    /// window sees the first event and a dashboard shows 0 rather than "no data".
+    pub fn register(&self, name: &'static str, label: &str, values: &[&str]) {
+        Self::known(name);
+        let mut inner = self.lock();
+        let family = inner.counters.entry(name).or_default();
+        if values.is_empty() {
+            family.entry(String::new()).or_default();
+        }
+        for value in values {
+            family.entry(labels(&[(label, value)])).or_default();
+        }
+    }
+
     pub fn set(&self, name: &'static str, pairs: &[(&str, &str)], value: f64) {
+        Self::known(name);
         self.lock()
             .gauges
             .entry(name)
@@ -108,6 +179,7 @@ impl Metrics {
     }
 
     pub fn observe(&self, name: &'static str, pairs: &[(&str, &str)], seconds: f64) {
+        Self::known(name);
         let mut inner = self.lock();
         let h = inner
             .histograms
@@ -169,6 +241,62 @@ impl Metrics {
     }
 }
 
+/// The execution service's counters, at 0 until they count.
+pub fn register_execution() {
+    let m = global();
+    m.register("quantum_intents_received_total", "", &[]);
+    m.register("quantum_orders_placed_total", "", &[]);
+    m.register(
+        "quantum_results_total",
+        "status",
+        &[
+            "filled",
+            "partially_filled",
+            "rejected",
+            "canceled",
+            "expired",
+            "timeout",
+            "failed",
+        ],
+    );
+    m.register(
+        "quantum_ambiguous_submits_total",
+        "resolution",
+        &["found", "resent", "unresolved"],
+    );
+    m.register(
+        "quantum_user_stream_events_total",
+        "event",
+        &["connected", "disconnected"],
+    );
+    m.register(
+        "quantum_dead_letters_total",
+        "stream",
+        &[bus::keys::TRADE_INTENT],
+    );
+}
+
+/// The exit monitor's counters, at 0 until they count.
+pub fn register_exit_monitor() {
+    let m = global();
+    m.register(
+        "quantum_exit_triggers_total",
+        "kind",
+        &["TP_HIT", "SL_HIT", "TRAIL_HIT"],
+    );
+    m.register(
+        "quantum_positions_closed_total",
+        "by",
+        &["quantum", "exchange"],
+    );
+    m.register("quantum_invalid_results_total", "", &[]);
+    m.register(
+        "quantum_dead_letters_total",
+        "stream",
+        &[bus::keys::TRADE_EXECUTION_RESULT],
+    );
+}
+
 /// Serves `/metrics` and `/healthz` on `addr` until `shutdown` is cancelled.
 pub async fn serve(
     addr: std::net::SocketAddr,
@@ -199,6 +327,39 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_grafana_dashboard_uses_only_exported_metrics_and_shows_each_of_them() {
+        let dashboard: serde_json::Value = serde_json::from_str(include_str!(
+            "../../../deploy/grafana/quantum-dashboard.json"
+        ))
+        .expect("the dashboard is JSON");
+        let mut used = std::collections::BTreeSet::new();
+        for panel in dashboard["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().into_iter().flatten() {
+                let expr = target["expr"].as_str().unwrap_or_default();
+                for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                    if word.starts_with("quantum_") {
+                        let base = ["_bucket", "_sum", "_count"]
+                            .iter()
+                            .find_map(|suffix| word.strip_suffix(suffix))
+                            .filter(|b| METRICS.iter().any(|(n, _)| n == b))
+                            .unwrap_or(word);
+                        used.insert(base.to_string());
+                    }
+                }
+            }
+        }
+        for name in &used {
+            assert!(
+                METRICS.iter().any(|(n, _)| n == name),
+                "the dashboard queries {name}, which quantum does not export"
+            );
+        }
+        for (name, _) in METRICS {
+            assert!(used.contains(*name), "the dashboard does not show {name}");
+        }
+    }
 
     #[test]
     fn counters_gauges_and_histograms_render_as_prometheus_text() {

@@ -1,0 +1,161 @@
+//! Graceful shutdown as systemd does it: SIGTERM to `quantum execution` while an order is on the
+//! exchange and not yet filled. The service stops taking intents, waits for the order to reach a
+//! terminal state, publishes its result, acks it, and exits 0. An intent published after the
+//! signal is left on the stream for the next start, not half-done.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use bus::{keys, Bus};
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_quantum");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_an_order_in_flight_ends_with_its_filled_result_not_a_lost_one() {
+    // The fill comes 3 s after the order is accepted, and the RESULT reply does not wait for it
+    // (as on the testnet): the order is NEW on the exchange when the signal comes.
+    let sim = simulator::spawn(simulator::SimConfig {
+        fill_delay: Duration::from_secs(3),
+        result_wait: Duration::ZERO,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let redis = testkit::RedisServer::start();
+    let bus = Bus::connect(&bus::Config {
+        url: redis.url(),
+        ..bus::Config::default()
+    })
+    .await
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args([
+            "execution",
+            "--rest-url",
+            &sim.base_url(),
+            "--ws-url",
+            &sim.ws_url(),
+            "--redis-url",
+            &redis.url(),
+            "--consumer-name",
+            "exec-a",
+        ])
+        .env("BINANCE_API_KEY", simulator::DEFAULT_API_KEY)
+        .env("BINANCE_SECRET_KEY", simulator::DEFAULT_API_SECRET)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Log lines arrive on a channel, so the test can wait for a given one.
+    let (lines_tx, lines) = mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut log = Vec::new();
+    let wait_for = |needle: &str, log: &mut Vec<String>| loop {
+        let line = lines
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "no log line with {needle:?}; log so far:\n{}",
+                    log.join("\n")
+                )
+            });
+        log.push(line.clone());
+        if line.contains(needle) {
+            return;
+        }
+    };
+    wait_for("execution service reading", &mut log);
+    let first =
+        json!({"intent_id": "term-1", "symbol": "AXSUSDT", "action": "BUY", "quantity": 16});
+    bus.publish(keys::TRADE_INTENT, &first.to_string())
+        .await
+        .unwrap();
+    wait_for("order placed AXSUSDT", &mut log);
+    assert!(
+        log.last().unwrap().contains("status=NEW"),
+        "the order is on the exchange and not filled when the signal comes: {log:?}"
+    );
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wait_for(
+        "shutting down: no new intents; waiting for 1 in flight",
+        &mut log,
+    );
+    // Published after the service stopped reading: it must not be started.
+    let second =
+        json!({"intent_id": "term-2", "symbol": "AXSUSDT", "action": "BUY", "quantity": 16});
+    bus.publish(keys::TRADE_INTENT, &second.to_string())
+        .await
+        .unwrap();
+
+    let exit = tokio::task::block_in_place(|| child.wait()).unwrap();
+    for line in lines.try_iter() {
+        log.push(line);
+    }
+    let log = log.join("\n");
+    assert!(exit.success(), "exit status {exit:?}:\n{log}");
+    assert!(log.contains("order FILLED AXSUSDT"), "{log}");
+    assert!(log.contains("execution service stopped"), "{log}");
+
+    let results: Vec<serde_json::Value> = bus
+        .latest(keys::TRADE_EXECUTION_RESULT, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| serde_json::from_str(&e.payload.unwrap()).unwrap())
+        .collect();
+    assert_eq!(
+        results.len(),
+        1,
+        "one result, for the intent in flight: {results:?}"
+    );
+    assert_eq!(results[0]["intent_id"], "term-1");
+    assert_eq!(results[0]["status"], "filled");
+    assert!(results[0]["entry_price"].as_f64().unwrap() > 0.0);
+
+    // The finished intent is acked; the one published after the signal waits, unread, for the
+    // next start, and no order was placed for it.
+    let groups = bus.group_info(keys::TRADE_INTENT).await.unwrap();
+    let group = groups
+        .iter()
+        .find(|g| g.name == "quantum-execution")
+        .unwrap();
+    assert_eq!(group.pending, 0, "{group:?}");
+    assert_eq!(group.lag, Some(1), "{group:?}");
+    let rest = binance::RestClient::new(
+        service::Settings::custom(
+            &sim.base_url(),
+            &sim.ws_url(),
+            &redis.url(),
+            simulator::DEFAULT_API_KEY,
+            simulator::DEFAULT_API_SECRET,
+        )
+        .unwrap()
+        .binance_config()
+        .unwrap(),
+    )
+    .unwrap();
+    let placed = rest.all_orders("AXSUSDT", None).await.unwrap();
+    assert_eq!(
+        placed.len(),
+        1,
+        "no order for the intent published after SIGTERM: {placed:?}"
+    );
+    assert_eq!(placed[0].client_order_id, "q-term-1");
+    sim.shutdown().await;
+}
