@@ -137,7 +137,12 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Intent(args) => runtime.block_on(commands::intent(args)),
         Command::Positions(args) => runtime.block_on(commands::positions(args)),
-        Command::Doctor(args) => runtime.block_on(commands::doctor(args)),
+        Command::Doctor(args) => {
+            if !runtime.block_on(commands::doctor(args))? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Orders {
             connection,
             symbol,
