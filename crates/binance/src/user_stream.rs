@@ -135,7 +135,7 @@ pub enum UserEvent {
 /// dropped; dropping only this handle leaves it running.
 #[derive(Debug)]
 pub struct UserStream {
-    /// Cancels the task; it then closes the socket and the listenKey.
+    /// Cancels the task; it then closes the socket (the listenKey is left to expire).
     cancel: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -153,7 +153,8 @@ impl UserStream {
         (UserStream { cancel, task }, events_rx)
     }
 
-    /// Stops the task, closing the socket and (best effort) the listenKey.
+    /// Stops the task and closes the socket. The listenKey is not closed: it is the account's
+    /// one key and may be in use by another process; unused, it expires after 60 minutes.
     pub async fn shutdown(self) {
         self.cancel.cancel();
         if let Err(e) = self.task.await {
@@ -295,9 +296,9 @@ async fn run(
         }
         info!(target: "binance::user_stream", generation, reason = %end.reason, "user stream disconnected");
         if end.stop {
-            if let Some(state) = state {
-                close_key(&rest, &state.key).await;
-            }
+            // The key is left to expire, not closed: POST returns the account's one active key,
+            // so another process on the same account (a second execution instance, `quantum
+            // doctor`) may be listening on it, and a DELETE would cut its stream.
             break;
         }
         if events_tx
@@ -438,13 +439,6 @@ fn stream_url(base: &Url, path: &UserStreamPath, key: &str, events: Option<&[Str
         }
     }
     url
-}
-
-/// Closes the key on shutdown so it does not linger for an hour; failures are only logged.
-async fn close_key(rest: &RestClient, key: &str) {
-    if let Err(e) = rest.close_listen_key(key).await {
-        debug!(target: "binance::user_stream", "closing the listenKey failed: {e}");
-    }
 }
 
 /// Sleeps unless cancelled first; true when cancelled.

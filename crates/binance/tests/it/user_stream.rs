@@ -220,3 +220,43 @@ async fn a_keepalive_answered_with_1125_rotates_the_key() {
     stream.shutdown().await;
     sim.shutdown().await;
 }
+
+/// Regression: a stopping stream used to DELETE the listenKey, which is the account's one key,
+/// so stopping one execution instance cut the stream of every other process on the account.
+#[tokio::test]
+async fn stopping_one_stream_leaves_another_on_the_same_account_connected() {
+    let (sim, client) = support::start().await;
+    let (first, mut first_events) = UserStream::spawn(client.clone(), fast());
+    assert_eq!(connected(&mut first_events).await, 1);
+    let (second, mut second_events) = UserStream::spawn(client.clone(), fast());
+    assert_eq!(connected(&mut second_events).await, 1);
+    first.shutdown().await;
+    let id = client_id("after-other-stopped");
+    client
+        .place_order(&NewOrder::market(
+            "ETHUSDT",
+            Side::Buy,
+            Decimal::from_str("0.01").unwrap(),
+            id.clone(),
+        ))
+        .await
+        .unwrap();
+    // The first thing the remaining stream delivers is the order, not a disconnection.
+    let event = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match second_events.recv().await {
+                Some(UserEvent::OrderTradeUpdate(u)) if u.order.client_order_id == id => {
+                    return Ok(())
+                }
+                Some(UserEvent::Disconnected { reason, .. }) => return Err(reason),
+                Some(_) => {}
+                None => return Err("the stream ended".to_string()),
+            }
+        }
+    })
+    .await
+    .expect("an event within 5 s");
+    assert_eq!(event, Ok(()), "the other stream was cut");
+    second.shutdown().await;
+    sim.shutdown().await;
+}
