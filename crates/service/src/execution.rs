@@ -429,9 +429,7 @@ impl Executor {
         loop {
             tick.tick().await;
             let m = metrics::global();
-            let (used, limit) = self.rest.weight_usage();
-            m.set("quantum_rate_limit_weight_used", &[], f64::from(used));
-            m.set("quantum_rate_limit_weight_limit", &[], f64::from(limit));
+            crate::metrics::export_weight(&self.rest, "execution");
             let connected = self.router.connected.load(Ordering::Relaxed);
             m.set(
                 "quantum_user_stream_connected",

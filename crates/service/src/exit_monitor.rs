@@ -181,6 +181,7 @@ impl Monitor {
                     }
                 }
                 _ = fallback.tick() => {
+                    metrics::export_weight(&self.rest, "exit-monitor");
                     let held: BTreeMap<String, i64> = last_tick.iter().filter(|(s, _)| watched.contains(*s)).map(|(s, t)| (s.clone(), *t)).collect();
                     metrics::global().retain("quantum_mark_price_age_seconds", |labels| held.keys().any(|s| labels == metrics::labels(&[("symbol", s)])));
                     for (symbol, at) in &held {

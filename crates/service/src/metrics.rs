@@ -99,7 +99,7 @@ pub const METRICS: &[(&str, &str)] = &[
     ),
     (
         "quantum_rate_limit_weight_used",
-        "Request weight used in the current minute, from the last exchange reply.",
+        "Request weight used in the current minute (the last reply's count plus what was sent since), by client.",
     ),
     (
         "quantum_rate_limit_weight_limit",
@@ -239,6 +239,23 @@ impl Metrics {
         }
         out
     }
+}
+
+/// The request weight a REST client has used this minute and its limit, as gauges labelled by
+/// the client (`execution`, `exit-monitor`: each service has its own client and view).
+pub fn export_weight(rest: &binance::RestClient, client: &str) {
+    let (used, limit) = rest.weight_usage();
+    let m = global();
+    m.set(
+        "quantum_rate_limit_weight_used",
+        &[("client", client)],
+        f64::from(used),
+    );
+    m.set(
+        "quantum_rate_limit_weight_limit",
+        &[("client", client)],
+        f64::from(limit),
+    );
 }
 
 /// The execution service's counters, at 0 until they count.
