@@ -6,23 +6,14 @@
 use std::process::Command;
 use std::time::Duration;
 
-use service::Settings;
+mod support;
 
 const BIN: &str = env!("CARGO_BIN_EXE_quantum");
 
 fn run(args: &[&str], sim: &simulator::SimHandle, redis: &str) -> (bool, String, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .args([
-            "--rest-url",
-            &sim.base_url(),
-            "--ws-url",
-            &sim.ws_url(),
-            "--redis-url",
-            redis,
-        ])
-        .env("BINANCE_API_KEY", simulator::DEFAULT_API_KEY)
-        .env("BINANCE_SECRET_KEY", simulator::DEFAULT_API_SECRET)
+    let (subcommand, rest) = args.split_first().expect("a subcommand");
+    let out = support::quantum(subcommand, sim, redis)
+        .args(rest)
         .output()
         .expect("run quantum");
     (
@@ -41,14 +32,7 @@ async fn intent_results_orders_and_order_show_one_confirmed_trade() {
     .await
     .unwrap();
     let redis = testkit::RedisServer::start();
-    let settings = Settings::custom(
-        &sim.base_url(),
-        &sim.ws_url(),
-        &redis.url(),
-        simulator::DEFAULT_API_KEY,
-        simulator::DEFAULT_API_SECRET,
-    )
-    .unwrap();
+    let settings = support::sim_settings(&sim, &redis.url());
     let service = service::start(settings).await.unwrap();
 
     let url = redis.url();
@@ -135,14 +119,7 @@ async fn positions_shows_the_plan_the_distances_and_the_exchange_side_orders() {
         .await
         .unwrap();
     let redis = testkit::RedisServer::start();
-    let settings = Settings::custom(
-        &sim.base_url(),
-        &sim.ws_url(),
-        &redis.url(),
-        simulator::DEFAULT_API_KEY,
-        simulator::DEFAULT_API_SECRET,
-    )
-    .unwrap();
+    let settings = support::sim_settings(&sim, &redis.url());
     let execution = service::start(settings.clone()).await.unwrap();
     let (monitor, _) = service::exit_monitor::start(settings).await.unwrap();
     let url = redis.url();

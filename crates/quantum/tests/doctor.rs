@@ -2,33 +2,19 @@
 //! green after a confirmed trade; failing, with the incident's answer, when the venue accepts
 //! MARKET orders and never fills them; failing on wrong keys, a skewed clock and a dead Redis.
 
-use std::process::Command;
 use std::time::Duration;
 
 use bus::{keys, Bus};
 use serde_json::json;
-use service::Settings;
 
-const BIN: &str = env!("CARGO_BIN_EXE_quantum");
+mod support;
 
 /// Runs `quantum doctor` with the connection flags; returns (success, stdout).
 fn doctor(sim: &simulator::SimHandle, redis: &str, secret: &str, extra: &[&str]) -> (bool, String) {
-    let out = Command::new(BIN)
-        .arg("doctor")
-        .args([
-            "--rest-url",
-            &sim.base_url(),
-            "--ws-url",
-            &sim.ws_url(),
-            "--redis-url",
-            redis,
-            "--ws-timeout",
-            "5s",
-        ])
+    let out = support::quantum("doctor", sim, redis)
+        .args(["--ws-timeout", "5s"])
         .args(extra)
-        .env("BINANCE_API_KEY", simulator::DEFAULT_API_KEY)
         .env("BINANCE_SECRET_KEY", secret)
-        .env_remove("QUANTUM_CONFIG")
         .output()
         .expect("run quantum doctor");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -55,17 +41,6 @@ async fn faults(sim: &simulator::SimHandle, body: serde_json::Value) {
         .await
         .unwrap();
     assert!(reply.status().is_success());
-}
-
-fn settings(sim: &simulator::SimHandle, redis: &str) -> Settings {
-    Settings::custom(
-        &sim.base_url(),
-        &sim.ws_url(),
-        redis,
-        simulator::DEFAULT_API_KEY,
-        simulator::DEFAULT_API_SECRET,
-    )
-    .unwrap()
 }
 
 /// Publishes a BUY intent and waits for its result on the bus.
@@ -96,7 +71,7 @@ async fn doctor_passes_every_check_after_a_confirmed_trade() {
     .await
     .unwrap();
     let redis = testkit::RedisServer::start();
-    let settings = settings(&sim, &redis.url());
+    let settings = support::sim_settings(&sim, &redis.url());
     let bus = Bus::connect(&settings.bus_config()).await.unwrap();
     let execution = service::start(settings.clone()).await.unwrap();
     let (monitor, _) = service::exit_monitor::start(settings).await.unwrap();
@@ -153,7 +128,7 @@ async fn doctor_fails_when_the_venue_accepts_market_orders_and_never_fills_them(
         .unwrap();
     faults(&sim, json!({"never_fill": true})).await;
     let redis = testkit::RedisServer::start();
-    let mut settings = settings(&sim, &redis.url());
+    let mut settings = support::sim_settings(&sim, &redis.url());
     settings.execution.fill_timeout = Duration::from_secs(2);
     let bus = Bus::connect(&settings.bus_config()).await.unwrap();
     let execution = service::start(settings.clone()).await.unwrap();

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bus::keys;
 use serde_json::json;
 
-const BIN: &str = env!("CARGO_BIN_EXE_quantum");
+mod support;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn take_profit_stop_loss_and_trailing_exits_say_so_in_the_log() {
@@ -26,21 +26,8 @@ async fn take_profit_stop_loss_and_trailing_exits_say_so_in_the_log() {
         .unwrap()
         .port();
     let metrics_addr = format!("127.0.0.1:{metrics_port}");
-    let mut child = Command::new(BIN)
-        .args([
-            "run",
-            "--rest-url",
-            &sim.base_url(),
-            "--ws-url",
-            &sim.ws_url(),
-            "--redis-url",
-            &redis.url(),
-            "--metrics-addr",
-            &metrics_addr,
-        ])
-        .env("BINANCE_API_KEY", simulator::DEFAULT_API_KEY)
-        .env("BINANCE_SECRET_KEY", simulator::DEFAULT_API_SECRET)
-        .env("NO_COLOR", "1")
+    let mut child = support::quantum("run", &sim, &redis.url())
+        .args(["--metrics-addr", &metrics_addr])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -11,7 +11,7 @@ use std::time::Duration;
 use bus::{keys, Bus};
 use serde_json::json;
 
-const BIN: &str = env!("CARGO_BIN_EXE_quantum");
+mod support;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_with_an_order_in_flight_ends_with_its_filled_result_not_a_lost_one() {
@@ -31,21 +31,8 @@ async fn sigterm_with_an_order_in_flight_ends_with_its_filled_result_not_a_lost_
     })
     .await
     .unwrap();
-    let mut child = Command::new(BIN)
-        .args([
-            "execution",
-            "--rest-url",
-            &sim.base_url(),
-            "--ws-url",
-            &sim.ws_url(),
-            "--redis-url",
-            &redis.url(),
-            "--consumer-name",
-            "exec-a",
-        ])
-        .env("BINANCE_API_KEY", simulator::DEFAULT_API_KEY)
-        .env("BINANCE_SECRET_KEY", simulator::DEFAULT_API_SECRET)
-        .env("NO_COLOR", "1")
+    let mut child = support::quantum("execution", &sim, &redis.url())
+        .args(["--consumer-name", "exec-a"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -138,16 +125,9 @@ async fn sigterm_with_an_order_in_flight_ends_with_its_filled_result_not_a_lost_
     assert_eq!(group.pending, 0, "{group:?}");
     assert_eq!(group.lag, Some(1), "{group:?}");
     let rest = binance::RestClient::new(
-        service::Settings::custom(
-            &sim.base_url(),
-            &sim.ws_url(),
-            &redis.url(),
-            simulator::DEFAULT_API_KEY,
-            simulator::DEFAULT_API_SECRET,
-        )
-        .unwrap()
-        .binance_config()
-        .unwrap(),
+        support::sim_settings(&sim, &redis.url())
+            .binance_config()
+            .unwrap(),
     )
     .unwrap();
     let placed = rest.all_orders("AXSUSDT", None).await.unwrap();

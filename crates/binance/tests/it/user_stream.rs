@@ -24,6 +24,19 @@ fn fast() -> UserStreamConfig {
     }
 }
 
+/// A small ETHUSDT market buy under client order id `id`: something for the stream to report.
+async fn buy_eth(client: &binance::RestClient, id: &str) {
+    client
+        .place_order(&NewOrder::market(
+            "ETHUSDT",
+            Side::Buy,
+            Decimal::from_str("0.01").unwrap(),
+            id,
+        ))
+        .await
+        .unwrap();
+}
+
 async fn connected(events: &mut Receiver<UserEvent>) -> u64 {
     next_where(events, "Connected", |e| match e {
         UserEvent::Connected { generation } => Some(*generation),
@@ -98,15 +111,7 @@ async fn a_dropped_socket_reconnects_with_a_higher_generation() {
     assert_eq!(connected(&mut events).await, 2);
     // Events flow on the new connection.
     let id = client_id("after-drop");
-    client
-        .place_order(&NewOrder::market(
-            "ETHUSDT",
-            Side::Buy,
-            Decimal::from_str("0.01").unwrap(),
-            id.clone(),
-        ))
-        .await
-        .unwrap();
+    buy_eth(&client, &id).await;
     next_where(&mut events, "an event after reconnecting", |e| match e {
         UserEvent::OrderTradeUpdate(u) if u.order.client_order_id == id => Some(()),
         _ => None,
@@ -130,15 +135,7 @@ async fn an_expired_listen_key_is_rotated() {
     assert!(reason.contains("listenKeyExpired"), "{reason}");
     assert_eq!(connected(&mut events).await, 2);
     let id = client_id("after-expiry");
-    client
-        .place_order(&NewOrder::market(
-            "ETHUSDT",
-            Side::Buy,
-            Decimal::from_str("0.01").unwrap(),
-            id.clone(),
-        ))
-        .await
-        .unwrap();
+    buy_eth(&client, &id).await;
     next_where(&mut events, "an event on the new key", |e| match e {
         UserEvent::OrderTradeUpdate(u) if u.order.client_order_id == id => Some(()),
         _ => None,
@@ -203,15 +200,7 @@ async fn a_keepalive_answered_with_1125_rotates_the_key() {
     assert!(reason.contains("-1125"), "{reason}");
     assert_eq!(connected(&mut events).await, 2);
     let id = client_id("after-1125");
-    client
-        .place_order(&NewOrder::market(
-            "ETHUSDT",
-            Side::Buy,
-            Decimal::from_str("0.01").unwrap(),
-            id.clone(),
-        ))
-        .await
-        .unwrap();
+    buy_eth(&client, &id).await;
     next_where(&mut events, "an event on the rotated key", |e| match e {
         UserEvent::OrderTradeUpdate(u) if u.order.client_order_id == id => Some(()),
         _ => None,
@@ -232,15 +221,7 @@ async fn stopping_one_stream_leaves_another_on_the_same_account_connected() {
     assert_eq!(connected(&mut second_events).await, 1);
     first.shutdown().await;
     let id = client_id("after-other-stopped");
-    client
-        .place_order(&NewOrder::market(
-            "ETHUSDT",
-            Side::Buy,
-            Decimal::from_str("0.01").unwrap(),
-            id.clone(),
-        ))
-        .await
-        .unwrap();
+    buy_eth(&client, &id).await;
     // The first thing the remaining stream delivers is the order, not a disconnection.
     let event = tokio::time::timeout(Duration::from_secs(5), async {
         loop {

@@ -1,0 +1,42 @@
+//! What the binary's integration tests share: the settings of quantum's services against a
+//! simulator and a throwaway Redis. Each test file is its own crate and uses part of this.
+#![allow(dead_code)]
+
+use service::Settings;
+
+/// Settings for the services of a test: the simulator's URLs and default keys, the given Redis.
+pub fn sim_settings(sim: &simulator::SimHandle, redis_url: &str) -> Settings {
+    Settings::custom(
+        &sim.base_url(),
+        &sim.ws_url(),
+        redis_url,
+        simulator::DEFAULT_API_KEY,
+        simulator::DEFAULT_API_SECRET,
+    )
+    .expect("settings for the simulator")
+}
+
+/// The real binary, `quantum <subcommand>`, pointed at the simulator and `redis_url` with the
+/// simulator's keys and plain (uncoloured) logs. Add the subcommand's own flags to it.
+pub fn quantum(
+    subcommand: &str,
+    sim: &simulator::SimHandle,
+    redis_url: &str,
+) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_quantum"));
+    command
+        .arg(subcommand)
+        .args([
+            "--rest-url",
+            &sim.base_url(),
+            "--ws-url",
+            &sim.ws_url(),
+            "--redis-url",
+            redis_url,
+        ])
+        .env("BINANCE_API_KEY", simulator::DEFAULT_API_KEY)
+        .env("BINANCE_SECRET_KEY", simulator::DEFAULT_API_SECRET)
+        .env("NO_COLOR", "1")
+        .env_remove("QUANTUM_CONFIG");
+    command
+}
