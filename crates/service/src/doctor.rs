@@ -588,13 +588,13 @@ async fn bus_checks(
     }
     if let Ok(intents) = bus.latest(keys::TRADE_INTENT, options.recent).await {
         for entry in intents {
-            if let Some(symbol) = entry
+            // Only valid intents: a dead-lettered one may name a symbol that does not exist.
+            if let Some(intent) = entry
                 .payload
                 .ok()
-                .and_then(|p| serde_json::from_str::<serde_json::Value>(&p).ok())
-                .and_then(|v| v["symbol"].as_str().map(str::to_ascii_uppercase))
+                .and_then(|p| model::TradeIntent::from_json(&p).ok())
             {
-                symbols.insert(symbol);
+                symbols.insert(intent.symbol.as_str().to_string());
             }
         }
     }
