@@ -25,6 +25,17 @@ pub enum ResultStatus {
 }
 
 impl ResultStatus {
+    /// Every status, in the order of the enum.
+    pub const ALL: [ResultStatus; 7] = [
+        ResultStatus::Filled,
+        ResultStatus::PartiallyFilled,
+        ResultStatus::Rejected,
+        ResultStatus::Canceled,
+        ResultStatus::Expired,
+        ResultStatus::Timeout,
+        ResultStatus::Failed,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ResultStatus::Filled => "filled",
@@ -38,17 +49,7 @@ impl ResultStatus {
     }
 
     pub fn parse(text: &str) -> Option<ResultStatus> {
-        [
-            ResultStatus::Filled,
-            ResultStatus::PartiallyFilled,
-            ResultStatus::Rejected,
-            ResultStatus::Canceled,
-            ResultStatus::Expired,
-            ResultStatus::Timeout,
-            ResultStatus::Failed,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == text)
+        ResultStatus::ALL.into_iter().find(|s| s.as_str() == text)
     }
 
     /// Whether the result carries a fill (and so a position to track).

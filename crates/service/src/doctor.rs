@@ -11,7 +11,10 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use binance::{MarketEvent, MarketStream, MarketStreamConfig, RestClient, UserStreamConfig};
+use binance::{
+    MarketEvent, MarketStream, MarketStreamConfig, OrderStatus, OrderType, RestClient,
+    UserStreamConfig,
+};
 use bus::{keys, Bus};
 use model::{ExecutionResult, ResultStatus};
 
@@ -273,16 +276,15 @@ async fn exchange_checks(
         ),
     ));
 
-    let sent = now_ms();
-    match rest.server_time().await {
-        Ok(server) => {
-            let received = now_ms();
-            report.push(clock_verdict(
-                server - (sent + received) / 2,
-                received - sent,
-                settings.exchange.recv_window,
-            ));
-        }
+    // The offset `sync_time` measures (server − the round trip's midpoint) is the skew, and the
+    // signed calls below then use it, as the services do.
+    let sent = Instant::now();
+    match rest.sync_time().await {
+        Ok(offset) => report.push(clock_verdict(
+            offset,
+            sent.elapsed().as_millis() as i64,
+            settings.exchange.recv_window,
+        )),
         Err(e) => report.push(Check::with(
             "clock",
             Level::Fail,
@@ -290,8 +292,6 @@ async fn exchange_checks(
             "signed requests need the server time",
         )),
     }
-    // Signed calls below use the measured offset, as the services do.
-    let _ = rest.sync_time().await;
 
     report.push(websocket_check(settings, options).await);
 
@@ -720,8 +720,7 @@ pub struct OrderSummary {
     pub symbol: String,
     pub client_order_id: String,
     pub is_market: bool,
-    /// Binance's status string (`NEW`, `FILLED`, ...).
-    pub status: String,
+    pub status: OrderStatus,
     /// Whether anything filled.
     pub filled_any: bool,
     /// When it was placed (ms).
@@ -756,8 +755,8 @@ async fn recent_orders_check(
         .into_iter()
         .filter(|o| seen.insert((o.symbol.clone(), o.order_id)))
         .map(|o| OrderSummary {
-            is_market: o.orig_type.unwrap_or(o.order_type).as_str() == "MARKET",
-            status: o.status.as_str().to_string(),
+            is_market: o.orig_type.unwrap_or(o.order_type) == OrderType::Market,
+            status: o.status,
             filled_any: !o.executed_qty.is_zero(),
             time: o.time.unwrap_or(o.update_time),
             symbol: o.symbol,
@@ -795,24 +794,35 @@ pub fn orders_verdict(orders: &[OrderSummary], now: i64, options: &Options) -> C
             ),
         );
     }
-    let filled = recent.iter().filter(|o| o.status == "FILLED").count();
+    let filled = recent
+        .iter()
+        .filter(|o| o.status == OrderStatus::Filled)
+        .count();
     let partial = recent
         .iter()
-        .filter(|o| o.filled_any && o.status != "FILLED")
+        .filter(|o| o.filled_any && o.status != OrderStatus::Filled)
         .count();
-    let new: Vec<&&OrderSummary> = recent.iter().filter(|o| o.status == "NEW").collect();
+    let new: Vec<&OrderSummary> = recent
+        .iter()
+        .copied()
+        .filter(|o| o.status == OrderStatus::New)
+        .collect();
     let unfilled_ended = recent
         .iter()
         .filter(|o| {
             !o.filled_any
                 && matches!(
-                    o.status.as_str(),
-                    "CANCELED" | "EXPIRED" | "EXPIRED_IN_MATCH"
+                    o.status,
+                    OrderStatus::Canceled | OrderStatus::Expired | OrderStatus::ExpiredInMatch
                 )
         })
         .count();
     let stuck_ms = i64::try_from(options.stuck_after.as_millis()).unwrap_or(i64::MAX);
-    let stuck: Vec<&&&OrderSummary> = new.iter().filter(|o| now - o.time > stuck_ms).collect();
+    let stuck: Vec<&OrderSummary> = new
+        .iter()
+        .copied()
+        .filter(|o| now - o.time > stuck_ms)
+        .collect();
     let oldest_new = new.iter().map(|o| now - o.time).max().unwrap_or(0);
     let detail = format!(
         "{} MARKET orders: {filled} FILLED, {partial} partly filled, {} still NEW (oldest {:.1}s), {unfilled_ended} ended with nothing filled",
@@ -869,7 +879,7 @@ mod tests {
             symbol: "AXSUSDT".into(),
             client_order_id: format!("q-{status}-{age_ms}"),
             is_market: true,
-            status: status.into(),
+            status: status.parse().unwrap(),
             filled_any,
             time: 1_000_000 - age_ms,
         }

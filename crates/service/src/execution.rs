@@ -429,7 +429,7 @@ impl Executor {
         loop {
             tick.tick().await;
             let m = metrics::global();
-            crate::metrics::export_weight(&self.rest, "execution");
+            metrics::export_weight(&self.rest, "execution");
             let connected = self.router.connected.load(Ordering::Relaxed);
             m.set(
                 "quantum_user_stream_connected",

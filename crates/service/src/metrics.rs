@@ -266,15 +266,7 @@ pub fn register_execution() {
     m.register(
         "quantum_results_total",
         "status",
-        &[
-            "filled",
-            "partially_filled",
-            "rejected",
-            "canceled",
-            "expired",
-            "timeout",
-            "failed",
-        ],
+        &model::ResultStatus::ALL.map(model::ResultStatus::as_str),
     );
     m.register(
         "quantum_ambiguous_submits_total",
