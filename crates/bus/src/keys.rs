@@ -1,5 +1,6 @@
-//! The Redis key names quantum uses, in one place: the three streams and the prefix of the
-//! per-intent progress records. Nothing outside this crate spells a Redis key.
+//! The Redis key names quantum uses, in one place: the three streams, the prefix of the
+//! per-intent progress records and the exit monitor's state map. Nothing outside this crate
+//! spells a Redis key.
 
 /// Trade intents from strategies (and close intents from the exit monitor); the execution
 /// service consumes it.
@@ -15,6 +16,13 @@ pub const DEAD_LETTER: &str = "quantum:stream:dead-letter";
 
 /// Prefix of the per-intent progress records, completed by the intent id.
 pub const PROGRESS_PREFIX: &str = "quantum:intent:";
+
+/// The exit monitor's book as a state map (a Redis hash, see [`crate::Bus::map_apply`]): one
+/// field per lot, so a change rewrites only the lots it touched instead of the whole book. The
+/// field names and values are the monitor's own format. `v2` because the book used to be one
+/// JSON string under `quantum:monitor:lots`; a new name keeps the two formats (and Redis types)
+/// from ever meeting under one key, and lets the old blob be read once for migration.
+pub const MONITOR_LOTS: &str = "quantum:monitor:lots:v2";
 
 /// The field of a stream entry that holds its JSON document.
 pub const PAYLOAD_FIELD: &str = "payload";

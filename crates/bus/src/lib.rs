@@ -1,7 +1,8 @@
 //! quantum's event bus: the streams the services talk through (trade intents in, execution
 //! results out, dead letters aside), consumer groups with acknowledgement and reclaiming of stale
-//! entries, and a small expiring key-value store for per-intent progress. It is the only crate
-//! that knows Redis commands and key names.
+//! entries, a small expiring key-value store for per-intent progress, and state maps (Redis
+//! hashes) that a service saves field by field. It is the only crate that knows Redis commands
+//! and key names.
 //!
 //! [`Bus`] is the one type callers hold. It is either a [`RedisBus`] (production) or a
 //! [`MemoryBus`] (the embedded default and unit tests); both behave the same, and one test suite
@@ -24,6 +25,10 @@
 //! [`Bus::progress_set`], and on redelivery read [`Bus::progress_get`] to resume instead of
 //! placing a second order.
 //!
+//! A service whose state is a collection of records (the exit monitor's lots) keeps it in a
+//! state map, one field per record: [`Bus::map_apply`] writes only what changed, in one atomic
+//! step, and [`Bus::map_all`] reads it all back on start.
+//!
 //! Layout: [`keys`] (names), [`Config`], [`Error`], `entry` (what reads return, dead-letter
 //! document), `redis_bus` and `memory` (the two implementations).
 
@@ -34,6 +39,7 @@ pub mod keys;
 mod memory;
 mod redis_bus;
 
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 pub use config::Config;
@@ -204,6 +210,53 @@ impl Bus {
         ttl: Duration,
     ) -> Result<bool> {
         dispatch!(self.progress_set_if_absent(key, value, ttl))
+    }
+
+    /// Sets fields of the state map `key` (creating it if needed), replacing the values of
+    /// fields already there; other fields are left alone. One round trip (`HSET`). When a field
+    /// appears more than once in `entries`, the last value wins. An empty `entries` is a no-op:
+    /// no map is created, and Redis is not asked (it refuses an `HSET` without fields).
+    ///
+    /// On [`Error::Unavailable`] the fields may or may not have been written; writing the same
+    /// values again is harmless.
+    pub async fn map_put(&self, key: &str, entries: &[(String, String)]) -> Result<()> {
+        dispatch!(self.map_put(key, entries))
+    }
+
+    /// Removes `fields` from the state map `key`; returns how many were there. Missing fields
+    /// (or a missing map) are not an error. A map left without fields no longer exists, which
+    /// reads the same as an empty one. An empty `fields` is a no-op returning 0.
+    pub async fn map_delete(&self, key: &str, fields: &[String]) -> Result<u64> {
+        dispatch!(self.map_delete(key, fields))
+    }
+
+    /// Every field of the state map `key` with its value (empty when the map does not exist).
+    ///
+    /// On Redis the map is read in pages (see `RedisBus::map_all`), so this is not a snapshot:
+    /// a field written or removed while the read is under way may be seen either way, and a
+    /// [`Bus::map_apply`] that moves a record from one field to another during the read may show
+    /// it in both or in neither. Fields left untouched during the read are always returned, once.
+    /// Read a map while nothing else writes it: the exit monitor loads its book on start, before
+    /// its one writer (the engine loop) runs.
+    pub async fn map_all(&self, key: &str) -> Result<BTreeMap<String, String>> {
+        dispatch!(self.map_all(key))
+    }
+
+    /// Removes `delete` from the state map `key` and sets `put`, as one atomic step (`MULTI`,
+    /// `HDEL`, `HSET`, `EXEC` in one round trip): no reader ever sees some of the changes without
+    /// the others, so a record that moves from one field to another never exists twice or not at
+    /// all, even if the process dies in between. Deletes go first, so a field named in both ends
+    /// up with its value from `put`. Empty `put` and `delete` together are a no-op.
+    ///
+    /// On [`Error::Unavailable`] either all of it or none of it happened; applying the same
+    /// change again gives the same map.
+    pub async fn map_apply(
+        &self,
+        key: &str,
+        put: &[(String, String)],
+        delete: &[String],
+    ) -> Result<()> {
+        dispatch!(self.map_apply(key, put, delete))
     }
 
     /// Checks that the bus answers.

@@ -1,11 +1,14 @@
-//! The in-process bus: the same streams, consumer groups, pending entries, claims, trimming and
-//! progress records as the Redis bus, kept in a mutex-guarded map. It serves `quantum run`
-//! without Redis and every unit test that needs a bus; the shared test suite in `tests/it` holds
-//! it to the same behaviour as Redis.
+//! The in-process bus: the same streams, consumer groups, pending entries, claims, trimming,
+//! progress records and state maps as the Redis bus, kept in a mutex-guarded map. It serves
+//! `quantum run` without Redis and every unit test that needs a bus; the shared test suite in
+//! `tests/it` holds it to the same behaviour as Redis.
 //!
 //! Differences from Redis, all deliberate: trimming is exact rather than approximate; nothing
-//! survives the process; the group's `lag` is always known. Time is read from tokio's clock, so
-//! tests can pause it and step over idle and TTL thresholds without sleeping.
+//! survives the process; the group's `lag` is always known; a state map is read as a snapshot
+//! (Redis pages through it, which callers must tolerate anyway); streams, progress records and
+//! state maps each have their own names, where Redis would refuse a key used as two types. Time
+//! is read from tokio's clock, so tests can pause it and step over idle and TTL thresholds
+//! without sleeping.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -41,6 +44,8 @@ struct Inner {
 struct State {
     streams: HashMap<String, Stream>,
     progress: HashMap<String, Progress>,
+    /// State maps; like a Redis hash, one without fields is removed.
+    maps: HashMap<String, BTreeMap<String, String>>,
 }
 
 struct Progress {
@@ -378,6 +383,40 @@ impl MemoryBus {
         Ok(true)
     }
 
+    /// See [`crate::Bus::map_put`].
+    pub async fn map_put(&self, key: &str, entries: &[(String, String)]) -> Result<()> {
+        let mut state = self.lock();
+        put_fields(&mut state, key, entries);
+        Ok(())
+    }
+
+    /// See [`crate::Bus::map_delete`].
+    pub async fn map_delete(&self, key: &str, fields: &[String]) -> Result<u64> {
+        let mut state = self.lock();
+        Ok(delete_fields(&mut state, key, fields))
+    }
+
+    /// See [`crate::Bus::map_all`].
+    pub async fn map_all(&self, key: &str) -> Result<BTreeMap<String, String>> {
+        let state = self.lock();
+        Ok(state.maps.get(key).cloned().unwrap_or_default())
+    }
+
+    /// See [`crate::Bus::map_apply`].
+    pub async fn map_apply(
+        &self,
+        key: &str,
+        put: &[(String, String)],
+        delete: &[String],
+    ) -> Result<()> {
+        // One critical section is what MULTI/EXEC is on Redis: no reader sees half of it.
+        // Deletes first, as on Redis, so a field in both keeps its value from `put`.
+        let mut state = self.lock();
+        delete_fields(&mut state, key, delete);
+        put_fields(&mut state, key, put);
+        Ok(())
+    }
+
     /// See [`crate::Bus::ping`].
     pub async fn ping(&self) -> Result<()> {
         Ok(())
@@ -498,6 +537,34 @@ fn progress(value: &str, ttl: Duration) -> Progress {
         // Redis rejects a zero expiry; both buses treat it as the shortest one instead.
         expires: Instant::now() + ttl.max(Duration::from_millis(1)),
     }
+}
+
+/// Sets `entries` in map `key`, the last value of a repeated field winning, like `HSET`. Nothing
+/// to set creates no map.
+fn put_fields(state: &mut State, key: &str, entries: &[(String, String)]) {
+    if entries.is_empty() {
+        return;
+    }
+    let map = state.maps.entry(key.to_owned()).or_default();
+    for (field, value) in entries {
+        map.insert(field.clone(), value.clone());
+    }
+}
+
+/// Removes `fields` from map `key`, like `HDEL`: returns how many were there, and removes the map
+/// once it has no field left.
+fn delete_fields(state: &mut State, key: &str, fields: &[String]) -> u64 {
+    let Some(map) = state.maps.get_mut(key) else {
+        return 0;
+    };
+    let removed = fields
+        .iter()
+        .filter(|field| map.remove(field.as_str()).is_some())
+        .count();
+    if map.is_empty() {
+        state.maps.remove(key);
+    }
+    removed as u64
 }
 
 /// The progress record under `key` if it has not expired; an expired one is removed.

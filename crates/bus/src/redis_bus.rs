@@ -1,6 +1,7 @@
 //! The Redis bus: every bus operation as one or a few Redis commands (`XADD MAXLEN ~`,
-//! `XGROUP CREATE`, `XREADGROUP`, `XAUTOCLAIM`, `XACK`, `XPENDING`, `XREVRANGE`, `XINFO`, `SET PX`)
-//! with a timeout on each, and the parsing of their replies into [`Entry`] values.
+//! `XGROUP CREATE`, `XREADGROUP`, `XAUTOCLAIM`, `XACK`, `XPENDING`, `XREVRANGE`, `XINFO`, `SET PX`,
+//! and `HSET`, `HDEL`, `HSCAN`, `MULTI`/`EXEC` for state maps) with a timeout on each, and the
+//! parsing of their replies into [`Entry`] values.
 //!
 //! Two kinds of connection. Short commands share one [`ConnectionManager`], a multiplexed
 //! connection that reconnects on its own after Redis restarts. Blocking reads must not use it:
@@ -15,7 +16,7 @@
 //! crate's typed replies, because those reject an entry whose content is nil (a pending entry
 //! trimmed from the stream) and would fail the whole read for one bad entry.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -32,6 +33,10 @@ use crate::Config;
 
 /// How many entries one history read of [`RedisBus::pending_for`] asks for; it pages until done.
 const PENDING_PAGE: usize = 100;
+
+/// How many fields one `HSCAN` of [`RedisBus::map_all`] asks for; it pages until done. A hint to
+/// Redis, not a limit: small hashes come back whole in one page.
+const MAP_PAGE: usize = 1000;
 
 /// At most this many idle blocking-read connections are kept; more concurrent readers than this
 /// still work, their extra connections are closed after use.
@@ -375,6 +380,100 @@ impl RedisBus {
         Ok(!matches!(reply, Value::Nil))
     }
 
+    /// See [`crate::Bus::map_put`].
+    pub async fn map_put(&self, key: &str, entries: &[(String, String)]) -> Result<()> {
+        // Redis refuses an HSET without fields; nothing to write is no write.
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut cmd = redis::cmd("HSET");
+        cmd.arg(key);
+        for (field, value) in entries {
+            cmd.arg(field).arg(value);
+        }
+        let _: Value = self.query("map put", &cmd).await?;
+        Ok(())
+    }
+
+    /// See [`crate::Bus::map_delete`].
+    pub async fn map_delete(&self, key: &str, fields: &[String]) -> Result<u64> {
+        if fields.is_empty() {
+            return Ok(0);
+        }
+        let mut cmd = redis::cmd("HDEL");
+        cmd.arg(key).arg(fields);
+        self.query("map delete", &cmd).await
+    }
+
+    /// See [`crate::Bus::map_all`].
+    ///
+    /// Pages with `HSCAN ... COUNT 1000` instead of asking for everything with one `HGETALL`.
+    /// The exit monitor's book is up to some 10 000 fields and 2.5 MB. One HGETALL would build
+    /// that whole reply on Redis's single thread while every other client waits, and the reply
+    /// would then hold this process's shared connection for the whole transfer, so each publish,
+    /// ack and progress write queued behind it would wait too (the reason blocking reads have
+    /// connections of their own). Pages of 1000 fields let other commands in between, and each
+    /// page has the operation timeout to itself instead of the whole read having to fit in one.
+    /// The price is that the read is not a snapshot ([`crate::Bus::map_all`] says what that
+    /// means for callers), which the one reader that needs it, the exit monitor loading its book
+    /// before its writer starts, does not mind.
+    pub async fn map_all(&self, key: &str) -> Result<BTreeMap<String, String>> {
+        let mut out = BTreeMap::new();
+        let mut cursor = "0".to_owned();
+        loop {
+            let mut cmd = redis::cmd("HSCAN");
+            cmd.arg(key).arg(&cursor).arg("COUNT").arg(MAP_PAGE);
+            let reply: Value = self.query("map all", &cmd).await?;
+            let (next, fields) = parsed("map all", parse_scan_reply(&reply))?;
+            // HSCAN may return a field more than once (when the hash is resized between pages);
+            // the map keeps one.
+            out.extend(fields);
+            // The scan is complete when Redis hands back cursor 0.
+            if next == "0" {
+                break;
+            }
+            cursor = next;
+        }
+        Ok(out)
+    }
+
+    /// See [`crate::Bus::map_apply`].
+    pub async fn map_apply(
+        &self,
+        key: &str,
+        put: &[(String, String)],
+        delete: &[String],
+    ) -> Result<()> {
+        if put.is_empty() && delete.is_empty() {
+            return Ok(());
+        }
+        // MULTI/EXEC: Redis runs the queued commands back to back with no other client's command
+        // in between, and runs none of them if the connection drops before EXEC arrives. The
+        // pipeline goes out as one write on the shared connection, so this process's other
+        // commands cannot land inside the transaction either. Empty halves are left out, because
+        // Redis refuses HDEL and HSET without fields.
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        if !delete.is_empty() {
+            pipe.cmd("HDEL").arg(key).arg(delete).ignore();
+        }
+        if !put.is_empty() {
+            pipe.cmd("HSET").arg(key);
+            for (field, value) in put {
+                pipe.arg(field).arg(value);
+            }
+            pipe.ignore();
+        }
+        let mut conn = self.commands.clone();
+        // An error of either command inside EXEC (WRONGTYPE) comes back as the pipeline's error.
+        timed(
+            "map apply",
+            self.op_timeout,
+            pipe.query_async::<()>(&mut conn),
+        )
+        .await
+    }
+
     /// See [`crate::Bus::ping`].
     pub async fn ping(&self) -> Result<()> {
         let _: String = self.query("ping", &redis::cmd("PING")).await?;
@@ -666,6 +765,34 @@ fn parse_autoclaim(value: &Value) -> Result<(String, Vec<RawEntry>, Vec<String>)
     Ok((text(cursor)?, parse_entries(entries)?, trimmed))
 }
 
+/// An `HSCAN` reply: `[next cursor, [field, value, ...]]`. Fields and values must be UTF-8, as
+/// [`RedisBus::map_put`] writes them; anything else was written behind the bus's back and is
+/// refused, naming the field, rather than silently altered.
+fn parse_scan_reply(value: &Value) -> Result<(String, Vec<(String, String)>), String> {
+    let Value::Array(parts) = value else {
+        return Err(format!("unexpected scan reply: {value:?}"));
+    };
+    let [cursor, fields] = parts.as_slice() else {
+        return Err(format!("scan reply of {} parts: {value:?}", parts.len()));
+    };
+    let fields = parse_fields(fields)?
+        .into_iter()
+        .map(
+            |(name, value)| match (String::from_utf8(name), String::from_utf8(value)) {
+                (Ok(name), Ok(value)) => Ok((name, value)),
+                (Ok(name), Err(_)) => Err(format!(
+                    "map field {name:?} holds a value that is not UTF-8"
+                )),
+                (Err(name), _) => Err(format!(
+                    "map field name is not UTF-8: {:?}",
+                    String::from_utf8_lossy(name.as_bytes())
+                )),
+            },
+        )
+        .collect::<Result<_, _>>()?;
+    Ok((text(cursor)?, fields))
+}
+
 /// One `XPENDING key group id id 1` reply: `[[id, consumer, idle, deliveries]]`, or empty when the
 /// entry is no longer pending.
 fn parse_pending_count(value: &Value) -> Option<(String, u64)> {
@@ -684,7 +811,7 @@ fn parse_pending_count(value: &Value) -> Option<(String, u64)> {
 mod tests {
     use redis::Value;
 
-    use super::{parse_autoclaim, parse_pending_count, parse_read_reply};
+    use super::{parse_autoclaim, parse_pending_count, parse_read_reply, parse_scan_reply};
 
     fn bulk(text: &str) -> Value {
         Value::BulkString(text.as_bytes().to_vec())
@@ -760,6 +887,35 @@ mod tests {
         assert_eq!(cursor, "5-0");
         assert!(entries.is_empty());
         assert!(trimmed.is_empty());
+    }
+
+    #[test]
+    fn scan_reply_pages_and_refuses_bytes_that_are_not_utf8() {
+        let page = Value::Array(vec![
+            bulk("17"),
+            Value::Array(vec![bulk("lot-1"), bulk("{}"), bulk("lot-2"), bulk("")]),
+        ]);
+        let (cursor, fields) = parse_scan_reply(&page).unwrap();
+        assert_eq!(cursor, "17");
+        assert_eq!(
+            fields,
+            [
+                ("lot-1".to_owned(), "{}".to_owned()),
+                ("lot-2".to_owned(), String::new())
+            ]
+        );
+
+        let last = Value::Array(vec![bulk("0"), Value::Array(vec![])]);
+        assert_eq!(parse_scan_reply(&last).unwrap(), ("0".to_owned(), vec![]));
+
+        let binary = Value::Array(vec![
+            bulk("0"),
+            Value::Array(vec![bulk("lot-1"), Value::BulkString(b"\xff".to_vec())]),
+        ]);
+        let err = parse_scan_reply(&binary).unwrap_err();
+        assert!(err.contains("lot-1"), "{err}");
+        assert!(parse_scan_reply(&Value::Array(vec![bulk("0")])).is_err());
+        assert!(parse_scan_reply(&Value::Nil).is_err());
     }
 
     #[test]

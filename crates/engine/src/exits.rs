@@ -1,8 +1,9 @@
 //! Exit triggers: take-profit, stop-loss and trailing stop for one tracked lot, evaluated by a
 //! pure function of (lot, plan, state, mark price). The trailing stop's peak only ever moves in
 //! the position's favour, so the stop never loosens. An exit plan is resolved against the entry
-//! price once, when the lot is opened, and refused there if it makes no sense (a long's stop
-//! above its entry, a callback outside Binance's 0.1 to 10 percent).
+//! price once, when the lot is opened, and refused there if it makes no sense (a callback outside
+//! Binance's 0.1 to 10 percent, a level that overflows). All arithmetic is checked: a plan whose
+//! prices overflow is a refusal with a reason, never a panic.
 
 use model::{ExitLevel, ExitPlan};
 use rust_decimal::Decimal;
@@ -46,41 +47,21 @@ pub enum PlanError {
     Callback(Decimal),
     #[error("a percentage of {0} would put the price at or below zero")]
     Percent(Decimal),
+    #[error("a level of this plan does not fit in a decimal (overflow)")]
+    Overflow,
 }
 
 impl Levels {
-    /// Resolves `plan` against the lot's entry price.
+    /// Resolves `plan` against the lot's entry price, refusing levels on the wrong side of it
+    /// (the execution service's check before an order is placed).
     pub fn resolve(
         direction: Direction,
         entry: Decimal,
         plan: &ExitPlan,
     ) -> Result<Levels, PlanError> {
-        if entry <= Decimal::ZERO {
-            return Err(PlanError::NoEntry(entry));
-        }
-        let pct = |p: Decimal, favourable: bool| -> Result<Decimal, PlanError> {
-            let up = match direction {
-                Direction::Long => favourable,
-                Direction::Short => !favourable,
-            };
-            let factor = Decimal::ONE_HUNDRED + if up { p } else { -p };
-            if p <= Decimal::ZERO || factor <= Decimal::ZERO {
-                return Err(PlanError::Percent(p));
-            }
-            Ok(entry * factor / Decimal::ONE_HUNDRED)
-        };
-        let take_profit = match plan.take_profit {
-            Some(ExitLevel::Pct(p)) => Some(pct(p, true)?),
-            Some(ExitLevel::Price(p)) => Some(p),
-            None => None,
-        };
-        let stop_loss = match plan.stop_loss {
-            Some(ExitLevel::Pct(p)) => Some(pct(p, false)?),
-            Some(ExitLevel::Price(p)) => Some(p),
-            None => None,
-        };
+        let levels = Levels::resolve_at_fill(direction, entry, plan)?;
         let (below, above) = (|p: Decimal| p < entry, |p: Decimal| p > entry);
-        if let Some(stop) = stop_loss {
+        if let Some(stop) = levels.stop_loss {
             let ok = match direction {
                 Direction::Long => below(stop),
                 Direction::Short => above(stop),
@@ -93,7 +74,7 @@ impl Levels {
                 });
             }
         }
-        if let Some(target) = take_profit {
+        if let Some(target) = levels.take_profit {
             let ok = match direction {
                 Direction::Long => above(target),
                 Direction::Short => below(target),
@@ -106,6 +87,51 @@ impl Levels {
                 });
             }
         }
+        Ok(levels)
+    }
+
+    /// Resolves `plan` for a position that is already filled. An absolute level the fill went
+    /// past (a take-profit at 3407 for a long filled at 3410.01) is kept: it is not a mistake of
+    /// the plan but slippage, and the first evaluation fires it, so the position is closed at once
+    /// instead of being left untracked.
+    pub fn resolve_at_fill(
+        direction: Direction,
+        entry: Decimal,
+        plan: &ExitPlan,
+    ) -> Result<Levels, PlanError> {
+        if entry <= Decimal::ZERO {
+            return Err(PlanError::NoEntry(entry));
+        }
+        let pct = |p: Decimal, favourable: bool| -> Result<Decimal, PlanError> {
+            let up = match direction {
+                Direction::Long => favourable,
+                Direction::Short => !favourable,
+            };
+            let factor = if up {
+                Decimal::ONE_HUNDRED.checked_add(p)
+            } else {
+                Decimal::ONE_HUNDRED.checked_sub(p)
+            }
+            .ok_or(PlanError::Overflow)?;
+            if p <= Decimal::ZERO || factor <= Decimal::ZERO {
+                return Err(PlanError::Percent(p));
+            }
+            entry
+                .checked_mul(factor)
+                .and_then(|v| v.checked_div(Decimal::ONE_HUNDRED))
+                .ok_or(PlanError::Overflow)
+        };
+        let level =
+            |l: Option<ExitLevel>, favourable: bool| -> Result<Option<Decimal>, PlanError> {
+                match l {
+                    Some(ExitLevel::Pct(p)) => Ok(Some(pct(p, favourable)?)),
+                    Some(ExitLevel::Price(p)) if p <= Decimal::ZERO => Err(PlanError::NoEntry(p)),
+                    Some(ExitLevel::Price(p)) => Ok(Some(p)),
+                    None => Ok(None),
+                }
+            };
+        let take_profit = level(plan.take_profit, true)?;
+        let stop_loss = level(plan.stop_loss, false)?;
         if let Some(t) = plan.trailing_pct {
             if t < Decimal::new(1, 1) || t > Decimal::TEN {
                 return Err(PlanError::Callback(t));
@@ -161,12 +187,19 @@ pub struct Evaluation {
     pub trigger: Option<Trigger>,
 }
 
-/// The trailing stop price for a peak: `callback` percent back from it.
-pub fn trailing_stop(direction: Direction, peak: Decimal, callback_pct: Decimal) -> Decimal {
-    let back = peak * callback_pct / Decimal::ONE_HUNDRED;
+/// The trailing stop price for a peak: `callback` percent back from it; `None` when it does not
+/// fit in a decimal.
+pub fn trailing_stop(
+    direction: Direction,
+    peak: Decimal,
+    callback_pct: Decimal,
+) -> Option<Decimal> {
+    let back = peak
+        .checked_mul(callback_pct)?
+        .checked_div(Decimal::ONE_HUNDRED)?;
     match direction {
-        Direction::Long => peak - back,
-        Direction::Short => peak + back,
+        Direction::Long => peak.checked_sub(back),
+        Direction::Short => peak.checked_add(back),
     }
 }
 
@@ -190,8 +223,10 @@ pub fn evaluate(levels: &Levels, state: TrailState, mark: Decimal) -> Evaluation
         Some(Trigger::StopLoss { level: stop })
     } else if let Some(target) = levels.take_profit.filter(|t| reached(*t, true)) {
         Some(Trigger::TakeProfit { level: target })
-    } else if let Some(callback) = levels.trailing_pct {
-        let stop = trailing_stop(levels.direction, next.peak, callback);
+    } else if let Some(stop) = levels
+        .trailing_pct
+        .and_then(|callback| trailing_stop(levels.direction, next.peak, callback))
+    {
         // The trail only arms once the price has moved in the lot's favour past its callback
         // distance; before that it would sit at or behind the entry and act as a second stop.
         let armed = favourable(next.peak, levels.entry) && favourable(stop, levels.entry)
@@ -335,11 +370,11 @@ mod tests {
             let l = Levels::resolve(direction, d("1000"), &plan(None, None, Some("2"))).unwrap();
             let mut s = TrailState::new(&l);
             let mut price = d("1000");
-            let mut last_stop = trailing_stop(direction, s.peak, d("2"));
+            let mut last_stop = trailing_stop(direction, s.peak, d("2")).unwrap();
             for m in moves {
                 price = (price + Decimal::new(m, 1)).max(d("1"));
                 s = evaluate(&l, s, price).state;
-                let stop = trailing_stop(direction, s.peak, d("2"));
+                let stop = trailing_stop(direction, s.peak, d("2")).unwrap();
                 match direction {
                     Direction::Long => prop_assert!(stop >= last_stop),
                     Direction::Short => prop_assert!(stop <= last_stop),

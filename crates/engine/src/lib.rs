@@ -5,12 +5,12 @@
 //! Modules in the order an intent flows through them: [`sizing`] (how many contracts, rounded to
 //! the symbol's filters), [`risk`] (allowed or refused; an approval is a type only this crate can
 //! make), [`confirm`] (exchange reports in, a confirmed outcome out), and for open positions
-//! [`exits`] (mark price in, take-profit / stop-loss / trailing trigger out) and [`book`] (the
-//! lots being watched, the closes in flight, realized PnL).
+//! [`exits`] (mark price in, take-profit / stop-loss / trailing trigger out) and [`monitor`] (the
+//! exit monitor's state machine: lots, closes in flight with deadlines, protection, alarms).
 
-pub mod book;
 pub mod confirm;
 pub mod exits;
+pub mod monitor;
 pub mod risk;
 pub mod sizing;
 

@@ -77,6 +77,20 @@ impl IntentId {
     }
 }
 
+impl IntentId {
+    /// The id of the `attempt`-th CLOSE intent the exit monitor sends for the lot named `lot`.
+    /// Every attempt gets its own id, because the execution service answers each intent id
+    /// exactly once: a second close under the first one's id would never be answered. The id is
+    /// `close-<lot>-<attempt>` when that fits an intent id, else `close-` and 32 hex digits of
+    /// the lot's SHA-256, so any lot, however long its name, has valid close ids.
+    pub fn close_of(lot: &str, attempt: u32) -> IntentId {
+        IntentId::new(&format!("close-{lot}-{attempt}")).unwrap_or_else(|_| {
+            let digest = Sha256::digest(lot.as_bytes());
+            IntentId(format!("close-{}-{attempt}", &hex::encode(digest)[..32]))
+        })
+    }
+}
+
 /// A Binance `newClientOrderId`: 1 to 36 characters of `[.A-Z:/a-z0-9_-]`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ClientOrderId(String);
@@ -115,6 +129,16 @@ impl ClientOrderId {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn close_ids_are_unique_per_attempt_and_valid_for_any_lot() {
+        assert_eq!(IntentId::close_of("t2", 2).as_str(), "close-t2-2");
+        let long = "x".repeat(125);
+        let (a, b) = (IntentId::close_of(&long, 1), IntentId::close_of(&long, 2));
+        assert_ne!(a, b);
+        assert!(IntentId::new(a.as_str()).is_ok(), "{a}");
+        assert!(a.as_str().len() <= 128);
+    }
 
     #[test]
     fn symbols_are_upper_cased_and_checked() {

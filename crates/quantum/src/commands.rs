@@ -118,30 +118,21 @@ pub async fn execution(
     // Fail early, with the hint about keys, before connecting anything.
     rest_client(&settings)?;
     args.serve_metrics().await?;
+    starting(&[service::health::EXECUTION]);
     let running = service::start(settings)
         .await
         .context("cannot start the execution service")?;
-    supervise(running, shutdown).await?;
+    crate::supervise::one(running, shutdown).await?;
     tracing::info!("execution service stopped");
     Ok(())
 }
 
-/// Runs a service until it ends by itself or `shutdown` completes, then stops it gracefully.
-async fn supervise(
-    running: service::Running,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> anyhow::Result<()> {
-    let token = running.shutdown_token();
-    let waiting = running.wait();
-    tokio::pin!(waiting);
-    tokio::select! {
-        _ = shutdown => {
-            token.cancel();
-            waiting.await?;
-        }
-        done = &mut waiting => done?,
+/// Registers the services about to start, so that `/healthz` says they are starting (503) while
+/// they connect, rather than `ok` about nothing. Each becomes running once started.
+fn starting(tasks: &[&str]) {
+    for task in tasks {
+        service::health::global().register(task, service::health::TaskState::Starting);
     }
-    Ok(())
 }
 
 /// `quantum exit-monitor`.
@@ -152,10 +143,11 @@ pub async fn exit_monitor(
     let settings = args.settings()?;
     rest_client(&settings)?;
     args.serve_metrics().await?;
+    starting(&[service::health::EXIT_MONITOR]);
     let (running, _counters) = service::exit_monitor::start(settings)
         .await
         .context("cannot start the exit monitor")?;
-    supervise(running, shutdown).await
+    crate::supervise::one(running, shutdown).await
 }
 
 /// `quantum run` arguments.
@@ -169,7 +161,9 @@ pub struct RunArgs {
     pub in_process_bus: bool,
 }
 
-/// `quantum run`: the execution service and the exit monitor in one process.
+/// `quantum run`: the execution service and the exit monitor in one process, until the shutdown
+/// signal or until one of them ends by itself (then the other is stopped and this is an error,
+/// so the process exits non-zero and can be restarted: see [`crate::supervise::both`]).
 pub async fn run_both(
     args: RunArgs,
     shutdown: impl std::future::Future<Output = ()>,
@@ -177,6 +171,7 @@ pub async fn run_both(
     let settings = args.connection.settings()?;
     rest_client(&settings)?;
     args.connection.serve_metrics().await?;
+    starting(&[service::health::EXECUTION, service::health::EXIT_MONITOR]);
     let bus = if args.in_process_bus {
         tracing::warn!(
             "in-process bus: intents, results and progress records live in this process only"
@@ -191,11 +186,7 @@ pub async fn run_both(
     let (monitor, _counters) = service::exit_monitor::start_with_bus(settings, bus)
         .await
         .context("cannot start the exit monitor")?;
-    shutdown.await;
-    // The monitor stops first, so no close intent is sent to an execution service that is leaving.
-    monitor.stop().await?;
-    execution.stop().await?;
-    Ok(())
+    crate::supervise::both(execution, monitor, shutdown).await
 }
 
 /// `quantum intent`: publishes one intent and waits for its result.
@@ -361,10 +352,11 @@ pub async fn positions(connection: ConnectionArgs) -> anyhow::Result<()> {
     let bus = connect_bus(&settings).await?;
     let rest = rest_client(&settings)?;
     rest.sync_time().await?;
-    let lots = match service::monitor_state::load(&bus).await? {
-        Ok(lots) => lots,
-        Err(e) => bail!("{e}"),
-    };
+    let saved = service::monitor_state::load(&bus).await?;
+    for problem in &saved.unreadable {
+        eprintln!("saved monitor state: {problem}");
+    }
+    let lots = saved.lots;
     let feed = service::monitor_state::load_feed(&bus).await?;
     if lots.is_empty() {
         println!("no tracked positions (is `quantum exit-monitor` running against this Redis?)");
@@ -405,9 +397,20 @@ pub async fn positions(connection: ConnectionArgs) -> anyhow::Result<()> {
                     .collect()
             })
             .unwrap_or_else(|e| vec![format!("unknown ({e})")]);
-        let trail = match lot.levels.trailing_pct {
-            Some(cb) => {
-                let stop = engine::exits::trailing_stop(lot.direction, lot.trail.peak, cb);
+        let levels = lot.levels.unwrap_or(engine::exits::Levels {
+            direction: lot.direction,
+            entry: lot.entry,
+            take_profit: None,
+            stop_loss: None,
+            trailing_pct: None,
+        });
+        let trail = match levels.trailing_pct.and_then(|cb| {
+            Some((
+                cb,
+                engine::exits::trailing_stop(lot.direction, lot.trail.peak, cb)?,
+            ))
+        }) {
+            Some((cb, stop)) => {
                 // The trail arms once its stop has passed the entry (see engine::exits).
                 let armed = match lot.direction {
                     engine::exits::Direction::Long => stop >= lot.entry,
@@ -440,8 +443,8 @@ pub async fn positions(connection: ConnectionArgs) -> anyhow::Result<()> {
         );
         println!(
             "    take-profit {}  stop-loss {}  trailing {}",
-            distance(lot.levels.take_profit, mark),
-            distance(lot.levels.stop_loss, mark),
+            distance(levels.take_profit, mark),
+            distance(levels.stop_loss, mark),
             trail
         );
         println!(
@@ -451,10 +454,19 @@ pub async fn positions(connection: ConnectionArgs) -> anyhow::Result<()> {
             } else {
                 protective.join(", ")
             },
-            lot.closing.as_ref().map_or(String::new(), |c| format!(
-                "  close in flight: {}",
-                c.intent_id
-            ))
+            match &lot.phase {
+                engine::monitor::Phase::Watching => String::new(),
+                engine::monitor::Phase::Closing(c) => format!(
+                    "  close in flight: {} (attempt {}, deadline in {:.1}s)",
+                    c.intent_id,
+                    c.attempt,
+                    (c.deadline - now) as f64 / 1000.0
+                ),
+                engine::monitor::Phase::Backoff { until, .. } => format!(
+                    "  last close FAILED; next attempt in {:.1}s",
+                    (until - now) as f64 / 1000.0
+                ),
+            }
         );
     }
     Ok(())

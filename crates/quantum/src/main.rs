@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 mod commands;
 mod demo;
+mod supervise;
 
 /// Confirmed-fill trade execution for Binance USDⓈ-M Futures.
 #[derive(Debug, Parser)]

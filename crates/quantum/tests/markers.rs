@@ -119,6 +119,10 @@ async fn take_profit_stop_loss_and_trailing_exits_say_so_in_the_log() {
         .await
         .unwrap();
     assert!(health.status().is_success());
+    assert_eq!(
+        health.text().await.unwrap(),
+        "ok\nexecution running\nexit-monitor running\n"
+    );
     let metrics = reqwest::get(format!("http://{metrics_addr}/metrics"))
         .await
         .unwrap()
@@ -142,6 +146,8 @@ async fn take_profit_stop_loss_and_trailing_exits_say_so_in_the_log() {
         "# TYPE quantum_rate_limit_weight_used gauge",
         "quantum_ambiguous_submits_total{resolution=\"unresolved\"} 0",
         "quantum_positions_closed_total{by=\"exchange\"} 0",
+        "quantum_task_up{task=\"execution\"} 1",
+        "quantum_task_up{task=\"exit-monitor\"} 1",
     ] {
         assert!(
             metrics.contains(series),

@@ -60,6 +60,10 @@ pub struct ExitFile {
     pub price_stale_after: Option<String>,
     pub exchange_protection: Option<bool>,
     pub all_market_stream_above: Option<usize>,
+    pub close_deadline: Option<String>,
+    pub conditional_budget: Option<usize>,
+    pub reconcile_every: Option<String>,
+    pub adopt_after: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -204,6 +208,15 @@ pub struct ExitSettings {
     pub exchange_protection: bool,
     /// Above this many held symbols, one `!markPrice@arr@1s` stream replaces the per-symbol ones.
     pub all_market_stream_above: usize,
+    /// A close not confirmed within this raises an alarm, re-asserts protection and is retried
+    /// under a new id (each further attempt of a lot waits twice as long, up to 2 minutes).
+    pub close_deadline: Duration,
+    /// Conditional orders quantum may keep on the account (Binance allows 200 in all).
+    pub conditional_budget: usize,
+    /// Positions are read at least this often (and soon after the user stream reports a change).
+    pub reconcile_every: Duration,
+    /// A position the book does not explain is adopted once it has been seen this long.
+    pub adopt_after: Duration,
 }
 
 /// Everything the services need.
@@ -397,6 +410,27 @@ impl Settings {
             )?,
             exchange_protection: file.exit.exchange_protection.unwrap_or(true),
             all_market_stream_above: file.exit.all_market_stream_above.unwrap_or(10),
+            close_deadline: parse_duration(
+                "close_deadline",
+                file.exit.close_deadline.as_deref().unwrap_or("20s"),
+            )?,
+            conditional_budget: match file.exit.conditional_budget.unwrap_or(190) {
+                b if b > 200 => {
+                    return Err(invalid(
+                        "conditional_budget",
+                        "Binance allows at most 200 conditional orders per account",
+                    ))
+                }
+                b => b,
+            },
+            reconcile_every: parse_duration(
+                "reconcile_every",
+                file.exit.reconcile_every.as_deref().unwrap_or("30s"),
+            )?,
+            adopt_after: parse_duration(
+                "adopt_after",
+                file.exit.adopt_after.as_deref().unwrap_or("10s"),
+            )?,
         };
         Ok(Settings {
             exit,

@@ -246,7 +246,7 @@ pub async fn start_with_bus(settings: Settings, bus: Bus) -> Result<Running, Ser
     let rest = RestClient::new(settings.binance_config()?)?;
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(Executor::new(rest, bus, settings).run(shutdown.clone()));
-    Ok(Running::new(shutdown, task))
+    Ok(Running::new(crate::health::EXECUTION, shutdown, task))
 }
 
 /// The execution service's shared parts.

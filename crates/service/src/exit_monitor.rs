@@ -1,15 +1,17 @@
-//! The exit monitor: reads execution results, tracks every filled entry as a lot in an
-//! [`engine::book::Book`], watches mark prices, and closes a lot on take-profit, stop-loss or
-//! trailing stop by publishing one reduce-only CLOSE intent, which goes through the execution
-//! service like any other intent. Every result it cannot use is logged as an ERROR naming it and
-//! the reason, copied to the dead-letter stream, counted, and acked: never a silent drop.
+//! The exit monitor's I/O shell around the decision core (`engine::monitor::Core`): it turns
+//! what arrives (execution results from the bus, mark prices, the user stream's ACCOUNT_UPDATE
+//! and ALGO_UPDATE, the outcomes of its own requests, a 250 ms timer) into events, applies each
+//! to the core, and runs the commands that come out. Exchange and bus requests run in their own
+//! tasks and come back as events, so a slow REST call never delays a tick of another symbol,
+//! and price frames are taken before results, so a backlog of results never starves ticks.
 //!
-//! Tasks: an intake task reads the results stream and hands each entry to the engine loop, which
-//! owns the book, applies results, price ticks and the REST fallback, and acks each entry once it
-//! is applied. The book is saved on the bus after every change and, on start, rebuilt from it
-//! and checked against the exchange's positions before any tick is acted on. Exchange-side
-//! protective orders are kept in line with the lots (see [`crate::protection`]), and a position
-//! that goes flat on the exchange without a close of ours is noticed within five seconds.
+//! Closes are CLOSE intents on the intent stream, so they pass the same risk gate and
+//! confirmation as any order. Every result it cannot use is logged as an ERROR naming it and the
+//! reason, copied to the dead-letter stream, counted, and acked: never a silent drop. The book is
+//! persisted incrementally (only what changed) by a writer task, and a result entry is acked
+//! only once what it changed is written. On start, the book is rebuilt from what was saved, the
+//! results waiting on the bus are read in before positions are read (so a position is never
+//! adopted and tracked from its result twice), and protection is re-asserted for every symbol.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,12 +19,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use binance::{
-    mark_price_stream, MarketEvent, MarketStream, MarketStreamConfig, RestClient,
-    ALL_MARK_PRICES_STREAM,
+    mark_price_stream, MarketEvent, MarketStream, MarketStreamConfig, RestClient, UserEvent,
+    UserStream, UserStreamConfig, ALL_MARK_PRICES_STREAM,
 };
 use bus::{keys, Bus, Entry};
-use engine::book::{Book, BookAction, CloseOutcome};
-use model::{Action, ExecutionResult};
+use engine::monitor::{AlarmKind, Command, Config, Core, Event, Note, Position};
+use model::ExecutionResult;
 use rust_decimal::Decimal;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -31,17 +33,18 @@ use tracing::{error, info, warn};
 use crate::config::Settings;
 use crate::execution::{now_ms, ServiceError};
 use crate::metrics;
-use crate::monitor_state;
+use crate::monitor_state::{self, Changes};
 use crate::protection;
 use crate::running::Running;
 
-/// Counters the monitor keeps (exported as metrics with issue 5).
+/// Counters the monitor keeps (exported as metrics too).
 #[derive(Debug, Default)]
 pub struct Counters {
     pub invalid_results: AtomicU64,
     pub lots_opened: AtomicU64,
     pub closes_sent: AtomicU64,
     pub lots_closed: AtomicU64,
+    pub alarms: AtomicU64,
 }
 
 /// Connects and starts the exit monitor in a task.
@@ -65,7 +68,27 @@ pub async fn start_with_bus(
         counters: counters.clone(),
     };
     let task = tokio::spawn(monitor.run(shutdown.clone()));
-    Ok((Running::new(shutdown, task), counters))
+    Ok((
+        Running::new(crate::health::EXIT_MONITOR, shutdown, task),
+        counters,
+    ))
+}
+
+/// The core's configuration from the settings.
+pub fn core_config(settings: &Settings) -> Config {
+    let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    let exit = &settings.exit;
+    Config {
+        default_plan: exit.default_plan,
+        close_deadline: ms(exit.close_deadline),
+        close_deadline_max: ms(exit.close_deadline).max(120_000),
+        exchange_protection: exit.exchange_protection,
+        conditional_budget: exit.conditional_budget,
+        net_offset_pct: protection::NET_OFFSET_PCT,
+        reconcile_every: ms(exit.reconcile_every),
+        adopt_after: ms(exit.adopt_after),
+        ..Config::default()
+    }
 }
 
 struct Monitor {
@@ -77,6 +100,19 @@ struct Monitor {
 
 const CONSUMER: &str = "exit-monitor-1";
 
+/// What the intake task hands over.
+enum Input {
+    Entry(Entry),
+    /// Everything that was on the results stream when the monitor started has been handed over.
+    CaughtUp,
+}
+
+/// A batch for the writer: changes to persist, then entries to ack.
+struct Write {
+    changes: Changes,
+    acks: Vec<String>,
+}
+
 impl Monitor {
     async fn run(self, shutdown: CancellationToken) -> Result<(), ServiceError> {
         let group = self.settings.exit.consumer_group.clone();
@@ -85,38 +121,60 @@ impl Monitor {
             .ensure_group(keys::TRADE_EXECUTION_RESULT, &group)
             .await?;
         self.rest.sync_time().await?;
+        let saved = monitor_state::load(&self.bus).await?;
+        for problem in &saved.unreadable {
+            error!("saved monitor state: {problem}; that record is ignored and the position, if any, is adopted from the exchange");
+        }
+        let mut core = Core::restore(core_config(&self.settings), saved.lots, saved.applied);
+        info!(
+            "exit monitor restored {} lots over {} symbols",
+            core.lots().count(),
+            core.symbols().count()
+        );
+        if self.settings.exit.exchange_protection {
+            let held: BTreeSet<String> = core.symbols().cloned().collect();
+            protection::cancel_orphans(&self.rest, &held).await;
+        } else {
+            warn!("exchange-side protection is OFF (exit.exchange_protection = false): while the monitor is down, nothing protects the positions");
+        }
         let ws_url = self.settings.binance_config()?.ws_url;
         let (prices, mut price_events) =
             MarketStream::spawn(ws_url, Vec::<String>::new(), MarketStreamConfig::default());
-        let (entries_tx, mut entries) = mpsc::channel::<Entry>(256);
+        let (user_stream, mut user_events) = UserStream::spawn(
+            self.rest.clone(),
+            UserStreamConfig {
+                events: Some(vec!["ACCOUNT_UPDATE".into(), "ALGO_UPDATE".into()]),
+                ..UserStreamConfig::default()
+            },
+        );
+        let (inputs_tx, mut inputs) = mpsc::channel::<Input>(256);
         let intake = tokio::spawn(intake(
             self.bus.clone(),
             group.clone(),
-            entries_tx,
+            inputs_tx,
             shutdown.clone(),
         ));
-        let mut book = self.restore().await?;
-        if self.settings.exit.exchange_protection {
-            for symbol in book.symbols() {
-                self.protect(&book, &symbol).await;
-            }
-            protection::cancel_orphans(&self.rest, &book.symbols()).await;
-        }
-        let mut position_check = tokio::time::interval(Duration::from_secs(5));
-        let mut watched: BTreeSet<String> = BTreeSet::new();
-        // Streams subscribed now: one per held symbol, or the all-market stream when many are held.
-        let mut subscribed: BTreeSet<String> = BTreeSet::new();
-        let all_above = self.settings.exit.all_market_stream_above;
-        let mut last_tick: BTreeMap<String, i64> = BTreeMap::new();
-        let mut stale_logged: BTreeSet<String> = BTreeSet::new();
-        let mut fallback = tokio::time::interval(Duration::from_secs(1));
-        if !book.symbols().is_empty() {
-            sync_streams(&prices, &mut subscribed, &book.symbols(), all_above).await;
-            for s in book.symbols() {
-                last_tick.insert(s.clone(), now_ms());
-            }
-            watched = book.symbols();
-        }
+        let (writes_tx, writes) = mpsc::unbounded_channel::<Write>();
+        let writer = tokio::spawn(writer(self.bus.clone(), group.clone(), writes));
+        let (events_tx, mut events) = mpsc::unbounded_channel::<Event>();
+        let mut shell = Shell {
+            monitor: &self,
+            events: events_tx,
+            writes: writes_tx,
+            changes: Changes::default(),
+            caught_up: false,
+            deferred_read: None,
+            locks: BTreeMap::new(),
+            subscribed: BTreeSet::new(),
+            last_tick: BTreeMap::new(),
+            stale_logged: BTreeSet::new(),
+            prices: &prices,
+        };
+        let mut user_stream_alive = true;
+        let mut timer = tokio::time::interval(Duration::from_millis(250));
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
+        housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         info!(
             "exit monitor reading {} as {group}",
             keys::TRADE_EXECUTION_RESULT
@@ -125,199 +183,341 @@ impl Monitor {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
-                entry = entries.recv() => {
-                    let Some(entry) = entry else { break };
-                    self.on_entry(&mut book, &entry).await;
-                    self.save(&book).await;
-                    let symbol = entry.payload.as_ref().ok()
-                        .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok())
-                        .and_then(|v| v["symbol"].as_str().map(str::to_string));
-                    if let Some(symbol) = symbol {
-                        // A close that failed may have failed because the exchange closed the
-                        // position first (its protective order fired in the same move): look.
-                        if book.lots().any(|l| l.symbol == symbol && l.retry_at.is_some()) && self.check_positions(&mut book).await {
-                            self.save(&book).await;
-                        }
-                        self.protect(&book, &symbol).await;
-                    }
-                    if let Err(e) = self.bus.ack(keys::TRADE_EXECUTION_RESULT, &group, &entry.id).await {
-                        error!("cannot ack result entry {}: {e}", entry.id);
-                    }
-                    let symbols = book.symbols();
-                    sync_streams(&prices, &mut subscribed, &symbols, all_above).await;
-                    for s in symbols.difference(&watched) {
-                        last_tick.insert(s.clone(), now_ms());
-                    }
-                    watched = symbols;
-                }
                 event = price_events.recv() => match event {
                     Some(MarketEvent::MarkPrice(update)) => {
-                        last_tick.insert(update.symbol.clone(), now_ms());
-                        if stale_logged.remove(&update.symbol) {
-                            info!("mark price stream for {} is live again", update.symbol);
-                        }
-                        if self.on_price(&mut book, &update.symbol, update.mark_price).await {
-                            self.save(&book).await;
-                        }
+                        shell.tick(&mut core, update.symbol, update.mark_price).await;
                     }
                     Some(MarketEvent::MarkPrices(updates)) => {
-                        let mut changed = false;
-                        for update in updates.iter().filter(|u| watched.contains(&u.symbol)) {
-                            last_tick.insert(update.symbol.clone(), now_ms());
-                            stale_logged.remove(&update.symbol);
-                            changed |= self.on_price(&mut book, &update.symbol, update.mark_price).await;
-                        }
-                        if changed {
-                            self.save(&book).await;
+                        for update in updates {
+                            if core.lots_of(&update.symbol).next().is_some() {
+                                shell.tick(&mut core, update.symbol, update.mark_price).await;
+                            }
                         }
                     }
                     Some(MarketEvent::Disconnected { reason, .. }) => warn!("mark price stream disconnected: {reason}; REST polling covers the gap"),
                     Some(_) => {}
                     None => break,
                 },
-                _ = position_check.tick(), if !watched.is_empty() => {
-                    if self.check_positions(&mut book).await {
-                        self.save(&book).await;
-                    }
+                event = events.recv() => {
+                    let Some(event) = event else { break };
+                    shell.apply(&mut core, event, None).await;
                 }
-                _ = fallback.tick() => {
-                    metrics::export_weight(&self.rest, "exit-monitor");
-                    let held: BTreeMap<String, i64> = last_tick.iter().filter(|(s, _)| watched.contains(*s)).map(|(s, t)| (s.clone(), *t)).collect();
-                    metrics::global().retain("quantum_mark_price_age_seconds", |labels| held.keys().any(|s| labels == metrics::labels(&[("symbol", s)])));
-                    for (symbol, at) in &held {
-                        metrics::global().set("quantum_mark_price_age_seconds", &[("symbol", symbol)], (now_ms() - at).max(0) as f64 / 1000.0);
-                    }
-                    if let Err(e) = monitor_state::save_feed(&self.bus, &held).await {
-                        warn!("cannot save the price feed times: {e}");
-                    }
-                    let stale_after = i64::try_from(self.settings.exit.price_stale_after.as_millis()).unwrap_or(i64::MAX);
-                    for symbol in watched.clone() {
-                        let age = now_ms() - last_tick.get(&symbol).copied().unwrap_or(0);
-                        if age < stale_after {
-                            continue;
-                        }
-                        if stale_logged.insert(symbol.clone()) {
-                            warn!("no mark price for {symbol} for {age} ms: falling back to REST premiumIndex polling");
-                        }
-                        match self.rest.premium_index(&symbol).await {
-                            Ok(p) => {
-                                if self.on_price(&mut book, &symbol, p.mark_price).await {
-                                    self.save(&book).await;
-                                }
-                            }
-                            Err(e) => error!("{symbol} is held and its price is unknown: premiumIndex failed: {e}"),
+                event = user_events.recv(), if user_stream_alive => match event {
+                    Some(UserEvent::AccountUpdate(update)) => {
+                        for p in update.account.positions {
+                            shell.apply(&mut core, Event::News { symbol: p.symbol }, None).await;
                         }
                     }
-                }
+                    Some(UserEvent::AlgoUpdate(update)) if protection::is_protective(&update.order.client_algo_id) => {
+                        info!("protective order {} of {} is {:?}", update.order.client_algo_id, update.order.symbol, update.order.status);
+                        shell.apply(&mut core, Event::News { symbol: update.order.symbol }, None).await;
+                    }
+                    Some(UserEvent::Connected { .. }) => {
+                        // Events may have been missed before this connection: read positions.
+                        shell.apply(&mut core, Event::News { symbol: String::new() }, None).await;
+                    }
+                    Some(_) => {}
+                    // The user stream task ended; positions are still read every reconcile period.
+                    None => {
+                        error!("the user stream has stopped; exchange-side exits are noticed by the periodic position read only");
+                        user_stream_alive = false;
+                    }
+                },
+                _ = timer.tick() => shell.apply(&mut core, Event::Timer, None).await,
+                _ = housekeeping.tick() => shell.housekeeping(&mut core).await,
+                input = inputs.recv() => match input {
+                    Some(Input::Entry(entry)) => shell.on_entry(&mut core, entry).await,
+                    Some(Input::CaughtUp) => {
+                        shell.caught_up = true;
+                        info!("results waiting on the bus are read in; reading positions");
+                        if let Some(seq) = shell.deferred_read.take() {
+                            shell.read_positions(seq);
+                        }
+                    }
+                    None => break,
+                },
             }
         }
         intake.abort();
+        drop(shell);
+        // The writer ends once every queued batch is written and acked.
+        let _ = tokio::time::timeout(Duration::from_secs(10), writer).await;
         prices.shutdown().await;
+        user_stream.shutdown().await;
         info!(
             "exit monitor stopped with {} lots tracked",
-            book.lots().count()
+            core.lots().count()
         );
         Ok(())
     }
+}
 
-    async fn on_entry(&self, book: &mut Book, entry: &Entry) {
-        let raw = match &entry.payload {
-            Ok(raw) => raw,
-            Err(m) => {
-                return self
-                    .invalid(entry, &format!("bad result entry: {}", m.describe()))
-                    .await
-            }
-        };
-        let result = match ExecutionResult::from_json(raw) {
-            Ok(r) => r,
-            Err(e) => return self.invalid(entry, &format!("invalid result: {e}")).await,
-        };
-        if result.action == Action::Close.as_str() {
-            match book.on_close_result(&result, now_ms()) {
-                CloseOutcome::Closed(c) => {
-                    self.counters.lots_closed.fetch_add(1, Ordering::Relaxed);
-                    metrics::global().inc("quantum_positions_closed_total", &[("by", "quantum")]);
-                    metrics::global().observe(
-                        "quantum_exit_seconds",
-                        &[],
-                        (now_ms() - c.close_sent_at).max(0) as f64 / 1000.0,
-                    );
-                    info!(
-                        "position closed lot={} {} {:?} qty={} entry={} exit={} realized_pnl={} (net of fees)",
-                        c.lot.id, c.lot.symbol, c.lot.direction, c.exit_qty, c.lot.entry, c.exit_price, c.realized_pnl.round_dp(8)
-                    );
-                }
-                CloseOutcome::Reduced {
-                    lot,
-                    closed,
-                    remaining,
-                    realized_pnl,
-                } => {
-                    warn!("close of lot {lot} filled {closed} of it; {remaining} still open (realized_pnl={realized_pnl}); the next trigger closes the rest");
-                }
-                CloseOutcome::Failed {
-                    lot,
-                    status,
-                    error,
-                    retry_at,
-                    attempt,
-                } => {
-                    error!(
-                        "close of lot {lot} FAILED ({}: {error}); the position is still open, retrying in {} ms (attempt {attempt})",
-                        status.as_str(),
-                        retry_at - now_ms()
-                    );
-                }
-                CloseOutcome::Unknown => info!(
-                    "close result {} is not for a lot this monitor tracks",
-                    result.intent_id
-                ),
-            }
-            return;
+/// The state of the shell around one core.
+struct Shell<'a> {
+    monitor: &'a Monitor,
+    events: mpsc::UnboundedSender<Event>,
+    writes: mpsc::UnboundedSender<Write>,
+    changes: Changes,
+    caught_up: bool,
+    deferred_read: Option<u64>,
+    /// One protection request per symbol at a time.
+    locks: BTreeMap<String, Arc<tokio::sync::Mutex<()>>>,
+    subscribed: BTreeSet<String>,
+    last_tick: BTreeMap<String, i64>,
+    stale_logged: BTreeSet<String>,
+    prices: &'a MarketStream,
+}
+
+impl Shell<'_> {
+    async fn tick(&mut self, core: &mut Core, symbol: String, price: Decimal) {
+        self.last_tick.insert(symbol.clone(), now_ms());
+        if self.stale_logged.remove(&symbol) {
+            info!("mark price stream for {symbol} is live again");
         }
-        if !result.status.has_fill() {
-            info!(
-                "result {} is {} with no fill: nothing to track",
-                result.intent_id,
-                result.status.as_str()
-            );
-            return;
-        }
-        match book.open(&result, &self.settings.exit.default_plan) {
-            Ok(lot) => {
-                self.counters.lots_opened.fetch_add(1, Ordering::Relaxed);
-                info!(
-                    "tracking lot={} {} {:?} qty={} entry={} take_profit={:?} stop_loss={:?} trailing_pct={:?}{}",
-                    lot.id,
-                    lot.symbol,
-                    lot.direction,
-                    lot.qty,
-                    lot.entry,
-                    lot.levels.take_profit,
-                    lot.levels.stop_loss,
-                    lot.levels.trailing_pct,
-                    if result.exit_plan.is_empty() { " (default plan)" } else { "" }
-                );
-                if lot.levels.stop_loss.is_none() {
-                    warn!("lot {} has NO stop-loss (allowed by configuration)", lot.id);
-                }
-            }
-            Err(e) => {
-                error!("filled position {} {} CANNOT BE PROTECTED: its exit plan is invalid ({e}); it is not tracked", result.intent_id, result.symbol);
-                self.invalid(
-                    entry,
-                    &format!("exit plan cannot protect the position: {e}"),
-                )
-                .await;
+        self.apply(core, Event::Mark { symbol, price }, None).await;
+    }
+
+    async fn on_entry(&mut self, core: &mut Core, entry: Entry) {
+        let parsed = match &entry.payload {
+            Ok(raw) => ExecutionResult::from_json(raw).map_err(|e| format!("invalid result: {e}")),
+            Err(m) => Err(format!("bad result entry: {}", m.describe())),
+        };
+        match parsed {
+            Ok(result) => self.apply(core, Event::from(result), Some(&entry)).await,
+            Err(reason) => {
+                self.refuse(&entry, &reason).await;
+                self.flush(Some(entry.id.clone()));
             }
         }
     }
 
-    async fn invalid(&self, entry: &Entry, reason: &str) {
-        self.counters
-            .invalid_results
-            .fetch_add(1, Ordering::Relaxed);
+    /// Applies one event, runs what the core asks, and hands the changes to the writer (with
+    /// the entry to ack once they are written).
+    async fn apply(&mut self, core: &mut Core, event: Event, entry: Option<&Entry>) {
+        let held_before = core.symbols().count();
+        let commands = core.apply(now_ms(), event);
+        for command in commands {
+            self.run(core, command, entry).await;
+        }
+        self.flush(entry.map(|e| e.id.clone()));
+        if core.symbols().count() != held_before || self.subscribed.is_empty() {
+            self.sync_streams(core).await;
+        }
+    }
+
+    fn flush(&mut self, ack: Option<String>) {
+        if self.changes.is_empty() && ack.is_none() {
+            return;
+        }
+        let changes = std::mem::take(&mut self.changes);
+        let _ = self.writes.send(Write {
+            changes,
+            acks: ack.into_iter().collect(),
+        });
+    }
+
+    async fn run(&mut self, core: &Core, command: Command, entry: Option<&Entry>) {
+        let m = self.monitor;
+        match command {
+            Command::PublishClose {
+                lot,
+                symbol,
+                intent_id,
+                qty,
+                trigger,
+                attempt,
+            } => {
+                let intent = serde_json::json!({
+                    "intent_id": intent_id,
+                    "symbol": symbol,
+                    "action": "CLOSE",
+                    "quantity": model::intent::decimal_number(qty),
+                    "source": "exit-monitor",
+                    "created_at": now_ms(),
+                });
+                let (bus, events, counters) =
+                    (m.bus.clone(), self.events.clone(), m.counters.clone());
+                tokio::spawn(async move {
+                    let outcome = bus.publish(keys::TRADE_INTENT, &intent.to_string()).await;
+                    let outcome = match outcome {
+                        Ok(id) => {
+                            counters.closes_sent.fetch_add(1, Ordering::Relaxed);
+                            info!("Close order sent lot={lot} {symbol} intent={intent_id} qty={qty} trigger={} attempt={attempt} entry={id}", trigger.marker());
+                            Ok(())
+                        }
+                        Err(e) => Err(e.to_string()),
+                    };
+                    let _ = events.send(Event::ClosePublished { intent_id, outcome });
+                });
+            }
+            Command::Protect { symbol, seq, net } => {
+                let lock = self.locks.entry(symbol.clone()).or_default().clone();
+                let (rest, events) = (m.rest.clone(), self.events.clone());
+                tokio::spawn(async move {
+                    let _guard = lock.lock().await;
+                    let outcome = protection::apply(&rest, &symbol, net).await;
+                    let _ = events.send(Event::Protected {
+                        symbol,
+                        seq,
+                        outcome,
+                    });
+                });
+            }
+            Command::ReadPositions { seq } => {
+                if self.caught_up {
+                    self.read_positions(seq);
+                } else {
+                    // Results still on the bus are applied first; the read waits for them.
+                    self.deferred_read = Some(seq);
+                }
+            }
+            Command::Alarm { key, message } => {
+                m.counters.alarms.fetch_add(1, Ordering::Relaxed);
+                metrics::global().inc("quantum_exit_alarms_total", &[("kind", key.1.as_str())]);
+                error!("ALARM {} {}: {message}", key.1.as_str(), key.0);
+                export_alarms(core);
+            }
+            Command::ClearAlarm { key } => {
+                info!("alarm {} {} cleared", key.1.as_str(), key.0);
+                export_alarms(core);
+            }
+            Command::Refuse { intent_id, reason } => match entry {
+                Some(entry) => self.refuse(entry, &format!("{intent_id}: {reason}")).await,
+                None => error!("{intent_id} refused: {reason}"),
+            },
+            Command::Persist {
+                lots,
+                removed,
+                applied,
+                forgotten,
+            } => {
+                self.changes.add(&lots, &removed, &applied, &forgotten);
+                metrics::global().set("quantum_tracked_positions", &[], core.lots().count() as f64);
+            }
+            Command::Note(note) => self.note(*note),
+        }
+    }
+
+    fn read_positions(&self, seq: u64) {
+        let (rest, events) = (self.monitor.rest.clone(), self.events.clone());
+        tokio::spawn(async move {
+            let requested_at = now_ms();
+            let event = match rest.position_risk(None).await {
+                Ok(positions) => Event::Positions {
+                    seq,
+                    requested_at,
+                    positions: positions
+                        .into_iter()
+                        .map(|p| Position {
+                            symbol: p.symbol,
+                            amount: p.position_amt,
+                            entry: p.entry_price,
+                        })
+                        .collect(),
+                },
+                Err(e) => {
+                    warn!("cannot read positions: {e}");
+                    Event::PositionsFailed {
+                        seq,
+                        error: e.to_string(),
+                    }
+                }
+            };
+            let _ = events.send(event);
+        });
+    }
+
+    fn note(&self, note: Note) {
+        let counters = &self.monitor.counters;
+        match note {
+            Note::Opened { lot, default_plan } => {
+                counters.lots_opened.fetch_add(1, Ordering::Relaxed);
+                let levels = lot.levels.unwrap_or(engine::exits::Levels {
+                    direction: lot.direction,
+                    entry: lot.entry,
+                    take_profit: None,
+                    stop_loss: None,
+                    trailing_pct: None,
+                });
+                info!(
+                    "tracking lot={} {} {:?} qty={} entry={} take_profit={:?} stop_loss={:?} trailing_pct={:?}{}",
+                    lot.id, lot.symbol, lot.direction, lot.qty, lot.entry, levels.take_profit,
+                    levels.stop_loss, levels.trailing_pct, if default_plan { " (default plan)" } else { "" }
+                );
+            }
+            Note::Adopted { lot } => {
+                counters.lots_opened.fetch_add(1, Ordering::Relaxed);
+                warn!(
+                    "position {} {:?} {} @ {} on the exchange is unknown to quantum: tracking it as {} with the default plan (stop_loss={:?} take_profit={:?})",
+                    lot.symbol, lot.direction, lot.qty, lot.entry, lot.id,
+                    lot.levels.and_then(|l| l.stop_loss), lot.levels.and_then(|l| l.take_profit)
+                );
+            }
+            Note::TrailUpdate { lot, symbol, peak } => {
+                info!("TRAIL_UPDATE lot={lot} {symbol} peak={peak}")
+            }
+            Note::Triggered {
+                lot,
+                symbol,
+                trigger,
+                mark,
+            } => {
+                metrics::global().inc("quantum_exit_triggers_total", &[("kind", trigger.marker())]);
+                info!(
+                    "{} lot={lot} {symbol} mark={mark} trigger={trigger:?}",
+                    trigger.marker()
+                );
+            }
+            Note::Closed {
+                lot,
+                exit_price,
+                exit_qty,
+                realized_pnl,
+                close_sent_at,
+            } => {
+                counters.lots_closed.fetch_add(1, Ordering::Relaxed);
+                metrics::global().inc("quantum_positions_closed_total", &[("by", "quantum")]);
+                metrics::global().observe(
+                    "quantum_exit_seconds",
+                    &[],
+                    (now_ms() - close_sent_at).max(0) as f64 / 1000.0,
+                );
+                let pnl = realized_pnl.map_or("unknown (overflow)".to_string(), |p| {
+                    p.round_dp(8).to_string()
+                });
+                info!(
+                    "position closed lot={} {} {:?} qty={} entry={} exit={} realized_pnl={pnl} (net of fees)",
+                    lot.id, lot.symbol, lot.direction, exit_qty, lot.entry, exit_price
+                );
+            }
+            Note::Reduced {
+                lot,
+                closed,
+                remaining,
+            } => warn!("lot {lot}: {closed} closed, {remaining} still open; the rest is closed under a new id"),
+            Note::ExitedOnExchange { lot, symbol, qty } => {
+                counters.lots_closed.fetch_add(1, Ordering::Relaxed);
+                metrics::global().inc("quantum_positions_closed_total", &[("by", "exchange")]);
+                info!("lot {lot} {symbol} ({qty}) closed on the exchange, not by quantum (its protective order fired, or by hand); recorded as exited");
+            }
+            Note::UnexpectedClose {
+                intent_id,
+                symbol,
+                qty,
+                unmatched,
+            } => warn!("close {intent_id} on {symbol} filled {qty} the book did not expect (a late attempt, or a CLOSE sent by someone else); the symbol's lots are reduced by it{}", if unmatched.is_zero() { String::new() } else { format!(" ({unmatched} matched no lot)") }),
+            Note::Netted {
+                intent_id,
+                symbol,
+                qty,
+            } => warn!("{intent_id} on {symbol} is opposite to the lots held: {qty} of them are netted away (one-way mode)"),
+            Note::Ignored { intent_id, why } => info!("result {intent_id}: {why}"),
+        }
+    }
+
+    async fn refuse(&self, entry: &Entry, reason: &str) {
+        let m = self.monitor;
+        m.counters.invalid_results.fetch_add(1, Ordering::Relaxed);
         metrics::global().inc("quantum_invalid_results_total", &[]);
         metrics::global().inc(
             "quantum_dead_letters_total",
@@ -328,7 +528,7 @@ impl Monitor {
             "result entry {} refused: {reason}; dead-lettered: {shown}",
             entry.id
         );
-        if let Err(e) = self
+        if let Err(e) = m
             .bus
             .dead_letter(keys::TRADE_EXECUTION_RESULT, entry, reason)
             .await
@@ -337,201 +537,134 @@ impl Monitor {
         }
     }
 
-    /// Applies a mark price; returns true when the book changed (to be saved).
-    async fn on_price(&self, book: &mut Book, symbol: &str, mark: Decimal) -> bool {
-        let actions = book.on_price(symbol, mark, now_ms());
-        let changed = !actions.is_empty();
-        for action in actions {
-            match action {
-                BookAction::TrailUpdate { lot, peak } => {
-                    info!("TRAIL_UPDATE lot={lot} {symbol} peak={peak}")
-                }
-                BookAction::Close {
-                    lot,
-                    symbol,
-                    intent_id,
-                    qty,
-                    trigger,
-                    attempt,
-                } => {
-                    info!(
-                        "{} lot={lot} {symbol} mark={mark} trigger={trigger:?}",
-                        trigger.marker()
-                    );
-                    metrics::global()
-                        .inc("quantum_exit_triggers_total", &[("kind", trigger.marker())]);
-                    if self.settings.exit.exchange_protection {
-                        // A resting close-position order would get the reduce-only close refused;
-                        // the monitor is live and closing, and puts them back if the close fails.
-                        protection::cancel_all(&self.rest, &symbol).await;
-                    }
-                    let intent = serde_json::json!({
-                        "intent_id": intent_id,
-                        "symbol": symbol,
-                        "action": "CLOSE",
-                        "quantity": model::intent::decimal_number(qty),
-                        "source": "exit-monitor",
-                        "created_at": now_ms(),
-                    });
-                    match self
-                        .bus
-                        .publish(keys::TRADE_INTENT, &intent.to_string())
-                        .await
-                    {
-                        Ok(id) => {
-                            self.counters.closes_sent.fetch_add(1, Ordering::Relaxed);
-                            info!("Close order sent lot={lot} intent={intent_id} qty={qty} attempt={attempt} entry={id}");
-                        }
-                        Err(e) => error!(
-                            "cannot send the close of lot {lot}: {e}; the position is still open"
-                        ),
-                    }
-                }
-            }
-        }
-        changed
-    }
-
-    /// Brings the symbol's exchange-side orders in line with its lots (none while a close is in
-    /// flight: see `protection`).
-    async fn protect(&self, book: &Book, symbol: &str) {
-        if !self.settings.exit.exchange_protection {
-            return;
-        }
-        let lots: Vec<&engine::book::Lot> = book.lots().filter(|l| l.symbol == symbol).collect();
-        if lots.iter().any(|l| l.closing.is_some()) {
-            protection::cancel_all(&self.rest, symbol).await;
-        } else {
-            protection::sync(&self.rest, symbol, &lots).await;
-        }
-    }
-
-    /// Notices positions that went flat on the exchange without a close of ours (an
-    /// exchange-side stop fired, or someone closed by hand): records the exit and cancels what
-    /// is left of the protective orders. Returns true when the book changed.
-    async fn check_positions(&self, book: &mut Book) -> bool {
-        let positions = match self.rest.position_risk(None).await {
-            Ok(p) => p,
-            Err(e) => {
-                warn!("cannot read positions to check for exchange-side exits: {e}");
-                return false;
-            }
-        };
-        let held: BTreeSet<String> = positions
-            .iter()
-            .filter(|p| !p.position_amt.is_zero())
-            .map(|p| p.symbol.clone())
+    /// Every second: metrics, the price feed record, and REST prices for symbols whose stream
+    /// went quiet.
+    async fn housekeeping(&mut self, core: &mut Core) {
+        let m = self.monitor;
+        metrics::export_weight(&m.rest, "exit-monitor");
+        let held: BTreeMap<String, i64> = core
+            .symbols()
+            .map(|s| {
+                (
+                    s.clone(),
+                    *self.last_tick.entry(s.clone()).or_insert(now_ms()),
+                )
+            })
             .collect();
-        let mut changed = false;
-        for symbol in book.symbols() {
-            let lots: Vec<engine::book::Lot> = book
-                .lots()
-                .filter(|l| l.symbol == symbol)
-                .cloned()
-                .collect();
-            if held.contains(&symbol) || lots.iter().any(|l| l.closing.is_some()) {
+        self.last_tick.retain(|s, _| held.contains_key(s));
+        metrics::global().retain("quantum_mark_price_age_seconds", |labels| {
+            held.keys()
+                .any(|s| labels == metrics::labels(&[("symbol", s)]))
+        });
+        for (symbol, at) in &held {
+            metrics::global().set(
+                "quantum_mark_price_age_seconds",
+                &[("symbol", symbol)],
+                (now_ms() - at).max(0) as f64 / 1000.0,
+            );
+        }
+        if let Err(e) = monitor_state::save_feed(&m.bus, &held).await {
+            warn!("cannot save the price feed times: {e}");
+        }
+        let stale_after =
+            i64::try_from(m.settings.exit.price_stale_after.as_millis()).unwrap_or(i64::MAX);
+        for (symbol, at) in held {
+            let age = now_ms() - at;
+            if age < stale_after {
                 continue;
             }
-            for lot in lots {
-                info!(
-                    "lot {} {} closed on the exchange, not by quantum (its protective order fired, or by hand); recorded as exited",
-                    lot.id, lot.symbol
-                );
-                book.remove(&lot.id);
-                self.counters.lots_closed.fetch_add(1, Ordering::Relaxed);
-                metrics::global().inc("quantum_positions_closed_total", &[("by", "exchange")]);
+            if self.stale_logged.insert(symbol.clone()) {
+                warn!("no mark price for {symbol} for {age} ms: falling back to REST premiumIndex polling");
             }
-            if self.settings.exit.exchange_protection {
-                protection::cancel_all(&self.rest, &symbol).await;
-            }
-            changed = true;
-        }
-        changed
-    }
-
-    async fn save(&self, book: &Book) {
-        metrics::global().set("quantum_tracked_positions", &[], book.lots().count() as f64);
-        if let Err(e) = monitor_state::save(&self.bus, book.lots()).await {
-            error!("cannot save the monitor state ({e}); a restart now would rebuild it from the exchange only");
-        }
-    }
-
-    /// Rebuilds the book before any tick is acted on: the saved lots, checked against the
-    /// exchange's positions. A saved lot whose symbol is flat on the exchange was closed while
-    /// the monitor was down; an exchange position the book does not know gets the default plan.
-    async fn restore(&self) -> Result<Book, ServiceError> {
-        let mut book = Book::default();
-        match monitor_state::load(&self.bus).await? {
-            Ok(lots) => {
-                for lot in lots {
-                    book.restore(lot);
-                }
-            }
-            Err(e) => error!("{e}; rebuilding the book from the exchange's positions only"),
-        }
-        let positions = self.rest.position_risk(None).await?;
-        let mut held: BTreeMap<String, (Decimal, Decimal)> = BTreeMap::new();
-        for p in positions.iter().filter(|p| !p.position_amt.is_zero()) {
-            let e = held.entry(p.symbol.clone()).or_default();
-            e.0 += p.position_amt;
-            e.1 = p.entry_price;
-        }
-        for lot in book.lots().cloned().collect::<Vec<_>>() {
-            if !held.contains_key(&lot.symbol) {
-                info!(
-                    "lot {} {} is flat on the exchange: it was closed while the monitor was down (protective order or by hand); no longer tracked",
-                    lot.id, lot.symbol
-                );
-                book.remove(&lot.id);
-            }
-        }
-        for (symbol, (amount, entry)) in held {
-            let tracked = book.net_qty(&symbol);
-            if tracked.is_zero() {
-                match book.adopt(&symbol, amount, entry, &self.settings.exit.default_plan, now_ms()) {
-                    Ok(lot) => warn!(
-                        "position {symbol} {amount} @ {entry} on the exchange is unknown to quantum: tracking it as {} with the default plan (stop_loss={:?} take_profit={:?})",
-                        lot.id, lot.levels.stop_loss, lot.levels.take_profit
+            let (rest, events) = (m.rest.clone(), self.events.clone());
+            tokio::spawn(async move {
+                match tokio::time::timeout(Duration::from_secs(5), rest.premium_index(&symbol))
+                    .await
+                {
+                    Ok(Ok(p)) => {
+                        let _ = events.send(Event::Mark {
+                            symbol,
+                            price: p.mark_price,
+                        });
+                    }
+                    Ok(Err(e)) => error!(
+                        "{symbol} is held and its price is unknown: premiumIndex failed: {e}"
                     ),
-                    Err(e) => error!("position {symbol} {amount} @ {entry} is UNPROTECTED: the default plan cannot apply ({e})"),
+                    Err(_) => {
+                        error!("{symbol} is held and its price is unknown: premiumIndex timed out")
+                    }
                 }
-            } else if tracked != amount {
-                warn!("{symbol}: the exchange holds {amount}, the saved lots {tracked}; trusting the lots' plans, check with `quantum orders`");
+            });
+        }
+    }
+
+    /// Subscribes the mark price streams the held symbols need: one `<symbol>@markPrice@1s`
+    /// each, or `!markPrice@arr@1s` alone once more than `all_market_stream_above` symbols are
+    /// held (fewer streams, one frame a second with every price).
+    async fn sync_streams(&mut self, core: &Core) {
+        let all_above = self.monitor.settings.exit.all_market_stream_above;
+        let symbols: Vec<&String> = core.symbols().collect();
+        let wanted: BTreeSet<String> = if symbols.len() > all_above {
+            [ALL_MARK_PRICES_STREAM.to_string()].into_iter().collect()
+        } else {
+            symbols.iter().map(|s| mark_price_stream(s)).collect()
+        };
+        let added: Vec<String> = wanted.difference(&self.subscribed).cloned().collect();
+        let removed: Vec<String> = self.subscribed.difference(&wanted).cloned().collect();
+        if !added.is_empty() && self.prices.subscribe(added).await.is_err() {
+            error!(
+                "the mark price stream has stopped; held symbols are priced by REST polling only"
+            );
+        }
+        if !removed.is_empty() {
+            let _ = self.prices.unsubscribe(removed).await;
+        }
+        self.subscribed = wanted;
+    }
+}
+
+/// The number of raised alarms by kind, as a gauge.
+fn export_alarms(core: &Core) {
+    for kind in AlarmKind::ALL {
+        let n = core.alarms().filter(|((_, k), _)| *k == kind).count();
+        metrics::global().set("quantum_exit_alarms", &[("kind", kind.as_str())], n as f64);
+    }
+}
+
+/// Writes batches of changes, coalesced, then acks their entries: an entry is acked only once
+/// what it changed is saved. A write that fails is retried; nothing is acked before it lands.
+async fn writer(bus: Bus, group: String, mut writes: mpsc::UnboundedReceiver<Write>) {
+    while let Some(first) = writes.recv().await {
+        let mut changes = first.changes;
+        let mut acks = first.acks;
+        while let Ok(more) = writes.try_recv() {
+            changes.merge(more.changes);
+            acks.extend(more.acks);
+        }
+        let mut delay = Duration::from_millis(200);
+        loop {
+            let batch = changes.clone();
+            match batch.write(&bus).await {
+                Ok(()) => break,
+                Err(e) => {
+                    error!("cannot save the monitor state ({e}); retrying in {delay:?}; results are not acked until it is saved");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
             }
         }
-        info!("exit monitor restored {} lots", book.lots().count());
-        self.save(&book).await;
-        Ok(book)
+        for id in acks {
+            if let Err(e) = bus.ack(keys::TRADE_EXECUTION_RESULT, &group, &id).await {
+                error!("cannot ack result entry {id}: {e}");
+            }
+        }
     }
 }
 
-/// Subscribes the mark price streams the held symbols need: one `<symbol>@markPrice@1s` each, or
-/// `!markPrice@arr@1s` alone once more than `all_above` symbols are held (fewer streams, one frame
-/// a second with every price).
-async fn sync_streams(
-    prices: &MarketStream,
-    subscribed: &mut BTreeSet<String>,
-    symbols: &BTreeSet<String>,
-    all_above: usize,
-) {
-    let wanted: BTreeSet<String> = if symbols.len() > all_above {
-        [ALL_MARK_PRICES_STREAM.to_string()].into_iter().collect()
-    } else {
-        symbols.iter().map(|s| mark_price_stream(s)).collect()
-    };
-    let added: Vec<String> = wanted.difference(subscribed).cloned().collect();
-    let removed: Vec<String> = subscribed.difference(&wanted).cloned().collect();
-    if !added.is_empty() && prices.subscribe(added).await.is_err() {
-        error!("the mark price stream has stopped; held symbols are priced by REST polling only");
-    }
-    if !removed.is_empty() {
-        let _ = prices.unsubscribe(removed).await;
-    }
-    *subscribed = wanted;
-}
-
-/// Reads results and hands them to the engine loop, which acks them once applied.
-async fn intake(bus: Bus, group: String, out: mpsc::Sender<Entry>, shutdown: CancellationToken) {
+/// Reads results and hands them to the engine loop, which acks them once applied and saved.
+/// Says `CaughtUp` once the first read comes back empty: everything that was waiting is handed
+/// over.
+async fn intake(bus: Bus, group: String, out: mpsc::Sender<Input>, shutdown: CancellationToken) {
     let mut backlog = match bus
         .pending_for(keys::TRADE_EXECUTION_RESULT, &group, CONSUMER)
         .await
@@ -542,9 +675,10 @@ async fn intake(bus: Bus, group: String, out: mpsc::Sender<Entry>, shutdown: Can
             Vec::new()
         }
     };
+    let mut caught_up = false;
     loop {
         for entry in backlog.drain(..) {
-            if out.send(entry).await.is_err() {
+            if out.send(Input::Entry(entry)).await.is_err() {
                 return;
             }
         }
@@ -561,6 +695,12 @@ async fn intake(bus: Bus, group: String, out: mpsc::Sender<Entry>, shutdown: Can
             )
             .await
         {
+            Ok(entries) if entries.is_empty() && !caught_up => {
+                caught_up = true;
+                if out.send(Input::CaughtUp).await.is_err() {
+                    return;
+                }
+            }
             Ok(entries) => backlog = entries,
             Err(bus::Error::NoGroup { .. }) => {
                 let _ = bus.ensure_group(keys::TRADE_EXECUTION_RESULT, &group).await;

@@ -6,6 +6,7 @@ pub mod config;
 pub mod doctor;
 pub mod execution;
 pub mod exit_monitor;
+pub mod health;
 pub mod metrics;
 pub mod monitor_state;
 pub mod protection;
@@ -13,3 +14,4 @@ mod running;
 
 pub use config::{ConfigError, FileConfig, Overrides, Settings};
 pub use execution::{start, start_with_bus, Executor, Running, ServiceError};
+pub use running::Exit;

@@ -1,10 +1,13 @@
 //! Prometheus metrics of both services, in one process-wide registry, served as text on
-//! `/metrics` next to `/healthz` (`--metrics-addr`). Names start with `quantum_`. Counters and
-//! histograms only ever grow; floats appear here and nowhere near money.
+//! `/metrics` next to `/healthz` (`--metrics-addr`; the tasks' states come from
+//! [`crate::health`]). Names start with `quantum_`. Counters and histograms only ever grow;
+//! floats appear here and nowhere near money.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::{Mutex, OnceLock};
+
+use crate::health;
 
 /// Latency buckets in seconds: from a millisecond to the default fill timeout.
 const BUCKETS: [f64; 12] = [
@@ -120,6 +123,18 @@ pub const METRICS: &[(&str, &str)] = &[
     (
         "quantum_exit_seconds",
         "From sending a close intent to its confirmed fill (the lot closed).",
+    ),
+    (
+        "quantum_exit_alarms",
+        "Exit monitor alarms raised now, by kind (a position not protected, a close unanswered, ...).",
+    ),
+    (
+        "quantum_exit_alarms_total",
+        "Exit monitor alarms raised, by kind.",
+    ),
+    (
+        "quantum_task_up",
+        "1 while the service task runs (or is stopping gracefully), 0 when it is starting, stopped or failed; by task.",
     ),
 ];
 
@@ -304,17 +319,32 @@ pub fn register_exit_monitor() {
         "stream",
         &[bus::keys::TRADE_EXECUTION_RESULT],
     );
+    let kinds: Vec<&str> = engine::monitor::AlarmKind::ALL
+        .iter()
+        .map(|k| k.as_str())
+        .collect();
+    m.register("quantum_exit_alarms_total", "kind", &kinds);
+    for kind in &kinds {
+        m.set("quantum_exit_alarms", &[("kind", kind)], 0.0);
+    }
 }
 
-/// Serves `/metrics` and `/healthz` on `addr` until `shutdown` is cancelled.
+/// Serves `/metrics` and `/healthz` (over the process-wide [`health::global`] registry) on `addr`
+/// until `shutdown` is cancelled.
 pub async fn serve(
     addr: std::net::SocketAddr,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<std::net::SocketAddr> {
+    listen(addr, app(health::global()), shutdown).await
+}
+
+/// The routes: `/metrics` (Prometheus text of [`global`]) and `/healthz` over `health`: 200 when
+/// every registered task is healthy, else 503, with `ok` or `failing` on the first line and one
+/// `name state` line per task (see [`health::Health::report`]).
+pub fn app(health: &health::Health) -> axum::Router {
     use axum::routing::get;
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let bound = listener.local_addr()?;
-    let app = axum::Router::new()
+    let health = health.clone();
+    axum::Router::new()
         .route(
             "/metrics",
             get(|| async {
@@ -324,7 +354,27 @@ pub async fn serve(
                 )
             }),
         )
-        .route("/healthz", get(|| async { "ok\n" }));
+        .route(
+            "/healthz",
+            get(move || async move {
+                let report = health.report();
+                let status = if report.healthy {
+                    axum::http::StatusCode::OK
+                } else {
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE
+                };
+                (status, [("content-type", "text/plain")], report.text)
+            }),
+        )
+}
+
+async fn listen(
+    addr: std::net::SocketAddr,
+    app: axum::Router,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> std::io::Result<std::net::SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
     tokio::spawn(async move {
         let _ = axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -368,6 +418,108 @@ mod tests {
         for (name, _) in METRICS {
             assert!(used.contains(*name), "the dashboard does not show {name}");
         }
+    }
+
+    /// A service task that fails with a bus error once `go` is cancelled.
+    fn failing_task(
+        health: &health::Health,
+        name: &str,
+    ) -> (crate::Running, tokio_util::sync::CancellationToken) {
+        let go = tokio_util::sync::CancellationToken::new();
+        let go_task = go.clone();
+        let handle = tokio::spawn(async move {
+            go_task.cancelled().await;
+            Err(crate::ServiceError::Bus(bus::Error::Unavailable {
+                op: "XREADGROUP",
+                detail: "connection refused".into(),
+            }))
+        });
+        let running = crate::Running::with_health(
+            health,
+            name,
+            tokio_util::sync::CancellationToken::new(),
+            handle,
+        );
+        (running, go)
+    }
+
+    /// GETs `/healthz` until `done` accepts the answer, for at most five seconds.
+    async fn healthz_until(
+        addr: std::net::SocketAddr,
+        done: impl Fn(reqwest::StatusCode, &str) -> bool,
+    ) -> (reqwest::StatusCode, String) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let reply = reqwest::get(format!("http://{addr}/healthz"))
+                .await
+                .unwrap();
+            let status = reply.status();
+            let body = reply.text().await.unwrap();
+            if done(status, &body) {
+                return (status, body);
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "/healthz still answers {status}: {body}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn healthz_answers_503_naming_a_service_task_that_returned_an_error() {
+        let health = health::Health::default();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let addr = listen(([127, 0, 0, 1], 0).into(), app(&health), stop.clone())
+            .await
+            .unwrap();
+        let (running, go) = failing_task(&health, health::EXIT_MONITOR);
+        let (status, body) = healthz_until(addr, |_, _| true).await;
+        assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+        assert_eq!(body, "ok\nexit-monitor running\n");
+
+        go.cancel();
+        let (status, body) =
+            healthz_until(addr, |status, _| status != reqwest::StatusCode::OK).await;
+        assert_eq!(status, reqwest::StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(
+            body,
+            "failing\nexit-monitor failed (bus: bus unavailable during XREADGROUP: connection refused)\n"
+        );
+        assert!(running.wait().await.is_err());
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn the_process_wide_registry_exports_task_up_and_serves_healthz() {
+        // The registry `serve` uses is shared by every test of this binary: the task's name is
+        // this test's own, and only its own lines are checked.
+        let name = "metrics-test-task-up";
+        let (running, go) = failing_task(health::global(), name);
+        assert!(
+            global()
+                .render()
+                .contains(&format!("quantum_task_up{{task=\"{name}\"}} 1")),
+            "{}",
+            global().render()
+        );
+        let stop = tokio_util::sync::CancellationToken::new();
+        let addr = serve(([127, 0, 0, 1], 0).into(), stop.clone())
+            .await
+            .unwrap();
+        go.cancel();
+        let line = format!("{name} failed (");
+        let (status, body) = healthz_until(addr, |_, body| body.contains(&line)).await;
+        assert_eq!(status, reqwest::StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(body.starts_with("failing\n"), "{body}");
+        let text = global().render();
+        assert!(
+            text.contains(&format!("quantum_task_up{{task=\"{name}\"}} 0")),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE quantum_task_up gauge"), "{text}");
+        assert!(running.wait().await.is_err());
+        stop.cancel();
     }
 
     #[test]

@@ -26,6 +26,10 @@ macro_rules! all_behaviour_tests {
             missing_group_is_reported_as_no_group,
             group_info_reports_pending_lag_and_consumers,
             ping_answers,
+            map_put_overwrite_delete_round_trip,
+            map_apply_moves_a_record_atomically,
+            map_of_ten_thousand_fields_round_trips,
+            map_empty_inputs_are_no_ops,
         );
     };
     ($backend:expr; $($name:ident),* $(,)?) => {

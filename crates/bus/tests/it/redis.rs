@@ -1,5 +1,6 @@
 //! The shared behaviour suite against a real Redis, plus what only Redis can do: fail to
-//! connect, lose its server, and hold bytes that are not UTF-8.
+//! connect, lose its server, hold bytes that are not UTF-8 and keys of the wrong type, and count
+//! the commands it ran.
 
 use std::time::{Duration, Instant};
 
@@ -101,4 +102,110 @@ async fn a_payload_that_is_not_utf8_is_malformed() {
             lossy: "ok \u{fffd}\u{fffd}".to_owned()
         })
     );
+}
+
+/// A bus on a fresh server plus a raw connection to it, for the state map tests below.
+async fn bus_and_raw(server: &RedisServer) -> (Bus, redis::aio::MultiplexedConnection) {
+    let config = Config {
+        url: server.url(),
+        ..Config::default()
+    };
+    let bus = Bus::connect(&config).await.unwrap();
+    let raw = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    (bus, raw)
+}
+
+/// How many times the server has run `command` (lower case), from `INFO commandstats`.
+async fn command_calls(raw: &mut redis::aio::MultiplexedConnection, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(raw)
+        .await
+        .unwrap();
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
+}
+
+fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+    items
+        .iter()
+        .map(|(field, value)| ((*field).to_owned(), (*value).to_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn map_apply_is_one_transaction() {
+    let server = RedisServer::start();
+    let (bus, mut raw) = bus_and_raw(&server).await;
+    bus.map_put("m", &pairs(&[("a", "1")])).await.unwrap();
+    bus.map_apply("m", &pairs(&[("b", "1")]), &["a".to_owned()])
+        .await
+        .unwrap();
+    assert_eq!(command_calls(&mut raw, "multi").await, 1);
+    assert_eq!(command_calls(&mut raw, "exec").await, 1);
+    // Empty inputs never reach Redis.
+    bus.map_put("m", &[]).await.unwrap();
+    bus.map_delete("m", &[]).await.unwrap();
+    bus.map_apply("m", &[], &[]).await.unwrap();
+    assert_eq!(command_calls(&mut raw, "hset").await, 2);
+    assert_eq!(command_calls(&mut raw, "hdel").await, 1);
+    assert_eq!(command_calls(&mut raw, "exec").await, 1);
+}
+
+#[tokio::test]
+async fn map_all_pages_through_a_large_map() {
+    let server = RedisServer::start();
+    let (bus, mut raw) = bus_and_raw(&server).await;
+    let all: Vec<(String, String)> = (0..10_000)
+        .map(|n| (format!("lot-{n}"), n.to_string()))
+        .collect();
+    bus.map_put("m", &all).await.unwrap();
+    assert_eq!(command_calls(&mut raw, "hset").await, 1, "one round trip");
+    assert_eq!(bus.map_all("m").await.unwrap().len(), 10_000);
+    // COUNT is a hint, so the exact number of pages is Redis's; about ten of 1000 fields.
+    let pages = command_calls(&mut raw, "hscan").await;
+    assert!((5..=30).contains(&pages), "{pages} pages");
+    assert_eq!(command_calls(&mut raw, "hgetall").await, 0);
+}
+
+#[tokio::test]
+async fn a_map_on_a_key_of_another_type_is_a_protocol_error() {
+    let server = RedisServer::start();
+    let (bus, _raw) = bus_and_raw(&server).await;
+    bus.publish("s", "x").await.unwrap();
+    let errors = [
+        bus.map_put("s", &pairs(&[("a", "1")])).await.unwrap_err(),
+        bus.map_delete("s", &["a".to_owned()]).await.unwrap_err(),
+        bus.map_all("s").await.unwrap_err(),
+        bus.map_apply("s", &pairs(&[("a", "1")]), &["b".to_owned()])
+            .await
+            .unwrap_err(),
+    ];
+    for err in errors {
+        assert!(matches!(err, Error::Protocol { .. }), "{err:?}");
+        assert!(!err.is_retryable());
+    }
+    assert_eq!(bus.len("s").await.unwrap(), 1, "the stream is untouched");
+}
+
+#[tokio::test]
+async fn a_map_value_that_is_not_utf8_is_a_protocol_error_naming_the_field() {
+    let server = RedisServer::start();
+    let (bus, mut raw) = bus_and_raw(&server).await;
+    let _: u64 = redis::cmd("HSET")
+        .arg("m")
+        .arg("lot-7")
+        .arg(&b"\xff\xfe"[..])
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let err = bus.map_all("m").await.unwrap_err();
+    assert!(matches!(err, Error::Protocol { .. }), "{err:?}");
+    assert!(err.to_string().contains("lot-7"), "{err}");
 }

@@ -2,6 +2,7 @@
 //! `all_behaviour_tests!` in `main.rs`). Each test gets a fresh bus, so stream names can repeat.
 //! Idle and TTL thresholds use short real durations because Redis keeps real time.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use bus::{keys, Bus, Config, Entry, Error, Malformed, MemoryBus};
@@ -86,6 +87,21 @@ impl Harness {
                 }
                 cmd.query_async(&mut conn.clone()).await.unwrap()
             }
+        }
+    }
+}
+
+impl Harness {
+    /// The whole state map `key` in one atomic read (`HGETALL` on Redis), bypassing
+    /// [`Bus::map_all`], which pages and so is not a snapshot.
+    pub async fn raw_map_snapshot(&self, key: &str) -> BTreeMap<String, String> {
+        match &self.raw {
+            Raw::Memory(memory) => memory.map_all(key).await.unwrap(),
+            Raw::Redis(conn) => redis::cmd("HGETALL")
+                .arg(key)
+                .query_async(&mut conn.clone())
+                .await
+                .unwrap(),
         }
     }
 }
@@ -514,4 +530,227 @@ pub async fn group_info_reports_pending_lag_and_consumers(backend: Backend) {
 pub async fn ping_answers(backend: Backend) {
     let h = backend.start().await;
     h.bus.ping().await.unwrap();
+}
+
+/// `(field, value)` pairs as [`Bus::map_put`] takes them.
+fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+    items
+        .iter()
+        .map(|(field, value)| ((*field).to_owned(), (*value).to_owned()))
+        .collect()
+}
+
+fn names(fields: &[&str]) -> Vec<String> {
+    fields.iter().map(|field| (*field).to_owned()).collect()
+}
+
+fn map_of(items: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs(items).into_iter().collect()
+}
+
+pub async fn map_put_overwrite_delete_round_trip(backend: Backend) {
+    let h = backend.start().await;
+    let bus = &h.bus;
+    let key = keys::MONITOR_LOTS;
+    assert!(bus.map_all(key).await.unwrap().is_empty(), "no map yet");
+
+    bus.map_put(
+        key,
+        &pairs(&[("lot-1", r#"{"qty":"1"}"#), ("lot-2", "two")]),
+    )
+    .await
+    .unwrap();
+    // Overwrites one field, adds one, leaves the other alone; a repeated field's last value wins.
+    bus.map_put(
+        key,
+        &pairs(&[
+            ("lot-1", "stale"),
+            ("lot-1", r#"{"qty":"0.5"}"#),
+            ("lot-3", "ünïcode, spaces and \"quotes\""),
+            ("lot-4", ""),
+        ]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        bus.map_all(key).await.unwrap(),
+        map_of(&[
+            ("lot-1", r#"{"qty":"0.5"}"#),
+            ("lot-2", "two"),
+            ("lot-3", "ünïcode, spaces and \"quotes\""),
+            ("lot-4", ""),
+        ])
+    );
+
+    // Only fields that were there count; a repeated name counts once.
+    assert_eq!(
+        bus.map_delete(key, &names(&["lot-2", "lot-2", "lot-9"]))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        bus.map_all(key).await.unwrap(),
+        map_of(&[
+            ("lot-1", r#"{"qty":"0.5"}"#),
+            ("lot-3", "ünïcode, spaces and \"quotes\""),
+            ("lot-4", ""),
+        ])
+    );
+    assert_eq!(
+        bus.map_delete("missing", &names(&["lot-1"])).await.unwrap(),
+        0
+    );
+
+    // Maps under other keys are separate.
+    bus.map_put("other", &pairs(&[("lot-1", "elsewhere")]))
+        .await
+        .unwrap();
+    assert_eq!(bus.map_all(key).await.unwrap()["lot-1"], r#"{"qty":"0.5"}"#);
+
+    // Deleting the last fields leaves no map, and a new put starts a fresh one.
+    assert_eq!(
+        bus.map_delete(key, &names(&["lot-1", "lot-3", "lot-4"]))
+            .await
+            .unwrap(),
+        3
+    );
+    assert!(bus.map_all(key).await.unwrap().is_empty());
+    bus.map_put(key, &pairs(&[("lot-5", "five")]))
+        .await
+        .unwrap();
+    assert_eq!(
+        bus.map_all(key).await.unwrap(),
+        map_of(&[("lot-5", "five")])
+    );
+}
+
+pub async fn map_apply_moves_a_record_atomically(backend: Backend) {
+    let h = backend.start().await;
+    let bus = &h.bus;
+    let key = keys::MONITOR_LOTS;
+    bus.map_put(key, &pairs(&[("lot-1", "open"), ("lot-2", "held")]))
+        .await
+        .unwrap();
+
+    // A lot moves from one field to another, a second is updated, a third appears.
+    bus.map_apply(
+        key,
+        &pairs(&[("lot-1b", "open"), ("lot-2", "trailing"), ("lot-3", "new")]),
+        &names(&["lot-1", "never-there"]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        bus.map_all(key).await.unwrap(),
+        map_of(&[("lot-1b", "open"), ("lot-2", "trailing"), ("lot-3", "new")])
+    );
+
+    // Only one half given: each works alone.
+    bus.map_apply(key, &[], &names(&["lot-3"])).await.unwrap();
+    bus.map_apply(key, &pairs(&[("lot-4", "four")]), &[])
+        .await
+        .unwrap();
+    // Deletes go first, so a field named in both keeps the new value.
+    bus.map_apply(
+        key,
+        &pairs(&[("lot-2", "replaced")]),
+        &names(&["lot-2", "lot-4"]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        bus.map_all(key).await.unwrap(),
+        map_of(&[("lot-1b", "open"), ("lot-2", "replaced")])
+    );
+
+    // Moving a lot back and forth while another connection takes snapshots: every snapshot
+    // holds it exactly once, and the lot nobody touches is always there.
+    let moves = 300;
+    let mover = {
+        let bus = h.bus.clone();
+        tokio::spawn(async move {
+            for n in 0..moves {
+                let (from, to) = if n % 2 == 0 {
+                    ("lot-1b", "lot-1a")
+                } else {
+                    ("lot-1a", "lot-1b")
+                };
+                bus.map_apply(key, &pairs(&[(to, "open")]), &names(&[from]))
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    loop {
+        let done = mover.is_finished();
+        let snapshot = h.raw_map_snapshot(key).await;
+        let copies = ["lot-1a", "lot-1b"]
+            .iter()
+            .filter(|field| snapshot.contains_key(**field))
+            .count();
+        assert_eq!(
+            copies, 1,
+            "the moving lot is seen {copies} times: {snapshot:?}"
+        );
+        assert_eq!(snapshot.get("lot-2").map(String::as_str), Some("replaced"));
+        if done {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    mover.await.unwrap();
+    assert_eq!(
+        bus.map_all(key).await.unwrap(),
+        map_of(&[("lot-1b", "open"), ("lot-2", "replaced")])
+    );
+}
+
+pub async fn map_of_ten_thousand_fields_round_trips(backend: Backend) {
+    let h = backend.start().await;
+    let bus = &h.bus;
+    let key = keys::MONITOR_LOTS;
+    // About the size of a full book: 10 000 lots of some 250 bytes, 2.5 MB in all.
+    let lot = |n: usize| {
+        (
+            format!("lot-{n:05}"),
+            format!(r#"{{"id":"lot-{n:05}","pad":"{}"}}"#, "x".repeat(220)),
+        )
+    };
+    let all: Vec<(String, String)> = (0..10_000).map(lot).collect();
+    bus.map_put(key, &all).await.unwrap();
+    let read = bus.map_all(key).await.unwrap();
+    assert_eq!(read.len(), 10_000);
+    assert_eq!(read, all.iter().cloned().collect::<BTreeMap<_, _>>());
+
+    // Half of them replaced by new lots in one step.
+    let gone: Vec<String> = (0..5_000).map(|n| lot(n).0).collect();
+    let new: Vec<(String, String)> = (10_000..15_000).map(lot).collect();
+    bus.map_apply(key, &new, &gone).await.unwrap();
+    let expected: BTreeMap<String, String> = (5_000..15_000).map(lot).collect();
+    assert_eq!(bus.map_all(key).await.unwrap(), expected);
+
+    let everything: Vec<String> = expected.keys().cloned().collect();
+    assert_eq!(bus.map_delete(key, &everything).await.unwrap(), 10_000);
+    assert!(bus.map_all(key).await.unwrap().is_empty());
+}
+
+pub async fn map_empty_inputs_are_no_ops(backend: Backend) {
+    let h = backend.start().await;
+    let bus = &h.bus;
+    let key = keys::MONITOR_LOTS;
+    bus.map_put(key, &[]).await.unwrap();
+    assert_eq!(bus.map_delete(key, &[]).await.unwrap(), 0);
+    bus.map_apply(key, &[], &[]).await.unwrap();
+    assert!(bus.map_all(key).await.unwrap().is_empty());
+    assert!(h.raw_map_snapshot(key).await.is_empty());
+
+    let book = map_of(&[("lot-1", "one"), ("lot-2", "two")]);
+    bus.map_put(key, &pairs(&[("lot-1", "one"), ("lot-2", "two")]))
+        .await
+        .unwrap();
+    bus.map_put(key, &[]).await.unwrap();
+    assert_eq!(bus.map_delete(key, &[]).await.unwrap(), 0);
+    bus.map_apply(key, &[], &[]).await.unwrap();
+    assert_eq!(bus.map_all(key).await.unwrap(), book);
 }

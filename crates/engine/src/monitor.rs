@@ -1,0 +1,1900 @@
+//! The exit monitor's decision core: a closed-event state machine. `Core::apply(now, event)`
+//! takes one event (an execution result, a mark price, a position snapshot, news from the user
+//! stream, the outcome of a command, or the timer) and returns the commands to run (publish a
+//! close, place or cancel protection, read positions, raise or clear an alarm, persist, log).
+//! It never awaits the exchange: the service runs the commands and feeds their outcomes back as
+//! events. No I/O, no clock, checked arithmetic on everything that came from outside.
+//!
+//! The invariant, for every position the core tracks, at every moment: it is **protected on the
+//! exchange** (a stop-loss order confirmed in place), **or a command that changes that is in
+//! flight with a deadline** (a close, or a protection request), **or an alarm is raised**. Every
+//! state has a deadline and a fallback: a close not answered in time raises an alarm, re-asserts
+//! protection and is retried under a new id; a protection request not answered in time raises an
+//! alarm and is re-sent; a position read not answered in time is asked again.
+//!
+//! Protection is never cancelled before a close: since Binance moved conditional orders to the
+//! algo service (2025-12), an untriggered STOP_MARKET `closePosition` order is not in the order
+//! book and does not make a reduce-only MARKET close fail (ARCHITECTURE.md, "Decisions"). It is
+//! cancelled only once the symbol is flat in the book.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use model::{ExecutionResult, ExitPlan, IntentId};
+use rust_decimal::Decimal;
+
+use crate::exits::{evaluate, trailing_stop, Direction, Levels, TrailState, Trigger};
+
+/// How the core behaves; times in milliseconds.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Applied to a filled entry whose intent gave no exit plan, to a refused plan, and to a
+    /// position adopted from the exchange.
+    pub default_plan: ExitPlan,
+    /// A close not answered within this raises an alarm and is retried under a new id; each
+    /// further attempt of the same lot waits twice as long (up to `close_deadline_max`), so an
+    /// execution service that is down does not collect a pile of closes.
+    pub close_deadline: i64,
+    pub close_deadline_max: i64,
+    /// Keep a STOP_MARKET (and, budget allowing, a TAKE_PROFIT_MARKET) close-position order on
+    /// the exchange for every held symbol.
+    pub exchange_protection: bool,
+    /// A protection request not answered within this raises an alarm and is sent again.
+    pub protect_deadline: i64,
+    /// How many conditional orders quantum may keep on the account (Binance allows 200 across all
+    /// symbols; leave room for the user's own). Stops come first, take-profits where budget is left.
+    pub conditional_budget: usize,
+    /// The exchange-side orders sit this many percent beyond the monitor's own levels, so the
+    /// monitor acts first while it runs.
+    pub net_offset_pct: Decimal,
+    /// Positions are read at least this often, and a read not answered in `protect_deadline` is
+    /// asked again.
+    pub reconcile_every: i64,
+    /// News from the user stream about a held symbol triggers a position read at most this often.
+    pub news_debounce: i64,
+    /// A position the book does not explain is adopted only once it has been seen for this long,
+    /// so a result still on its way is applied first and the position is not tracked twice.
+    pub adopt_after: i64,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            default_plan: ExitPlan::default(),
+            close_deadline: 20_000,
+            close_deadline_max: 120_000,
+            exchange_protection: true,
+            protect_deadline: 15_000,
+            conditional_budget: 190,
+            net_offset_pct: Decimal::new(5, 1),
+            reconcile_every: 30_000,
+            news_debounce: 1_000,
+            adopt_after: 10_000,
+        }
+    }
+}
+
+/// Where a lot is in its life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Phase {
+    /// Watching prices.
+    Watching,
+    /// A close is in flight.
+    Closing(Closing),
+    /// The last close failed; the next attempt goes out at `until`, whatever the price does (the
+    /// decision to exit stands).
+    Backoff { until: i64, trigger: Trigger },
+}
+
+/// A close in flight.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Closing {
+    pub intent_id: String,
+    pub trigger: Trigger,
+    pub qty: Decimal,
+    pub sent_at: i64,
+    pub deadline: i64,
+    pub attempt: u32,
+}
+
+/// One filled entry being watched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lot {
+    /// The opening intent's id (or `exchange-<symbol>-<ms>` for an adopted position).
+    pub id: String,
+    pub symbol: String,
+    pub direction: Direction,
+    pub qty: Decimal,
+    pub entry: Decimal,
+    pub entry_fee: Decimal,
+    /// `None`: no plan could be resolved (the position is tracked, and alarmed).
+    pub levels: Option<Levels>,
+    pub trail: TrailState,
+    pub opened_at: i64,
+    /// When the core last changed the lot's quantity (a position read taken before this cannot
+    /// judge it).
+    pub changed_at: i64,
+    pub adopted: bool,
+    pub phase: Phase,
+    /// Closes sent so far; attempt `n` has the id `IntentId::close_of(id, n)`.
+    pub attempts: u32,
+    pub failed_closes: u32,
+}
+
+impl Lot {
+    fn signed(&self) -> Decimal {
+        match self.direction {
+            Direction::Long => self.qty,
+            Direction::Short => -self.qty,
+        }
+    }
+
+    /// Whether a close of this lot is in flight and not yet past its deadline.
+    pub fn closing_until(&self) -> Option<i64> {
+        match &self.phase {
+            Phase::Closing(c) => Some(c.deadline),
+            _ => None,
+        }
+    }
+}
+
+/// The exchange-side protection a symbol should have, in prices before rounding to the tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Net {
+    pub direction: Direction,
+    pub stop: Option<Decimal>,
+    pub target: Option<Decimal>,
+}
+
+/// What kind of trouble an alarm is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum AlarmKind {
+    /// A close was not answered by its deadline.
+    CloseOverdue,
+    /// A close was answered without a fill.
+    CloseFailed,
+    /// The exchange refused or did not answer a protection request.
+    ProtectionFailed,
+    /// Protection requested but not confirmed by its deadline.
+    ProtectionOverdue,
+    /// No stop fits in the conditional-order budget.
+    NoBudget,
+    /// The lots of the symbol have no stop-loss (configuration allows it, or no plan applies).
+    NoStop,
+    /// Position reads fail or go unanswered: the book cannot be checked against the exchange.
+    PositionsUnknown,
+}
+
+impl AlarmKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlarmKind::CloseOverdue => "close_overdue",
+            AlarmKind::CloseFailed => "close_failed",
+            AlarmKind::ProtectionFailed => "protection_failed",
+            AlarmKind::ProtectionOverdue => "protection_overdue",
+            AlarmKind::NoBudget => "no_budget",
+            AlarmKind::NoStop => "no_stop",
+            AlarmKind::PositionsUnknown => "positions_unknown",
+        }
+    }
+
+    pub const ALL: [AlarmKind; 7] = [
+        AlarmKind::CloseOverdue,
+        AlarmKind::CloseFailed,
+        AlarmKind::ProtectionFailed,
+        AlarmKind::ProtectionOverdue,
+        AlarmKind::NoBudget,
+        AlarmKind::NoStop,
+        AlarmKind::PositionsUnknown,
+    ];
+}
+
+/// An alarm's key: one per kind and symbol (`""` for the whole account).
+pub type AlarmKey = (String, AlarmKind);
+
+/// One exchange position, as read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    pub symbol: String,
+    /// Signed: positive long.
+    pub amount: Decimal,
+    pub entry: Decimal,
+}
+
+/// What happens to the core.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// An execution result from the bus (an entry's or a close's).
+    Result(Box<ExecutionResult>),
+    /// A mark price.
+    Mark { symbol: String, price: Decimal },
+    /// The answer to `ReadPositions { seq }`: every non-zero position of the account, read by a
+    /// request sent at `requested_at`.
+    Positions {
+        seq: u64,
+        requested_at: i64,
+        positions: Vec<Position>,
+    },
+    /// `ReadPositions { seq }` failed.
+    PositionsFailed { seq: u64, error: String },
+    /// The user stream says a symbol's position or one of its conditional orders changed.
+    News { symbol: String },
+    /// The outcome of `Protect { seq }`.
+    Protected {
+        symbol: String,
+        seq: u64,
+        outcome: Result<(), String>,
+    },
+    /// The outcome of `PublishClose`.
+    ClosePublished {
+        intent_id: String,
+        outcome: Result<(), String>,
+    },
+    /// Time passes (the service sends this a few times a second).
+    Timer,
+}
+
+impl From<ExecutionResult> for Event {
+    fn from(result: ExecutionResult) -> Event {
+        Event::Result(Box::new(result))
+    }
+}
+
+/// What the core asks the service to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Publish a reduce-only CLOSE intent for `qty` of `symbol`.
+    PublishClose {
+        lot: String,
+        symbol: String,
+        intent_id: String,
+        qty: Decimal,
+        trigger: Trigger,
+        attempt: u32,
+    },
+    /// Make the symbol's exchange-side protective orders match `net` (`None`: cancel them all),
+    /// then answer with `Event::Protected { seq }`. One per symbol at a time.
+    Protect {
+        symbol: String,
+        seq: u64,
+        net: Option<Net>,
+    },
+    /// Read every position of the account, then answer with `Event::Positions { seq }`.
+    ReadPositions { seq: u64 },
+    /// Raise an alarm: an ERROR log and a metric, until cleared.
+    Alarm { key: AlarmKey, message: String },
+    /// The alarm's cause is gone.
+    ClearAlarm { key: AlarmKey },
+    /// The result entry cannot be used as it is: dead-letter it with the reason (the core may
+    /// still act on it, e.g. track the position under the default plan).
+    Refuse { intent_id: String, reason: String },
+    /// Save these lots and forget those; remember these applied result ids (for redeliveries).
+    Persist {
+        lots: Vec<Lot>,
+        removed: Vec<String>,
+        applied: Vec<(String, i64)>,
+        forgotten: Vec<String>,
+    },
+    /// Something worth an INFO/WARN line.
+    Note(Box<Note>),
+}
+
+/// Facts for the log and the metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Note {
+    Opened {
+        lot: Lot,
+        default_plan: bool,
+    },
+    Adopted {
+        lot: Lot,
+    },
+    TrailUpdate {
+        lot: String,
+        symbol: String,
+        peak: Decimal,
+    },
+    Triggered {
+        lot: String,
+        symbol: String,
+        trigger: Trigger,
+        mark: Decimal,
+    },
+    Closed {
+        lot: Lot,
+        exit_price: Decimal,
+        exit_qty: Decimal,
+        realized_pnl: Option<Decimal>,
+        close_sent_at: i64,
+    },
+    Reduced {
+        lot: String,
+        closed: Decimal,
+        remaining: Decimal,
+    },
+    /// Lots of a symbol that went flat (or shrank) on the exchange without a close of ours.
+    ExitedOnExchange {
+        lot: String,
+        symbol: String,
+        qty: Decimal,
+    },
+    /// A fill the book did not expect (a late close, a CLOSE intent sent by someone else) reduced
+    /// the symbol's lots.
+    UnexpectedClose {
+        intent_id: String,
+        symbol: String,
+        qty: Decimal,
+        unmatched: Decimal,
+    },
+    /// A BUY on a symbol held short (or a SELL on a long) reduced the opposite lots, as one-way
+    /// mode nets it.
+    Netted {
+        intent_id: String,
+        symbol: String,
+        qty: Decimal,
+    },
+    Ignored {
+        intent_id: String,
+        why: String,
+    },
+}
+
+#[derive(Debug, Clone, Default)]
+struct SymbolState {
+    mark: Option<Decimal>,
+    /// What the exchange should hold; recomputed when the lots change.
+    wanted: Option<Net>,
+    /// What the exchange was last confirmed to hold: `None` unknown, `Some(None)` nothing.
+    placed: Option<Option<Net>>,
+    /// A protection request in flight: (seq, deadline), and the net it asked for.
+    pending: Option<(u64, i64)>,
+    request: Option<Net>,
+    /// After a failure, the next request goes out at this time.
+    retry_at: Option<i64>,
+    failures: u32,
+    /// A position the book does not explain: (first seen at, signed amount, entry).
+    unexplained: Option<(i64, Decimal, Decimal)>,
+}
+
+/// The decision core.
+#[derive(Debug)]
+pub struct Core {
+    config: Config,
+    lots: BTreeMap<String, Lot>,
+    by_symbol: BTreeMap<String, BTreeSet<String>>,
+    /// Close intent id → lot id, for every attempt of every tracked lot.
+    closes: BTreeMap<String, String>,
+    /// Result intent ids already applied (with when), so a redelivered result does nothing.
+    applied: BTreeMap<String, i64>,
+    symbols: BTreeMap<String, SymbolState>,
+    alarms: BTreeMap<AlarmKey, String>,
+    next_seq: u64,
+    /// A position read in flight: (seq, requested at, deadline).
+    reading: Option<(u64, i64, i64)>,
+    last_read: i64,
+    read_failures: u32,
+    /// The user stream reported a change since the last position read.
+    news: bool,
+    // What changed during one `apply`, for the one Persist command at its end.
+    dirty: BTreeSet<String>,
+    removed: BTreeSet<String>,
+    newly_applied: Vec<(String, i64)>,
+    forgotten: Vec<String>,
+    nets_dirty: BTreeSet<String>,
+}
+
+/// Redeliveries come within minutes; a week is far beyond that.
+const APPLIED_KEEP: i64 = 7 * 24 * 3600 * 1000;
+
+impl Core {
+    pub fn new(config: Config) -> Core {
+        Core {
+            config,
+            lots: BTreeMap::new(),
+            by_symbol: BTreeMap::new(),
+            closes: BTreeMap::new(),
+            applied: BTreeMap::new(),
+            symbols: BTreeMap::new(),
+            alarms: BTreeMap::new(),
+            next_seq: 1,
+            reading: None,
+            last_read: i64::MIN / 2,
+            read_failures: 0,
+            news: false,
+            dirty: BTreeSet::new(),
+            removed: BTreeSet::new(),
+            newly_applied: Vec::new(),
+            forgotten: Vec::new(),
+            nets_dirty: BTreeSet::new(),
+        }
+    }
+
+    /// Rebuilds a core from persisted lots and applied ids. Nothing is placed yet: the first
+    /// `Timer` reads the positions and asserts protection for every held symbol.
+    pub fn restore(
+        config: Config,
+        lots: impl IntoIterator<Item = Lot>,
+        applied: impl IntoIterator<Item = (String, i64)>,
+    ) -> Core {
+        let mut core = Core::new(config);
+        for lot in lots {
+            core.insert(lot);
+        }
+        core.applied.extend(applied);
+        let symbols: Vec<String> = core.by_symbol.keys().cloned().collect();
+        for symbol in symbols {
+            // What the exchange holds is unknown (`placed: None`), so protection is re-asserted
+            // on the first event.
+            core.nets_dirty.insert(symbol);
+        }
+        core.dirty.clear();
+        core
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn lots(&self) -> impl Iterator<Item = &Lot> {
+        self.lots.values()
+    }
+
+    pub fn lot(&self, id: &str) -> Option<&Lot> {
+        self.lots.get(id)
+    }
+
+    pub fn lots_of<'a>(&'a self, symbol: &str) -> impl Iterator<Item = &'a Lot> + 'a {
+        self.by_symbol
+            .get(symbol)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.lots.get(id))
+    }
+
+    pub fn symbols(&self) -> impl Iterator<Item = &String> {
+        self.by_symbol.keys()
+    }
+
+    /// Signed quantity the book holds for `symbol` (positive long).
+    pub fn net_qty(&self, symbol: &str) -> Decimal {
+        self.lots_of(symbol).map(Lot::signed).sum()
+    }
+
+    pub fn alarms(&self) -> impl Iterator<Item = (&AlarmKey, &String)> {
+        self.alarms.iter()
+    }
+
+    /// Whether the symbol has a raised alarm.
+    pub fn alarmed(&self, symbol: &str) -> bool {
+        self.alarms.keys().any(|(s, _)| s == symbol || s.is_empty())
+    }
+
+    /// Whether the exchange was confirmed to hold a stop for the symbol as wanted now.
+    pub fn protected(&self, symbol: &str) -> bool {
+        self.symbols.get(symbol).is_some_and(|s| {
+            // A request in flight may be changing what is placed.
+            s.pending.is_none()
+                && s.placed == Some(s.wanted)
+                && s.wanted.is_some_and(|n| n.stop.is_some())
+        })
+    }
+
+    /// A protection request for the symbol in flight, with its deadline.
+    pub fn protecting_until(&self, symbol: &str) -> Option<i64> {
+        self.symbols
+            .get(symbol)
+            .and_then(|s| s.pending.map(|(_, d)| d))
+    }
+
+    /// The net the symbol should have on the exchange.
+    pub fn wanted(&self, symbol: &str) -> Option<Net> {
+        self.symbols.get(symbol).and_then(|s| s.wanted)
+    }
+
+    /// Applies one event at `now` (ms) and returns what to do.
+    pub fn apply(&mut self, now: i64, event: Event) -> Vec<Command> {
+        let mut out = Vec::new();
+        match event {
+            Event::Result(result) => self.on_result(now, *result, &mut out),
+            Event::Mark { symbol, price } => self.on_mark(now, &symbol, price, &mut out),
+            Event::Positions {
+                seq,
+                requested_at,
+                positions,
+            } => self.on_positions(now, seq, requested_at, positions, &mut out),
+            Event::PositionsFailed { seq, error } => self.read_failed(seq, &error, &mut out),
+            Event::News { symbol } => {
+                // A held symbol's position or protective order changed, or a position appeared
+                // on a symbol the book does not hold: read the positions (debounced).
+                let _ = symbol;
+                self.news = true;
+            }
+            Event::Protected {
+                symbol,
+                seq,
+                outcome,
+            } => self.on_protected(now, &symbol, seq, outcome, &mut out),
+            Event::ClosePublished { intent_id, outcome } => {
+                if let Err(error) = outcome {
+                    self.on_close_unanswered(
+                        now,
+                        &intent_id,
+                        &format!("the close could not be published: {error}"),
+                        &mut out,
+                    );
+                }
+            }
+            Event::Timer => self.on_timer(now, &mut out),
+        }
+        self.settle(now, &mut out);
+        out
+    }
+
+    // ----- results -----
+
+    fn on_result(&mut self, now: i64, result: ExecutionResult, out: &mut Vec<Command>) {
+        let action = result.action.trim().to_ascii_uppercase();
+        let direction = match action.as_str() {
+            "BUY" => Some(Direction::Long),
+            "SELL" => Some(Direction::Short),
+            "CLOSE" => None,
+            other => {
+                out.push(Command::Refuse {
+                    intent_id: result.intent_id.clone(),
+                    reason: format!("action {other:?} is not BUY, SELL or CLOSE; the position it may have opened is found by the next position read"),
+                });
+                return;
+            }
+        };
+        if !result.status.has_fill() {
+            if direction.is_none() {
+                self.on_close_failed(now, &result, out);
+            } else {
+                out.push(Command::Note(Box::new(Note::Ignored {
+                    intent_id: result.intent_id.clone(),
+                    why: format!("{} with no fill: nothing to track", result.status.as_str()),
+                })));
+            }
+            return;
+        }
+        if self.applied.contains_key(&result.intent_id) {
+            out.push(Command::Note(Box::new(Note::Ignored {
+                intent_id: result.intent_id.clone(),
+                why: "already applied (a redelivery)".into(),
+            })));
+            return;
+        }
+        self.applied.insert(result.intent_id.clone(), now);
+        self.newly_applied.push((result.intent_id.clone(), now));
+        match direction {
+            Some(direction) => self.open(now, &result, direction, out),
+            None => self.on_close_fill(now, &result, out),
+        }
+    }
+
+    fn open(
+        &mut self,
+        now: i64,
+        result: &ExecutionResult,
+        direction: Direction,
+        out: &mut Vec<Command>,
+    ) {
+        let symbol = result.symbol.clone();
+        let mut qty = result.executed_qty;
+        // One-way mode nets: a SELL on a symbol held long first reduces the long lots.
+        let opposite: Vec<String> = self
+            .lots_of(&symbol)
+            .filter(|l| l.direction != direction)
+            .map(|l| l.id.clone())
+            .collect();
+        if !opposite.is_empty() {
+            let taken = self.reduce_lots(
+                now,
+                &symbol,
+                &opposite,
+                qty,
+                "netted by an opposite entry",
+                out,
+            );
+            out.push(Command::Note(Box::new(Note::Netted {
+                intent_id: result.intent_id.clone(),
+                symbol: symbol.clone(),
+                qty: taken,
+            })));
+            qty -= taken;
+            if qty <= Decimal::ZERO {
+                return;
+            }
+        }
+        // A position adopted from the exchange before this result arrived is this result's fill
+        // (the adoption happened after the fill): the result's lot takes that quantity over.
+        let filled_at = result.filled_at.unwrap_or(result.published_at);
+        let adopted: Vec<String> = self
+            .lots_of(&symbol)
+            .filter(|l| l.adopted && l.direction == direction && l.opened_at >= filled_at)
+            .map(|l| l.id.clone())
+            .collect();
+        if !adopted.is_empty() {
+            self.reduce_lots(
+                now,
+                &symbol,
+                &adopted,
+                qty,
+                "the result of an adopted position arrived",
+                out,
+            );
+        }
+        let (levels, default_plan) = self.resolve(result, direction, out);
+        let lot = Lot {
+            id: result.intent_id.clone(),
+            symbol: symbol.clone(),
+            direction,
+            qty,
+            entry: result.entry_price,
+            entry_fee: result.commission,
+            trail: TrailState {
+                peak: result.entry_price,
+            },
+            levels,
+            opened_at: filled_at,
+            changed_at: now,
+            adopted: false,
+            phase: Phase::Watching,
+            attempts: 0,
+            failed_closes: 0,
+        };
+        out.push(Command::Note(Box::new(Note::Opened {
+            lot: lot.clone(),
+            default_plan,
+        })));
+        let id = lot.id.clone();
+        self.insert(lot);
+        // A fill already past a level (slippage beyond the target or the stop) closes at once.
+        self.evaluate_lot(now, &id, result.entry_price, out);
+    }
+
+    /// The lot's levels: the intent's plan, else the default; a plan that cannot apply is
+    /// refused (dead letter) and the default plan protects the position instead.
+    fn resolve(
+        &self,
+        result: &ExecutionResult,
+        direction: Direction,
+        out: &mut Vec<Command>,
+    ) -> (Option<Levels>, bool) {
+        let entry = result.entry_price;
+        if !result.exit_plan.is_empty() {
+            match Levels::resolve_at_fill(direction, entry, &result.exit_plan) {
+                Ok(levels) => return (Some(levels), false),
+                Err(e) => out.push(Command::Refuse {
+                    intent_id: result.intent_id.clone(),
+                    reason: format!("exit plan cannot apply ({e}); the position is tracked under the default plan"),
+                }),
+            }
+        }
+        match Levels::resolve_at_fill(direction, entry, &self.config.default_plan) {
+            Ok(levels) => (Some(levels), true),
+            Err(e) => {
+                out.push(Command::Refuse {
+                    intent_id: result.intent_id.clone(),
+                    reason: format!("the default plan cannot apply either ({e}); the position is tracked without levels"),
+                });
+                (None, true)
+            }
+        }
+    }
+
+    fn on_close_fill(&mut self, now: i64, result: &ExecutionResult, out: &mut Vec<Command>) {
+        let symbol = result.symbol.clone();
+        let lot_id = self.closes.get(&result.intent_id).cloned();
+        let live = lot_id
+            .as_ref()
+            .and_then(|id| self.lots.get(id))
+            .and_then(|l| match &l.phase {
+                Phase::Closing(c) if c.intent_id == result.intent_id => Some(c.clone()),
+                _ => None,
+            });
+        let mut left = result.executed_qty;
+        if let Some(id) = lot_id.as_ref().filter(|id| self.lots.contains_key(*id)) {
+            let lot = self.lots.get(id).cloned().expect("checked");
+            let closed = left.min(lot.qty);
+            left -= closed;
+            let remaining = lot.qty - closed;
+            let pnl = realized(&lot, result.entry_price, closed, result.commission);
+            let share = share_of(lot.entry_fee, closed, lot.qty);
+            if remaining.is_zero() {
+                self.remove(id);
+                out.push(Command::Note(Box::new(Note::Closed {
+                    lot: lot.clone(),
+                    exit_price: result.entry_price,
+                    exit_qty: closed,
+                    realized_pnl: pnl,
+                    close_sent_at: live.as_ref().map_or(now, |c| c.sent_at),
+                })));
+                self.clear_lot_alarms(&symbol, out);
+            } else {
+                let l = self.lots.get_mut(id).expect("checked");
+                l.qty = remaining;
+                l.entry_fee -= share.unwrap_or(Decimal::ZERO).min(l.entry_fee);
+                l.changed_at = now;
+                self.dirty.insert(id.clone());
+                out.push(Command::Note(Box::new(Note::Reduced {
+                    lot: id.clone(),
+                    closed,
+                    remaining,
+                })));
+                if let Some(c) = live {
+                    // The decision to exit stands: the rest goes out at once, under a new id.
+                    self.send_close(now, id, c.trigger, out);
+                }
+            }
+        }
+        if left > Decimal::ZERO {
+            // A late close of a lot already closed, or a CLOSE someone else sent: the exchange's
+            // position shrank by this much, so the book does too.
+            let ids: Vec<String> = self.lots_of(&symbol).map(|l| l.id.clone()).collect();
+            let taken = self.reduce_lots(now, &symbol, &ids, left, "an unexpected close fill", out);
+            out.push(Command::Note(Box::new(Note::UnexpectedClose {
+                intent_id: result.intent_id.clone(),
+                symbol,
+                qty: taken,
+                unmatched: left - taken,
+            })));
+        }
+    }
+
+    fn on_close_failed(&mut self, now: i64, result: &ExecutionResult, out: &mut Vec<Command>) {
+        let why = format!(
+            "{}: {}",
+            result.status.as_str(),
+            result.error.clone().unwrap_or_default()
+        );
+        match self.closes.get(&result.intent_id) {
+            Some(_) => self.on_close_unanswered(now, &result.intent_id, &why, out),
+            None => out.push(Command::Note(Box::new(Note::Ignored {
+                intent_id: result.intent_id.clone(),
+                why: format!("a close this monitor does not track ({why})"),
+            }))),
+        }
+    }
+
+    /// The live close `intent_id` will not fill (refused, failed, not published): back off,
+    /// raise the alarm, and look at the positions (the exchange may have closed it first).
+    fn on_close_unanswered(
+        &mut self,
+        now: i64,
+        intent_id: &str,
+        why: &str,
+        out: &mut Vec<Command>,
+    ) {
+        let Some(id) = self.closes.get(intent_id).cloned() else {
+            return;
+        };
+        let Some(lot) = self.lots.get_mut(&id) else {
+            return;
+        };
+        let Phase::Closing(c) = &lot.phase else {
+            return;
+        };
+        if c.intent_id != intent_id {
+            return;
+        }
+        let trigger = c.trigger;
+        lot.failed_closes += 1;
+        let until = now + backoff(lot.failed_closes);
+        lot.phase = Phase::Backoff { until, trigger };
+        self.dirty.insert(id.clone());
+        let symbol = lot.symbol.clone();
+        let failures = lot.failed_closes;
+        self.alarm(
+            &symbol,
+            AlarmKind::CloseFailed,
+            format!("close {intent_id} of lot {id} FAILED ({why}); the position is still open and protected by its exchange-side stop; retrying in {} ms (failure {failures})", until - now),
+            out,
+        );
+        self.request_read(now, out);
+    }
+
+    // ----- prices -----
+
+    fn on_mark(&mut self, now: i64, symbol: &str, price: Decimal, out: &mut Vec<Command>) {
+        if price <= Decimal::ZERO {
+            return;
+        }
+        let Some(ids) = self.by_symbol.get(symbol) else {
+            return;
+        };
+        self.symbols.entry(symbol.to_string()).or_default().mark = Some(price);
+        for id in ids.clone() {
+            self.evaluate_lot(now, &id, price, out);
+        }
+    }
+
+    fn evaluate_lot(&mut self, now: i64, id: &str, price: Decimal, out: &mut Vec<Command>) {
+        let Some(lot) = self.lots.get_mut(id) else {
+            return;
+        };
+        let Some(levels) = lot.levels else {
+            return;
+        };
+        let e = evaluate(&levels, lot.trail, price);
+        if e.state != lot.trail {
+            lot.trail = e.state;
+            self.dirty.insert(id.to_string());
+            if e.peak_moved && levels.trailing_pct.is_some() {
+                out.push(Command::Note(Box::new(Note::TrailUpdate {
+                    lot: id.to_string(),
+                    symbol: lot.symbol.clone(),
+                    peak: e.state.peak,
+                })));
+            }
+        }
+        let Some(trigger) = e.trigger else {
+            return;
+        };
+        if lot.phase != Phase::Watching {
+            return;
+        }
+        out.push(Command::Note(Box::new(Note::Triggered {
+            lot: id.to_string(),
+            symbol: lot.symbol.clone(),
+            trigger,
+            mark: price,
+        })));
+        self.send_close(now, id, trigger, out);
+    }
+
+    fn send_close(&mut self, now: i64, id: &str, trigger: Trigger, out: &mut Vec<Command>) {
+        let lot = self.lots.get_mut(id).expect("a tracked lot");
+        lot.attempts += 1;
+        let attempt = lot.attempts;
+        let intent_id = IntentId::close_of(id, attempt).as_str().to_string();
+        // Each attempt after the first of a lot waits twice as long, up to the maximum.
+        let wait = self
+            .config
+            .close_deadline
+            .saturating_mul(1i64 << (attempt.saturating_sub(1)).min(16))
+            .min(
+                self.config
+                    .close_deadline_max
+                    .max(self.config.close_deadline),
+            );
+        lot.phase = Phase::Closing(Closing {
+            intent_id: intent_id.clone(),
+            trigger,
+            qty: lot.qty,
+            sent_at: now,
+            deadline: now.saturating_add(wait),
+            attempt,
+        });
+        let (symbol, qty) = (lot.symbol.clone(), lot.qty);
+        self.closes.insert(intent_id.clone(), id.to_string());
+        self.dirty.insert(id.to_string());
+        out.push(Command::PublishClose {
+            lot: id.to_string(),
+            symbol,
+            intent_id,
+            qty,
+            trigger,
+            attempt,
+        });
+    }
+
+    // ----- positions -----
+
+    fn request_read(&mut self, now: i64, out: &mut Vec<Command>) {
+        if self.reading.is_some() {
+            return;
+        }
+        let seq = self.seq();
+        self.reading = Some((seq, now, now.saturating_add(self.config.protect_deadline)));
+        self.last_read = now;
+        out.push(Command::ReadPositions { seq });
+    }
+
+    fn on_positions(
+        &mut self,
+        now: i64,
+        seq: u64,
+        requested_at: i64,
+        positions: Vec<Position>,
+        out: &mut Vec<Command>,
+    ) {
+        if self.reading.is_some_and(|(s, _, _)| s == seq) {
+            self.reading = None;
+        }
+        self.read_failures = 0;
+        self.clear_alarm("", AlarmKind::PositionsUnknown, out);
+        let mut held: BTreeMap<String, (Decimal, Decimal)> = BTreeMap::new();
+        for p in positions.into_iter().filter(|p| !p.amount.is_zero()) {
+            let e = held.entry(p.symbol).or_default();
+            e.0 = e.0.checked_add(p.amount).unwrap_or(e.0);
+            e.1 = p.entry;
+        }
+        let symbols: BTreeSet<String> = held
+            .keys()
+            .cloned()
+            .chain(self.by_symbol.keys().cloned())
+            .collect();
+        for symbol in symbols {
+            let (amount, entry) = held.get(&symbol).copied().unwrap_or_default();
+            self.reconcile_symbol(now, &symbol, amount, entry, requested_at, out);
+        }
+    }
+
+    fn reconcile_symbol(
+        &mut self,
+        now: i64,
+        symbol: &str,
+        amount: Decimal,
+        entry: Decimal,
+        as_of: i64,
+        out: &mut Vec<Command>,
+    ) {
+        let lots: Vec<Lot> = self.lots_of(symbol).cloned().collect();
+        // A close in flight settles itself (its result, or its deadline); a lot changed after the
+        // read was sent cannot be judged by it.
+        if lots
+            .iter()
+            .any(|l| matches!(l.phase, Phase::Closing(_)) || l.changed_at > as_of)
+        {
+            return;
+        }
+        let tracked: Decimal = lots.iter().map(Lot::signed).sum();
+        if tracked == amount {
+            if let Some(s) = self.symbols.get_mut(symbol) {
+                s.unexplained = None;
+            }
+            return;
+        }
+        let same_side = !tracked.is_zero()
+            && !amount.is_zero()
+            && tracked.is_sign_positive() == amount.is_sign_positive();
+        if !tracked.is_zero() && (!same_side || amount.abs() < tracked.abs()) {
+            // Flat, flipped or smaller on the exchange: an exchange-side stop fired, or someone
+            // closed by hand. The newest lots go first.
+            let excess = if same_side {
+                tracked.abs() - amount.abs()
+            } else {
+                tracked.abs()
+            };
+            let mut newest: Vec<&Lot> = lots.iter().collect();
+            newest.sort_by_key(|l| std::cmp::Reverse(l.opened_at));
+            let newest: Vec<String> = newest.into_iter().map(|l| l.id.clone()).collect();
+            let taken =
+                self.reduce_lots(now, symbol, &newest, excess, "closed on the exchange", out);
+            debug_assert_eq!(taken, excess);
+            if same_side {
+                return;
+            }
+        }
+        let tracked = self.net_qty(symbol);
+        let extra = amount - tracked;
+        if extra.is_zero() {
+            return;
+        }
+        // More on the exchange than the book explains: adopt it once it has been seen for
+        // `adopt_after` (a result on its way is applied first).
+        let state = self.symbols.entry(symbol.to_string()).or_default();
+        let since = match state.unexplained {
+            Some((since, seen, _)) if seen == extra => since,
+            _ => {
+                state.unexplained = Some((as_of, extra, entry));
+                as_of
+            }
+        };
+        if as_of.saturating_sub(since) < self.config.adopt_after {
+            return;
+        }
+        state.unexplained = None;
+        self.adopt(now, symbol, extra, entry, out);
+    }
+
+    fn adopt(
+        &mut self,
+        now: i64,
+        symbol: &str,
+        amount: Decimal,
+        entry: Decimal,
+        out: &mut Vec<Command>,
+    ) {
+        let direction = if amount > Decimal::ZERO {
+            Direction::Long
+        } else {
+            Direction::Short
+        };
+        let id = format!("exchange-{symbol}-{now}");
+        let levels = Levels::resolve_at_fill(direction, entry, &self.config.default_plan).ok();
+        let lot = Lot {
+            id: id.clone(),
+            symbol: symbol.to_string(),
+            direction,
+            qty: amount.abs(),
+            entry,
+            entry_fee: Decimal::ZERO,
+            levels,
+            trail: TrailState { peak: entry },
+            opened_at: now,
+            changed_at: now,
+            adopted: true,
+            phase: Phase::Watching,
+            attempts: 0,
+            failed_closes: 0,
+        };
+        out.push(Command::Note(Box::new(Note::Adopted { lot: lot.clone() })));
+        self.insert(lot);
+        if let Some(mark) = self.symbols.get(symbol).and_then(|s| s.mark) {
+            self.evaluate_lot(now, &id, mark, out);
+        }
+    }
+
+    /// Takes up to `qty` out of the lots `ids`, in that order; returns how much was taken.
+    fn reduce_lots(
+        &mut self,
+        now: i64,
+        symbol: &str,
+        ids: &[String],
+        qty: Decimal,
+        why: &str,
+        out: &mut Vec<Command>,
+    ) -> Decimal {
+        let mut left = qty;
+        for id in ids {
+            if left <= Decimal::ZERO {
+                break;
+            }
+            let Some(lot) = self.lots.get_mut(id) else {
+                continue;
+            };
+            let take = left.min(lot.qty);
+            left -= take;
+            if take == lot.qty {
+                out.push(Command::Note(Box::new(Note::ExitedOnExchange {
+                    lot: id.clone(),
+                    symbol: symbol.to_string(),
+                    qty: take,
+                })));
+                self.remove(id);
+            } else {
+                lot.qty -= take;
+                lot.changed_at = now;
+                self.dirty.insert(id.clone());
+                out.push(Command::Note(Box::new(Note::Reduced {
+                    lot: format!("{id} ({why})"),
+                    closed: take,
+                    remaining: lot.qty,
+                })));
+            }
+        }
+        if !self.by_symbol.contains_key(symbol) {
+            self.clear_lot_alarms(symbol, out);
+        }
+        qty - left
+    }
+
+    // ----- protection -----
+
+    fn on_protected(
+        &mut self,
+        now: i64,
+        symbol: &str,
+        seq: u64,
+        outcome: Result<(), String>,
+        out: &mut Vec<Command>,
+    ) {
+        let Some(state) = self.symbols.get_mut(symbol) else {
+            return;
+        };
+        let Some((pending, _)) = state.pending else {
+            return;
+        };
+        if pending != seq {
+            return;
+        }
+        state.pending = None;
+        match outcome {
+            Ok(()) => {
+                state.placed = Some(state.request);
+                state.failures = 0;
+                state.retry_at = None;
+                self.clear_alarm(symbol, AlarmKind::ProtectionFailed, out);
+                self.clear_alarm(symbol, AlarmKind::ProtectionOverdue, out);
+                self.forget_if_flat(symbol);
+            }
+            Err(error) => {
+                state.failures += 1;
+                state.placed = None;
+                state.retry_at = Some(now + backoff(state.failures));
+                let failures = state.failures;
+                let message = if self.by_symbol.contains_key(symbol) {
+                    format!("{symbol} is NOT protected on the exchange: {error} (failure {failures}); the monitor's own triggers still watch it")
+                } else {
+                    format!("{symbol} is flat but its protective orders could not be cancelled: {error} (failure {failures})")
+                };
+                self.alarm(symbol, AlarmKind::ProtectionFailed, message, out);
+            }
+        }
+    }
+
+    /// Recomputes the nets of changed symbols and the conditional-order budget, and sends the
+    /// protection requests that are due.
+    fn plan_protection(&mut self, now: i64, out: &mut Vec<Command>) {
+        if !self.config.exchange_protection {
+            return;
+        }
+        let changed = std::mem::take(&mut self.nets_dirty);
+        if !changed.is_empty() {
+            self.budget(out);
+        }
+        let due: Vec<String> = self
+            .symbols
+            .iter()
+            .filter(|(_, s)| {
+                s.pending.is_none()
+                    && s.retry_at.is_none_or(|t| now >= t)
+                    && s.placed != Some(s.wanted)
+            })
+            .map(|(symbol, _)| symbol.clone())
+            .collect();
+        for symbol in due {
+            let seq = self.seq();
+            let deadline = now.saturating_add(self.config.protect_deadline);
+            let state = self.symbols.get_mut(&symbol).expect("listed");
+            state.pending = Some((seq, deadline));
+            let net = state.wanted;
+            state.request = net;
+            out.push(Command::Protect { symbol, seq, net });
+        }
+    }
+
+    /// Stops first, take-profits where budget is left; symbols in the order their oldest lot
+    /// opened (a position keeps its orders when others come).
+    fn budget(&mut self, out: &mut Vec<Command>) {
+        let mut order: Vec<(i64, String)> = self
+            .by_symbol
+            .keys()
+            .map(|s| {
+                (
+                    self.lots_of(s).map(|l| l.opened_at).min().unwrap_or(0),
+                    s.clone(),
+                )
+            })
+            .collect();
+        order.sort();
+        let mut left = self.config.conditional_budget;
+        let mut nets: Vec<(String, Option<Net>)> = Vec::new();
+        for (_, symbol) in &order {
+            let full = self.full_net(symbol);
+            let stop = full.and_then(|n| n.stop);
+            let stop = if stop.is_some() && left > 0 {
+                left -= 1;
+                stop
+            } else {
+                None
+            };
+            nets.push((symbol.clone(), full.map(|n| Net { stop, ..n })));
+        }
+        for (symbol, net) in nets.iter_mut() {
+            let target = self.full_net(symbol).and_then(|n| n.target);
+            if let Some(n) = net.as_mut() {
+                n.target = if target.is_some() && left > 0 {
+                    left -= 1;
+                    target
+                } else {
+                    None
+                };
+            }
+        }
+        for (symbol, net) in nets {
+            let full = self.full_net(&symbol);
+            let no_stop = net.is_none_or(|n| n.stop.is_none());
+            if no_stop && full.is_some_and(|n| n.stop.is_some()) {
+                self.alarm(&symbol, AlarmKind::NoBudget, format!("{symbol} has NO exchange-side stop: the {} conditional orders of the budget are used; only the monitor's own triggers protect it", self.config.conditional_budget), out);
+            } else {
+                self.clear_alarm(&symbol, AlarmKind::NoBudget, out);
+            }
+            if no_stop && full.is_none_or(|n| n.stop.is_none()) {
+                self.alarm(&symbol, AlarmKind::NoStop, format!("{symbol} has NO stop-loss (no plan gives one, or its level cannot be computed); only the take-profit or nothing protects it"), out);
+            } else {
+                self.clear_alarm(&symbol, AlarmKind::NoStop, out);
+            }
+            // A net without any order is no net: nothing to place, everything to cancel.
+            let net = net.filter(|n| n.stop.is_some() || n.target.is_some());
+            self.symbols.entry(symbol).or_default().wanted = net;
+        }
+        // Flat symbols want nothing.
+        let flat: Vec<String> = self
+            .symbols
+            .keys()
+            .filter(|s| !self.by_symbol.contains_key(*s))
+            .cloned()
+            .collect();
+        for symbol in flat {
+            self.symbols.get_mut(&symbol).expect("listed").wanted = None;
+            self.forget_if_flat(&symbol);
+        }
+    }
+
+    /// The symbol's protection without the budget: the loosest stop and the farthest target
+    /// over its lots, `net_offset_pct` beyond; a level that cannot be computed is left out.
+    fn full_net(&self, symbol: &str) -> Option<Net> {
+        let lots: Vec<&Lot> = self.lots_of(symbol).collect();
+        let direction = lots.first()?.direction;
+        let long = direction == Direction::Long;
+        let all = |f: fn(&Levels) -> Option<Decimal>| -> Option<Vec<Decimal>> {
+            lots.iter().map(|l| l.levels.as_ref().and_then(f)).collect()
+        };
+        // A stop is looser the farther it is from the price: lowest for a long. The net sits at
+        // the loosest stop of the lots that have one: a lot without a stop (allowed by
+        // configuration) is closed with the others rather than leave them all without a net.
+        let stops = lots
+            .iter()
+            .filter_map(|l| l.levels.as_ref().and_then(|l| l.stop_loss));
+        let stop = if long { stops.min() } else { stops.max() };
+        // A take-profit closes the whole position, so it is placed only when every lot has one.
+        let target = all(|l| l.take_profit).and_then(|v| {
+            if long {
+                v.into_iter().max()
+            } else {
+                v.into_iter().min()
+            }
+        });
+        let beyond = |level: Decimal, up: bool| -> Option<Decimal> {
+            let offset = level
+                .checked_mul(self.config.net_offset_pct)?
+                .checked_div(Decimal::ONE_HUNDRED)?;
+            let v = if up {
+                level.checked_add(offset)?
+            } else {
+                level.checked_sub(offset)?
+            };
+            (v > Decimal::ZERO).then_some(v)
+        };
+        Some(Net {
+            direction,
+            stop: stop.and_then(|s| beyond(s, !long)),
+            target: target.and_then(|t| beyond(t, long)),
+        })
+    }
+
+    // ----- the timer -----
+
+    fn on_timer(&mut self, now: i64, out: &mut Vec<Command>) {
+        // Closes past their deadline: alarm, re-assert protection, retry under a new id.
+        let overdue: Vec<(String, Closing)> = self
+            .lots
+            .values()
+            .filter_map(|l| match &l.phase {
+                Phase::Closing(c) if now >= c.deadline => Some((l.id.clone(), c.clone())),
+                _ => None,
+            })
+            .collect();
+        for (id, c) in overdue {
+            let symbol = self.lots[&id].symbol.clone();
+            self.alarm(
+                &symbol,
+                AlarmKind::CloseOverdue,
+                format!("close {} of lot {id} ({symbol}) got no answer in {} ms; protection re-asserted, retrying under a new id", c.intent_id, now - c.sent_at),
+                out,
+            );
+            if let Some(s) = self.symbols.get_mut(&symbol) {
+                // Ask the exchange again rather than trust what was placed.
+                s.placed = None;
+            }
+            self.request_read(now, out);
+            self.send_close(now, &id, c.trigger, out);
+        }
+        let due: Vec<(String, Trigger)> = self
+            .lots
+            .values()
+            .filter_map(|l| match l.phase {
+                Phase::Backoff { until, trigger } if now >= until => Some((l.id.clone(), trigger)),
+                _ => None,
+            })
+            .collect();
+        for (id, trigger) in due {
+            self.send_close(now, &id, trigger, out);
+        }
+        // Protection requests past their deadline.
+        let late: Vec<String> = self
+            .symbols
+            .iter()
+            .filter(|(_, s)| s.pending.is_some_and(|(_, d)| now >= d))
+            .map(|(symbol, _)| symbol.clone())
+            .collect();
+        for symbol in late {
+            let state = self.symbols.get_mut(&symbol).expect("listed");
+            state.pending = None;
+            state.placed = None;
+            state.failures += 1;
+            if self.by_symbol.contains_key(&symbol) {
+                self.alarm(&symbol, AlarmKind::ProtectionOverdue, format!("{symbol}: the protection request got no answer by its deadline; asking again"), out);
+            }
+        }
+        // Position reads: overdue, periodic, or after news.
+        if let Some((seq, _, deadline)) = self.reading {
+            if now >= deadline {
+                self.read_failed(seq, "no answer by the deadline", out);
+            }
+        }
+        // Position reads: periodic (also with an empty book, so a position opened elsewhere is
+        // found), soon after news, and while a position is still unexplained.
+        let since = now.saturating_sub(self.last_read);
+        let unexplained = self.symbols.values().any(|s| s.unexplained.is_some());
+        if since >= self.config.reconcile_every
+            || ((self.news || unexplained) && since >= self.config.news_debounce)
+        {
+            self.news = false;
+            self.request_read(now, out);
+        }
+        // Forget applied ids after a week.
+        let old: Vec<String> = self
+            .applied
+            .iter()
+            .filter(|(_, at)| now.saturating_sub(**at) > APPLIED_KEEP)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in old {
+            self.applied.remove(&id);
+            self.forgotten.push(id);
+        }
+    }
+
+    fn read_failed(&mut self, seq: u64, error: &str, out: &mut Vec<Command>) {
+        if self.reading.is_none_or(|(s, _, _)| s != seq) {
+            return;
+        }
+        self.reading = None;
+        self.read_failures += 1;
+        if self.read_failures >= 3 {
+            self.alarm(
+                "",
+                AlarmKind::PositionsUnknown,
+                format!("positions cannot be read ({error}, {} times in a row); the book is not checked against the exchange", self.read_failures),
+                out,
+            );
+        }
+    }
+
+    // ----- book-keeping -----
+
+    /// After every event: protection for what changed, then one Persist for what changed.
+    fn settle(&mut self, now: i64, out: &mut Vec<Command>) {
+        self.plan_protection(now, out);
+        if self.dirty.is_empty()
+            && self.removed.is_empty()
+            && self.newly_applied.is_empty()
+            && self.forgotten.is_empty()
+        {
+            return;
+        }
+        let lots: Vec<Lot> = std::mem::take(&mut self.dirty)
+            .into_iter()
+            .filter_map(|id| self.lots.get(&id).cloned())
+            .collect();
+        out.push(Command::Persist {
+            lots,
+            removed: std::mem::take(&mut self.removed).into_iter().collect(),
+            applied: std::mem::take(&mut self.newly_applied),
+            forgotten: std::mem::take(&mut self.forgotten),
+        });
+    }
+
+    fn insert(&mut self, lot: Lot) {
+        let id = lot.id.clone();
+        for attempt in 1..=lot.attempts {
+            self.closes.insert(
+                IntentId::close_of(&id, attempt).as_str().to_string(),
+                id.clone(),
+            );
+        }
+        self.by_symbol
+            .entry(lot.symbol.clone())
+            .or_default()
+            .insert(id.clone());
+        self.nets_dirty.insert(lot.symbol.clone());
+        self.symbols.entry(lot.symbol.clone()).or_default();
+        self.removed.remove(&id);
+        self.dirty.insert(id.clone());
+        self.lots.insert(id, lot);
+    }
+
+    fn remove(&mut self, id: &str) -> Option<Lot> {
+        let lot = self.lots.remove(id)?;
+        for attempt in 1..=lot.attempts {
+            self.closes.remove(IntentId::close_of(id, attempt).as_str());
+        }
+        if let Some(set) = self.by_symbol.get_mut(&lot.symbol) {
+            set.remove(id);
+            if set.is_empty() {
+                self.by_symbol.remove(&lot.symbol);
+            }
+        }
+        self.nets_dirty.insert(lot.symbol.clone());
+        self.dirty.remove(id);
+        self.removed.insert(id.to_string());
+        Some(lot)
+    }
+
+    /// A flat symbol with nothing on the exchange and nothing in flight needs no state.
+    fn forget_if_flat(&mut self, symbol: &str) {
+        let idle = self.symbols.get(symbol).is_some_and(|s| {
+            s.placed == Some(None) && s.pending.is_none() && s.unexplained.is_none()
+        });
+        if idle && !self.by_symbol.contains_key(symbol) {
+            self.symbols.remove(symbol);
+        }
+    }
+
+    fn seq(&mut self) -> u64 {
+        let s = self.next_seq;
+        self.next_seq += 1;
+        s
+    }
+
+    fn alarm(&mut self, symbol: &str, kind: AlarmKind, message: String, out: &mut Vec<Command>) {
+        let key = (symbol.to_string(), kind);
+        if self.alarms.get(&key) == Some(&message) {
+            return;
+        }
+        self.alarms.insert(key.clone(), message.clone());
+        out.push(Command::Alarm { key, message });
+    }
+
+    fn clear_alarm(&mut self, symbol: &str, kind: AlarmKind, out: &mut Vec<Command>) {
+        let key = (symbol.to_string(), kind);
+        if self.alarms.remove(&key).is_some() {
+            out.push(Command::ClearAlarm { key });
+        }
+    }
+
+    /// The close alarms of a symbol end when it has no lot left in trouble.
+    fn clear_lot_alarms(&mut self, symbol: &str, out: &mut Vec<Command>) {
+        let troubled = self
+            .lots_of(symbol)
+            .any(|l| l.failed_closes > 0 || l.attempts > 1);
+        if !troubled {
+            self.clear_alarm(symbol, AlarmKind::CloseFailed, out);
+            self.clear_alarm(symbol, AlarmKind::CloseOverdue, out);
+        }
+        if !self.by_symbol.contains_key(symbol) {
+            // Protection alarms end only when the exchange confirms (see `on_protected`).
+            for kind in [AlarmKind::NoBudget, AlarmKind::NoStop] {
+                self.clear_alarm(symbol, kind, out);
+            }
+        }
+    }
+}
+
+/// Backoff of failures: 1 s, 2 s, 4 s ... up to 30 s.
+fn backoff(failures: u32) -> i64 {
+    (1000i64 << failures.saturating_sub(1).min(5)).min(30_000)
+}
+
+/// `part` of `total`'s `amount`, checked.
+fn share_of(amount: Decimal, part: Decimal, total: Decimal) -> Option<Decimal> {
+    if total.is_zero() {
+        return Some(Decimal::ZERO);
+    }
+    amount.checked_mul(part)?.checked_div(total)
+}
+
+/// (exit − entry) × quantity, signed by direction, minus the entry fee's share and the exit fee;
+/// `None` when it does not fit in a decimal.
+fn realized(lot: &Lot, exit: Decimal, qty: Decimal, exit_fee: Decimal) -> Option<Decimal> {
+    let diff = match lot.direction {
+        Direction::Long => exit.checked_sub(lot.entry)?,
+        Direction::Short => lot.entry.checked_sub(exit)?,
+    };
+    diff.checked_mul(qty)?
+        .checked_sub(share_of(lot.entry_fee, qty, lot.qty)?)?
+        .checked_sub(exit_fee)
+}
+
+/// The trailing stop of a lot now, for display.
+pub fn trail_stop(lot: &Lot) -> Option<Decimal> {
+    let levels = lot.levels?;
+    trailing_stop(levels.direction, lot.trail.peak, levels.trailing_pct?)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The reproductions of the exit-path issue, as specifications of the core. The service's
+    //! end-to-end tests show the same against the simulator and Redis.
+    use super::*;
+    use model::{ClientOrderId, ConfirmedBy, Execution, ExitLevel, ResultStatus, TradeIntent};
+
+    fn d(s: &str) -> Decimal {
+        s.parse().unwrap()
+    }
+
+    fn config() -> Config {
+        Config {
+            default_plan: ExitPlan {
+                stop_loss: Some(ExitLevel::Pct(d("2"))),
+                ..ExitPlan::default()
+            },
+            ..Config::default()
+        }
+    }
+
+    fn filled(json: &str, price: &str, qty: &str, at: i64) -> ExecutionResult {
+        let intent = TradeIntent::from_json(json).unwrap();
+        let coid = ClientOrderId::for_intent(&intent.intent_id);
+        let e = Execution {
+            order_id: 1,
+            avg_price: d(price),
+            executed_qty: d(qty),
+            commission: d("0.01"),
+            commission_asset: "USDT".into(),
+            filled_at: at,
+        };
+        let status = ResultStatus::Filled;
+        ExecutionResult::with_fill(&intent, &coid, status, &e, ConfirmedBy::UserStream, at, at)
+            .unwrap()
+    }
+
+    fn close_result(id: &str, symbol: &str, price: &str, qty: &str, at: i64) -> ExecutionResult {
+        filled(
+            &format!(r#"{{"intent_id":"{id}","symbol":"{symbol}","action":"CLOSE"}}"#),
+            price,
+            qty,
+            at,
+        )
+    }
+
+    fn closes(commands: &[Command]) -> Vec<(String, Decimal)> {
+        commands
+            .iter()
+            .filter_map(|c| match c {
+                Command::PublishClose { intent_id, qty, .. } => Some((intent_id.clone(), *qty)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn protects(commands: &[Command]) -> Vec<(u64, Option<Net>)> {
+        commands
+            .iter()
+            .filter_map(|c| match c {
+                Command::Protect { seq, net, .. } => Some((*seq, *net)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn alarms(commands: &[Command]) -> Vec<AlarmKind> {
+        commands
+            .iter()
+            .filter_map(|c| match c {
+                Command::Alarm { key, .. } => Some(key.1),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A core with the AXS long of reproduction 1 open and protected.
+    fn axs_long() -> Core {
+        let mut core = Core::new(config());
+        let out = core.apply(0, Event::from(filled(r#"{"intent_id":"t2","symbol":"AXSUSDT","action":"BUY","quantity":32,"take_profit_pct":3,"stop_loss_pct":2}"#, "6.25", "32", 0)));
+        let (seq, net) = protects(&out)[0];
+        assert!(net.unwrap().stop.is_some());
+        core.apply(
+            10,
+            Event::Protected {
+                symbol: "AXSUSDT".into(),
+                seq,
+                outcome: Ok(()),
+            },
+        );
+        assert!(core.protected("AXSUSDT"));
+        core
+    }
+
+    #[test]
+    fn a_partly_filled_close_continues_with_the_rest_under_a_new_id() {
+        let mut core = axs_long();
+        let out = core.apply(
+            100,
+            Event::Mark {
+                symbol: "AXSUSDT".into(),
+                price: d("6.10"),
+            },
+        );
+        assert_eq!(closes(&out), vec![("close-t2-1".to_string(), d("32"))]);
+        let out = core.apply(
+            200,
+            Event::from(close_result("close-t2-1", "AXSUSDT", "6.10", "20", 200)),
+        );
+        assert_eq!(
+            closes(&out),
+            vec![("close-t2-2".to_string(), d("12"))],
+            "the remainder goes out at once, under an id the execution service has not answered"
+        );
+        let out = core.apply(
+            300,
+            Event::from(close_result("close-t2-2", "AXSUSDT", "6.09", "12", 300)),
+        );
+        assert!(out
+            .iter()
+            .any(|c| matches!(c, Command::Note(n) if matches!(**n, Note::Closed { .. }))));
+        assert_eq!(core.lots().count(), 0);
+        assert_eq!(
+            protects(&out),
+            vec![(2, None)],
+            "flat: protection is cancelled now"
+        );
+    }
+
+    #[test]
+    fn protection_stays_while_a_close_is_in_flight_and_an_unanswered_close_is_alarmed_and_retried()
+    {
+        let mut core = axs_long();
+        let out = core.apply(
+            100,
+            Event::Mark {
+                symbol: "AXSUSDT".into(),
+                price: d("6.10"),
+            },
+        );
+        assert!(
+            protects(&out).is_empty(),
+            "nothing is cancelled before the close"
+        );
+        assert!(core.protected("AXSUSDT"));
+        // The execution service is down: no answer.
+        assert!(closes(&core.apply(19_000, Event::Timer)).is_empty());
+        let out = core.apply(20_100, Event::Timer);
+        assert_eq!(alarms(&out), vec![AlarmKind::CloseOverdue]);
+        assert_eq!(closes(&out), vec![("close-t2-2".to_string(), d("32"))]);
+        assert_eq!(protects(&out).len(), 1, "protection is re-asserted");
+        // The second attempt waits twice as long.
+        assert!(closes(&core.apply(50_000, Event::Timer)).is_empty());
+        assert_eq!(closes(&core.apply(60_200, Event::Timer)).len(), 1);
+    }
+
+    #[test]
+    fn a_fill_already_past_its_take_profit_is_closed_at_once() {
+        let mut core = Core::new(config());
+        let out = core.apply(0, Event::from(filled(r#"{"intent_id":"e3","symbol":"ETHUSDT","action":"BUY","quantity":0.05,"take_profit_price":3407,"stop_loss_price":3350}"#, "3410.01", "0.05", 0)));
+        assert_eq!(closes(&out), vec![("close-e3-1".to_string(), d("0.05"))]);
+        assert!(out.iter().all(|c| !matches!(c, Command::Refuse { .. })));
+        let (_, net) = protects(&out)[0];
+        assert!(
+            net.unwrap().stop.is_some(),
+            "and protected by its stop meanwhile"
+        );
+    }
+
+    #[test]
+    fn a_position_adopted_before_its_result_arrived_is_tracked_once() {
+        let mut core = Core::new(Config {
+            adopt_after: 1000,
+            ..config()
+        });
+        // The monitor was down while the entry filled at t=50; it reads the positions first.
+        let position = |seq| Event::Positions {
+            seq,
+            requested_at: 0,
+            positions: vec![Position {
+                symbol: "ETHUSDT".into(),
+                amount: d("0.15"),
+                entry: d("3400"),
+            }],
+        };
+        let out = core.apply(100, Event::Timer);
+        assert!(out
+            .iter()
+            .any(|c| matches!(c, Command::ReadPositions { seq: 1 })));
+        core.apply(100, position(1));
+        assert_eq!(core.lots().count(), 0, "not adopted at first sight");
+        core.apply(
+            1_200,
+            Event::News {
+                symbol: "ETHUSDT".into(),
+            },
+        );
+        core.apply(2_300, Event::Timer);
+        core.apply(
+            2_400,
+            Event::Positions {
+                seq: 2,
+                requested_at: 2_300,
+                positions: vec![Position {
+                    symbol: "ETHUSDT".into(),
+                    amount: d("0.15"),
+                    entry: d("3400"),
+                }],
+            },
+        );
+        assert_eq!(core.lots().count(), 1, "adopted once seen for adopt_after");
+        // Now its result arrives: the intent's lot takes the quantity over, with its plan.
+        core.apply(2_500, Event::from(filled(r#"{"intent_id":"e4","symbol":"ETHUSDT","action":"BUY","quantity":0.15,"stop_loss_pct":6}"#, "3400", "0.15", 50)));
+        assert_eq!(
+            core.net_qty("ETHUSDT"),
+            d("0.15"),
+            "tracked once, not twice"
+        );
+        let lot = core.lots().next().unwrap();
+        assert_eq!(
+            (lot.id.as_str(), lot.levels.unwrap().stop_loss),
+            ("e4", Some(d("3196")))
+        );
+    }
+
+    #[test]
+    fn a_plan_that_overflows_is_refused_and_the_position_is_tracked_under_the_default_plan() {
+        let mut core = Core::new(config());
+        let mut result = filled(
+            r#"{"intent_id":"b5","symbol":"BTCUSDT","action":"BUY","quantity":0.01,"stop_loss_pct":3}"#,
+            "95000",
+            "0.01",
+            0,
+        );
+        result.exit_plan.take_profit = Some(ExitLevel::Pct(d("79000000000000000000000000000")));
+        let out = core.apply(0, Event::from(result));
+        assert!(
+            out.iter().any(
+                |c| matches!(c, Command::Refuse { reason, .. } if reason.contains("default plan"))
+            ),
+            "{out:?}"
+        );
+        let lot = core.lot("b5").unwrap();
+        assert_eq!(lot.levels.unwrap().stop_loss, Some(d("93100")));
+        // A huge target alone resolves, but its exchange-side order cannot be computed: no panic.
+        let out = core.apply(1, Event::from(filled(r#"{"intent_id":"b6","symbol":"SOLUSDT","action":"BUY","quantity":1,"take_profit_price":"79000000000000000000000000000","stop_loss_pct":2}"#, "180", "1", 1)));
+        let (_, net) = protects(&out)[0];
+        assert_eq!(net.unwrap().target, None);
+        assert!(net.unwrap().stop.is_some());
+        core.apply(
+            2,
+            Event::Mark {
+                symbol: "SOLUSDT".into(),
+                price: d("79000000000000000000000000000"),
+            },
+        );
+    }
+
+    #[test]
+    fn actions_are_read_case_insensitively_and_anything_else_is_refused() {
+        let mut core = Core::new(config());
+        let mut short = filled(
+            r#"{"intent_id":"s6","symbol":"ETHUSDT","action":"SELL","quantity":1}"#,
+            "3400",
+            "1",
+            0,
+        );
+        short.action = "sell".into();
+        core.apply(0, Event::from(short));
+        assert_eq!(
+            core.net_qty("ETHUSDT"),
+            d("-1"),
+            "a lower-case sell is a short"
+        );
+        let mut odd = filled(
+            r#"{"intent_id":"x6","symbol":"ETHUSDT","action":"SELL","quantity":1}"#,
+            "3400",
+            "1",
+            0,
+        );
+        odd.action = "HOLD".into();
+        let out = core.apply(1, Event::from(odd));
+        assert!(matches!(&out[..], [Command::Refuse { .. }]), "{out:?}");
+    }
+
+    #[test]
+    fn a_lot_with_a_128_character_id_gets_valid_close_ids() {
+        let mut core = Core::new(config());
+        let id = "L".repeat(128);
+        core.apply(0, Event::from(filled(&format!(r#"{{"intent_id":"{id}","symbol":"ETHUSDT","action":"BUY","quantity":1,"stop_loss_pct":1}}"#), "3400", "1", 0)));
+        let out = core.apply(
+            1,
+            Event::Mark {
+                symbol: "ETHUSDT".into(),
+                price: d("3300"),
+            },
+        );
+        let (close, _) = &closes(&out)[0];
+        assert!(
+            IntentId::new(close).is_ok() && close.len() <= 128,
+            "{close}"
+        );
+        let out = core.apply(
+            2,
+            Event::from(close_result(close, "ETHUSDT", "3300", "1", 2)),
+        );
+        assert!(out
+            .iter()
+            .any(|c| matches!(c, Command::Note(n) if matches!(**n, Note::Closed { .. }))));
+    }
+
+    #[test]
+    fn a_failed_result_for_an_order_that_filled_is_adopted_by_the_next_reads() {
+        let mut core = Core::new(Config {
+            adopt_after: 5_000,
+            ..config()
+        });
+        let read = |core: &mut Core, now: i64| {
+            let seq = core.apply(
+                now,
+                Event::News {
+                    symbol: "BNBUSDT".into(),
+                },
+            );
+            let _ = seq;
+            let out = core.apply(now + 1_000, Event::Timer);
+            let seq = out
+                .iter()
+                .find_map(|c| match c {
+                    Command::ReadPositions { seq } => Some(*seq),
+                    _ => None,
+                })
+                .expect("a read");
+            core.apply(
+                now + 1_100,
+                Event::Positions {
+                    seq,
+                    requested_at: now + 1_000,
+                    positions: vec![Position {
+                        symbol: "BNBUSDT".into(),
+                        amount: d("0.2"),
+                        entry: d("650"),
+                    }],
+                },
+            )
+        };
+        read(&mut core, 0);
+        let out = read(&mut core, 10_000);
+        assert!(out
+            .iter()
+            .any(|c| matches!(c, Command::Note(n) if matches!(**n, Note::Adopted { .. }))));
+        assert_eq!(core.net_qty("BNBUSDT"), d("0.2"));
+    }
+
+    #[test]
+    fn a_redelivered_result_does_nothing() {
+        let mut core = Core::new(config());
+        let r = filled(
+            r#"{"intent_id":"r1","symbol":"ETHUSDT","action":"BUY","quantity":1}"#,
+            "3400",
+            "1",
+            0,
+        );
+        core.apply(0, Event::from(r.clone()));
+        core.apply(1, Event::from(r));
+        assert_eq!(core.net_qty("ETHUSDT"), d("1"));
+    }
+
+    #[test]
+    fn stops_come_first_under_the_conditional_order_budget() {
+        let mut core = Core::new(Config {
+            conditional_budget: 3,
+            ..config()
+        });
+        for (i, symbol) in ["AXSUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT"]
+            .iter()
+            .enumerate()
+        {
+            core.apply(i as i64, Event::from(filled(&format!(r#"{{"intent_id":"b{i}","symbol":"{symbol}","action":"BUY","quantity":1,"take_profit_pct":5,"stop_loss_pct":2}}"#), "100", "1", i as i64)));
+        }
+        let wanted: Vec<Option<Net>> = ["AXSUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT"]
+            .iter()
+            .map(|s| core.wanted(s))
+            .collect();
+        assert_eq!(
+            wanted
+                .iter()
+                .filter(|n| n.is_some_and(|n| n.stop.is_some()))
+                .count(),
+            3
+        );
+        assert_eq!(
+            wanted
+                .iter()
+                .filter(|n| n.is_some_and(|n| n.target.is_some()))
+                .count(),
+            0
+        );
+        assert!(core
+            .alarms()
+            .any(|((s, k), _)| s == "BNBUSDT" && *k == AlarmKind::NoBudget));
+    }
+}
