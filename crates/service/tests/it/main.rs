@@ -3,5 +3,6 @@
 //! simulator's own order list.
 
 mod execution;
+mod exit_path;
 mod exits;
 mod stack;
