@@ -114,6 +114,8 @@ struct Inner {
     governor: Mutex<Governor>,
     /// Symbol rules from the last exchangeInfo, by symbol. Replaced wholesale on refresh.
     symbols: RwLock<HashMap<String, Arc<SymbolRules>>>,
+    /// Requests sent, by `METHOD path`: every request costs capacity, so it is counted.
+    sent: Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 impl RestClient {
@@ -135,6 +137,7 @@ impl RestClient {
                 synced: AtomicBool::new(false),
                 governor: Mutex::new(Governor::default()),
                 symbols: RwLock::new(HashMap::new()),
+                sent: Mutex::new(std::collections::BTreeMap::new()),
             }),
         })
     }
@@ -187,6 +190,18 @@ impl RestClient {
     /// `quantum_rate_limit_weight_*` gauges.
     pub fn weight_usage(&self) -> (u32, u32) {
         self.governor().weight_usage(self.server_now_ms())
+    }
+
+    /// Requests sent so far by this client, by `METHOD path` (for `quantum_rest_requests_total`
+    /// and for benchmarks that count what an operation costs).
+    pub fn requests_sent(&self) -> Vec<(String, u64)> {
+        self.inner
+            .sent
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
     }
 
     pub(crate) fn cache_rules(&self, rules: HashMap<String, Arc<SymbolRules>>) {
@@ -296,6 +311,13 @@ impl RestClient {
     }
 
     async fn send_once<T: DeserializeOwned>(&self, call: &Call) -> Result<T, Error> {
+        *self
+            .inner
+            .sent
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(format!("{} {}", call.method, call.path))
+            .or_default() += 1;
         let config = &self.inner.config;
         let effect = call.effect();
         let mut params = call.params.clone();

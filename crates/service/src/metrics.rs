@@ -125,6 +125,10 @@ pub const METRICS: &[(&str, &str)] = &[
         "From sending a close intent to its confirmed fill (the lot closed).",
     ),
     (
+        "quantum_rest_requests_total",
+        "Requests sent to the exchange's REST API, by client and endpoint.",
+    ),
+    (
         "quantum_exit_alarms",
         "Exit monitor alarms raised now, by kind (a position not protected, a close unanswered, ...).",
     ),
@@ -182,6 +186,16 @@ impl Metrics {
         for value in values {
             family.entry(labels(&[(label, value)])).or_default();
         }
+    }
+
+    /// Sets a counter to a total counted elsewhere (a client's own count of requests).
+    pub fn set_total(&self, name: &'static str, pairs: &[(&str, &str)], value: f64) {
+        Self::known(name);
+        self.lock()
+            .counters
+            .entry(name)
+            .or_default()
+            .insert(labels(pairs), value);
     }
 
     pub fn set(&self, name: &'static str, pairs: &[(&str, &str)], value: f64) {
@@ -271,6 +285,13 @@ pub fn export_weight(rest: &binance::RestClient, client: &str) {
         &[("client", client)],
         f64::from(limit),
     );
+    for (endpoint, n) in rest.requests_sent() {
+        m.set_total(
+            "quantum_rest_requests_total",
+            &[("client", client), ("endpoint", &endpoint)],
+            n as f64,
+        );
+    }
 }
 
 /// The execution service's counters, at 0 until they count.

@@ -126,7 +126,7 @@ async fn protection_stays_until_the_close_is_confirmed_and_an_unanswered_close_i
     // The execution service is down when the stop-loss fires.
     stack.kill_service().await;
     stack.pin("ETHUSDT", "3360.00").await;
-    let retried = until(15, "a second close attempt after the deadline", || async {
+    until(15, "a second close attempt after the deadline", || async {
         let intents = stack.bus.latest(keys::TRADE_INTENT, 100).await.unwrap();
         intents
             .iter()
@@ -134,7 +134,6 @@ async fn protection_stays_until_the_close_is_confirmed_and_an_unanswered_close_i
             .then_some(())
     })
     .await;
-    let _ = retried;
     assert!(alarms(&stack) >= 1, "the unanswered close raised an alarm");
     assert_eq!(
         stack.open_algo_orders("ETHUSDT").await.len(),
