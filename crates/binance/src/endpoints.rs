@@ -99,6 +99,21 @@ impl RestClient {
         .await
     }
 
+    /// `GET /fapi/v1/premiumIndex` without a symbol: every symbol's mark price in one request
+    /// (weight 10), for when many symbols need a price at once.
+    ///
+    /// # Errors
+    /// Transport and API errors.
+    pub async fn premium_index_all(&self) -> Result<Vec<PremiumIndex>, Error> {
+        self.send(Call::new(
+            Method::GET,
+            "/fapi/v1/premiumIndex",
+            Security::Public,
+            10,
+        ))
+        .await
+    }
+
     /// `POST /fapi/v1/leverage`.
     ///
     /// # Errors

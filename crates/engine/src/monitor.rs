@@ -40,6 +40,9 @@ pub struct Config {
     pub exchange_protection: bool,
     /// A protection request not answered within this raises an alarm and is sent again.
     pub protect_deadline: i64,
+    /// While a stop on the right side is in place, the symbol's orders are adjusted (a new lot
+    /// moved the loosest stop or the farthest target) at most this often.
+    pub protect_min_interval: i64,
     /// How many conditional orders quantum may keep on the account (Binance allows 200 across all
     /// symbols; leave room for the user's own). Stops come first, take-profits where budget is left.
     pub conditional_budget: usize,
@@ -64,6 +67,7 @@ impl Default for Config {
             close_deadline_max: 120_000,
             exchange_protection: true,
             protect_deadline: 15_000,
+            protect_min_interval: 2_000,
             conditional_budget: 190,
             net_offset_pct: Decimal::new(5, 1),
             reconcile_every: 30_000,
@@ -242,9 +246,11 @@ impl From<ExecutionResult> for Event {
 /// What the core asks the service to do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
-    /// Publish a reduce-only CLOSE intent for `qty` of `symbol`.
+    /// Publish a reduce-only CLOSE intent for `qty` of `symbol`, closing `lots` (named after
+    /// the first, `lot`).
     PublishClose {
         lot: String,
+        lots: Vec<String>,
         symbol: String,
         intent_id: String,
         qty: Decimal,
@@ -343,6 +349,16 @@ struct SymbolState {
     mark: Option<Decimal>,
     /// What the exchange should hold; recomputed when the lots change.
     wanted: Option<Net>,
+    /// The net without the budget, and when the oldest lot opened: cached per symbol, so a
+    /// change of one symbol does not recompute the others.
+    full: Option<Net>,
+    first_opened: i64,
+    /// When the last protection request completed (for the resync throttle).
+    last_done: i64,
+    /// See `Core::band`.
+    band: Option<(Option<Decimal>, Option<Decimal>)>,
+    /// The mark price the symbol's lots were last evaluated at.
+    evaluated_at: Option<Decimal>,
     /// What the exchange was last confirmed to hold: `None` unknown, `Some(None)` nothing.
     placed: Option<Option<Net>>,
     /// A protection request in flight: (seq, deadline), and the net it asked for.
@@ -361,8 +377,9 @@ pub struct Core {
     config: Config,
     lots: BTreeMap<String, Lot>,
     by_symbol: BTreeMap<String, BTreeSet<String>>,
-    /// Close intent id → lot id, for every attempt of every tracked lot.
-    closes: BTreeMap<String, String>,
+    /// Close intent id → the lots it closes, for every attempt of every tracked lot. The lots of
+    /// one symbol that trigger together are closed by one order.
+    closes: BTreeMap<String, Vec<String>>,
     /// Result intent ids already applied (with when), so a redelivered result does nothing.
     applied: BTreeMap<String, i64>,
     symbols: BTreeMap<String, SymbolState>,
@@ -374,6 +391,7 @@ pub struct Core {
     read_failures: u32,
     /// The user stream reported a change since the last position read.
     news: bool,
+    last_prune: i64,
     // What changed during one `apply`, for the one Persist command at its end.
     dirty: BTreeSet<String>,
     removed: BTreeSet<String>,
@@ -400,6 +418,7 @@ impl Core {
             last_read: i64::MIN / 2,
             read_failures: 0,
             news: false,
+            last_prune: 0,
             dirty: BTreeSet::new(),
             removed: BTreeSet::new(),
             newly_applied: Vec::new(),
@@ -468,14 +487,37 @@ impl Core {
         self.alarms.keys().any(|(s, _)| s == symbol || s.is_empty())
     }
 
-    /// Whether the exchange was confirmed to hold a stop for the symbol as wanted now.
+    /// Whether the exchange was confirmed to hold a stop for the symbol on the side of its lots
+    /// (perhaps not yet at the level wanted now: adjustments are throttled).
     pub fn protected(&self, symbol: &str) -> bool {
         self.symbols.get(symbol).is_some_and(|s| {
             // A request in flight may be changing what is placed.
             s.pending.is_none()
-                && s.placed == Some(s.wanted)
-                && s.wanted.is_some_and(|n| n.stop.is_some())
+                && s.placed.flatten().zip(s.wanted).is_some_and(|(p, w)| {
+                    p.stop.is_some() && w.stop.is_some() && p.direction == w.direction
+                })
         })
+    }
+
+    /// Whether the exchange holds exactly what the symbol should have now.
+    pub fn protection_settled(&self, symbol: &str) -> bool {
+        self.symbols
+            .get(symbol)
+            .is_none_or(|s| s.pending.is_none() && s.placed == Some(s.wanted))
+    }
+
+    /// Lots tracked.
+    pub fn len(&self) -> usize {
+        self.lots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lots.is_empty()
+    }
+
+    /// Symbols held.
+    pub fn symbol_count(&self) -> usize {
+        self.by_symbol.len()
     }
 
     /// A protection request for the symbol in flight, with its deadline.
@@ -493,6 +535,10 @@ impl Core {
     /// Applies one event at `now` (ms) and returns what to do.
     pub fn apply(&mut self, now: i64, event: Event) -> Vec<Command> {
         let mut out = Vec::new();
+        // A mark price changes no net (levels are fixed when a lot opens): protection is looked
+        // at on other events only, or when lots came or went, so a frame of 400 prices does not
+        // scan 400 symbols 400 times.
+        let look_at_protection = !matches!(event, Event::Mark { .. });
         match event {
             Event::Result(result) => self.on_result(now, *result, &mut out),
             Event::Mark { symbol, price } => self.on_mark(now, &symbol, price, &mut out),
@@ -525,7 +571,11 @@ impl Core {
             }
             Event::Timer => self.on_timer(now, &mut out),
         }
-        self.settle(now, &mut out);
+        let lots_changed = self.refresh(&mut out);
+        if look_at_protection || lots_changed {
+            self.plan_protection(now, &mut out);
+        }
+        self.settle(&mut out);
         out
     }
 
@@ -649,7 +699,7 @@ impl Core {
         let id = lot.id.clone();
         self.insert(lot);
         // A fill already past a level (slippage beyond the target or the stop) closes at once.
-        self.evaluate_lot(now, &id, result.entry_price, out);
+        self.evaluate(now, &symbol, &[id], result.entry_price, out);
     }
 
     /// The lot's levels: the intent's plan, else the default; a plan that cannot apply is
@@ -684,23 +734,28 @@ impl Core {
 
     fn on_close_fill(&mut self, now: i64, result: &ExecutionResult, out: &mut Vec<Command>) {
         let symbol = result.symbol.clone();
-        let lot_id = self.closes.get(&result.intent_id).cloned();
-        let live = lot_id
-            .as_ref()
-            .and_then(|id| self.lots.get(id))
-            .and_then(|l| match &l.phase {
+        let ids = self
+            .closes
+            .get(&result.intent_id)
+            .cloned()
+            .unwrap_or_default();
+        let mut left = result.executed_qty;
+        // The lots this close was sent for take the fill in order; those it was the live close
+        // of and that are not flat continue under a new id (the decision to exit stands).
+        let mut continuing: Vec<(String, Trigger)> = Vec::new();
+        for id in &ids {
+            let Some(lot) = self.lots.get(id).cloned() else {
+                continue;
+            };
+            let live = match &lot.phase {
                 Phase::Closing(c) if c.intent_id == result.intent_id => Some(c.clone()),
                 _ => None,
-            });
-        let mut left = result.executed_qty;
-        if let Some(id) = lot_id.as_ref().filter(|id| self.lots.contains_key(*id)) {
-            let lot = self.lots.get(id).cloned().expect("checked");
+            };
             let closed = left.min(lot.qty);
             left -= closed;
             let remaining = lot.qty - closed;
-            let pnl = realized(&lot, result.entry_price, closed, result.commission);
-            let share = share_of(lot.entry_fee, closed, lot.qty);
             if remaining.is_zero() {
+                let pnl = realized(&lot, result.entry_price, closed, result.commission);
                 self.remove(id);
                 out.push(Command::Note(Box::new(Note::Closed {
                     lot: lot.clone(),
@@ -709,8 +764,10 @@ impl Core {
                     realized_pnl: pnl,
                     close_sent_at: live.as_ref().map_or(now, |c| c.sent_at),
                 })));
-                self.clear_lot_alarms(&symbol, out);
-            } else {
+                continue;
+            }
+            if !closed.is_zero() {
+                let share = share_of(lot.entry_fee, closed, lot.qty);
                 let l = self.lots.get_mut(id).expect("checked");
                 l.qty = remaining;
                 l.entry_fee -= share.unwrap_or(Decimal::ZERO).min(l.entry_fee);
@@ -721,12 +778,15 @@ impl Core {
                     closed,
                     remaining,
                 })));
-                if let Some(c) = live {
-                    // The decision to exit stands: the rest goes out at once, under a new id.
-                    self.send_close(now, id, c.trigger, out);
-                }
+            }
+            if let Some(c) = live {
+                continuing.push((id.clone(), c.trigger));
             }
         }
+        if !continuing.is_empty() {
+            self.send_close(now, &symbol, continuing, out);
+        }
+        self.clear_lot_alarms(&symbol, out);
         if left > Decimal::ZERO {
             // A late close of a lot already closed, or a CLOSE someone else sent: the exchange's
             // position shrank by this much, so the book does too.
@@ -756,8 +816,8 @@ impl Core {
         }
     }
 
-    /// The live close `intent_id` will not fill (refused, failed, not published): back off,
-    /// raise the alarm, and look at the positions (the exchange may have closed it first).
+    /// The live close `intent_id` will not fill (refused, failed, not published): its lots back
+    /// off, the alarm is raised, and the positions are read (the exchange may have closed them).
     fn on_close_unanswered(
         &mut self,
         now: i64,
@@ -765,29 +825,34 @@ impl Core {
         why: &str,
         out: &mut Vec<Command>,
     ) {
-        let Some(id) = self.closes.get(intent_id).cloned() else {
-            return;
-        };
-        let Some(lot) = self.lots.get_mut(&id) else {
-            return;
-        };
-        let Phase::Closing(c) = &lot.phase else {
-            return;
-        };
-        if c.intent_id != intent_id {
-            return;
+        let ids = self.closes.get(intent_id).cloned().unwrap_or_default();
+        let mut symbol = None;
+        let mut worst = (0, 0);
+        for id in &ids {
+            let Some(lot) = self.lots.get_mut(id) else {
+                continue;
+            };
+            let Phase::Closing(c) = &lot.phase else {
+                continue;
+            };
+            if c.intent_id != intent_id {
+                continue;
+            }
+            let trigger = c.trigger;
+            lot.failed_closes += 1;
+            let until = now + backoff(lot.failed_closes);
+            lot.phase = Phase::Backoff { until, trigger };
+            worst = worst.max((lot.failed_closes, until - now));
+            symbol = Some(lot.symbol.clone());
+            self.dirty.insert(id.clone());
         }
-        let trigger = c.trigger;
-        lot.failed_closes += 1;
-        let until = now + backoff(lot.failed_closes);
-        lot.phase = Phase::Backoff { until, trigger };
-        self.dirty.insert(id.clone());
-        let symbol = lot.symbol.clone();
-        let failures = lot.failed_closes;
+        let Some(symbol) = symbol else {
+            return;
+        };
         self.alarm(
             &symbol,
             AlarmKind::CloseFailed,
-            format!("close {intent_id} of lot {id} FAILED ({why}); the position is still open and protected by its exchange-side stop; retrying in {} ms (failure {failures})", until - now),
+            format!("close {intent_id} of {symbol} ({} lots) FAILED ({why}); the position is still open and protected by its exchange-side stop; retrying in {} ms (failure {})", ids.len(), worst.1, worst.0),
             out,
         );
         self.request_read(now, out);
@@ -802,78 +867,129 @@ impl Core {
         let Some(ids) = self.by_symbol.get(symbol) else {
             return;
         };
-        self.symbols.entry(symbol.to_string()).or_default().mark = Some(price);
-        for id in ids.clone() {
-            self.evaluate_lot(now, &id, price, out);
-        }
-    }
-
-    fn evaluate_lot(&mut self, now: i64, id: &str, price: Decimal, out: &mut Vec<Command>) {
-        let Some(lot) = self.lots.get_mut(id) else {
+        let Some(state) = self.symbols.get_mut(symbol) else {
             return;
         };
-        let Some(levels) = lot.levels else {
-            return;
-        };
-        let e = evaluate(&levels, lot.trail, price);
-        if e.state != lot.trail {
-            lot.trail = e.state;
-            self.dirty.insert(id.to_string());
-            if e.peak_moved && levels.trailing_pct.is_some() {
-                out.push(Command::Note(Box::new(Note::TrailUpdate {
-                    lot: id.to_string(),
-                    symbol: lot.symbol.clone(),
-                    peak: e.state.peak,
-                })));
-            }
-        }
-        let Some(trigger) = e.trigger else {
-            return;
-        };
-        if lot.phase != Phase::Watching {
-            return;
-        }
-        out.push(Command::Note(Box::new(Note::Triggered {
-            lot: id.to_string(),
-            symbol: lot.symbol.clone(),
-            trigger,
-            mark: price,
-        })));
-        self.send_close(now, id, trigger, out);
-    }
-
-    fn send_close(&mut self, now: i64, id: &str, trigger: Trigger, out: &mut Vec<Command>) {
-        let lot = self.lots.get_mut(id).expect("a tracked lot");
-        lot.attempts += 1;
-        let attempt = lot.attempts;
-        let intent_id = IntentId::close_of(id, attempt).as_str().to_string();
-        // Each attempt after the first of a lot waits twice as long, up to the maximum.
-        let wait = self
-            .config
-            .close_deadline
-            .saturating_mul(1i64 << (attempt.saturating_sub(1)).min(16))
-            .min(
-                self.config
-                    .close_deadline_max
-                    .max(self.config.close_deadline),
-            );
-        lot.phase = Phase::Closing(Closing {
-            intent_id: intent_id.clone(),
-            trigger,
-            qty: lot.qty,
-            sent_at: now,
-            deadline: now.saturating_add(wait),
-            attempt,
+        state.mark = Some(price);
+        // Nothing can happen at the price the lots were last evaluated at, nor strictly inside
+        // the band of their levels: one comparison instead of a pass over the lots.
+        let inside = state.band.is_some_and(|(below, above)| {
+            below.is_none_or(|b| price > b) && above.is_none_or(|a| price < a)
         });
-        let (symbol, qty) = (lot.symbol.clone(), lot.qty);
-        self.closes.insert(intent_id.clone(), id.to_string());
-        self.dirty.insert(id.to_string());
+        if state.evaluated_at == Some(price) || inside {
+            state.evaluated_at = Some(price);
+            return;
+        }
+        state.evaluated_at = Some(price);
+        let ids: Vec<String> = ids.iter().cloned().collect();
+        self.evaluate(now, symbol, &ids, price, out);
+    }
+
+    /// Evaluates the lots `ids` of `symbol` at `price`; those that trigger are closed together,
+    /// by one order.
+    fn evaluate(
+        &mut self,
+        now: i64,
+        symbol: &str,
+        ids: &[String],
+        price: Decimal,
+        out: &mut Vec<Command>,
+    ) {
+        let mut triggered = Vec::new();
+        for id in ids {
+            let Some(lot) = self.lots.get_mut(id) else {
+                continue;
+            };
+            let Some(levels) = lot.levels else {
+                continue;
+            };
+            let e = evaluate(&levels, lot.trail, price);
+            if e.state != lot.trail {
+                lot.trail = e.state;
+                self.dirty.insert(id.clone());
+                if e.peak_moved && levels.trailing_pct.is_some() {
+                    out.push(Command::Note(Box::new(Note::TrailUpdate {
+                        lot: id.clone(),
+                        symbol: symbol.to_string(),
+                        peak: e.state.peak,
+                    })));
+                }
+            }
+            let Some(trigger) = e.trigger else {
+                continue;
+            };
+            if lot.phase != Phase::Watching {
+                continue;
+            }
+            out.push(Command::Note(Box::new(Note::Triggered {
+                lot: id.clone(),
+                symbol: symbol.to_string(),
+                trigger,
+                mark: price,
+            })));
+            triggered.push((id.clone(), trigger));
+        }
+        if !triggered.is_empty() {
+            self.send_close(now, symbol, triggered, out);
+        }
+    }
+
+    /// Sends one close for `lots` (all of `symbol`), named after the first of them and its
+    /// attempt count, so every attempt has an id of its own.
+    fn send_close(
+        &mut self,
+        now: i64,
+        symbol: &str,
+        lots: Vec<(String, Trigger)>,
+        out: &mut Vec<Command>,
+    ) {
+        let Some((leader, first_trigger)) = lots.first().cloned() else {
+            return;
+        };
+        let lead = self.lots.get_mut(&leader).expect("a tracked lot");
+        lead.attempts += 1;
+        let attempt = lead.attempts;
+        let intent_id = IntentId::close_of(&leader, attempt).as_str().to_string();
+        let mut qty = Decimal::ZERO;
+        let mut ids = Vec::with_capacity(lots.len());
+        for (id, trigger) in lots {
+            let lot = self.lots.get_mut(&id).expect("a tracked lot");
+            // The lot's round of closing: each after the first waits twice as long, up to the
+            // maximum, so an execution service that is down does not collect a pile of closes.
+            let round = match &lot.phase {
+                Phase::Closing(c) => c.attempt + 1,
+                Phase::Backoff { .. } => lot.failed_closes + 1,
+                Phase::Watching => 1,
+            };
+            let wait = self
+                .config
+                .close_deadline
+                .saturating_mul(1i64 << (round - 1).min(16))
+                .min(
+                    self.config
+                        .close_deadline_max
+                        .max(self.config.close_deadline),
+                );
+            lot.phase = Phase::Closing(Closing {
+                intent_id: intent_id.clone(),
+                trigger,
+                qty: lot.qty,
+                sent_at: now,
+                deadline: now.saturating_add(wait),
+                attempt: round,
+            });
+            qty += lot.qty;
+            self.dirty.insert(id.clone());
+            ids.push(id);
+        }
+        self.closes.insert(intent_id.clone(), ids.clone());
         out.push(Command::PublishClose {
-            lot: id.to_string(),
-            symbol,
+            lot: leader,
+            lots: ids,
+            symbol: symbol.to_string(),
             intent_id,
             qty,
-            trigger,
+            trigger: first_trigger,
             attempt,
         });
     }
@@ -1022,7 +1138,7 @@ impl Core {
         out.push(Command::Note(Box::new(Note::Adopted { lot: lot.clone() })));
         self.insert(lot);
         if let Some(mark) = self.symbols.get(symbol).and_then(|s| s.mark) {
-            self.evaluate_lot(now, &id, mark, out);
+            self.evaluate(now, symbol, &[id], mark, out);
         }
     }
 
@@ -1090,6 +1206,7 @@ impl Core {
             return;
         }
         state.pending = None;
+        state.last_done = now;
         match outcome {
             Ok(()) => {
                 state.placed = Some(state.request);
@@ -1120,17 +1237,22 @@ impl Core {
         if !self.config.exchange_protection {
             return;
         }
-        let changed = std::mem::take(&mut self.nets_dirty);
-        if !changed.is_empty() {
-            self.budget(out);
-        }
+        let every = self.config.protect_min_interval;
         let due: Vec<String> = self
             .symbols
             .iter()
             .filter(|(_, s)| {
+                // A stop on the right side is already in place: the finer adjustment waits
+                // `protect_min_interval`, so a burst of lots costs one resync, not one each.
+                let covered = s
+                    .placed
+                    .flatten()
+                    .zip(s.wanted)
+                    .is_some_and(|(p, w)| p.stop.is_some() && p.direction == w.direction);
                 s.pending.is_none()
                     && s.retry_at.is_none_or(|t| now >= t)
                     && s.placed != Some(s.wanted)
+                    && (!covered || now.saturating_sub(s.last_done) >= every)
             })
             .map(|(symbol, _)| symbol.clone())
             .collect();
@@ -1145,24 +1267,68 @@ impl Core {
         }
     }
 
+    /// Recomputes what is cached per symbol whose lots came or went: the net without the
+    /// budget, when its oldest lot opened, and the band of prices inside which none of its lots
+    /// can trigger. Then the budget, when protection is on. Returns whether anything changed.
+    fn refresh(&mut self, out: &mut Vec<Command>) -> bool {
+        let changed = std::mem::take(&mut self.nets_dirty);
+        if changed.is_empty() {
+            return false;
+        }
+        for symbol in &changed {
+            let full = self.full_net(symbol);
+            let first = self.lots_of(symbol).map(|l| l.opened_at).min().unwrap_or(0);
+            let band = self.band(symbol);
+            if let Some(state) = self.symbols.get_mut(symbol) {
+                state.full = full;
+                state.first_opened = first;
+                state.band = band;
+                // New lots have not been evaluated at the last mark yet.
+                state.evaluated_at = None;
+            }
+        }
+        if self.config.exchange_protection {
+            self.budget(out);
+        }
+        true
+    }
+
+    /// The prices strictly between which no lot of the symbol triggers: (highest level that
+    /// fires when the price falls to it, lowest that fires when the price rises to it). `None`
+    /// when a lot has a trailing stop (its peak moves with every price) or no levels.
+    fn band(&self, symbol: &str) -> Option<(Option<Decimal>, Option<Decimal>)> {
+        let (mut below, mut above): (Option<Decimal>, Option<Decimal>) = (None, None);
+        for lot in self.lots_of(symbol) {
+            let levels = lot.levels?;
+            if levels.trailing_pct.is_some() {
+                return None;
+            }
+            let (falls, rises) = match lot.direction {
+                Direction::Long => (levels.stop_loss, levels.take_profit),
+                Direction::Short => (levels.take_profit, levels.stop_loss),
+            };
+            if let Some(l) = falls {
+                below = Some(below.map_or(l, |b| b.max(l)));
+            }
+            if let Some(l) = rises {
+                above = Some(above.map_or(l, |a| a.min(l)));
+            }
+        }
+        Some((below, above))
+    }
+
     /// Stops first, take-profits where budget is left; symbols in the order their oldest lot
     /// opened (a position keeps its orders when others come).
     fn budget(&mut self, out: &mut Vec<Command>) {
-        let mut order: Vec<(i64, String)> = self
+        let mut order: Vec<(i64, &String, Option<Net>)> = self
             .by_symbol
             .keys()
-            .map(|s| {
-                (
-                    self.lots_of(s).map(|l| l.opened_at).min().unwrap_or(0),
-                    s.clone(),
-                )
-            })
+            .filter_map(|s| self.symbols.get(s).map(|st| (st.first_opened, s, st.full)))
             .collect();
-        order.sort();
+        order.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
         let mut left = self.config.conditional_budget;
-        let mut nets: Vec<(String, Option<Net>)> = Vec::new();
-        for (_, symbol) in &order {
-            let full = self.full_net(symbol);
+        let mut nets: Vec<(String, Option<Net>, Option<Net>)> = Vec::new();
+        for (_, symbol, full) in &order {
             let stop = full.and_then(|n| n.stop);
             let stop = if stop.is_some() && left > 0 {
                 left -= 1;
@@ -1170,10 +1336,10 @@ impl Core {
             } else {
                 None
             };
-            nets.push((symbol.clone(), full.map(|n| Net { stop, ..n })));
+            nets.push(((*symbol).clone(), full.map(|n| Net { stop, ..n }), *full));
         }
-        for (symbol, net) in nets.iter_mut() {
-            let target = self.full_net(symbol).and_then(|n| n.target);
+        for (_, net, full) in nets.iter_mut() {
+            let target = full.and_then(|n| n.target);
             if let Some(n) = net.as_mut() {
                 n.target = if target.is_some() && left > 0 {
                     left -= 1;
@@ -1183,8 +1349,7 @@ impl Core {
                 };
             }
         }
-        for (symbol, net) in nets {
-            let full = self.full_net(&symbol);
+        for (symbol, net, full) in nets {
             let no_stop = net.is_none_or(|n| n.stop.is_none());
             if no_stop && full.is_some_and(|n| n.stop.is_some()) {
                 self.alarm(&symbol, AlarmKind::NoBudget, format!("{symbol} has NO exchange-side stop: the {} conditional orders of the budget are used; only the monitor's own triggers protect it", self.config.conditional_budget), out);
@@ -1259,20 +1424,23 @@ impl Core {
 
     fn on_timer(&mut self, now: i64, out: &mut Vec<Command>) {
         // Closes past their deadline: alarm, re-assert protection, retry under a new id.
-        let overdue: Vec<(String, Closing)> = self
-            .lots
-            .values()
-            .filter_map(|l| match &l.phase {
-                Phase::Closing(c) if now >= c.deadline => Some((l.id.clone(), c.clone())),
-                _ => None,
-            })
-            .collect();
-        for (id, c) in overdue {
-            let symbol = self.lots[&id].symbol.clone();
+        let mut overdue: BTreeMap<String, Vec<(String, Trigger)>> = BTreeMap::new();
+        for lot in self.lots.values() {
+            if let Phase::Closing(c) = &lot.phase {
+                if now >= c.deadline {
+                    overdue
+                        .entry(c.intent_id.clone())
+                        .or_default()
+                        .push((lot.id.clone(), c.trigger));
+                }
+            }
+        }
+        for (intent_id, lots) in overdue {
+            let symbol = self.lots[&lots[0].0].symbol.clone();
             self.alarm(
                 &symbol,
                 AlarmKind::CloseOverdue,
-                format!("close {} of lot {id} ({symbol}) got no answer in {} ms; protection re-asserted, retrying under a new id", c.intent_id, now - c.sent_at),
+                format!("close {intent_id} of {symbol} ({} lots) got no answer by its deadline; protection re-asserted, retrying under a new id", lots.len()),
                 out,
             );
             if let Some(s) = self.symbols.get_mut(&symbol) {
@@ -1280,18 +1448,20 @@ impl Core {
                 s.placed = None;
             }
             self.request_read(now, out);
-            self.send_close(now, &id, c.trigger, out);
+            self.send_close(now, &symbol, lots, out);
         }
-        let due: Vec<(String, Trigger)> = self
-            .lots
-            .values()
-            .filter_map(|l| match l.phase {
-                Phase::Backoff { until, trigger } if now >= until => Some((l.id.clone(), trigger)),
-                _ => None,
-            })
-            .collect();
-        for (id, trigger) in due {
-            self.send_close(now, &id, trigger, out);
+        let mut due: BTreeMap<String, Vec<(String, Trigger)>> = BTreeMap::new();
+        for lot in self.lots.values() {
+            if let Phase::Backoff { until, trigger } = lot.phase {
+                if now >= until {
+                    due.entry(lot.symbol.clone())
+                        .or_default()
+                        .push((lot.id.clone(), trigger));
+                }
+            }
+        }
+        for (symbol, lots) in due {
+            self.send_close(now, &symbol, lots, out);
         }
         // Protection requests past their deadline.
         let late: Vec<String> = self
@@ -1325,6 +1495,13 @@ impl Core {
             self.news = false;
             self.request_read(now, out);
         }
+        // Closes whose lots are all gone (their group changed while they were in flight).
+        if now.saturating_sub(self.last_prune) >= 60_000 {
+            self.last_prune = now;
+            let lots = &self.lots;
+            self.closes
+                .retain(|_, group| group.iter().any(|id| lots.contains_key(id)));
+        }
         // Forget applied ids after a week.
         let old: Vec<String> = self
             .applied
@@ -1356,9 +1533,8 @@ impl Core {
 
     // ----- book-keeping -----
 
-    /// After every event: protection for what changed, then one Persist for what changed.
-    fn settle(&mut self, now: i64, out: &mut Vec<Command>) {
-        self.plan_protection(now, out);
+    /// After every event: one Persist for what changed.
+    fn settle(&mut self, out: &mut Vec<Command>) {
         if self.dirty.is_empty()
             && self.removed.is_empty()
             && self.newly_applied.is_empty()
@@ -1380,11 +1556,19 @@ impl Core {
 
     fn insert(&mut self, lot: Lot) {
         let id = lot.id.clone();
+        // Closes this lot led, and the live one (perhaps led by another lot of its group).
         for attempt in 1..=lot.attempts {
-            self.closes.insert(
-                IntentId::close_of(&id, attempt).as_str().to_string(),
-                id.clone(),
-            );
+            let close = IntentId::close_of(&id, attempt).as_str().to_string();
+            let lots = self.closes.entry(close).or_default();
+            if !lots.contains(&id) {
+                lots.push(id.clone());
+            }
+        }
+        if let Phase::Closing(c) = &lot.phase {
+            let lots = self.closes.entry(c.intent_id.clone()).or_default();
+            if !lots.contains(&id) {
+                lots.push(id.clone());
+            }
         }
         self.by_symbol
             .entry(lot.symbol.clone())
@@ -1399,8 +1583,20 @@ impl Core {
 
     fn remove(&mut self, id: &str) -> Option<Lot> {
         let lot = self.lots.remove(id)?;
-        for attempt in 1..=lot.attempts {
-            self.closes.remove(IntentId::close_of(id, attempt).as_str());
+        // Its closes stay known while another lot of their group is tracked: a late fill of one
+        // of them is still attributed to its group.
+        let mut closes: Vec<String> = (1..=lot.attempts)
+            .map(|n| IntentId::close_of(id, n).as_str().to_string())
+            .collect();
+        if let Phase::Closing(c) = &lot.phase {
+            closes.push(c.intent_id.clone());
+        }
+        for close in closes {
+            if let Some(lots) = self.closes.get(&close) {
+                if lots.iter().all(|l| l == id || !self.lots.contains_key(l)) {
+                    self.closes.remove(&close);
+                }
+            }
         }
         if let Some(set) = self.by_symbol.get_mut(&lot.symbol) {
             set.remove(id);
@@ -1622,6 +1818,34 @@ mod tests {
             vec![(2, None)],
             "flat: protection is cancelled now"
         );
+    }
+
+    #[test]
+    fn lots_of_a_symbol_that_trigger_together_are_closed_by_one_order() {
+        let mut core = Core::new(config());
+        for (id, tp) in [("g1", "2"), ("g2", "3"), ("g3", "9")] {
+            core.apply(0, Event::from(filled(&format!(r#"{{"intent_id":"{id}","symbol":"SOLUSDT","action":"BUY","quantity":1,"take_profit_pct":{tp},"stop_loss_pct":2}}"#), "100", "1", 0)));
+        }
+        let out = core.apply(
+            1,
+            Event::Mark {
+                symbol: "SOLUSDT".into(),
+                price: d("103.5"),
+            },
+        );
+        assert_eq!(
+            closes(&out),
+            vec![("close-g1-1".to_string(), d("2"))],
+            "g1 and g2, one order"
+        );
+        // Half of it fills: g1 is closed, g2 continues alone under a new id.
+        let out = core.apply(
+            2,
+            Event::from(close_result("close-g1-1", "SOLUSDT", "103.5", "1", 2)),
+        );
+        assert_eq!(closes(&out), vec![("close-g2-1".to_string(), d("1"))]);
+        assert!(core.lot("g1").is_none());
+        assert!(matches!(core.lot("g3").unwrap().phase, Phase::Watching));
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //! - every position the core tracks is protected on the exchange, or has a close or a protection
 //!   request in flight with a deadline, or an alarm is raised;
 //! - no lot is reported closed twice, and no close id is ever used twice;
-//! - a close never asks for more than the lot holds;
+//! - a close never asks for more than the lots it closes hold;
+//! - after a mark price, no lot still watching has a level that price crossed (the monitor acts
+//!   on its own levels, not only the exchange's stops);
 //!
 //! and once the faults stop and the world settles, the tracked quantity of every symbol equals
 //! the exchange's position, and every held position is protected (or alarmed for having no stop).
@@ -160,7 +162,7 @@ impl World {
         let faults = self.faults;
         match command {
             Command::PublishClose {
-                lot,
+                lots,
                 symbol,
                 intent_id,
                 qty,
@@ -170,8 +172,14 @@ impl World {
                     self.close_ids.insert(intent_id.clone()),
                     "close id {intent_id} used twice"
                 );
-                let held = self.core.lot(&lot).expect("a close for a tracked lot").qty;
-                assert!(qty <= held, "close of {qty} for lot {lot} holding {held}");
+                let held: Decimal = lots
+                    .iter()
+                    .map(|l| self.core.lot(l).expect("a close for a tracked lot").qty)
+                    .sum();
+                assert!(
+                    qty <= held,
+                    "close of {qty} for lots {lots:?} holding {held}"
+                );
                 if faults && self.rng.chance(3) {
                     let at = self.later(200);
                     self.due.push(Due {
@@ -440,7 +448,23 @@ impl World {
                 });
             }
         }
-        self.feed(Event::Mark { symbol, price });
+        self.feed(Event::Mark {
+            symbol: symbol.clone(),
+            price,
+        });
+        // The monitor acts on its own levels: no lot still watching has a level this price
+        // crossed.
+        for lot in self.core.lots_of(&symbol) {
+            if let (Phase::Watching, Some(levels)) = (&lot.phase, lot.levels) {
+                let e = engine::exits::evaluate(&levels, lot.trail, price);
+                assert!(
+                    e.trigger.is_none(),
+                    "{} at {price}: {:?} not acted on",
+                    lot.id,
+                    e.trigger
+                );
+            }
+        }
     }
 
     fn by_hand(&mut self) {
@@ -540,10 +564,9 @@ impl World {
                     .core
                     .alarms()
                     .any(|((s, k), _)| s == symbol && *k == AlarmKind::NoStop);
+                let settled = self.core.protected(symbol) && self.core.protection_settled(symbol);
                 assert!(
-                    self.core.protected(symbol)
-                        || no_stop
-                        || lots.iter().any(|l| l.phase != Phase::Watching),
+                    settled || no_stop || lots.iter().any(|l| l.phase != Phase::Watching),
                     "seed {seed}: {symbol} held and not protected at rest: {lots:?}, alarms {:?}",
                     self.core.alarms().collect::<Vec<_>>()
                 );

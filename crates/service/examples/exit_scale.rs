@@ -16,7 +16,8 @@
 //! - then starts the execution service, lets the triggered closes execute, and counts the exit
 //!   monitor's exchange requests per close.
 //!
-//! Per-symbol mark price streams are used (`all_market_stream_above` above the symbol count): the
+//! Prices are pinned (the simulator sends their frames every second, as Binance does). Per-symbol
+//! mark price streams are used (`all_market_stream_above` above the symbol count): the
 //! all-market stream delivers a frame once a second, which would measure the stream's period.
 
 use std::collections::BTreeMap;
@@ -91,7 +92,8 @@ async fn main() {
     let per_symbol = args.get(1).copied().unwrap_or(25);
     let lots = symbols * per_symbol;
     let sim = simulator::spawn(SimConfig {
-        tick_interval: Duration::from_secs(3600),
+        // Mark price frames every second, as Binance's `@markPrice@1s`; every price is pinned.
+        tick_interval: Duration::from_secs(1),
         fill_delay: Duration::ZERO,
         enforce_rate_limits: true,
         initial_balance: Decimal::from(1_000_000_000),
@@ -273,8 +275,10 @@ async fn main() {
     println!(
         "RSS: {rss0:.0} MB after start, peak {hwm_read_in:.0} MB during read-in, {rss:.0} MB now (peak {hwm:.0} MB), simulator included"
     );
-    let open_algo = rest.open_algo_orders(None).await.unwrap().len();
-    println!("conditional orders on the account: {open_algo}");
+    match rest.open_algo_orders(None).await {
+        Ok(open) => println!("conditional orders on the account: {}", open.len()),
+        Err(e) => println!("conditional orders on the account: unknown ({e})"),
+    }
 
     // Exchange requests per close: the execution service executes the triggered closes.
     let before = monitor_requests();

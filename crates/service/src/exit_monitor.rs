@@ -165,9 +165,11 @@ impl Monitor {
             caught_up: false,
             deferred_read: None,
             locks: BTreeMap::new(),
+            placed: PlacedOrders::default(),
             subscribed: BTreeSet::new(),
             last_tick: BTreeMap::new(),
             stale_logged: BTreeSet::new(),
+            polling: Arc::default(),
             prices: &prices,
         };
         let mut user_stream_alive = true;
@@ -209,6 +211,9 @@ impl Monitor {
                         }
                     }
                     Some(UserEvent::AlgoUpdate(update)) if protection::is_protective(&update.order.client_algo_id) => {
+                        // The exchange changed one of ours (triggered, expired, cancelled by
+                        // hand): what is placed is no longer known for certain.
+                        lock_placed(&shell.placed).remove(&update.order.symbol);
                         info!("protective order {} of {} is {:?}", update.order.client_algo_id, update.order.symbol, update.order.status);
                         shell.apply(&mut core, Event::News { symbol: update.order.symbol }, None).await;
                     }
@@ -223,7 +228,9 @@ impl Monitor {
                         user_stream_alive = false;
                     }
                 },
-                _ = timer.tick() => shell.apply(&mut core, Event::Timer, None).await,
+                // Deadlines are acted on once the results waiting on the bus are read in: a
+                // close that was answered while the monitor was down is not sent again.
+                _ = timer.tick(), if shell.caught_up => shell.apply(&mut core, Event::Timer, None).await,
                 _ = housekeeping.tick() => shell.housekeeping(&mut core).await,
                 input = inputs.recv() => match input {
                     Some(Input::Entry(entry)) => shell.on_entry(&mut core, entry).await,
@@ -262,9 +269,13 @@ struct Shell<'a> {
     deferred_read: Option<u64>,
     /// One protection request per symbol at a time.
     locks: BTreeMap<String, Arc<tokio::sync::Mutex<()>>>,
+    /// The protective orders placed, by symbol, as far as known for certain (absent: list them).
+    placed: PlacedOrders,
     subscribed: BTreeSet<String>,
     last_tick: BTreeMap<String, i64>,
     stale_logged: BTreeSet<String>,
+    /// A REST price poll is under way.
+    polling: Arc<std::sync::atomic::AtomicBool>,
     prices: &'a MarketStream,
 }
 
@@ -294,13 +305,13 @@ impl Shell<'_> {
     /// Applies one event, runs what the core asks, and hands the changes to the writer (with
     /// the entry to ack once they are written).
     async fn apply(&mut self, core: &mut Core, event: Event, entry: Option<&Entry>) {
-        let held_before = core.symbols().count();
+        let held_before = core.symbol_count();
         let commands = core.apply(now_ms(), event);
         for command in commands {
             self.run(core, command, entry).await;
         }
         self.flush(entry.map(|e| e.id.clone()));
-        if core.symbols().count() != held_before || self.subscribed.is_empty() {
+        if core.symbol_count() != held_before || self.subscribed.is_empty() {
             self.sync_streams(core).await;
         }
     }
@@ -321,6 +332,7 @@ impl Shell<'_> {
         match command {
             Command::PublishClose {
                 lot,
+                lots,
                 symbol,
                 intent_id,
                 qty,
@@ -342,7 +354,12 @@ impl Shell<'_> {
                     let outcome = match outcome {
                         Ok(id) => {
                             counters.closes_sent.fetch_add(1, Ordering::Relaxed);
-                            info!("Close order sent lot={lot} {symbol} intent={intent_id} qty={qty} trigger={} attempt={attempt} entry={id}", trigger.marker());
+                            let others = if lots.len() > 1 {
+                                format!(" (with {} more lots of {symbol})", lots.len() - 1)
+                            } else {
+                                String::new()
+                            };
+                            info!("Close order sent lot={lot}{others} {symbol} intent={intent_id} qty={qty} trigger={} attempt={attempt} entry={id}", trigger.marker());
                             Ok(())
                         }
                         Err(e) => Err(e.to_string()),
@@ -353,9 +370,14 @@ impl Shell<'_> {
             Command::Protect { symbol, seq, net } => {
                 let lock = self.locks.entry(symbol.clone()).or_default().clone();
                 let (rest, events) = (m.rest.clone(), self.events.clone());
+                let placed = self.placed.clone();
                 tokio::spawn(async move {
                     let _guard = lock.lock().await;
-                    let outcome = protection::apply(&rest, &symbol, net).await;
+                    let known = lock_placed(&placed).remove(&symbol);
+                    let (outcome, held) = protection::apply(&rest, &symbol, net, known).await;
+                    if let Some(held) = held.filter(|h| !h.is_empty()) {
+                        lock_placed(&placed).insert(symbol.clone(), held);
+                    }
                     let _ = events.send(Event::Protected {
                         symbol,
                         seq,
@@ -391,8 +413,8 @@ impl Shell<'_> {
                 applied,
                 forgotten,
             } => {
-                self.changes.add(&lots, &removed, &applied, &forgotten);
-                metrics::global().set("quantum_tracked_positions", &[], core.lots().count() as f64);
+                self.changes.add(lots, removed, applied, forgotten);
+                metrics::global().set("quantum_tracked_positions", &[], core.len() as f64);
             }
             Command::Note(note) => self.note(*note),
         }
@@ -563,11 +585,17 @@ impl Shell<'_> {
                 (now_ms() - at).max(0) as f64 / 1000.0,
             );
         }
-        if let Err(e) = monitor_state::save_feed(&m.bus, &held).await {
-            warn!("cannot save the price feed times: {e}");
+        {
+            let (bus, held) = (m.bus.clone(), held.clone());
+            tokio::spawn(async move {
+                if let Err(e) = monitor_state::save_feed(&bus, &held).await {
+                    warn!("cannot save the price feed times: {e}");
+                }
+            });
         }
         let stale_after =
             i64::try_from(m.settings.exit.price_stale_after.as_millis()).unwrap_or(i64::MAX);
+        let mut stale: Vec<String> = Vec::new();
         for (symbol, at) in held {
             let age = now_ms() - at;
             if age < stale_after {
@@ -576,26 +604,53 @@ impl Shell<'_> {
             if self.stale_logged.insert(symbol.clone()) {
                 warn!("no mark price for {symbol} for {age} ms: falling back to REST premiumIndex polling");
             }
-            let (rest, events) = (m.rest.clone(), self.events.clone());
-            tokio::spawn(async move {
-                match tokio::time::timeout(Duration::from_secs(5), rest.premium_index(&symbol))
+            stale.push(symbol);
+        }
+        if stale.is_empty() || self.polling.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // One poll at a time; for more than ten symbols, one request for all (weight 10) costs
+        // less than one per symbol.
+        let (rest, events, polling) = (m.rest.clone(), self.events.clone(), self.polling.clone());
+        tokio::spawn(async move {
+            let prices = if stale.len() > 10 {
+                tokio::time::timeout(Duration::from_secs(5), rest.premium_index_all())
                     .await
-                {
-                    Ok(Ok(p)) => {
+                    .map_err(|_| "timed out".to_string())
+                    .and_then(|r| r.map_err(|e| e.to_string()))
+            } else {
+                let mut all = Vec::new();
+                let mut failed = None;
+                for symbol in &stale {
+                    match tokio::time::timeout(Duration::from_secs(5), rest.premium_index(symbol))
+                        .await
+                    {
+                        Ok(Ok(p)) => all.push(p),
+                        Ok(Err(e)) => failed = Some(e.to_string()),
+                        Err(_) => failed = Some("timed out".into()),
+                    }
+                }
+                match failed {
+                    Some(e) if all.is_empty() => Err(e),
+                    _ => Ok(all),
+                }
+            };
+            match prices {
+                Ok(prices) => {
+                    for p in prices.into_iter().filter(|p| stale.contains(&p.symbol)) {
                         let _ = events.send(Event::Mark {
-                            symbol,
+                            symbol: p.symbol,
                             price: p.mark_price,
                         });
                     }
-                    Ok(Err(e)) => error!(
-                        "{symbol} is held and its price is unknown: premiumIndex failed: {e}"
-                    ),
-                    Err(_) => {
-                        error!("{symbol} is held and its price is unknown: premiumIndex timed out")
-                    }
                 }
-            });
-        }
+                Err(e) => error!(
+                    "{} held symbols have no price: premiumIndex failed: {e}",
+                    stale.len()
+                ),
+            }
+            polling.store(false, Ordering::Release);
+        });
     }
 
     /// Subscribes the mark price streams the held symbols need: one `<symbol>@markPrice@1s`
@@ -623,6 +678,16 @@ impl Shell<'_> {
     }
 }
 
+type PlacedOrders = Arc<std::sync::Mutex<BTreeMap<String, Vec<protection::Placed>>>>;
+
+fn lock_placed(
+    placed: &PlacedOrders,
+) -> std::sync::MutexGuard<'_, BTreeMap<String, Vec<protection::Placed>>> {
+    placed
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// The number of raised alarms by kind, as a gauge.
 fn export_alarms(core: &Core) {
     for kind in AlarmKind::ALL {
@@ -643,8 +708,7 @@ async fn writer(bus: Bus, group: String, mut writes: mpsc::UnboundedReceiver<Wri
         }
         let mut delay = Duration::from_millis(200);
         loop {
-            let batch = changes.clone();
-            match batch.write(&bus).await {
+            match changes.write(&bus).await {
                 Ok(()) => break,
                 Err(e) => {
                     error!("cannot save the monitor state ({e}); retrying in {delay:?}; results are not acked until it is saved");

@@ -199,65 +199,69 @@ fn from_record(r: LotRecord) -> Lot {
     }
 }
 
-/// One batch of changes, as the core's `Persist` commands say them.
+/// One batch of changes, as the core's `Persist` commands say them: the field's new value, or
+/// `None` to delete it. Lots are kept as values and serialized only when written (by the
+/// writer task, off the monitor's loop).
 #[derive(Debug, Default, Clone)]
 pub struct Changes {
-    pub put: BTreeMap<String, String>,
-    pub delete: std::collections::BTreeSet<String>,
+    lots: BTreeMap<String, Option<Lot>>,
+    applied: BTreeMap<String, Option<i64>>,
 }
 
 impl Changes {
     pub fn is_empty(&self) -> bool {
-        self.put.is_empty() && self.delete.is_empty()
+        self.lots.is_empty() && self.applied.is_empty()
     }
 
     /// Adds a `Persist` command's content; later changes of the same field win.
     pub fn add(
         &mut self,
-        lots: &[Lot],
-        removed: &[String],
-        applied: &[(String, i64)],
-        forgotten: &[String],
+        lots: Vec<Lot>,
+        removed: Vec<String>,
+        applied: Vec<(String, i64)>,
+        forgotten: Vec<String>,
     ) {
         for lot in lots {
-            let field = format!("{LOT}{}", lot.id);
-            let text = serde_json::to_string(&to_record(lot)).expect("lot records serialize");
-            self.delete.remove(&field);
-            self.put.insert(field, text);
+            self.lots.insert(lot.id.clone(), Some(lot));
         }
         for id in removed {
-            let field = format!("{LOT}{id}");
-            self.put.remove(&field);
-            self.delete.insert(field);
+            self.lots.insert(id, None);
         }
         for (id, at) in applied {
-            let field = format!("{APPLIED}{id}");
-            self.delete.remove(&field);
-            self.put.insert(field, at.to_string());
+            self.applied.insert(id, Some(at));
         }
         for id in forgotten {
-            let field = format!("{APPLIED}{id}");
-            self.put.remove(&field);
-            self.delete.insert(field);
+            self.applied.insert(id, None);
         }
     }
 
     /// Adds a later batch; its changes win.
     pub fn merge(&mut self, later: Changes) {
-        for field in later.delete {
-            self.put.remove(&field);
-            self.delete.insert(field);
-        }
-        for (field, value) in later.put {
-            self.delete.remove(&field);
-            self.put.insert(field, value);
-        }
+        self.lots.extend(later.lots);
+        self.applied.extend(later.applied);
     }
 
     /// Writes the batch in one atomic step.
-    pub async fn write(self, bus: &Bus) -> Result<(), bus::Error> {
-        let put: Vec<(String, String)> = self.put.into_iter().collect();
-        let delete: Vec<String> = self.delete.into_iter().collect();
+    pub async fn write(&self, bus: &Bus) -> Result<(), bus::Error> {
+        let mut put: Vec<(String, String)> = Vec::new();
+        let mut delete: Vec<String> = Vec::new();
+        for (id, lot) in &self.lots {
+            let field = format!("{LOT}{id}");
+            match lot {
+                Some(lot) => put.push((
+                    field,
+                    serde_json::to_string(&to_record(lot)).expect("lot records serialize"),
+                )),
+                None => delete.push(field),
+            }
+        }
+        for (id, at) in &self.applied {
+            let field = format!("{APPLIED}{id}");
+            match at {
+                Some(at) => put.push((field, at.to_string())),
+                None => delete.push(field),
+            }
+        }
         bus.map_apply(keys::MONITOR_LOTS, &put, &delete).await
     }
 }
@@ -277,7 +281,7 @@ pub async fn load(bus: &Bus) -> Result<Saved, bus::Error> {
         match serde_json::from_str::<Vec<LotRecord>>(&text) {
             Ok(records) => {
                 let lots: Vec<Lot> = records.into_iter().map(from_record).collect();
-                changes.add(&lots, &[], &[], &[]);
+                changes.add(lots, Vec::new(), Vec::new(), Vec::new());
                 changes.write(bus).await?;
                 bus.progress_set(LEGACY_KEY, "[]", Duration::from_secs(60))
                     .await?;

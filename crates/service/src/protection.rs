@@ -32,25 +32,56 @@ pub fn is_protective(client_algo_id: &str) -> bool {
     client_algo_id.starts_with(STOP_PREFIX) || client_algo_id.starts_with(TARGET_PREFIX)
 }
 
+/// One of quantum's protective orders on the exchange, as the monitor remembers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placed {
+    pub algo_id: i64,
+    pub client_algo_id: String,
+    pub side: Side,
+    pub trigger_price: Option<Decimal>,
+}
+
 /// Makes the symbol's protective orders match `net` (`None`: cancel them all): cancels what is
-/// wrong or no longer wanted, places what is missing. `Err` says why the exchange does not hold
-/// what was asked; the core raises the alarm and asks again.
-pub async fn apply(rest: &RestClient, symbol: &str, net: Option<Net>) -> Result<(), String> {
-    let open = rest
-        .open_algo_orders(Some(symbol))
-        .await
-        .map_err(|e| format!("cannot list the protective orders: {e}"))?;
-    let ours: Vec<_> = open
-        .into_iter()
-        .filter(|a| is_protective(&a.client_algo_id))
-        .collect();
-    let mut keep = Vec::new();
+/// wrong or no longer wanted, places what is missing. `known` is what the monitor remembers
+/// placing (its ids kept in memory, so an adjustment costs a place and a cancel, not a listing
+/// too); `None` lists them on the exchange. Returns whether the exchange holds what was asked
+/// (`Err` says why not; the core raises the alarm and asks again) and what it now holds, when
+/// that is certain.
+pub async fn apply(
+    rest: &RestClient,
+    symbol: &str,
+    net: Option<Net>,
+    known: Option<Vec<Placed>>,
+) -> (Result<(), String>, Option<Vec<Placed>>) {
+    let ours = match known {
+        Some(known) => known,
+        None => match rest.open_algo_orders(Some(symbol)).await {
+            Ok(open) => open
+                .into_iter()
+                .filter(|a| is_protective(&a.client_algo_id))
+                .map(|a| Placed {
+                    algo_id: a.algo_id,
+                    client_algo_id: a.client_algo_id,
+                    side: a.side,
+                    trigger_price: a.trigger_price,
+                })
+                .collect(),
+            Err(e) => return (Err(format!("cannot list the protective orders: {e}")), None),
+        },
+    };
+    let mut now_held: Vec<Placed> = Vec::new();
     let mut problems = Vec::new();
+    let mut certain = true;
     if let Some(net) = net {
-        let rules = rest
-            .load_symbol_rules(symbol)
-            .await
-            .map_err(|e| format!("cannot load the rules of {symbol}: {e}"))?;
+        let rules = match rest.load_symbol_rules(symbol).await {
+            Ok(r) => r,
+            Err(e) => {
+                return (
+                    Err(format!("cannot load the rules of {symbol}: {e}")),
+                    Some(ours),
+                )
+            }
+        };
         let long = net.direction == Direction::Long;
         let close_side = if long { Side::Sell } else { Side::Buy };
         // Rounded away from the price, so the exchange's order is never tighter than the plan.
@@ -76,11 +107,12 @@ pub async fn apply(rest: &RestClient, symbol: &str, net: Option<Net>) -> Result<
                 ));
                 continue;
             };
-            if let Some(existing) = ours
-                .iter()
-                .find(|a| a.client_algo_id.starts_with(prefix) && a.trigger_price == Some(price))
-            {
-                keep.push(existing.algo_id);
+            if let Some(existing) = ours.iter().find(|a| {
+                a.client_algo_id.starts_with(prefix)
+                    && a.trigger_price == Some(price)
+                    && a.side == close_side
+            }) {
+                now_held.push(existing.clone());
                 continue;
             }
             let id = format!("{prefix}{symbol}-{}", now_ms() % 1_000_000_000);
@@ -89,38 +121,52 @@ pub async fn apply(rest: &RestClient, symbol: &str, net: Option<Net>) -> Result<
             match rest.place_algo_order(&order).await {
                 Ok(placed) => {
                     info!("exchange-side {} for {symbol} placed at {price} (algoId={} clientAlgoId={id})", kind.as_str(), placed.algo_id);
-                    keep.push(placed.algo_id);
+                    now_held.push(Placed {
+                        algo_id: placed.algo_id,
+                        client_algo_id: id,
+                        side: close_side.clone(),
+                        trigger_price: Some(price),
+                    });
                 }
                 Err(e) if e.code() == Some(-2021) => problems.push(format!(
                     "{} at {price} would trigger at once (the price is already past it)",
                     kind.as_str()
                 )),
-                Err(e) => problems.push(format!("{} at {price} NOT placed: {e}", kind.as_str())),
+                Err(e) => {
+                    // A placement that timed out may exist: list the orders next time.
+                    certain &= e.code().is_some();
+                    problems.push(format!("{} at {price} NOT placed: {e}", kind.as_str()));
+                }
             }
         }
     }
-    for stale in ours.iter().filter(|a| !keep.contains(&a.algo_id)) {
+    for stale in ours
+        .iter()
+        .filter(|a| !now_held.iter().any(|h| h.algo_id == a.algo_id))
+    {
         match rest
             .cancel_algo_order(&AlgoRef::AlgoId(stale.algo_id))
             .await
         {
             Ok(_) => info!(
-                "exchange-side {} of {symbol} at {:?} cancelled (algoId={})",
-                stale.order_type.as_str(),
-                stale.trigger_price,
-                stale.algo_id
+                "exchange-side order {} of {symbol} at {:?} cancelled (algoId={})",
+                stale.client_algo_id, stale.trigger_price, stale.algo_id
             ),
             Err(e) if e.is_not_found() => {}
-            Err(e) => problems.push(format!(
-                "cannot cancel protective order {}: {e}",
-                stale.algo_id
-            )),
+            Err(e) => {
+                certain = false;
+                problems.push(format!(
+                    "cannot cancel protective order {}: {e}",
+                    stale.algo_id
+                ));
+            }
         }
     }
+    let held = certain.then_some(now_held);
     if problems.is_empty() {
-        Ok(())
+        (Ok(()), held)
     } else {
-        Err(problems.join("; "))
+        (Err(problems.join("; ")), held)
     }
 }
 
@@ -136,7 +182,7 @@ pub async fn cancel_orphans(rest: &RestClient, held: &std::collections::BTreeSet
                 .collect();
             for symbol in orphans {
                 info!("{symbol} is flat: cancelling its leftover protective orders");
-                if let Err(e) = apply(rest, &symbol, None).await {
+                if let (Err(e), _) = apply(rest, &symbol, None, None).await {
                     error!("{symbol}: {e}");
                 }
             }
