@@ -52,6 +52,17 @@ pub enum PlanError {
 }
 
 impl Levels {
+    /// No levels at all (for showing a lot whose plan could not be resolved).
+    pub fn none(direction: Direction, entry: Decimal) -> Levels {
+        Levels {
+            direction,
+            entry,
+            take_profit: None,
+            stop_loss: None,
+            trailing_pct: None,
+        }
+    }
+
     /// Resolves `plan` against the lot's entry price, refusing levels on the wrong side of it
     /// (the execution service's check before an order is placed).
     pub fn resolve(

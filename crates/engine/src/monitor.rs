@@ -220,8 +220,12 @@ pub enum Event {
     },
     /// `ReadPositions { seq }` failed.
     PositionsFailed { seq: u64, error: String },
-    /// The user stream says a symbol's position or one of its conditional orders changed.
-    News { symbol: String },
+    /// The user stream says a symbol's position or one of its conditional orders changed;
+    /// `exit_price` is the average price of a protective order of quantum's that filled.
+    News {
+        symbol: String,
+        exit_price: Option<Decimal>,
+    },
     /// The outcome of `Protect { seq }`.
     Protected {
         symbol: String,
@@ -317,11 +321,19 @@ pub enum Note {
         closed: Decimal,
         remaining: Decimal,
     },
-    /// Lots of a symbol that went flat (or shrank) on the exchange without a close of ours.
-    ExitedOnExchange {
+    /// A lot that left the book without a close of its own: closed on the exchange (its
+    /// protective order fired, by hand), netted by an opposite entry, closed by an unexpected
+    /// fill, or taken over by its own result after an adoption. `exit_price` where known (the
+    /// protective order's fill from ALGO_UPDATE, the fill that netted or closed it).
+    Exited {
         lot: String,
         symbol: String,
         qty: Decimal,
+        why: String,
+        /// Closed on the exchange, not by quantum (counted as such).
+        on_exchange: bool,
+        exit_price: Option<Decimal>,
+        realized_pnl: Option<Decimal>,
     },
     /// A fill the book did not expect (a late close, a CLOSE intent sent by someone else) reduced
     /// the symbol's lots.
@@ -355,6 +367,9 @@ struct SymbolState {
     first_opened: i64,
     /// When the last protection request completed (for the resync throttle).
     last_done: i64,
+    /// The fill price of the symbol's protective order that fired, until the lots it closed are
+    /// recorded.
+    exchange_exit: Option<Decimal>,
     /// See `Core::band`.
     band: Option<(Option<Decimal>, Option<Decimal>)>,
     /// The mark price the symbol's lots were last evaluated at.
@@ -548,10 +563,12 @@ impl Core {
                 positions,
             } => self.on_positions(now, seq, requested_at, positions, &mut out),
             Event::PositionsFailed { seq, error } => self.read_failed(seq, &error, &mut out),
-            Event::News { symbol } => {
+            Event::News { symbol, exit_price } => {
                 // A held symbol's position or protective order changed, or a position appeared
                 // on a symbol the book does not hold: read the positions (debounced).
-                let _ = symbol;
+                if let (Some(price), Some(state)) = (exit_price, self.symbols.get_mut(&symbol)) {
+                    state.exchange_exit = Some(price);
+                }
                 self.news = true;
             }
             Event::Protected {
@@ -643,6 +660,7 @@ impl Core {
                 &opposite,
                 qty,
                 "netted by an opposite entry",
+                Exit::At(result.entry_price),
                 out,
             );
             out.push(Command::Note(Box::new(Note::Netted {
@@ -670,6 +688,7 @@ impl Core {
                 &adopted,
                 qty,
                 "the result of an adopted position arrived",
+                Exit::TakenOver,
                 out,
             );
         }
@@ -791,7 +810,15 @@ impl Core {
             // A late close of a lot already closed, or a CLOSE someone else sent: the exchange's
             // position shrank by this much, so the book does too.
             let ids: Vec<String> = self.lots_of(&symbol).map(|l| l.id.clone()).collect();
-            let taken = self.reduce_lots(now, &symbol, &ids, left, "an unexpected close fill", out);
+            let taken = self.reduce_lots(
+                now,
+                &symbol,
+                &ids,
+                left,
+                "an unexpected close fill",
+                Exit::At(result.entry_price),
+                out,
+            );
             out.push(Command::Note(Box::new(Note::UnexpectedClose {
                 intent_id: result.intent_id.clone(),
                 symbol,
@@ -1075,8 +1102,20 @@ impl Core {
             let mut newest: Vec<&Lot> = lots.iter().collect();
             newest.sort_by_key(|l| std::cmp::Reverse(l.opened_at));
             let newest: Vec<String> = newest.into_iter().map(|l| l.id.clone()).collect();
-            let taken =
-                self.reduce_lots(now, symbol, &newest, excess, "closed on the exchange", out);
+            // The protective order's fill price, when the user stream reported it.
+            let price = self
+                .symbols
+                .get_mut(symbol)
+                .and_then(|s| s.exchange_exit.take());
+            let taken = self.reduce_lots(
+                now,
+                symbol,
+                &newest,
+                excess,
+                "closed on the exchange",
+                Exit::OnExchange(price),
+                out,
+            );
             debug_assert_eq!(taken, excess);
             if same_side {
                 return;
@@ -1143,6 +1182,7 @@ impl Core {
     }
 
     /// Takes up to `qty` out of the lots `ids`, in that order; returns how much was taken.
+    #[allow(clippy::too_many_arguments)]
     fn reduce_lots(
         &mut self,
         now: i64,
@@ -1150,6 +1190,7 @@ impl Core {
         ids: &[String],
         qty: Decimal,
         why: &str,
+        exit: Exit,
         out: &mut Vec<Command>,
     ) -> Decimal {
         let mut left = qty;
@@ -1163,10 +1204,20 @@ impl Core {
             let take = left.min(lot.qty);
             left -= take;
             if take == lot.qty {
-                out.push(Command::Note(Box::new(Note::ExitedOnExchange {
+                let (on_exchange, exit_price) = match exit {
+                    Exit::OnExchange(price) => (true, price),
+                    Exit::At(price) => (false, Some(price)),
+                    Exit::TakenOver => (false, None),
+                };
+                let realized_pnl = exit_price.and_then(|p| realized(lot, p, take, Decimal::ZERO));
+                out.push(Command::Note(Box::new(Note::Exited {
                     lot: id.clone(),
                     symbol: symbol.to_string(),
                     qty: take,
+                    why: why.to_string(),
+                    on_exchange,
+                    exit_price,
+                    realized_pnl,
                 })));
                 self.remove(id);
             } else {
@@ -1660,6 +1711,14 @@ impl Core {
     }
 }
 
+/// How a lot left the book without a close of its own, and at what price if known.
+#[derive(Debug, Clone, Copy)]
+enum Exit {
+    OnExchange(Option<Decimal>),
+    At(Decimal),
+    TakenOver,
+}
+
 /// Backoff of failures: 1 s, 2 s, 4 s ... up to 30 s.
 fn backoff(failures: u32) -> i64 {
     (1000i64 << failures.saturating_sub(1).min(5)).min(30_000)
@@ -1914,6 +1973,7 @@ mod tests {
             1_200,
             Event::News {
                 symbol: "ETHUSDT".into(),
+                exit_price: None,
             },
         );
         core.apply(2_300, Event::Timer);
@@ -2037,13 +2097,13 @@ mod tests {
             ..config()
         });
         let read = |core: &mut Core, now: i64| {
-            let seq = core.apply(
+            core.apply(
                 now,
                 Event::News {
                     symbol: "BNBUSDT".into(),
+                    exit_price: None,
                 },
             );
-            let _ = seq;
             let out = core.apply(now + 1_000, Event::Timer);
             let seq = out
                 .iter()
@@ -2071,6 +2131,54 @@ mod tests {
             .iter()
             .any(|c| matches!(c, Command::Note(n) if matches!(**n, Note::Adopted { .. }))));
         assert_eq!(core.net_qty("BNBUSDT"), d("0.2"));
+    }
+
+    #[test]
+    fn an_exit_on_the_exchange_is_recorded_with_its_fill_price() {
+        let mut core = Core::new(config());
+        core.apply(0, Event::from(filled(r#"{"intent_id":"x1","symbol":"ETHUSDT","action":"BUY","quantity":2,"stop_loss_pct":2}"#, "100", "2", 0)));
+        // ALGO_UPDATE: the protective stop filled at 97.4; ACCOUNT_UPDATE: flat.
+        core.apply(
+            1_000,
+            Event::News {
+                symbol: "ETHUSDT".into(),
+                exit_price: Some(d("97.4")),
+            },
+        );
+        let out = core.apply(2_100, Event::Timer);
+        let seq = out
+            .iter()
+            .find_map(|c| match c {
+                Command::ReadPositions { seq } => Some(*seq),
+                _ => None,
+            })
+            .expect("a read");
+        let out = core.apply(
+            2_200,
+            Event::Positions {
+                seq,
+                requested_at: 2_100,
+                positions: vec![],
+            },
+        );
+        let exited = out.iter().find_map(|c| match c {
+            Command::Note(n) => match &**n {
+                Note::Exited {
+                    on_exchange: true,
+                    exit_price,
+                    realized_pnl,
+                    ..
+                } => Some((*exit_price, *realized_pnl)),
+                _ => None,
+            },
+            _ => None,
+        });
+        assert_eq!(
+            exited,
+            Some((Some(d("97.4")), Some(d("-5.21")))),
+            "(97.4 - 100) x 2 - the entry fee 0.01"
+        );
+        assert!(core.is_empty());
     }
 
     #[test]

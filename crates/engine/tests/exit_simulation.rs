@@ -443,8 +443,10 @@ impl World {
                 && (stop_hit || target_hit)
             {
                 self.set_position(&symbol, Decimal::ZERO, Decimal::ZERO);
+                // The user stream reports the protective order's fill.
                 self.feed(Event::News {
                     symbol: symbol.clone(),
+                    exit_price: Some(price),
                 });
             }
         }
@@ -483,7 +485,10 @@ impl World {
         } else {
             self.set_position(&symbol, Decimal::ZERO, Decimal::ZERO);
         }
-        self.feed(Event::News { symbol });
+        self.feed(Event::News {
+            symbol,
+            exit_price: None,
+        });
     }
 
     fn restart(&mut self) {

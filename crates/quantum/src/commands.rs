@@ -397,13 +397,9 @@ pub async fn positions(connection: ConnectionArgs) -> anyhow::Result<()> {
                     .collect()
             })
             .unwrap_or_else(|e| vec![format!("unknown ({e})")]);
-        let levels = lot.levels.unwrap_or(engine::exits::Levels {
-            direction: lot.direction,
-            entry: lot.entry,
-            take_profit: None,
-            stop_loss: None,
-            trailing_pct: None,
-        });
+        let levels = lot
+            .levels
+            .unwrap_or(engine::exits::Levels::none(lot.direction, lot.entry));
         let trail = match levels.trailing_pct.and_then(|cb| {
             Some((
                 cb,

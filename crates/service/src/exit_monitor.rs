@@ -207,7 +207,7 @@ impl Monitor {
                 event = user_events.recv(), if user_stream_alive => match event {
                     Some(UserEvent::AccountUpdate(update)) => {
                         for p in update.account.positions {
-                            shell.apply(&mut core, Event::News { symbol: p.symbol }, None).await;
+                            shell.apply(&mut core, Event::News { symbol: p.symbol, exit_price: None }, None).await;
                         }
                     }
                     Some(UserEvent::AlgoUpdate(update)) if protection::is_protective(&update.order.client_algo_id) => {
@@ -215,11 +215,13 @@ impl Monitor {
                         // hand): what is placed is no longer known for certain.
                         lock_placed(&shell.placed).remove(&update.order.symbol);
                         info!("protective order {} of {} is {:?}", update.order.client_algo_id, update.order.symbol, update.order.status);
-                        shell.apply(&mut core, Event::News { symbol: update.order.symbol }, None).await;
+                        // A protective order that filled says at what price the position left.
+                        let exit_price = update.order.avg_price.filter(|p| *p > Decimal::ZERO);
+                        shell.apply(&mut core, Event::News { symbol: update.order.symbol, exit_price }, None).await;
                     }
                     Some(UserEvent::Connected { .. }) => {
                         // Events may have been missed before this connection: read positions.
-                        shell.apply(&mut core, Event::News { symbol: String::new() }, None).await;
+                        shell.apply(&mut core, Event::News { symbol: String::new(), exit_price: None }, None).await;
                     }
                     Some(_) => {}
                     // The user stream task ended; positions are still read every reconcile period.
@@ -454,13 +456,9 @@ impl Shell<'_> {
         match note {
             Note::Opened { lot, default_plan } => {
                 counters.lots_opened.fetch_add(1, Ordering::Relaxed);
-                let levels = lot.levels.unwrap_or(engine::exits::Levels {
-                    direction: lot.direction,
-                    entry: lot.entry,
-                    take_profit: None,
-                    stop_loss: None,
-                    trailing_pct: None,
-                });
+                let levels = lot
+                    .levels
+                    .unwrap_or(engine::exits::Levels::none(lot.direction, lot.entry));
                 info!(
                     "tracking lot={} {} {:?} qty={} entry={} take_profit={:?} stop_loss={:?} trailing_pct={:?}{}",
                     lot.id, lot.symbol, lot.direction, lot.qty, lot.entry, levels.take_profit,
@@ -517,10 +515,26 @@ impl Shell<'_> {
                 closed,
                 remaining,
             } => warn!("lot {lot}: {closed} closed, {remaining} still open; the rest is closed under a new id"),
-            Note::ExitedOnExchange { lot, symbol, qty } => {
-                counters.lots_closed.fetch_add(1, Ordering::Relaxed);
-                metrics::global().inc("quantum_positions_closed_total", &[("by", "exchange")]);
-                info!("lot {lot} {symbol} ({qty}) closed on the exchange, not by quantum (its protective order fired, or by hand); recorded as exited");
+            Note::Exited {
+                lot,
+                symbol,
+                qty,
+                why,
+                on_exchange,
+                exit_price,
+                realized_pnl,
+            } => {
+                let price = exit_price.map_or("unknown".to_string(), |p| p.to_string());
+                let pnl = realized_pnl.map_or("unknown".to_string(), |p| {
+                    format!("{} (net of the entry fee)", p.round_dp(8))
+                });
+                if on_exchange {
+                    counters.lots_closed.fetch_add(1, Ordering::Relaxed);
+                    metrics::global().inc("quantum_positions_closed_total", &[("by", "exchange")]);
+                    info!("lot {lot} {symbol} ({qty}) closed on the exchange, not by quantum (its protective order fired, or by hand); recorded as exited at {price}, realized_pnl={pnl}");
+                } else {
+                    info!("lot {lot} {symbol} ({qty}) left the book: {why}; exit price {price}, realized_pnl={pnl}");
+                }
             }
             Note::UnexpectedClose {
                 intent_id,
