@@ -358,10 +358,34 @@ pub async fn positions(connection: ConnectionArgs) -> anyhow::Result<()> {
     }
     let lots = saved.lots;
     let feed = service::monitor_state::load_feed(&bus).await?;
+    let now = service::execution::now_ms();
+    match service::monitor_state::load_alarms(&bus).await? {
+        Some(saved) if !saved.alarms.is_empty() => {
+            println!(
+                "ALARMS raised by the exit monitor ({:.0} s ago):",
+                (now - saved.at) as f64 / 1000.0
+            );
+            for a in &saved.alarms {
+                let symbol = if a.symbol.is_empty() {
+                    "account"
+                } else {
+                    &a.symbol
+                };
+                println!("  {} {symbol}: {}", a.kind, a.message);
+            }
+        }
+        Some(saved) if now - saved.at > 60_000 => println!(
+            "the exit monitor last reported {:.0} s ago: is it running?",
+            (now - saved.at) as f64 / 1000.0
+        ),
+        Some(_) => println!("no alarms raised"),
+        None => {
+            println!("the exit monitor has not reported alarms (is it running against this Redis?)")
+        }
+    }
     if lots.is_empty() {
         println!("no tracked positions (is `quantum exit-monitor` running against this Redis?)");
     }
-    let now = service::execution::now_ms();
     let distance = |level: Option<Decimal>, mark: Decimal| match level {
         Some(l) if !mark.is_zero() => format!(
             "{} ({:+.2}%)",

@@ -558,6 +558,15 @@ async fn bus_checks(
     ] {
         report.push(group_check(bus, stream, group, service).await);
     }
+    report.push(match crate::monitor_state::load_alarms(bus).await {
+        Ok(saved) => alarms_verdict(saved.as_ref(), now_ms()),
+        Err(e) => Check::with(
+            "exit-alarms",
+            Level::Warn,
+            format!("cannot read the exit monitor's alarms: {e}"),
+            "check Redis",
+        ),
+    });
     let mut symbols = BTreeSet::new();
     let results = match bus
         .latest(keys::TRADE_EXECUTION_RESULT, options.recent)
@@ -678,6 +687,49 @@ async fn group_check(bus: &Bus, stream: &str, group: &str, service: &str) -> Che
 
 /// The latest results: their age, and how many did not fill. A result the exit monitor would
 /// refuse (the incident's `filled` with a zero price) is a failure.
+/// The exit monitor's alarms: none raised passes; any raised fails (a position may be without
+/// protection); a record older than a minute means the monitor is not running.
+pub fn alarms_verdict(saved: Option<&crate::monitor_state::SavedAlarms>, now: i64) -> Check {
+    let Some(saved) = saved else {
+        return Check::with(
+            "exit-alarms",
+            Level::Warn,
+            "the exit monitor has not written its alarms (never started against this Redis, or not for a day)",
+            "start `quantum exit-monitor` (or `quantum run`)",
+        );
+    };
+    let age = (now - saved.at).max(0) / 1000;
+    if age > 60 {
+        return Check::with(
+            "exit-alarms",
+            Level::Fail,
+            format!("the exit monitor last wrote its alarms {age} s ago: it is not running, and nothing but the exchange-side orders protects the positions"),
+            "start `quantum exit-monitor`; `systemctl status quantum-exit-monitor`",
+        );
+    }
+    if saved.alarms.is_empty() {
+        return Check::pass("exit-alarms", "none raised");
+    }
+    let list: Vec<String> = saved
+        .alarms
+        .iter()
+        .map(|a| {
+            let symbol = if a.symbol.is_empty() {
+                "account"
+            } else {
+                &a.symbol
+            };
+            format!("{} {symbol}: {}", a.kind, a.message)
+        })
+        .collect();
+    Check::with(
+        "exit-alarms",
+        Level::Fail,
+        format!("{} raised: {}", saved.alarms.len(), list.join(" | ")),
+        "each says what is wrong and what the monitor does about it; see README, \"The promise, and how it is kept\"",
+    )
+}
+
 pub fn results_verdict(results: &[ExecutionResult], invalid: usize, now: i64) -> Check {
     if invalid > 0 {
         return Check::with(
@@ -873,6 +925,38 @@ pub fn orders_verdict(orders: &[OrderSummary], now: i64, options: &Options) -> C
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exit_alarms_pass_when_none_fail_when_raised_or_stale_and_warn_when_never_written() {
+        use crate::monitor_state::{AlarmRecord, SavedAlarms};
+        let now = 1_000_000;
+        let none = SavedAlarms {
+            at: now - 2_000,
+            alarms: vec![],
+        };
+        assert_eq!(alarms_verdict(Some(&none), now).level, Level::Pass);
+        let raised = SavedAlarms {
+            at: now - 2_000,
+            alarms: vec![AlarmRecord {
+                symbol: "ETHUSDT".into(),
+                kind: "close_overdue".into(),
+                message: "close close-x-1 got no answer".into(),
+            }],
+        };
+        let check = alarms_verdict(Some(&raised), now);
+        assert_eq!(check.level, Level::Fail);
+        assert!(
+            check.detail.contains("close_overdue ETHUSDT"),
+            "{}",
+            check.detail
+        );
+        let stale = SavedAlarms {
+            at: now - 120_000,
+            alarms: vec![],
+        };
+        assert_eq!(alarms_verdict(Some(&stale), now).level, Level::Fail);
+        assert_eq!(alarms_verdict(None, now).level, Level::Warn);
+    }
 
     fn order(status: &str, filled_any: bool, age_ms: i64) -> OrderSummary {
         OrderSummary {

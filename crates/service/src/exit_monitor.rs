@@ -600,10 +600,24 @@ impl Shell<'_> {
             );
         }
         {
+            let alarms = monitor_state::SavedAlarms {
+                at: now_ms(),
+                alarms: core
+                    .alarms()
+                    .map(|((symbol, kind), message)| monitor_state::AlarmRecord {
+                        symbol: symbol.clone(),
+                        kind: kind.as_str().to_string(),
+                        message: message.clone(),
+                    })
+                    .collect(),
+            };
             let (bus, held) = (m.bus.clone(), held.clone());
             tokio::spawn(async move {
                 if let Err(e) = monitor_state::save_feed(&bus, &held).await {
                     warn!("cannot save the price feed times: {e}");
+                }
+                if let Err(e) = monitor_state::save_alarms(&bus, &alarms).await {
+                    warn!("cannot save the alarms: {e}");
                 }
             });
         }

@@ -19,6 +19,9 @@ use serde::{Deserialize, Serialize};
 pub const LEGACY_KEY: &str = "quantum:monitor:lots";
 /// Where the monitor writes, every second, when it last had a price for each held symbol.
 pub const FEED_KEY: &str = "quantum:monitor:feed";
+/// Where the monitor writes, every second, the alarms raised now (for `quantum positions` and
+/// `quantum doctor`).
+pub const ALARMS_KEY: &str = "quantum:monitor:alarms";
 
 const LOT: &str = "lot:";
 const APPLIED: &str = "applied:";
@@ -320,6 +323,37 @@ pub async fn save_feed(bus: &Bus, last_tick: &BTreeMap<String, i64>) -> Result<(
     let text = serde_json::to_string(last_tick).expect("a map of times serializes");
     bus.progress_set(FEED_KEY, &text, Duration::from_secs(24 * 3600))
         .await
+}
+
+/// One alarm raised now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlarmRecord {
+    /// Empty for the whole account.
+    pub symbol: String,
+    pub kind: String,
+    pub message: String,
+}
+
+/// The alarms raised now, and when the monitor wrote them (ms).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedAlarms {
+    pub at: i64,
+    pub alarms: Vec<AlarmRecord>,
+}
+
+/// Saves the alarms raised now; kept a day (a monitor that stopped writing is itself news).
+pub async fn save_alarms(bus: &Bus, alarms: &SavedAlarms) -> Result<(), bus::Error> {
+    let text = serde_json::to_string(alarms).expect("alarms serialize");
+    bus.progress_set(ALARMS_KEY, &text, Duration::from_secs(24 * 3600))
+        .await
+}
+
+/// The alarms the monitor last wrote; `None` when it never did (or they expired).
+pub async fn load_alarms(bus: &Bus) -> Result<Option<SavedAlarms>, bus::Error> {
+    Ok(bus
+        .progress_get(ALARMS_KEY)
+        .await?
+        .and_then(|t| serde_json::from_str(&t).ok()))
 }
 
 /// The saved last-price times, empty when the monitor never wrote them.
