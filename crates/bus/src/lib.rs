@@ -76,6 +76,17 @@ impl Bus {
         Bus::Memory(MemoryBus::new(max_len))
     }
 
+    /// The same bus with a command connection of its own, so that large writes on one (a
+    /// state batch) never queue ahead of small urgent ones on the other (a close intent). Redis
+    /// answers a connection's commands in order; a second connection is the way around that.
+    /// In memory there is no connection: a clone.
+    pub async fn separate(&self) -> Result<Bus> {
+        match self {
+            Bus::Redis(bus) => bus.separate().await.map(Bus::Redis),
+            Bus::Memory(bus) => Ok(Bus::Memory(bus.clone())),
+        }
+    }
+
     /// `"redis"` or `"memory"`, for logs.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -101,6 +101,25 @@ impl RedisBus {
         })
     }
 
+    /// See [`crate::Bus::separate`].
+    pub async fn separate(&self) -> Result<Self> {
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(self.op_timeout)
+            .set_response_timeout(self.op_timeout);
+        let commands = timed(
+            "connect",
+            self.op_timeout,
+            self.readers
+                .client
+                .get_connection_manager_with_config(manager_config),
+        )
+        .await?;
+        Ok(RedisBus {
+            commands,
+            ..self.clone()
+        })
+    }
+
     /// See [`crate::Bus::publish`].
     pub async fn publish(&self, stream: &str, payload: &str) -> Result<String> {
         let mut cmd = redis::cmd("XADD");

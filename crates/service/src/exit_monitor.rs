@@ -155,7 +155,9 @@ impl Monitor {
             shutdown.clone(),
         ));
         let (writes_tx, writes) = mpsc::unbounded_channel::<Write>();
-        let writer = tokio::spawn(writer(self.bus.clone(), group.clone(), writes));
+        // The state batches get a connection of their own: a close intent never waits behind one.
+        let state_bus = self.bus.separate().await?;
+        let writer = tokio::spawn(writer(state_bus, group.clone(), writes));
         let (events_tx, mut events) = mpsc::unbounded_channel::<Event>();
         let mut shell = Shell {
             monitor: &self,

@@ -209,3 +209,32 @@ async fn a_map_value_that_is_not_utf8_is_a_protocol_error_naming_the_field() {
     assert!(matches!(err, Error::Protocol { .. }), "{err:?}");
     assert!(err.to_string().contains("lot-7"), "{err}");
 }
+
+#[tokio::test]
+async fn a_separate_bus_has_a_connection_of_its_own_on_the_same_data() {
+    let server = RedisServer::start();
+    let bus = Bus::connect(&Config {
+        url: server.url(),
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let before = connected_clients(&server.url()).await;
+    let other = bus.separate().await.unwrap();
+    assert_eq!(connected_clients(&server.url()).await, before + 1);
+    other.publish("s", "from-the-other").await.unwrap();
+    let seen = bus.latest("s", 1).await.unwrap();
+    assert_eq!(seen[0].payload.as_deref(), Ok("from-the-other"));
+}
+
+/// Clients connected to the server, not counting the one asking.
+async fn connected_clients(url: &str) -> usize {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    list.lines().count() - 1
+}
