@@ -100,6 +100,9 @@ struct Monitor {
 
 const CONSUMER: &str = "exit-monitor-1";
 
+/// How long reading in the results waiting on the bus may hold back deadlines and position reads.
+const CATCH_UP_DEADLINE: Duration = Duration::from_secs(30);
+
 /// What the intake task hands over.
 enum Input {
     Entry(Entry),
@@ -174,6 +177,10 @@ impl Monitor {
             polling: Arc::default(),
             prices: &prices,
         };
+        // Reading in the results waiting on the bus has a deadline too: past it, deadlines and
+        // position reads go ahead (a results stream that cannot be read must not freeze them).
+        let catch_up = tokio::time::sleep(CATCH_UP_DEADLINE);
+        tokio::pin!(catch_up);
         let mut user_stream_alive = true;
         let mut timer = tokio::time::interval(Duration::from_millis(250));
         timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -236,6 +243,13 @@ impl Monitor {
                 // close that was answered while the monitor was down is not sent again.
                 _ = timer.tick(), if shell.caught_up => shell.apply(&mut core, Event::Timer, None).await,
                 _ = housekeeping.tick() => shell.housekeeping(&mut core).await,
+                _ = &mut catch_up, if !shell.caught_up => {
+                    error!("the results waiting on the bus were not read in within {CATCH_UP_DEADLINE:?}; acting on deadlines and reading positions anyway (a position whose result is still unread may be adopted, then taken over by its result)");
+                    shell.caught_up = true;
+                    if let Some(seq) = shell.deferred_read.take() {
+                        shell.read_positions(seq);
+                    }
+                }
                 input = inputs.recv() => match input {
                     Some(Input::Entry(entry)) => shell.on_entry(&mut core, entry).await,
                     Some(Input::CaughtUp) => {
