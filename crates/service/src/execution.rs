@@ -9,7 +9,9 @@
 //!
 //! An ambiguous submit (timeout, dropped connection, 503 "Unknown error", -1006, -1007) is never
 //! sent again blindly: the order is looked up by client order id first, and only an order that
-//! is still not on the exchange after several lookups is sent once more, with the same id.
+//! several lookups in a row definitely did not find ("does not exist", not a failed lookup) is
+//! sent once more, with the same id. Lookups that fail are asked again until the fill timeout;
+//! then the result is `failed` with OUTCOME UNKNOWN, never a resend.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -773,7 +775,10 @@ impl Executor {
                 );
             }
             order_sent_at = now_ms();
-            match self.place(intent, approved, &mut tracker).await {
+            match self
+                .place(intent, approved, &mut tracker, progress_key)
+                .await
+            {
                 Ok(()) => {}
                 Err(result) => return *result,
             }
@@ -932,12 +937,32 @@ impl Executor {
         }
     }
 
+    /// Tells other instances this intent is still being worked on (its progress record's
+    /// heartbeat), during every wait.
+    async fn heartbeat(&self, progress_key: &str, intent: &TradeIntent) {
+        if let Err(e) = self
+            .bus
+            .progress_set(
+                progress_key,
+                &Progress::working(&self.exec().consumer_name),
+                PROGRESS_TTL,
+            )
+            .await
+        {
+            warn!(
+                "cannot refresh the progress of intent {}: {e}",
+                intent.intent_id
+            );
+        }
+    }
+
     /// Places the approved order. An ambiguous submit is looked up, never blindly sent again.
     async fn place(
         &self,
         intent: &TradeIntent,
         approved: risk::RiskApproved<OrderPlan>,
         tracker: &mut Tracker,
+        progress_key: &str,
     ) -> Result<(), Box<ExecutionResult>> {
         let plan = approved.into_inner();
         let symbol = plan.symbol.as_str();
@@ -979,8 +1004,18 @@ impl Executor {
                     {
                         warn!("raw reply of the ambiguous submit: {body}");
                     }
-                    for attempt in 1..=AMBIGUOUS_LOOKUPS {
-                        tokio::time::sleep(Duration::from_millis(250 * u64::from(attempt))).await;
+                    // Only a definite "does not exist" counts as absence, and only when the
+                    // last AMBIGUOUS_LOOKUPS answers all said so: a lookup that failed (429, a
+                    // timeout) proves nothing, and resending on it is how an intent became two
+                    // filled orders. Failed lookups are asked again until the fill timeout.
+                    let give_up = tokio::time::Instant::now() + self.exec().fill_timeout;
+                    let mut absent = 0u32;
+                    let mut attempt = 0u32;
+                    while absent < AMBIGUOUS_LOOKUPS {
+                        attempt += 1;
+                        tokio::time::sleep(Duration::from_millis(250 * u64::from(attempt.min(8))))
+                            .await;
+                        self.heartbeat(progress_key, intent).await;
                         match self
                             .rest
                             .find_order(symbol, &OrderRef::ClientOrderId(coid.to_string()))
@@ -1003,10 +1038,27 @@ impl Executor {
                                 }
                                 return Ok(());
                             }
-                            Ok(None) => debug!(
-                                "lookup {attempt}: clientOrderId={coid} not on the exchange yet"
-                            ),
-                            Err(e) => warn!("lookup {attempt} of clientOrderId={coid} failed: {e}"),
+                            Ok(None) => {
+                                absent += 1;
+                                debug!(
+                                    "lookup {attempt}: clientOrderId={coid} not on the exchange ({absent} definite answers in a row)"
+                                );
+                            }
+                            Err(e) => {
+                                absent = 0;
+                                warn!("lookup {attempt} of clientOrderId={coid} failed: {e}; a failed lookup proves nothing, asking again");
+                                if tokio::time::Instant::now() >= give_up {
+                                    metrics::global().inc(
+                                        "quantum_ambiguous_submits_total",
+                                        &[("resolution", "unresolved")],
+                                    );
+                                    return Err(Box::new(self.failed(
+                                        intent,
+                                        coid,
+                                        format!("OUTCOME UNKNOWN: the order submit was ambiguous and clientOrderId={coid} could not be looked up within {:?} (last: {e}); the order may exist and may have filled, so it is not sent again; check with `quantum order`", self.exec().fill_timeout),
+                                    )));
+                                }
+                            }
                         }
                     }
                     if sends >= 2 {
@@ -1044,7 +1096,9 @@ impl Executor {
                         .retry_after()
                         .unwrap_or(Duration::from_millis(500 * u64::from(transient)));
                     warn!("order submit for intent {} refused for now ({e}); nothing was executed, retrying in {wait:?}", intent.intent_id);
+                    self.heartbeat(progress_key, intent).await;
                     tokio::time::sleep(wait).await;
+                    self.heartbeat(progress_key, intent).await;
                 }
                 Err(e) => {
                     return Err(Box::new(self.failed(

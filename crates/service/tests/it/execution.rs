@@ -137,6 +137,30 @@ async fn a_dropped_reply_after_the_order_was_accepted_gives_one_order_and_a_corr
     stack.stop().await;
 }
 
+/// Regression (issue 10, duplicate guard hole a): a lookup that failed with 429 was taken as
+/// proof that the order did not exist, and the order was sent again: two FILLED orders.
+#[tokio::test]
+async fn lookups_that_fail_after_an_ambiguous_submit_never_lead_to_a_second_order() {
+    let stack = Stack::start(Options::default()).await;
+    stack.faults(json!({"drop_order_responses": 1})).await;
+    stack.publish(&buy("c-429", "XRPUSDT", 60)).await;
+    // The order exists, its reply was dropped; the lookups that follow are refused with 429.
+    stack.wait_orders("XRPUSDT", 1).await;
+    stack.faults(json!({"rate_limit_429": 8})).await;
+    let result = stack.result("c-429").await;
+    assert_eq!(
+        stack.exchange_orders("XRPUSDT").await.len(),
+        1,
+        "one order for one intent: {result}"
+    );
+    assert_eq!(
+        result["status"], "filled",
+        "found once the lookups answer: {result}"
+    );
+    assert_matches_exchange(&stack, &result, "XRPUSDT").await;
+    stack.stop().await;
+}
+
 #[tokio::test]
 async fn a_503_unknown_error_gives_one_order_and_a_correct_result() {
     let stack = Stack::start(Options::default()).await;
