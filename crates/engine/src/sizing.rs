@@ -1,7 +1,8 @@
 //! Order sizing: turns an intent's `position_size_usd` (at the mark price) or `quantity` into a
 //! quantity the exchange accepts, rounded down to the step size and checked against minimum
 //! quantity and minimum notional. A size that rounds to nothing is refused with the reason, never
-//! sent as zero.
+//! sent as zero. All arithmetic on the intent's numbers is checked: a size that does not fit in a
+//! decimal is refused with the reason, never a panic.
 
 use rust_decimal::Decimal;
 
@@ -36,15 +37,22 @@ pub enum SizingError {
     },
     #[error("there is no open position to close")]
     NothingToClose,
+    #[error("{0} does not fit in a decimal (overflow)")]
+    Overflow(String),
 }
 
 /// Rounds `qty` down to a multiple of `step` (counted from zero, as Binance's steps are
-/// powers of ten or integers).
-pub fn round_down(qty: Decimal, step: Decimal) -> Decimal {
+/// powers of ten or integers); `None` when the number of steps does not fit in a decimal.
+pub fn round_down(qty: Decimal, step: Decimal) -> Option<Decimal> {
     if step <= Decimal::ZERO {
-        return qty;
+        return Some(qty);
     }
-    ((qty / step).floor() * step).normalize()
+    Some(
+        qty.checked_div(step)?
+            .floor()
+            .checked_mul(step)?
+            .normalize(),
+    )
 }
 
 /// Sizes an opening order: from `usd` at `mark`, or from an explicit `qty`.
@@ -59,10 +67,17 @@ pub fn size_order(
     }
     let requested = match (usd, qty) {
         (_, Some(q)) => q,
-        (Some(usd), None) => usd / mark,
+        (Some(usd), None) => usd.checked_div(mark).ok_or_else(|| {
+            SizingError::Overflow(format!("position_size_usd {usd} at the mark price {mark}"))
+        })?,
         (None, None) => Decimal::ZERO,
     };
-    let qty = round_down(requested, rules.step_size);
+    let qty = round_down(requested, rules.step_size).ok_or_else(|| {
+        SizingError::Overflow(format!(
+            "quantity {requested} in steps of {}",
+            rules.step_size
+        ))
+    })?;
     if qty < rules.min_qty || qty.is_zero() {
         return Err(SizingError::BelowMinQty {
             requested: requested.round_dp(8),
@@ -76,7 +91,9 @@ pub fn size_order(
             max_qty: rules.max_qty,
         });
     }
-    let notional = qty * mark;
+    let notional = qty
+        .checked_mul(mark)
+        .ok_or_else(|| SizingError::Overflow(format!("notional {qty} x {mark}")))?;
     if notional < rules.min_notional {
         return Err(SizingError::BelowMinNotional {
             notional: notional.round_dp(8),
@@ -98,7 +115,9 @@ pub fn size_close(
         return Err(SizingError::NothingToClose);
     }
     let wanted = qty.map_or(open, |q| q.min(open));
-    let qty = round_down(wanted, rules.step_size);
+    let qty = round_down(wanted, rules.step_size).ok_or_else(|| {
+        SizingError::Overflow(format!("quantity {wanted} in steps of {}", rules.step_size))
+    })?;
     if qty.is_zero() || qty < rules.min_qty {
         return Err(SizingError::BelowMinQty {
             requested: wanted,
@@ -113,6 +132,25 @@ pub fn size_close(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn sizes_that_overflow_are_refused_not_a_panic() {
+        let huge: Decimal = "79228162514264337593543950335".parse().unwrap();
+        let mark: Decimal = "0.001".parse().unwrap();
+        assert!(matches!(
+            size_order(Some(huge), None, mark, &axs()),
+            Err(SizingError::Overflow(_))
+        ));
+        let qty: Decimal = "100000000000000000000000000".parse().unwrap();
+        assert!(matches!(
+            size_order(None, Some(qty), Decimal::ONE, &btc()),
+            Err(SizingError::Overflow(_))
+        ));
+        assert!(matches!(
+            size_close(Some(qty), qty, &btc()),
+            Err(SizingError::Overflow(_))
+        ));
+    }
 
     fn axs() -> SymbolRules {
         SymbolRules {

@@ -161,6 +161,31 @@ async fn lookups_that_fail_after_an_ambiguous_submit_never_lead_to_a_second_orde
     stack.stop().await;
 }
 
+/// Regression (issue 10): sizes that overflow a decimal panicked the intent task (no result, no
+/// dead letter, the same panic on every restart).
+#[tokio::test]
+async fn sizes_that_overflow_are_rejected_with_the_reason_and_the_service_goes_on() {
+    let stack = Stack::start(Options::default()).await;
+    stack
+        .publish(&json!({"intent_id": "ov-usd", "symbol": "XRPUSDT", "action": "BUY", "position_size_usd": "79228162514264337593543950335", "leverage": 5, "stop_loss_pct": 1}))
+        .await;
+    stack
+        .publish(&json!({"intent_id": "ov-qty", "symbol": "BTCUSDT", "action": "BUY", "quantity": "100000000000000000000000000", "leverage": 5, "stop_loss_pct": 1}))
+        .await;
+    for id in ["ov-usd", "ov-qty"] {
+        let result = stack.result(id).await;
+        assert_eq!(result["status"], "rejected", "{result}");
+        assert!(
+            result["error"].as_str().unwrap_or("").contains("overflow"),
+            "{result}"
+        );
+    }
+    stack.publish(&buy("ov-ok", "XRPUSDT", 60)).await;
+    let result = stack.result("ov-ok").await;
+    assert_eq!(result["status"], "filled", "the service goes on: {result}");
+    stack.stop().await;
+}
+
 #[tokio::test]
 async fn a_503_unknown_error_gives_one_order_and_a_correct_result() {
     let stack = Stack::start(Options::default()).await;
