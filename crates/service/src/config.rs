@@ -235,6 +235,15 @@ pub const TESTNET_WS: &str = "wss://fstream.binancefuture.com";
 pub const MAINNET_REST: &str = "https://fapi.binance.com";
 pub const MAINNET_WS: &str = "wss://fstream.binance.com";
 
+/// Whether `host` is one of Binance's production hosts: anything under binance.com but its demo
+/// (testnet) hosts. Unknown hosts under binance.com count as production, the safe side.
+pub fn is_mainnet_host(host: &str) -> bool {
+    let host = host.trim_end_matches('.');
+    let binance = host == "binance.com" || host.ends_with(".binance.com");
+    let demo = host.starts_with("demo-") || host.starts_with("testnet.");
+    binance && !demo
+}
+
 /// Parses `30s`, `500ms`, `2m`.
 pub fn parse_duration(key: &'static str, text: &str) -> Result<Duration, ConfigError> {
     humantime::parse_duration(text.trim()).map_err(|e| {
@@ -300,6 +309,21 @@ impl Settings {
                     key,
                     format!("{url:?} must start with {} or {}", schemes[0], schemes[1]),
                 ));
+            }
+        }
+        // The guard goes by host, whatever the venue is called: `--rest-url
+        // https://fapi.binance.com` is mainnet too.
+        if venue != Venue::Mainnet && !allow_mainnet {
+            for (key, url) in [("rest_url", &rest_url), ("ws_url", &ws_url)] {
+                let host = url::Url::parse(url)
+                    .ok()
+                    .and_then(|u| u.host_str().map(str::to_ascii_lowercase));
+                if host.as_deref().is_some_and(is_mainnet_host) {
+                    return Err(invalid(
+                        key,
+                        format!("{url:?} is Binance's production exchange: mainnet trades real money: set exchange.allow_mainnet = true in the config or pass --allow-mainnet"),
+                    ));
+                }
             }
         }
         let exchange = ExchangeSettings {
@@ -532,6 +556,54 @@ mod tests {
                 .rest_url,
             MAINNET_REST
         );
+    }
+
+    #[test]
+    fn a_custom_venue_on_binances_production_host_needs_allow_mainnet_too() {
+        for (rest, ws) in [
+            (
+                "https://fapi.binance.com",
+                "wss://fstream.binancefuture.com",
+            ),
+            (
+                "https://demo-fapi.binance.com",
+                "wss://fstream.binance.com/",
+            ),
+            ("https://FAPI.binance.com.", "wss://x"),
+        ] {
+            let o = Overrides {
+                rest_url: Some(rest.into()),
+                ws_url: Some(ws.into()),
+                ..Overrides::default()
+            };
+            let err = Settings::build(FileConfig::default(), &o, no_env)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("allow-mainnet"), "{rest} {ws}: {err}");
+            let o = Overrides {
+                allow_mainnet: true,
+                ..o
+            };
+            assert!(Settings::build(FileConfig::default(), &o, no_env).is_ok());
+        }
+        // The demo (testnet) hosts and local simulators need nothing.
+        for (rest, ws) in [
+            (
+                "https://demo-fapi.binance.com",
+                "wss://fstream.binancefuture.com",
+            ),
+            ("http://127.0.0.1:8090", "ws://127.0.0.1:8090"),
+        ] {
+            let o = Overrides {
+                rest_url: Some(rest.into()),
+                ws_url: Some(ws.into()),
+                ..Overrides::default()
+            };
+            assert!(
+                Settings::build(FileConfig::default(), &o, no_env).is_ok(),
+                "{rest}"
+            );
+        }
     }
 
     #[test]
