@@ -22,6 +22,14 @@ pub struct Entry {
     pub deliveries: u64,
 }
 
+impl Entry {
+    /// When the entry was published (ms since the epoch), read from its id; `None` for an id not
+    /// of the `<ms>-<seq>` form.
+    pub fn published_ms(&self) -> Option<i64> {
+        self.id.split('-').next()?.parse().ok()
+    }
+}
+
 /// Why an entry carries no usable payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Malformed {

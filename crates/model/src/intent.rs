@@ -71,6 +71,8 @@ pub struct TradeIntent {
     pub source: Option<String>,
     /// When the strategy created the intent (ms since the epoch).
     pub created_at: Option<i64>,
+    /// After this (ms since the epoch) the intent is not executed: its result is `expired`.
+    pub expires_at: Option<i64>,
 }
 
 /// Why an intent was refused, naming the field.
@@ -102,6 +104,7 @@ const FIELDS: &[&str] = &[
     "stop_loss_price",
     "source",
     "created_at",
+    "expires_at",
 ];
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> IntentError {
@@ -250,19 +253,22 @@ impl TradeIntent {
         if action == Action::Close && !exit_plan.is_empty() {
             return Err(invalid("action", "a CLOSE takes no exit plan"));
         }
-        let created_at = match obj.get("created_at") {
-            None | Some(Value::Null) => None,
-            Some(Value::Number(n)) => Some(
-                n.as_i64()
-                    .ok_or_else(|| invalid("created_at", "must be integer milliseconds"))?,
-            ),
-            Some(other) => {
-                return Err(invalid(
-                    "created_at",
+        let millis = |field: &'static str| -> Result<Option<i64>, IntentError> {
+            match obj.get(field) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::Number(n)) => {
+                    Ok(Some(n.as_i64().ok_or_else(|| {
+                        invalid(field, "must be integer milliseconds")
+                    })?))
+                }
+                Some(other) => Err(invalid(
+                    field,
                     format!("expected milliseconds, got {other}"),
-                ))
+                )),
             }
         };
+        let created_at = millis("created_at")?;
+        let expires_at = millis("expires_at")?;
         Ok(TradeIntent {
             intent_id,
             symbol,
@@ -273,6 +279,7 @@ impl TradeIntent {
             exit_plan,
             source: string("source")?.map(str::to_string),
             created_at,
+            expires_at,
         })
     }
 
@@ -296,6 +303,9 @@ impl TradeIntent {
         }
         if let Some(t) = self.created_at {
             obj.insert("created_at".into(), Value::from(t));
+        }
+        if let Some(t) = self.expires_at {
+            obj.insert("expires_at".into(), Value::from(t));
         }
         Value::Object(obj)
     }

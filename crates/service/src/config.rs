@@ -92,6 +92,7 @@ pub struct ExecutionFile {
     pub fill_timeout: Option<String>,
     pub poll_interval: Option<String>,
     pub claim_idle: Option<String>,
+    pub max_age: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -194,6 +195,9 @@ pub struct ExecutionSettings {
     pub poll_interval: Duration,
     /// Pending intents idle this long (another consumer died on them) are claimed on start.
     pub claim_idle: Duration,
+    /// An intent older than this when it is first read (by its `created_at`, else when it was
+    /// published) is not executed: its result is `expired`. Zero: no limit.
+    pub max_age: Duration,
 }
 
 /// Exit monitor settings.
@@ -368,6 +372,10 @@ impl Settings {
             claim_idle: parse_duration(
                 "claim_idle",
                 file.execution.claim_idle.as_deref().unwrap_or("60s"),
+            )?,
+            max_age: parse_duration(
+                "max_age",
+                file.execution.max_age.as_deref().unwrap_or("10s"),
             )?,
         };
         if execution.fill_timeout.is_zero() {

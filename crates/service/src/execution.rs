@@ -541,6 +541,20 @@ impl Executor {
                         .await?;
                     return Ok(());
                 }
+                // Never worked on: too old to execute? (Once worked on, an order may exist, so a
+                // redelivery is always looked up and finished, whatever its age.)
+                if let Some(reason) = self.too_old(intent, entry, now_ms()) {
+                    warn!("intent {} expired: {reason}", intent.intent_id);
+                    let result = ExecutionResult::without_fill(
+                        intent,
+                        None,
+                        ResultStatus::Expired,
+                        None,
+                        reason,
+                        now_ms(),
+                    );
+                    return self.finish(entry, key, &me, &result).await;
+                }
             }
         }
         info!(
@@ -568,7 +582,18 @@ impl Executor {
                 &[("stream", keys::TRADE_INTENT)],
             );
         }
-        self.publish(&result).await?;
+        self.finish(entry, key, &me, &result).await
+    }
+
+    /// Publishes the intent's result, marks it published and acks its entry.
+    async fn finish(
+        &self,
+        entry: &Entry,
+        key: &str,
+        me: &str,
+        result: &ExecutionResult,
+    ) -> Result<(), bus::Error> {
+        self.publish(result).await?;
         let done = format!(
             "published|{}|{}|{}",
             me,
@@ -576,8 +601,33 @@ impl Executor {
             result.order_id.map_or(String::new(), |id| id.to_string())
         );
         self.bus.progress_set(key, &done, PROGRESS_TTL).await?;
-        self.bus.ack(keys::TRADE_INTENT, group, &entry.id).await?;
+        self.bus
+            .ack(keys::TRADE_INTENT, &self.exec().consumer_group, &entry.id)
+            .await?;
         Ok(())
+    }
+
+    /// Why the intent is too old to execute at `now`, if it is: past its own `expires_at`, or
+    /// older than `max_age` by its `created_at` (else by when it was published).
+    fn too_old(&self, intent: &TradeIntent, entry: &Entry, now: i64) -> Option<String> {
+        if let Some(expires_at) = intent.expires_at.filter(|t| now > *t) {
+            return Some(format!(
+                "its expires_at {expires_at} passed {} ms ago; nothing was sent",
+                now - expires_at
+            ));
+        }
+        let max_age = i64::try_from(self.exec().max_age.as_millis()).unwrap_or(i64::MAX);
+        if max_age == 0 {
+            return None;
+        }
+        let (born, by) = match intent.created_at {
+            Some(t) => (t, "created_at"),
+            None => (entry.published_ms()?, "its publication on the stream"),
+        };
+        let age = now.saturating_sub(born);
+        (age > max_age).then(|| {
+            format!("it is {age} ms old by {by}, more than execution.max_age ({max_age} ms); nothing was sent")
+        })
     }
 
     fn claim_idle_ms(&self) -> i64 {

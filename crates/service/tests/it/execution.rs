@@ -18,7 +18,7 @@ fn dec(v: &Value) -> Decimal {
 }
 
 fn buy(id: &str, symbol: &str, usd: u32) -> Value {
-    json!({"intent_id": id, "symbol": symbol, "action": "BUY", "position_size_usd": usd, "leverage": 5, "stop_loss_pct": 1, "created_at": 1})
+    json!({"intent_id": id, "symbol": symbol, "action": "BUY", "position_size_usd": usd, "leverage": 5, "stop_loss_pct": 1, "created_at": now_ms()})
 }
 
 /// The result agrees with the simulator's own record of the order.
@@ -158,6 +158,33 @@ async fn lookups_that_fail_after_an_ambiguous_submit_never_lead_to_a_second_orde
         "found once the lookups answer: {result}"
     );
     assert_matches_exchange(&stack, &result, "XRPUSDT").await;
+    stack.stop().await;
+}
+
+/// Regression (issue 10): intents never expired (one published while no service ran was executed
+/// 68 s later).
+#[tokio::test]
+async fn a_stale_intent_is_expired_with_the_reason_and_nothing_is_sent() {
+    let stack = Stack::start(Options::default()).await;
+    let old = now_ms() - 60_000;
+    stack
+        .publish(&json!({"intent_id": "old-1", "symbol": "XRPUSDT", "action": "BUY", "position_size_usd": 60, "created_at": old}))
+        .await;
+    stack
+        .publish(&json!({"intent_id": "old-2", "symbol": "XRPUSDT", "action": "BUY", "position_size_usd": 60, "created_at": now_ms(), "expires_at": now_ms() - 1}))
+        .await;
+    for (id, why) in [("old-1", "execution.max_age"), ("old-2", "expires_at")] {
+        let result = stack.result(id).await;
+        assert_eq!(result["status"], "expired", "{result}");
+        assert!(
+            result["error"].as_str().unwrap_or("").contains(why),
+            "{result}"
+        );
+    }
+    assert!(
+        stack.exchange_orders("XRPUSDT").await.is_empty(),
+        "nothing was sent"
+    );
     stack.stop().await;
 }
 
@@ -347,4 +374,11 @@ async fn bad_intents_are_rejected_dead_lettered_and_the_service_keeps_working() 
     assert!(letters.iter().any(|l| l["payload"] == "{not json"));
     assert!(stack.exchange_orders("BTCUSDT").await.is_empty());
     stack.stop().await;
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }
