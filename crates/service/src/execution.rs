@@ -288,9 +288,9 @@ impl Executor {
         let consumer = self.exec().consumer_name.clone();
         metrics::register_execution();
         self.bus.ensure_group(keys::TRADE_INTENT, &group).await?;
-        let offset = self.rest.sync_time().await?;
-        info!("exchange clock offset {offset} ms; loading exchangeInfo");
-        self.rest.exchange_info().await?;
+        if !crate::startup::exchange_ready(&self.rest, &shutdown, "execution service").await? {
+            return Ok(());
+        }
         let (stream, events) = UserStream::spawn(self.rest.clone(), UserStreamConfig::default());
         let router_task = tokio::spawn(self.router.clone().run(events));
         let gauges_task = tokio::spawn(self.clone().export_gauges());

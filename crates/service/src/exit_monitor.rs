@@ -123,7 +123,9 @@ impl Monitor {
         self.bus
             .ensure_group(keys::TRADE_EXECUTION_RESULT, &group)
             .await?;
-        self.rest.sync_time().await?;
+        if !crate::startup::exchange_ready(&self.rest, &shutdown, "exit monitor").await? {
+            return Ok(());
+        }
         let saved = monitor_state::load(&self.bus).await?;
         for problem in &saved.unreadable {
             error!("saved monitor state: {problem}; that record is ignored and the position, if any, is adopted from the exchange");

@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod monitor_state;
 pub mod protection;
 mod running;
+pub mod startup;
 
 pub use config::{ConfigError, FileConfig, Overrides, Settings};
 pub use execution::{start, start_with_bus, Executor, Running, ServiceError};

@@ -161,6 +161,50 @@ async fn lookups_that_fail_after_an_ambiguous_submit_never_lead_to_a_second_orde
     stack.stop().await;
 }
 
+/// Regression (issue 10): a wrong secret started the service, which then consumed intents it
+/// could only fail.
+#[tokio::test]
+async fn a_wrong_secret_refuses_to_start_and_leaves_the_intents_alone() {
+    let mut stack = Stack::start(Options::default()).await;
+    stack.kill_service().await;
+    stack.publish(&buy("ws-1", "XRPUSDT", 60)).await;
+    let mut settings = service::Settings::custom(
+        &stack.sim.base_url(),
+        &stack.sim.ws_url(),
+        &stack.redis.url(),
+        simulator::DEFAULT_API_KEY,
+        "not-the-secret",
+    )
+    .unwrap();
+    settings.execution.consumer_name = "wrong-secret".into();
+    let running = service::start(settings).await.unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(20), running.wait())
+        .await
+        .expect("the service refuses to start");
+    let err = ended.expect_err("a refused key is an error").to_string();
+    assert!(err.contains("-1022") || err.contains("ignature"), "{err}");
+    assert!(
+        stack.results_for("ws-1").await.is_empty(),
+        "the intent was not consumed"
+    );
+    // A service with the right key executes it.
+    stack.start_service().await;
+    assert_eq!(stack.result("ws-1").await["status"], "filled");
+    stack.stop().await;
+}
+
+/// Regression (issue 10): a 429 at start made the service exit 1 instead of waiting.
+#[tokio::test]
+async fn rate_limited_at_start_the_service_waits_and_then_works() {
+    let mut stack = Stack::start(Options::default()).await;
+    stack.kill_service().await;
+    stack.faults(json!({"rate_limit_429": 3})).await;
+    stack.start_service().await;
+    stack.publish(&buy("rl-1", "XRPUSDT", 60)).await;
+    assert_eq!(stack.result("rl-1").await["status"], "filled");
+    stack.stop().await;
+}
+
 /// Regression (issue 10): intents never expired (one published while no service ran was executed
 /// 68 s later).
 #[tokio::test]
