@@ -213,7 +213,14 @@ impl ExecutionResult {
     /// it (`intent_id`, `symbol`, `action`) is carried so the sender can match it.
     pub fn rejected_input(raw: &str, reason: &str, now: i64) -> ExecutionResult {
         let doc: Value = serde_json::from_str(raw).unwrap_or(Value::Null);
-        let field = |k: &str| doc.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        // Only what fits the field is carried: a refused document may hold anything, of any size.
+        let field = |k: &str| {
+            doc.get(k)
+                .and_then(Value::as_str)
+                .filter(|v| v.chars().count() <= 128)
+                .unwrap_or("")
+                .to_string()
+        };
         ExecutionResult {
             intent_id: field("intent_id"),
             symbol: field("symbol"),

@@ -37,6 +37,19 @@ pub use crate::running::Running;
 const PROGRESS_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Intents worked on at once. Each mostly waits for its fill, so this bounds exchange load, not CPU.
 const CONCURRENCY: usize = 8;
+/// Intents larger than this are refused unread (a real intent is a few hundred bytes).
+const MAX_INTENT_BYTES: usize = 64 * 1024;
+/// Reasons quoted in logs and results are cut to this many characters.
+const MAX_REASON_CHARS: usize = 500;
+
+/// `text` cut to `max` characters, saying how much was left out.
+fn clip(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => text.to_string(),
+        Some((at, _)) => format!("{}... ({} bytes in all)", &text[..at], text.len()),
+    }
+}
+
 /// Lookups of an ambiguous submit before concluding the order is not on the exchange.
 const AMBIGUOUS_LOOKUPS: u32 = 4;
 
@@ -459,6 +472,15 @@ impl Executor {
     async fn handle_inner(&self, entry: &Entry) -> Result<(), bus::Error> {
         metrics::global().inc("quantum_intents_received_total", &[]);
         let raw = match &entry.payload {
+            Ok(raw) if raw.len() > MAX_INTENT_BYTES => {
+                // Refused without being validated, and not copied into the log or the result
+                // (only its id is read, so the sender can match the refusal).
+                let reason = format!(
+                    "intent payload of {} bytes is larger than the {MAX_INTENT_BYTES} allowed; refused",
+                    raw.len()
+                );
+                return self.reject_input(entry, raw, &reason).await;
+            }
             Ok(raw) => raw.clone(),
             Err(malformed) => {
                 let reason = format!("bad intent entry: {}", malformed.describe());
@@ -669,6 +691,10 @@ impl Executor {
     }
 
     async fn reject_input(&self, entry: &Entry, raw: &str, reason: &str) -> Result<(), bus::Error> {
+        // A reason quotes the value at fault, which may be huge: the log and the result get the
+        // start of it (the dead letter keeps the entry whole).
+        let reason = clip(reason, MAX_REASON_CHARS);
+        let reason = reason.as_str();
         warn!("intent entry {} rejected: {reason}", entry.id);
         self.bus
             .dead_letter(keys::TRADE_INTENT, entry, reason)

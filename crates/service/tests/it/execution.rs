@@ -205,6 +205,57 @@ async fn rate_limited_at_start_the_service_waits_and_then_works() {
     stack.stop().await;
 }
 
+/// Regression (issue 10): twenty 1 MB invalid intents took the service from 12 to 112 MB and wrote
+/// each megabyte to the log.
+#[tokio::test]
+async fn a_huge_intent_is_refused_unread_and_its_content_is_not_echoed() {
+    let stack = Stack::start(Options::default()).await;
+    let huge = json!({"intent_id": "big-1", "symbol": "XRPUSDT", "action": "BUY", "position_size_usd": 60, "source": "x".repeat(1 << 20)});
+    stack.publish(&huge).await;
+    let invalid_id = format!(
+        r#"{{"intent_id":"{}","symbol":"XRPUSDT","action":"BUY","quantity":1}}"#,
+        "y".repeat(20_000)
+    );
+    stack.publish_raw(&invalid_id).await;
+    let result = stack.result("big-1").await;
+    assert_eq!(
+        result["status"],
+        "rejected",
+        "{}",
+        &result.to_string()[..300]
+    );
+    assert!(
+        result["error"].as_str().unwrap().contains("larger than"),
+        "{}",
+        &result.to_string()[..300]
+    );
+    assert!(
+        result.to_string().len() < 2_000,
+        "the payload is not echoed"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let refused = loop {
+        let results = stack.results().await;
+        if let Some(r) = results
+            .iter()
+            .find(|r| r["error"].as_str().is_some_and(|e| e.contains("intent_id")))
+        {
+            break r.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no result for the invalid id"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        refused["error"].as_str().unwrap().len() < 1_000,
+        "the reason quotes the start of the value only"
+    );
+    assert!(stack.exchange_orders("XRPUSDT").await.is_empty());
+    stack.stop().await;
+}
+
 /// Regression (issue 10): intents never expired (one published while no service ran was executed
 /// 68 s later).
 #[tokio::test]
