@@ -283,6 +283,21 @@ impl TradeIntent {
         })
     }
 
+    /// A digest of what the intent asks for (symbol, action, size, leverage, exit plan; not when
+    /// or by whom it was sent), to tell a redelivery or a resend of the same intent from a
+    /// different intent that reuses its id.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut doc = self.to_json();
+        if let Value::Object(obj) = &mut doc {
+            for metadata in ["created_at", "expires_at", "source"] {
+                obj.remove(metadata);
+            }
+        }
+        let digest = Sha256::digest(doc.to_string().as_bytes());
+        hex::encode(&digest[..16])
+    }
+
     /// The intent as its JSON document (what `quantum intent` publishes).
     pub fn to_json(&self) -> Value {
         let mut obj = serde_json::Map::new();
@@ -350,6 +365,21 @@ fn split(level: Option<ExitLevel>) -> (Option<Decimal>, Option<Decimal>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fingerprint_tells_another_intent_from_a_resend() {
+        let a = TradeIntent::from_json(
+            r#"{"intent_id":"f","symbol":"ETHUSDT","action":"BUY","quantity":1,"created_at":1}"#,
+        )
+        .unwrap();
+        let resent = TradeIntent::from_json(r#"{"intent_id":"f","symbol":"ETHUSDT","action":"BUY","quantity":1.0,"created_at":2,"source":"retry"}"#).unwrap();
+        let other = TradeIntent::from_json(
+            r#"{"intent_id":"f","symbol":"ETHUSDT","action":"BUY","quantity":2}"#,
+        )
+        .unwrap();
+        assert_eq!(a.fingerprint(), resent.fingerprint());
+        assert_ne!(a.fingerprint(), other.fingerprint());
+    }
 
     fn parse(json: &str) -> Result<TradeIntent, IntentError> {
         TradeIntent::from_json(json)

@@ -527,6 +527,28 @@ impl Executor {
         let group = &self.exec().consumer_group;
         let me = me.to_string();
         let state = self.bus.progress_get(key).await?;
+        let digest_key = format!("{key}:digest");
+        if state.is_some() {
+            // Seen before: the same intent redelivered, or another one reusing its id?
+            if let Some(digest) = self.bus.progress_get(&digest_key).await? {
+                if digest != intent.fingerprint() {
+                    let reason = format!(
+                        "intent_id {} was already used by an intent with different content; this one is not executed (the first one's result stands)",
+                        intent.intent_id
+                    );
+                    warn!("intent entry {} refused: {reason}", entry.id);
+                    self.bus
+                        .dead_letter(keys::TRADE_INTENT, entry, &reason)
+                        .await?;
+                    metrics::global().inc(
+                        "quantum_dead_letters_total",
+                        &[("stream", keys::TRADE_INTENT)],
+                    );
+                    self.bus.ack(keys::TRADE_INTENT, group, &entry.id).await?;
+                    return Ok(());
+                }
+            }
+        }
         match state.as_deref().map(Progress::parse) {
             Some(Progress::Published) => {
                 info!(
@@ -563,6 +585,9 @@ impl Executor {
                         .await?;
                     return Ok(());
                 }
+                self.bus
+                    .progress_set(&digest_key, &intent.fingerprint(), PROGRESS_TTL)
+                    .await?;
                 // Never worked on: too old to execute? (Once worked on, an order may exist, so a
                 // redelivery is always looked up and finished, whatever its age.)
                 if let Some(reason) = self.too_old(intent, entry, now_ms()) {

@@ -256,6 +256,49 @@ async fn a_huge_intent_is_refused_unread_and_its_content_is_not_echoed() {
     stack.stop().await;
 }
 
+/// Regression (issue 10): the same intent_id with different content was acked silently at INFO.
+#[tokio::test]
+async fn an_intent_id_reused_with_different_content_is_dead_lettered_not_dropped_silently() {
+    let stack = Stack::start(Options::default()).await;
+    let intent = |usd: u32, created_at: i64| json!({"intent_id": "same-1", "symbol": "XRPUSDT", "action": "BUY", "position_size_usd": usd, "created_at": created_at});
+    stack.publish(&intent(60, now_ms())).await;
+    assert_eq!(stack.result("same-1").await["status"], "filled");
+    // The same intent sent again (a strategy's retry, a new created_at): acked, nothing else.
+    stack.publish(&intent(60, now_ms())).await;
+    all_acked(&stack).await;
+    assert!(stack.dead_letters().await.is_empty());
+    // Another intent under the same id: refused loudly.
+    stack.publish(&intent(600, now_ms())).await;
+    all_acked(&stack).await;
+    let letters = stack.dead_letters().await;
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert!(
+        letters[0]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("different content"),
+        "{letters:?}"
+    );
+    assert_eq!(stack.exchange_orders("XRPUSDT").await.len(), 1);
+    stack.stop().await;
+}
+
+/// Waits until the execution group has read and acked every intent.
+async fn all_acked(stack: &Stack) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let groups = stack.bus.group_info(bus::keys::TRADE_INTENT).await.unwrap();
+        if groups
+            .iter()
+            .all(|g| g.pending == 0 && g.lag.unwrap_or(1) == 0)
+        {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{groups:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Regression (issue 10): intents never expired (one published while no service ran was executed
 /// 68 s later).
 #[tokio::test]
