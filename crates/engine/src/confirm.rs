@@ -135,8 +135,13 @@ impl Tracker {
                 news = true;
             }
         }
-        // Cumulative figures only grow; an older report cannot lower them.
-        if report.cumulative_qty > self.reported_qty {
+        // Cumulative figures only grow; an older report cannot lower them. A report of the same
+        // quantity that carries the average where the one before did not (a TRADE_LITE, then
+        // the ORDER_TRADE_UPDATE) fills it in.
+        let fills_in_avg = report.cumulative_qty == self.reported_qty
+            && self.reported_avg.is_zero()
+            && report.avg_price > Decimal::ZERO;
+        if report.cumulative_qty > self.reported_qty || fills_in_avg {
             self.reported_qty = report.cumulative_qty;
             self.reported_avg = report.avg_price;
             news = true;
@@ -157,13 +162,19 @@ impl Tracker {
         }
         let executed = self.executed_qty();
         let fills_qty = self.fills_qty();
-        // Prices from the fills themselves are exact; the reported average may be rounded.
-        let avg_price = if !fills_qty.is_zero() && fills_qty >= executed {
+        // The exchange's own average (`avgPrice` / `ap`) for the whole executed quantity, as it
+        // sent it: it is what the account shows. The fills' weighted average is computed only
+        // when no report carried one; it can have many more digits than the exchange prints.
+        let avg_price = if self.reported_qty >= executed && self.reported_avg > Decimal::ZERO {
+            self.reported_avg
+        } else if !fills_qty.is_zero() && fills_qty >= executed {
             self.fills
                 .values()
-                .map(|f| f.price * f.qty)
-                .sum::<Decimal>()
-                / fills_qty
+                .try_fold(Decimal::ZERO, |sum, f| {
+                    f.price.checked_mul(f.qty).and_then(|v| sum.checked_add(v))
+                })
+                .and_then(|total| total.checked_div(fills_qty))
+                .unwrap_or(self.reported_avg)
         } else {
             self.reported_avg
         };
@@ -274,6 +285,19 @@ mod tests {
         assert_eq!(o.commission, Some(d("0.02")));
         assert_eq!(o.confirmed_by, ConfirmedBy::UserStream);
         assert_eq!(o.final_time, 102);
+    }
+
+    /// Regression (issue 10): the result said 2.1735937... where the exchange says 2.17359.
+    #[test]
+    fn the_exchanges_average_price_is_reported_as_sent() {
+        let mut t = Tracker::new();
+        t.apply(&fill(1, "7", "2.1735", "7", OrderStatus::PartiallyFilled))
+            .unwrap();
+        t.apply(&fill(2, "9", "2.1736", "16", OrderStatus::PartiallyFilled))
+            .unwrap();
+        t.apply(&report(ReportSource::UserStream, OrderStatus::Filled, "16", "2.17359"))
+            .unwrap();
+        assert_eq!(t.outcome(false).unwrap().avg_price.to_string(), "2.17359");
     }
 
     #[test]
