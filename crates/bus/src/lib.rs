@@ -104,6 +104,21 @@ impl Bus {
         dispatch!(self.publish(stream, payload))
     }
 
+    /// Publishes `payload` on `stream` and sets the progress record `key` to `value`, atomically:
+    /// both happen or neither does, so a record that says "published" always has its entry, and
+    /// an entry always has its record (a crash or a Redis restart between two separate calls
+    /// could leave an entry whose record was never written, and a redelivery would publish twice).
+    pub async fn publish_and_set(
+        &self,
+        stream: &str,
+        payload: &str,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<String> {
+        dispatch!(self.publish_and_set(stream, payload, key, value, ttl))
+    }
+
     /// Creates consumer group `group` on `stream` (and the stream, if missing). Returns true when
     /// it created the group, false when it already existed; an existing group is left untouched.
     ///

@@ -140,6 +140,34 @@ impl MemoryBus {
             .await
     }
 
+    /// See [`crate::Bus::publish_and_set`].
+    pub async fn publish_and_set(
+        &self,
+        stream: &str,
+        payload: &str,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<String> {
+        // One lock for both: no reader sees one without the other.
+        let id = {
+            let mut state = self.lock();
+            let entries = state.streams.entry(stream.to_owned()).or_default();
+            let id = next_id(entries.last_id, SystemTime::now());
+            entries.last_id = id;
+            entries
+                .entries
+                .insert(id, vec![(PAYLOAD_FIELD.to_owned(), payload.to_owned())]);
+            while entries.entries.len() > self.inner.max_len {
+                entries.entries.pop_first();
+            }
+            state.progress.insert(key.to_owned(), progress(value, ttl));
+            id
+        };
+        self.inner.published.notify_waiters();
+        Ok(id.to_string())
+    }
+
     /// Appends an entry with arbitrary fields, the in-memory counterpart of a raw `XADD`. Only
     /// tests need it, to create entries without a `payload` field the way a foreign producer
     /// could.

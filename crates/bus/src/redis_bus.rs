@@ -120,6 +120,43 @@ impl RedisBus {
         })
     }
 
+    /// See [`crate::Bus::publish_and_set`].
+    pub async fn publish_and_set(
+        &self,
+        stream: &str,
+        payload: &str,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<String> {
+        // MULTI/EXEC, as `map_apply`: both or neither, whatever happens to the connection or the
+        // server between them.
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        pipe.cmd("XADD")
+            .arg(stream)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(self.max_len)
+            .arg("*")
+            .arg(PAYLOAD_FIELD)
+            .arg(payload);
+        pipe.cmd("SET")
+            .arg(key)
+            .arg(value)
+            .arg("PX")
+            .arg(ttl_ms(ttl))
+            .ignore();
+        let mut conn = self.commands.clone();
+        let (id,): (String,) = timed(
+            "publish and set",
+            self.op_timeout,
+            pipe.query_async(&mut conn),
+        )
+        .await?;
+        Ok(id)
+    }
+
     /// See [`crate::Bus::publish`].
     pub async fn publish(&self, stream: &str, payload: &str) -> Result<String> {
         let mut cmd = redis::cmd("XADD");

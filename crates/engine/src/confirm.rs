@@ -295,8 +295,13 @@ mod tests {
             .unwrap();
         t.apply(&fill(2, "9", "2.1736", "16", OrderStatus::PartiallyFilled))
             .unwrap();
-        t.apply(&report(ReportSource::UserStream, OrderStatus::Filled, "16", "2.17359"))
-            .unwrap();
+        t.apply(&report(
+            ReportSource::UserStream,
+            OrderStatus::Filled,
+            "16",
+            "2.17359",
+        ))
+        .unwrap();
         assert_eq!(t.outcome(false).unwrap().avg_price.to_string(), "2.17359");
     }
 

@@ -640,14 +640,35 @@ impl Executor {
         me: &str,
         result: &ExecutionResult,
     ) -> Result<(), bus::Error> {
-        self.publish(result).await?;
         let done = format!(
             "published|{}|{}|{}",
             me,
             result.status.as_str(),
             result.order_id.map_or(String::new(), |id| id.to_string())
         );
-        self.bus.progress_set(key, &done, PROGRESS_TTL).await?;
+        // The result and the record that says it was published go together (one transaction):
+        // a crash or a Redis restart between them cannot leave a result whose intent would be
+        // executed and published again.
+        let mut result = result.clone();
+        result.published_at = now_ms();
+        self.bus
+            .publish_and_set(
+                keys::TRADE_EXECUTION_RESULT,
+                &result.to_json().to_string(),
+                key,
+                &done,
+                PROGRESS_TTL,
+            )
+            .await?;
+        metrics::global().inc(
+            "quantum_results_total",
+            &[("status", result.status.as_str())],
+        );
+        debug!(
+            "result for intent {} published: {}",
+            result.intent_id,
+            result.status.as_str()
+        );
         self.bus
             .ack(keys::TRADE_INTENT, &self.exec().consumer_group, &entry.id)
             .await?;

@@ -30,6 +30,7 @@ macro_rules! all_behaviour_tests {
             map_apply_moves_a_record_atomically,
             map_of_ten_thousand_fields_round_trips,
             map_empty_inputs_are_no_ops,
+            publish_and_set_does_both,
         );
     };
     ($backend:expr; $($name:ident),* $(,)?) => {

@@ -159,6 +159,19 @@ async fn map_apply_is_one_transaction() {
 }
 
 #[tokio::test]
+async fn publish_and_set_is_one_transaction() {
+    let server = RedisServer::start();
+    let (bus, mut raw) = bus_and_raw(&server).await;
+    bus.publish_and_set("s", "x", "k", "v", Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(command_calls(&mut raw, "multi").await, 1);
+    assert_eq!(command_calls(&mut raw, "exec").await, 1);
+    assert_eq!(command_calls(&mut raw, "xadd").await, 1);
+    assert_eq!(command_calls(&mut raw, "set").await, 1);
+}
+
+#[tokio::test]
 async fn map_all_pages_through_a_large_map() {
     let server = RedisServer::start();
     let (bus, mut raw) = bus_and_raw(&server).await;

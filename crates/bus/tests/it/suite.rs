@@ -754,3 +754,28 @@ pub async fn map_empty_inputs_are_no_ops(backend: Backend) {
     bus.map_apply(key, &[], &[]).await.unwrap();
     assert_eq!(bus.map_all(key).await.unwrap(), book);
 }
+
+pub async fn publish_and_set_does_both(backend: Backend) {
+    let h = backend.start().await;
+    let bus = &h.bus;
+    let id = bus
+        .publish_and_set(
+            "results",
+            "{\"intent_id\":\"i-1\"}",
+            "quantum:progress:i-1",
+            "published|me|filled|1",
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    let latest = bus.latest("results", 1).await.unwrap();
+    assert_eq!(latest[0].id, id);
+    assert_eq!(latest[0].payload.as_deref(), Ok("{\"intent_id\":\"i-1\"}"));
+    assert_eq!(
+        bus.progress_get("quantum:progress:i-1")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("published|me|filled|1")
+    );
+}
