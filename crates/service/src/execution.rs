@@ -37,6 +37,9 @@ pub use crate::running::Running;
 const PROGRESS_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Intents worked on at once. Each mostly waits for its fill, so this bounds exchange load, not CPU.
 const CONCURRENCY: usize = 8;
+/// After the fill deadline, the cancel of what is left is tried again for this long (a cancel
+/// refused by a rate limit is not an answer).
+const SETTLE_WINDOW: Duration = Duration::from_secs(30);
 /// Intents larger than this are refused unread (a real intent is a few hundred bytes).
 const MAX_INTENT_BYTES: usize = 64 * 1024;
 /// Reasons quoted in logs and results are cut to this many characters.
@@ -1274,25 +1277,39 @@ impl Executor {
                         "order {coid} not confirmed within {:?} (status {:?}, executed {}); cancelling what is left",
                         self.exec().fill_timeout, tracker.status(), tracker.executed_qty()
                     );
-                    match self.rest.cancel_order(symbol, &lookup).await {
-                        Ok(order) => {
-                            deadline_cancel = true;
-                            if let Some(report) = report_from_order(ReportSource::RestPoll, &order) {
-                                let _ = tracker.apply(&report);
+                    // Cancel what is left and keep at it until the order is final: a cancel
+                    // refused by a rate limit or a network error is not an answer, and what
+                    // was filled meanwhile must be reported, not lost.
+                    let settle_until = tokio::time::Instant::now() + SETTLE_WINDOW;
+                    let mut delay = Duration::from_millis(500);
+                    loop {
+                        match self.rest.cancel_order(symbol, &lookup).await {
+                            Ok(order) => {
+                                deadline_cancel = true;
+                                if let Some(report) = report_from_order(ReportSource::RestPoll, &order) {
+                                    let _ = tracker.apply(&report);
+                                }
                             }
+                            Err(e) if e.is_not_found() => info!("cancel of {coid}: not open any more ({e}); asking for its final state"),
+                            Err(e) => error!("cancel of {coid} failed: {e}; {} confirmed filled so far; trying again", tracker.executed_qty()),
                         }
-                        Err(e) if e.is_not_found() => info!("cancel of {coid}: not open any more ({e}); asking for its final state"),
-                        Err(e) => error!("cancel of {coid} failed: {e}"),
+                        self.poll_order(symbol, &lookup, &mut tracker).await;
+                        if tracker.status().is_final() || tokio::time::Instant::now() >= settle_until {
+                            break;
+                        }
+                        self.heartbeat(progress_key, intent).await;
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(5));
                     }
-                    self.poll_order(symbol, &lookup, &mut tracker).await;
                     break;
                 }
             }
         }
         let Some(outcome) = tracker.outcome(deadline_cancel) else {
             let reason = format!(
-                "order {coid} still {:?} after the deadline and a cancel attempt; its outcome is unknown, check it with `quantum order --client-id {coid}`",
-                tracker.status()
+                "OUTCOME UNKNOWN: order {coid} still {:?} after the deadline and {SETTLE_WINDOW:?} of cancel attempts, with {} confirmed filled so far; check it with `quantum order --client-id {coid}`",
+                tracker.status(),
+                tracker.executed_qty()
             );
             error!("{reason}");
             return self.failed(intent, coid, reason);

@@ -23,6 +23,10 @@ pub struct Faults {
     pub unknown_status_503: u32,
     /// The next N requests (any endpoint) get 429 with `Retry-After`.
     pub rate_limit_429: u32,
+    /// The next N cancel requests (`DELETE /fapi/v1/order`) get 429 with `Retry-After`, and
+    /// nothing is cancelled: a rate limit that hits just the cancel at a fill deadline.
+    #[serde(default)]
+    pub cancel_429: u32,
     /// The next `count` order requests are rejected with `code`.
     pub reject_orders: Option<RejectOrders>,
     /// Added to the server clock (ms); positive means the server is ahead of the client.
@@ -51,6 +55,7 @@ pub(crate) struct FaultsUpdate {
     pub(crate) drop_order_responses: Option<u32>,
     pub(crate) unknown_status_503: Option<u32>,
     pub(crate) rate_limit_429: Option<u32>,
+    pub(crate) cancel_429: Option<u32>,
     /// `null` clears it.
     #[serde(default, with = "double_option")]
     pub(crate) reject_orders: Option<Option<RejectOrders>>,
@@ -93,6 +98,9 @@ impl Faults {
         }
         if let Some(v) = update.rate_limit_429 {
             self.rate_limit_429 = v;
+        }
+        if let Some(v) = update.cancel_429 {
+            self.cancel_429 = v;
         }
         if let Some(v) = &update.reject_orders {
             self.reject_orders = v.clone().filter(|r| r.count > 0);

@@ -465,7 +465,9 @@ async fn handle(shared: &Arc<Shared>, request: Request) -> Response {
     let is_order = matches!(endpoint, Endpoint::NewOrder | Endpoint::NewAlgo);
     let now = shared.now_ms();
 
-    if Faults::take(&mut shared.lock().faults.rate_limit_429) {
+    let cancel_limited =
+        endpoint == Endpoint::CancelOrder && Faults::take(&mut shared.lock().faults.cancel_429);
+    if cancel_limited || Faults::take(&mut shared.lock().faults.rate_limit_429) {
         let mut err = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             -1003,

@@ -299,6 +299,30 @@ async fn all_acked(stack: &Stack) {
     }
 }
 
+/// Regression (issue 10): at the fill deadline a cancel blocked by a rate limit was not retried,
+/// and the result said `failed ... outcome unknown` for an order still open on the exchange.
+#[tokio::test]
+async fn a_cancel_refused_by_a_rate_limit_at_the_deadline_is_retried_until_the_order_is_final() {
+    let stack = Stack::start(Options {
+        fill_delay: Duration::from_secs(120),
+        fill_timeout: Duration::from_secs(2),
+    })
+    .await;
+    stack.publish(&buy("dl-1", "XRPUSDT", 60)).await;
+    stack.wait_orders("XRPUSDT", 1).await;
+    // At the deadline the cancels are refused with 429 for a while.
+    stack.faults(json!({"cancel_429": 3})).await;
+    let result = stack.result("dl-1").await;
+    assert_eq!(result["status"], "timeout", "{result}");
+    let orders = stack.exchange_orders("XRPUSDT").await;
+    assert_eq!(orders.len(), 1);
+    assert_eq!(
+        orders[0]["status"], "CANCELED",
+        "nothing left open: {orders:?}"
+    );
+    stack.stop().await;
+}
+
 /// Regression (issue 10): intents never expired (one published while no service ran was executed
 /// 68 s later).
 #[tokio::test]

@@ -148,6 +148,36 @@ async fn rate_limit_429_answers_the_next_requests_with_retry_after() {
 }
 
 #[tokio::test]
+async fn cancel_429_refuses_the_next_cancels_and_cancels_nothing() {
+    let (sim, client) = support::start().await;
+    faults(&client, json!({"never_fill": true, "cancel_429": 1})).await;
+    let mut params = BUY_DOGE.to_vec();
+    params.push(("newClientOrderId", "c429-1"));
+    let (status, _) = order(&client, &params).await;
+    assert_eq!(status, StatusCode::OK);
+    let cancel = [("symbol", "DOGEUSDT"), ("origClientOrderId", "c429-1")];
+    let (status, headers, body) = client
+        .signed(Method::DELETE, "/fapi/v1/order", &cancel)
+        .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert!(headers.get("retry-after").is_some());
+    // Other requests were not limited, and the order is still open.
+    let (status, _, found) = client.signed(Method::GET, "/fapi/v1/order", &cancel).await;
+    assert_eq!(
+        (status, found["status"].as_str()),
+        (StatusCode::OK, Some("NEW"))
+    );
+    let (status, _, cancelled) = client
+        .signed(Method::DELETE, "/fapi/v1/order", &cancel)
+        .await;
+    assert_eq!(
+        (status, cancelled["status"].as_str()),
+        (StatusCode::OK, Some("CANCELED"))
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test]
 async fn reject_orders_refuses_the_next_orders_with_the_code_and_places_nothing() {
     let (sim, client) = support::start().await;
     faults(
