@@ -141,8 +141,11 @@ impl Governor {
         Verdict::Go
     }
 
-    /// Records the counts a reply reported. Binance's numbers replace ours: they include requests
-    /// from other processes on the same IP or account.
+    /// Records the counts a reply reported. Binance's numbers raise ours (they include requests
+    /// of other processes on the same IP or account) but never lower them: a reply reports the
+    /// count when the server handled its request, before the requests this client sent since,
+    /// which are already counted here. Overwriting with it undercounted whenever requests were
+    /// in flight together, and ran into 429s.
     pub(crate) fn observe(
         &mut self,
         now_ms: i64,
@@ -150,14 +153,15 @@ impl Governor {
         orders_10s: Option<u32>,
         orders_1m: Option<u32>,
     ) {
-        if let Some(used) = used_weight_1m {
-            self.weight.set(now_ms, used);
-        }
-        if let Some(used) = orders_10s {
-            self.orders_10s.set(now_ms, used);
-        }
-        if let Some(used) = orders_1m {
-            self.orders_1m.set(now_ms, used);
+        for (window, reported) in [
+            (&mut self.weight, used_weight_1m),
+            (&mut self.orders_10s, orders_10s),
+            (&mut self.orders_1m, orders_1m),
+        ] {
+            if let Some(reported) = reported {
+                let used = window.used_at(now_ms).max(reported);
+                window.set(now_ms, used);
+            }
         }
     }
 
@@ -233,6 +237,28 @@ mod tests {
             Verdict::Wait(Duration::from_millis(7_050))
         );
         assert_eq!(governor.admit(T0 + 10_000, 0, true), Verdict::Go);
+    }
+
+    /// Regression (issue 10): with 8 requests in flight, a reply to the first one overwrote the
+    /// count with its own (older) number, and the governor let requests through into 429s.
+    #[test]
+    fn a_stale_reply_never_lowers_the_count() {
+        let mut governor = Governor::default();
+        for _ in 0..8 {
+            assert_eq!(governor.admit(T0, 300, false), Verdict::Go);
+        }
+        governor.observe(T0 + 5, Some(300), None, None);
+        assert_eq!(
+            governor.weight_usage(T0 + 5).0,
+            2400,
+            "still counts the 8 in flight"
+        );
+        assert!(matches!(governor.admit(T0 + 6, 1, false), Verdict::Wait(_)));
+        // A reply that knows of more (another process on the IP) raises it.
+        let mut other = Governor::default();
+        other.admit(T0, 10, false);
+        other.observe(T0 + 1, Some(2000), None, None);
+        assert_eq!(other.weight_usage(T0 + 1).0, 2000);
     }
 
     #[test]
