@@ -119,6 +119,13 @@ impl Bus {
         dispatch!(self.publish_and_set(stream, payload, key, value, ttl))
     }
 
+    /// Hands pending entries back without acknowledging them: they stay pending, but look idle
+    /// for a week, so any consumer's [`Bus::claim_stale`] takes them at once. For a consumer that
+    /// is stopping and received entries it will not work on.
+    pub async fn release(&self, stream: &str, group: &str, ids: &[String]) -> Result<()> {
+        dispatch!(self.release(stream, group, ids))
+    }
+
     /// Creates consumer group `group` on `stream` (and the stream, if missing). Returns true when
     /// it created the group, false when it already existed; an existing group is left untouched.
     ///

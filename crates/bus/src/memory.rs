@@ -77,6 +77,9 @@ struct Pending {
     deliveries: u64,
 }
 
+/// How idle a released entry looks: longer than any claim waits for.
+const RELEASED_IDLE: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// A Redis-style stream id: milliseconds since the epoch and a sequence within the millisecond.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
 struct StreamId {
@@ -264,6 +267,23 @@ impl MemoryBus {
             out.push(entry(*id, entries.get(id), pending.deliveries));
         }
         Ok(out)
+    }
+
+    /// See [`crate::Bus::release`].
+    pub async fn release(&self, stream: &str, group: &str, ids: &[String]) -> Result<()> {
+        let now = Instant::now();
+        // As idle as an `Instant` can say: any claim's minimum idle time is met.
+        let long_ago = now.checked_sub(RELEASED_IDLE).unwrap_or(now);
+        let mut state = self.lock();
+        let Stream { groups, .. } = stream_mut(&mut state, stream, group)?;
+        let group_state = group_mut(groups, stream, group)?;
+        for id in ids {
+            let id: StreamId = id.parse()?;
+            if let Some(pending) = group_state.pending.get_mut(&id) {
+                pending.delivered_at = long_ago;
+            }
+        }
+        Ok(())
     }
 
     /// See [`crate::Bus::claim_stale`].

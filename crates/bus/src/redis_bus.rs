@@ -283,6 +283,49 @@ impl RedisBus {
         Ok(self.with_pending_counts(stream, group, raw, 2).await)
     }
 
+    /// See [`crate::Bus::release`].
+    pub async fn release(&self, stream: &str, group: &str, ids: &[String]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        // XCLAIM to the same owner with min-idle 0 changes nothing but the idle time, which
+        // IDLE sets: a week, longer than any claim waits for. JUSTID: no delivery is counted.
+        // The owner is read from XPENDING, so the entry stays where it is until someone claims it.
+        for id in ids {
+            let mut pending = redis::cmd("XPENDING");
+            pending.arg(stream).arg(group).arg(id).arg(id).arg(1);
+            let reply: Value = self
+                .query_in_group("release", &pending, stream, group)
+                .await?;
+            let owner = match &reply {
+                Value::Array(rows) => rows.first().and_then(|row| match row {
+                    Value::Array(fields) => fields.get(1).and_then(|v| match v {
+                        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+                        Value::SimpleString(s) => Some(s.clone()),
+                        _ => None,
+                    }),
+                    _ => None,
+                }),
+                _ => None,
+            };
+            let Some(owner) = owner else { continue };
+            let mut claim = redis::cmd("XCLAIM");
+            claim
+                .arg(stream)
+                .arg(group)
+                .arg(owner)
+                .arg(0)
+                .arg(id)
+                .arg("IDLE")
+                .arg(7u64 * 24 * 3600 * 1000)
+                .arg("JUSTID");
+            let _: Value = self
+                .query_in_group("release", &claim, stream, group)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// See [`crate::Bus::claim_stale`].
     pub async fn claim_stale(
         &self,

@@ -343,49 +343,95 @@ impl Executor {
         let mut failures = 0u32;
         // Entries another consumer died on are claimed while running too, not only at start:
         // otherwise a crashed instance's intents would wait for a restart of a surviving one.
-        let mut claim_tick =
-            tokio::time::interval(self.exec().claim_idle.max(Duration::from_millis(100)));
-        claim_tick.tick().await;
+        let claim_every = self.exec().claim_idle.max(Duration::from_millis(100));
+        let mut next_claim = tokio::time::Instant::now() + claim_every;
         loop {
-            let entries = if backlog.is_empty() {
-                tokio::select! {
-                    biased;
-                    _ = shutdown.cancelled() => break,
-                    _ = claim_tick.tick() => {
-                        match self.bus.claim_stale(keys::TRADE_INTENT, &group, &consumer, self.exec().claim_idle, 100).await {
-                            Ok(claimed) if !claimed.is_empty() => {
-                                info!("claimed {} intents left idle by another consumer", claimed.len());
-                                claimed
-                            }
-                            Ok(_) => continue,
-                            Err(e) => {
-                                warn!("cannot claim stale intents: {e}");
-                                continue;
-                            }
-                        }
+            // A read in flight is never dropped (an XREADGROUP that was sent has delivered its
+            // entries to this consumer, whether anyone waits for the reply or not): the stop and
+            // the claims are looked at between reads, and a read blocks for at most a second.
+            if shutdown.is_cancelled() {
+                break;
+            }
+            let entries = if !backlog.is_empty() {
+                std::mem::take(&mut backlog)
+            } else if tokio::time::Instant::now() >= next_claim {
+                next_claim = tokio::time::Instant::now() + claim_every;
+                match self
+                    .bus
+                    .claim_stale(
+                        keys::TRADE_INTENT,
+                        &group,
+                        &consumer,
+                        self.exec().claim_idle,
+                        100,
+                    )
+                    .await
+                {
+                    Ok(claimed) if !claimed.is_empty() => {
+                        info!(
+                            "claimed {} intents left idle by another consumer",
+                            claimed.len()
+                        );
+                        claimed
                     }
-                    read = self.bus.read(keys::TRADE_INTENT, &group, &consumer, CONCURRENCY, Duration::from_secs(1)) => match read {
-                        Ok(entries) => {
-                            failures = 0;
-                            entries
-                        }
-                        Err(bus::Error::NoGroup { .. }) => {
-                            warn!("consumer group {group} is gone (Redis restarted?); creating it again");
-                            self.bus.ensure_group(keys::TRADE_INTENT, &group).await.ok();
-                            continue;
-                        }
-                        Err(e) => {
-                            failures += 1;
-                            let wait = Duration::from_millis(200 * u64::from(failures.min(25)));
-                            error!("cannot read intents: {e}; retrying in {wait:?}");
-                            tokio::time::sleep(wait).await;
-                            continue;
-                        }
-                    },
+                    Ok(_) => continue,
+                    Err(e) => {
+                        warn!("cannot claim stale intents: {e}");
+                        continue;
+                    }
                 }
             } else {
-                std::mem::take(&mut backlog)
+                match self
+                    .bus
+                    .read(
+                        keys::TRADE_INTENT,
+                        &group,
+                        &consumer,
+                        CONCURRENCY,
+                        Duration::from_secs(1),
+                    )
+                    .await
+                {
+                    Ok(entries) => {
+                        failures = 0;
+                        entries
+                    }
+                    Err(bus::Error::NoGroup { .. }) => {
+                        warn!(
+                            "consumer group {group} is gone (Redis restarted?); creating it again"
+                        );
+                        self.bus.ensure_group(keys::TRADE_INTENT, &group).await.ok();
+                        continue;
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        let wait = Duration::from_millis(200 * u64::from(failures.min(25)));
+                        error!("cannot read intents: {e}; retrying in {wait:?}");
+                        tokio::select! {
+                            _ = shutdown.cancelled() => break,
+                            _ = tokio::time::sleep(wait) => {}
+                        }
+                        continue;
+                    }
+                }
             };
+            if shutdown.is_cancelled() && !entries.is_empty() {
+                // Received while stopping: not started here. Handed back (still pending, but
+                // claimable at once by any other instance; this one resumes them on its start).
+                let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
+                info!(
+                    "stopping: {} intents received after the stop are handed back, not started ({})",
+                    ids.len(),
+                    ids.join(", ")
+                );
+                if let Err(e) = self.bus.release(keys::TRADE_INTENT, &group, &ids).await {
+                    warn!(
+                        "cannot hand back {}: {e}; they stay pending on {consumer}",
+                        ids.join(", ")
+                    );
+                }
+                break;
+            }
             for entry in entries {
                 if !self
                     .in_flight

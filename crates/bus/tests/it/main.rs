@@ -31,6 +31,7 @@ macro_rules! all_behaviour_tests {
             map_of_ten_thousand_fields_round_trips,
             map_empty_inputs_are_no_ops,
             publish_and_set_does_both,
+            a_released_entry_is_claimed_at_once,
         );
     };
     ($backend:expr; $($name:ident),* $(,)?) => {

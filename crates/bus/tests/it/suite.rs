@@ -779,3 +779,30 @@ pub async fn publish_and_set_does_both(backend: Backend) {
         Some("published|me|filled|1")
     );
 }
+
+pub async fn a_released_entry_is_claimed_at_once(backend: Backend) {
+    let h = backend.start().await;
+    let bus = &h.bus;
+    bus.ensure_group("intents", "g").await.unwrap();
+    bus.publish("intents", "late").await.unwrap();
+    let read = bus
+        .read("intents", "g", "stopping", 10, Duration::from_millis(100))
+        .await
+        .unwrap();
+    assert_eq!(read.len(), 1);
+    // Not idle yet: nobody can claim it.
+    let early = bus
+        .claim_stale("intents", "g", "other", Duration::from_secs(60), 10)
+        .await
+        .unwrap();
+    assert!(early.is_empty());
+    bus.release("intents", "g", &[read[0].id.clone()])
+        .await
+        .unwrap();
+    let claimed = bus
+        .claim_stale("intents", "g", "other", Duration::from_secs(60), 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1, "released: claimed at once");
+    assert_eq!(claimed[0].payload.as_deref(), Ok("late"));
+}
