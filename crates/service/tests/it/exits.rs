@@ -192,12 +192,23 @@ async fn a_position_unknown_to_quantum_gets_the_default_stop_loss_on_start() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let closes: Vec<Value> = stack
-        .results()
-        .await
-        .into_iter()
-        .filter(|r| r["action"] == "CLOSE")
-        .collect();
+    // The exchange is flat as soon as the close fills; its result is published a moment later.
+    let closes = loop {
+        let closes: Vec<Value> = stack
+            .results()
+            .await
+            .into_iter()
+            .filter(|r| r["action"] == "CLOSE")
+            .collect();
+        if !closes.is_empty() {
+            break closes;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no result for the close"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(closes.len(), 1, "{closes:?}");
     assert_eq!(closes[0]["status"], "filled");
     stack.stop().await;
