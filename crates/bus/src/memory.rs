@@ -77,6 +77,18 @@ struct Pending {
     deliveries: u64,
 }
 
+/// Appends an entry to `stream` (created if missing), trimmed to `max_len` entries.
+fn append(state: &mut State, stream: &str, fields: Fields, max_len: usize) -> StreamId {
+    let stream = state.streams.entry(stream.to_owned()).or_default();
+    let id = next_id(stream.last_id, SystemTime::now());
+    stream.last_id = id;
+    stream.entries.insert(id, fields);
+    while stream.entries.len() > max_len {
+        stream.entries.pop_first();
+    }
+    id
+}
+
 /// How idle a released entry looks: longer than any claim waits for.
 const RELEASED_IDLE: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -155,15 +167,12 @@ impl MemoryBus {
         // One lock for both: no reader sees one without the other.
         let id = {
             let mut state = self.lock();
-            let entries = state.streams.entry(stream.to_owned()).or_default();
-            let id = next_id(entries.last_id, SystemTime::now());
-            entries.last_id = id;
-            entries
-                .entries
-                .insert(id, vec![(PAYLOAD_FIELD.to_owned(), payload.to_owned())]);
-            while entries.entries.len() > self.inner.max_len {
-                entries.entries.pop_first();
-            }
+            let id = append(
+                &mut state,
+                stream,
+                vec![(PAYLOAD_FIELD.to_owned(), payload.to_owned())],
+                self.inner.max_len,
+            );
             state.progress.insert(key.to_owned(), progress(value, ttl));
             id
         };
@@ -175,21 +184,11 @@ impl MemoryBus {
     /// tests need it, to create entries without a `payload` field the way a foreign producer
     /// could.
     pub async fn publish_fields(&self, stream: &str, fields: &[(&str, &str)]) -> Result<String> {
-        let id = {
-            let mut state = self.lock();
-            let stream = state.streams.entry(stream.to_owned()).or_default();
-            let id = next_id(stream.last_id, SystemTime::now());
-            stream.last_id = id;
-            let fields = fields
-                .iter()
-                .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
-                .collect();
-            stream.entries.insert(id, fields);
-            while stream.entries.len() > self.inner.max_len {
-                stream.entries.pop_first();
-            }
-            id
-        };
+        let fields = fields
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+            .collect();
+        let id = append(&mut self.lock(), stream, fields, self.inner.max_len);
         self.inner.published.notify_waiters();
         Ok(id.to_string())
     }

@@ -698,26 +698,7 @@ impl Executor {
         // The result and the record that says it was published go together (one transaction):
         // a crash or a Redis restart between them cannot leave a result whose intent would be
         // executed and published again.
-        let mut result = result.clone();
-        result.published_at = now_ms();
-        self.bus
-            .publish_and_set(
-                keys::TRADE_EXECUTION_RESULT,
-                &result.to_json().to_string(),
-                key,
-                &done,
-                PROGRESS_TTL,
-            )
-            .await?;
-        metrics::global().inc(
-            "quantum_results_total",
-            &[("status", result.status.as_str())],
-        );
-        debug!(
-            "result for intent {} published: {}",
-            result.intent_id,
-            result.status.as_str()
-        );
+        self.publish(result, Some((key, &done))).await?;
         self.bus
             .ack(keys::TRADE_INTENT, &self.exec().consumer_group, &entry.id)
             .await?;
@@ -798,20 +779,44 @@ impl Executor {
             "quantum_dead_letters_total",
             &[("stream", keys::TRADE_INTENT)],
         );
-        self.publish(&ExecutionResult::rejected_input(raw, reason, now_ms()))
-            .await?;
+        self.publish(
+            &ExecutionResult::rejected_input(raw, reason, now_ms()),
+            None,
+        )
+        .await?;
         self.bus
             .ack(keys::TRADE_INTENT, &self.exec().consumer_group, &entry.id)
             .await?;
         Ok(())
     }
 
-    async fn publish(&self, result: &ExecutionResult) -> Result<(), bus::Error> {
+    /// Publishes a result; with `progress`, sets that progress record in the same transaction.
+    async fn publish(
+        &self,
+        result: &ExecutionResult,
+        progress: Option<(&str, &str)>,
+    ) -> Result<(), bus::Error> {
         let mut result = result.clone();
         result.published_at = now_ms();
-        self.bus
-            .publish(keys::TRADE_EXECUTION_RESULT, &result.to_json().to_string())
-            .await?;
+        let payload = result.to_json().to_string();
+        match progress {
+            Some((key, value)) => {
+                self.bus
+                    .publish_and_set(
+                        keys::TRADE_EXECUTION_RESULT,
+                        &payload,
+                        key,
+                        value,
+                        PROGRESS_TTL,
+                    )
+                    .await?
+            }
+            None => {
+                self.bus
+                    .publish(keys::TRADE_EXECUTION_RESULT, &payload)
+                    .await?
+            }
+        };
         metrics::global().inc(
             "quantum_results_total",
             &[("status", result.status.as_str())],
