@@ -45,6 +45,9 @@ pub(crate) struct Shared {
     /// section is a short computation.
     exchange: Mutex<Exchange>,
     limits: Mutex<RateLimits>,
+    /// Requests received, by `METHOD path` of a known endpoint (`GET /sim/v1/requests`), so a
+    /// test or a benchmark can count what an operation cost the exchange.
+    requests: Mutex<std::collections::BTreeMap<String, u64>>,
     credentials: Credentials,
     pub(crate) config: SimConfig,
     /// Every stream event, to every WebSocket connection, which filters what it subscribed to.
@@ -77,6 +80,7 @@ impl Shared {
         Ok(Arc::new(Shared {
             exchange: Mutex::new(exchange),
             limits: Mutex::new(RateLimits::default()),
+            requests: Mutex::new(std::collections::BTreeMap::new()),
             credentials: Credentials {
                 api_key: config.api_key.clone(),
                 api_secret: config.api_secret.clone(),
@@ -194,6 +198,7 @@ pub(crate) fn app(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/sim/v1/price", post(control_price))
         .route("/sim/v1/faults", get(get_faults).post(post_faults))
+        .route("/sim/v1/requests", get(get_requests))
         .merge(ws::routes())
         .fallback(any(dispatch))
         .with_state(shared)
@@ -446,6 +451,12 @@ async fn handle(shared: &Arc<Shared>, request: Request) -> Response {
         );
         return ApiError::new(StatusCode::NOT_FOUND, -5000, msg).into_response();
     };
+    *shared
+        .requests
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(format!("{} {}", parts.method, parts.uri.path()))
+        .or_default() += 1;
     let body = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
         Ok(bytes) => bytes,
         Err(_) => {
@@ -840,6 +851,16 @@ async fn control_price(State(shared): State<Arc<Shared>>, body: Bytes) -> Respon
         }
         Err(e) => e.into_response(),
     }
+}
+
+/// `GET /sim/v1/requests`: the requests received so far, by `METHOD path`.
+async fn get_requests(State(shared): State<Arc<Shared>>) -> Response {
+    let counts = shared
+        .requests
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    Json(counts).into_response()
 }
 
 async fn get_faults(State(shared): State<Arc<Shared>>) -> Response {

@@ -323,6 +323,23 @@ async fn a_cancel_refused_by_a_rate_limit_at_the_deadline_is_retried_until_the_o
     stack.stop().await;
 }
 
+/// Issue 10: an intent delivered for the first time, never worked on, has no order to look up;
+/// the lookup cost one exchange request per intent.
+#[tokio::test]
+async fn a_fresh_intent_is_not_looked_up_before_its_order() {
+    let stack = Stack::start(Options::default()).await;
+    let before = stack.sim_requests().await;
+    stack.publish(&buy("fresh-1", "XRPUSDT", 60)).await;
+    assert_eq!(stack.result("fresh-1").await["status"], "filled");
+    let after = stack.sim_requests().await;
+    let sent = |endpoint: &str| {
+        after.get(endpoint).copied().unwrap_or(0) - before.get(endpoint).copied().unwrap_or(0)
+    };
+    assert_eq!(sent("POST /fapi/v1/order"), 1);
+    assert_eq!(sent("GET /fapi/v1/order"), 0, "no lookup: {after:?}");
+    stack.stop().await;
+}
+
 /// Regression (issue 10): intents never expired (one published while no service ran was executed
 /// 68 s later).
 #[tokio::test]

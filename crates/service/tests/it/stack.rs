@@ -293,6 +293,18 @@ impl Stack {
         }
     }
 
+    /// Requests the simulator has received, by `METHOD path`.
+    pub async fn sim_requests(&self) -> std::collections::BTreeMap<String, u64> {
+        self.http
+            .get(format!("{}/sim/v1/requests", self.sim.base_url()))
+            .send()
+            .await
+            .expect("sim requests")
+            .json()
+            .await
+            .expect("sim requests JSON")
+    }
+
     pub async fn faults(&self, body: Value) {
         let reply = self
             .http
