@@ -73,6 +73,29 @@ impl fmt::Debug for RedisBus {
     }
 }
 
+/// The SET of a progress record with its time to live.
+fn set_progress(key: &str, value: &str, ttl: Duration) -> redis::Cmd {
+    let mut cmd = redis::cmd("SET");
+    cmd.arg(key).arg(value).arg("PX").arg(ttl_ms(ttl));
+    cmd
+}
+
+/// The shared multiplexed connection for non-blocking commands, with the timeouts of the config.
+async fn command_connection(
+    client: &redis::Client,
+    op_timeout: Duration,
+) -> Result<ConnectionManager> {
+    let manager_config = ConnectionManagerConfig::new()
+        .set_connection_timeout(op_timeout)
+        .set_response_timeout(op_timeout);
+    timed(
+        "connect",
+        op_timeout,
+        client.get_connection_manager_with_config(manager_config),
+    )
+    .await
+}
+
 impl RedisBus {
     /// Connects to `config.url`, waiting at most `config.op_timeout`. Fails with
     /// [`Error::Unavailable`] when Redis cannot be reached now (the caller retries), and with
@@ -80,15 +103,7 @@ impl RedisBus {
     pub async fn connect(config: &Config) -> Result<Self> {
         let client = redis::Client::open(config.url.as_str())
             .map_err(|err| Error::Config(format!("redis url {}: {err}", config.redacted_url())))?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(config.op_timeout)
-            .set_response_timeout(config.op_timeout);
-        let commands = timed(
-            "connect",
-            config.op_timeout,
-            client.get_connection_manager_with_config(manager_config),
-        )
-        .await?;
+        let commands = command_connection(&client, config.op_timeout).await?;
         Ok(RedisBus {
             commands,
             readers: Arc::new(Readers {
@@ -103,17 +118,7 @@ impl RedisBus {
 
     /// See [`crate::Bus::separate`].
     pub async fn separate(&self) -> Result<Self> {
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(self.op_timeout)
-            .set_response_timeout(self.op_timeout);
-        let commands = timed(
-            "connect",
-            self.op_timeout,
-            self.readers
-                .client
-                .get_connection_manager_with_config(manager_config),
-        )
-        .await?;
+        let commands = command_connection(&self.readers.client, self.op_timeout).await?;
         Ok(RedisBus {
             commands,
             ..self.clone()
@@ -133,20 +138,8 @@ impl RedisBus {
         // server between them.
         let mut pipe = redis::pipe();
         pipe.atomic();
-        pipe.cmd("XADD")
-            .arg(stream)
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(self.max_len)
-            .arg("*")
-            .arg(PAYLOAD_FIELD)
-            .arg(payload);
-        pipe.cmd("SET")
-            .arg(key)
-            .arg(value)
-            .arg("PX")
-            .arg(ttl_ms(ttl))
-            .ignore();
+        pipe.add_command(self.xadd(stream, payload));
+        pipe.add_command(set_progress(key, value, ttl)).ignore();
         let mut conn = self.commands.clone();
         let (id,): (String,) = timed(
             "publish and set",
@@ -157,8 +150,8 @@ impl RedisBus {
         Ok(id)
     }
 
-    /// See [`crate::Bus::publish`].
-    pub async fn publish(&self, stream: &str, payload: &str) -> Result<String> {
+    /// The XADD of one entry, trimmed to about `max_len`.
+    fn xadd(&self, stream: &str, payload: &str) -> redis::Cmd {
         let mut cmd = redis::cmd("XADD");
         cmd.arg(stream)
             .arg("MAXLEN")
@@ -167,7 +160,12 @@ impl RedisBus {
             .arg("*")
             .arg(PAYLOAD_FIELD)
             .arg(payload);
-        self.query("publish", &cmd).await
+        cmd
+    }
+
+    /// See [`crate::Bus::publish`].
+    pub async fn publish(&self, stream: &str, payload: &str) -> Result<String> {
+        self.query("publish", &self.xadd(stream, payload)).await
     }
 
     /// See [`crate::Bus::ensure_group`].
@@ -459,9 +457,9 @@ impl RedisBus {
 
     /// See [`crate::Bus::progress_set`].
     pub async fn progress_set(&self, key: &str, value: &str, ttl: Duration) -> Result<()> {
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(key).arg(value).arg("PX").arg(ttl_ms(ttl));
-        let _: Value = self.query("progress set", &cmd).await?;
+        let _: Value = self
+            .query("progress set", &set_progress(key, value, ttl))
+            .await?;
         Ok(())
     }
 

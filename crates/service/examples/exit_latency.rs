@@ -17,18 +17,9 @@ use bus::{keys, Bus};
 use service::Settings;
 use simulator::SimConfig;
 
-fn percentiles(mut v: Vec<Duration>) -> String {
-    v.sort();
-    let at = |p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize];
-    format!(
-        "n={} p50={:.2?} p90={:.2?} p99={:.2?} max={:.2?}",
-        v.len(),
-        at(0.5),
-        at(0.9),
-        at(0.99),
-        v[v.len() - 1]
-    )
-}
+#[path = "common/percentiles.rs"]
+mod percentiles;
+use percentiles::percentiles;
 
 async fn wait(mut done: impl FnMut() -> bool) {
     while !done() {

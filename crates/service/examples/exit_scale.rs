@@ -31,21 +31,9 @@ use rust_decimal::Decimal;
 use service::Settings;
 use simulator::SimConfig;
 
-fn percentiles(mut v: Vec<Duration>) -> String {
-    if v.is_empty() {
-        return "n=0".into();
-    }
-    v.sort();
-    let at = |p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize];
-    format!(
-        "n={} p50={:.2?} p90={:.2?} p99={:.2?} max={:.2?}",
-        v.len(),
-        at(0.5),
-        at(0.9),
-        at(0.99),
-        v[v.len() - 1]
-    )
-}
+#[path = "common/percentiles.rs"]
+mod percentiles;
+use percentiles::percentiles;
 
 fn rss_mb() -> (f64, f64) {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();

@@ -1330,10 +1330,7 @@ impl Executor {
                 },
                 _ = poll.tick() => {
                     self.poll_order(symbol, &lookup, &mut tracker).await;
-                    // Heartbeat: tells other instances this intent is still being worked on.
-                    if let Err(e) = self.bus.progress_set(progress_key, &Progress::working(&self.exec().consumer_name), PROGRESS_TTL).await {
-                        warn!("cannot refresh the progress of intent {}: {e}", intent.intent_id);
-                    }
+                    self.heartbeat(progress_key, intent).await;
                 }
                 _ = tokio::time::sleep_until(deadline) => {
                     warn!(

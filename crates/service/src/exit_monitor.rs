@@ -532,7 +532,7 @@ impl Shell<'_> {
                 lot,
                 closed,
                 remaining,
-            } => warn!("lot {lot}: {closed} closed, {remaining} still open; the rest is closed under a new id"),
+            } => warn!("lot {lot}: {closed} closed, {remaining} still open (a close under way for the rest says so: 'Close order sent')"),
             Note::Exited {
                 lot,
                 symbol,
