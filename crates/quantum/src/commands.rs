@@ -224,7 +224,7 @@ pub struct IntentArgs {
 pub async fn intent(args: IntentArgs) -> anyhow::Result<()> {
     let settings = args.connection.settings()?;
     let bus = connect_bus(&settings).await?;
-    let now = service::execution::now_ms();
+    let now = service::clock::now_ms();
     let mut doc = serde_json::json!({
         "intent_id": args.id.clone().unwrap_or_else(|| format!("cli-{now}")),
         "symbol": args.symbol,
@@ -358,7 +358,7 @@ pub async fn positions(connection: ConnectionArgs) -> anyhow::Result<()> {
     }
     let lots = saved.lots;
     let feed = service::monitor_state::load_feed(&bus).await?;
-    let now = service::execution::now_ms();
+    let now = service::clock::now_ms();
     match service::monitor_state::load_alarms(&bus).await? {
         Some(saved) if !saved.alarms.is_empty() => {
             println!(

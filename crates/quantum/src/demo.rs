@@ -122,14 +122,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let execution = service::start_with_bus(settings.clone(), bus.clone()).await?;
     let (monitor, counters) =
         service::exit_monitor::start_with_bus(settings.clone(), bus.clone()).await?;
-    let run_id = service::execution::now_ms() as u64;
+    let run_id = service::clock::now_ms() as u64;
     let legs = legs(run_id);
 
     tokio::time::sleep(pause(500)).await;
     for leg in &legs {
         let mut intent = leg.intent.clone();
         intent["intent_id"] = leg.id.into();
-        intent["created_at"] = service::execution::now_ms().into();
+        intent["created_at"] = service::clock::now_ms().into();
         println!(
             "-> intent {} {} {} {}",
             leg.id,

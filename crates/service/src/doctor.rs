@@ -18,8 +18,8 @@ use binance::{
 use bus::{keys, Bus};
 use model::{ExecutionResult, ResultStatus};
 
+use crate::clock::now_ms;
 use crate::config::{Settings, Venue};
-use crate::execution::now_ms;
 
 /// A check's verdict. `Fail` makes `quantum doctor` exit non-zero.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -30,8 +30,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::clock::now_ms;
 use crate::config::Settings;
-use crate::execution::{now_ms, ServiceError};
+use crate::error::ServiceError;
 use crate::metrics;
 use crate::monitor_state::{self, Changes};
 use crate::protection;

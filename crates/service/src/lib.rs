@@ -2,8 +2,10 @@
 //! the execution service ([`execution`]), which owns the task topology of reading intents,
 //! talking to the exchange and publishing results, and its shutdown order.
 
+pub mod clock;
 pub mod config;
 pub mod doctor;
+mod error;
 pub mod execution;
 pub mod exit_monitor;
 pub mod health;

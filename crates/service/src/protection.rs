@@ -17,7 +17,7 @@ use engine::monitor::Net;
 use rust_decimal::Decimal;
 use tracing::{error, info};
 
-use crate::execution::now_ms;
+use crate::clock::now_ms;
 
 /// How far beyond the monitor's levels the exchange-side orders sit, in percent of the level.
 /// Far enough that a normal tick reaches the monitor's level first, close enough to protect.

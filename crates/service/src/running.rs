@@ -13,7 +13,7 @@ use std::fmt;
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio_util::sync::CancellationToken;
 
-use crate::execution::ServiceError;
+use crate::error::ServiceError;
 use crate::health::{self, Health, Registration, TaskState};
 
 /// A running service task (the execution service or the exit monitor).

@@ -11,7 +11,7 @@ use binance::RestClient;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::execution::ServiceError;
+use crate::error::ServiceError;
 
 /// Waits until the exchange is ready for `who` (a service's name, for the log). `Ok(false)`:
 /// stopped before it was.

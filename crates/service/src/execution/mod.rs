@@ -1,0 +1,311 @@
+//! The execution service: reads trade intents from the bus, places each as one order on the
+//! exchange, waits until the exchange confirms the outcome, and publishes exactly one execution
+//! result per intent. The order of work for one intent:
+//!
+//! validate → claim the intent (progress key) → look the order up by its client order id (a
+//! redelivered intent must not trade twice) → size → risk gate → leverage → place with
+//! `newOrderRespType=RESULT` → confirm from whichever report comes first (the reply, the user
+//! stream, a REST poll) → at the deadline cancel what is left and ask once more → publish → ack.
+//!
+//! An ambiguous submit (timeout, dropped connection, 503 "Unknown error", -1006, -1007) is never
+//! sent again blindly: the order is looked up by client order id first, and only an order that
+//! several lookups in a row definitely did not find ("does not exist", not a failed lookup) is
+//! sent once more, with the same id. Lookups that fail are asked again until the fill timeout;
+//! then the result is `failed` with OUTCOME UNKNOWN, never a resend.
+//!
+//! Layout: this file holds the service's task (reading intents, claiming stale ones, back-pressure
+//! and shutdown); [`intake`] takes one bus entry from validation to its ack; [`progress`] is the
+//! per-intent progress record's format; [`reports`] maps what the exchange says (replies, user
+//! stream events, REST polls) onto the engine's reports; [`placement`] sizes, checks and places
+//! the order with the ambiguity policy; [`confirmation`] waits for the outcome; [`results`] turns
+//! an outcome into the published result.
+
+mod confirmation;
+mod intake;
+mod placement;
+mod progress;
+mod reports;
+mod results;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use binance::{RestClient, UserStream, UserStreamConfig};
+use bus::{keys, Bus};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::clock::now_ms;
+use crate::config::{ExecutionSettings, Settings};
+pub use crate::error::ServiceError;
+use crate::metrics;
+pub use crate::running::Running;
+
+use reports::Router;
+
+/// Intents worked on at once. Each mostly waits for its fill, so this bounds exchange load, not CPU.
+const CONCURRENCY: usize = 8;
+
+/// Connects to the exchange and the bus described by `settings` and starts the execution
+/// service in a task.
+pub async fn start(settings: Settings) -> Result<Running, ServiceError> {
+    let bus = Bus::connect(&settings.bus_config()).await?;
+    start_with_bus(settings, bus).await
+}
+
+/// Starts the execution service on a given bus (the in-process one for `quantum run
+/// --in-process-bus` and demos).
+pub async fn start_with_bus(settings: Settings, bus: Bus) -> Result<Running, ServiceError> {
+    let rest = RestClient::new(settings.binance_config()?)?;
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(Executor::new(rest, bus, settings).run(shutdown.clone()));
+    Ok(Running::new(crate::health::EXECUTION, shutdown, task))
+}
+
+/// The execution service's shared parts.
+#[derive(Debug, Clone)]
+pub struct Executor {
+    rest: RestClient,
+    bus: Bus,
+    settings: Arc<Settings>,
+    router: Router,
+    /// Leverage last set per symbol, so it is only changed when an intent asks for another.
+    leverage: Arc<Mutex<HashMap<String, u32>>>,
+    /// Bus entries this process is working on. A periodic claim can hand this consumer its own
+    /// long-running entries back; those are skipped, not started twice.
+    in_flight: Arc<Mutex<std::collections::HashSet<String>>>,
+}
+
+impl Executor {
+    pub fn new(rest: RestClient, bus: Bus, settings: Settings) -> Executor {
+        Executor {
+            rest,
+            bus,
+            settings: Arc::new(settings),
+            router: Router::default(),
+            leverage: Arc::new(Mutex::new(HashMap::new())),
+            in_flight: Arc::new(Mutex::new(std::collections::HashSet::new())),
+        }
+    }
+
+    fn exec(&self) -> &ExecutionSettings {
+        &self.settings.execution
+    }
+
+    /// Runs until `shutdown` is cancelled; then stops reading intents and lets those in flight
+    /// finish (each is bounded by the fill timeout).
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServiceError> {
+        let group = self.exec().consumer_group.clone();
+        let consumer = self.exec().consumer_name.clone();
+        metrics::register_execution();
+        self.bus.ensure_group(keys::TRADE_INTENT, &group).await?;
+        if !crate::startup::exchange_ready(&self.rest, &shutdown, "execution service").await? {
+            return Ok(());
+        }
+        let (stream, events) = UserStream::spawn(self.rest.clone(), UserStreamConfig::default());
+        let router_task = tokio::spawn(self.router.clone().run(events));
+        let gauges_task = tokio::spawn(self.clone().export_gauges());
+
+        let limit = Arc::new(Semaphore::new(CONCURRENCY));
+        let mut tasks = JoinSet::new();
+        // Intents this consumer held when it stopped, then those other consumers left behind.
+        let mut backlog = self
+            .bus
+            .pending_for(keys::TRADE_INTENT, &group, &consumer)
+            .await?;
+        let claimed = self
+            .bus
+            .claim_stale(
+                keys::TRADE_INTENT,
+                &group,
+                &consumer,
+                self.exec().claim_idle,
+                1000,
+            )
+            .await?;
+        if !backlog.is_empty() || !claimed.is_empty() {
+            info!(
+                "resuming {} pending and {} claimed intents",
+                backlog.len(),
+                claimed.len()
+            );
+        }
+        backlog.extend(claimed);
+        info!(
+            "execution service reading {} as {group}/{consumer}",
+            keys::TRADE_INTENT
+        );
+        let mut failures = 0u32;
+        // Entries another consumer died on are claimed while running too, not only at start:
+        // otherwise a crashed instance's intents would wait for a restart of a surviving one.
+        let claim_every = self.exec().claim_idle.max(Duration::from_millis(100));
+        let mut next_claim = tokio::time::Instant::now() + claim_every;
+        loop {
+            // A read in flight is never dropped (an XREADGROUP that was sent has delivered its
+            // entries to this consumer, whether anyone waits for the reply or not): the stop and
+            // the claims are looked at between reads, and a read blocks for at most a second.
+            if shutdown.is_cancelled() {
+                break;
+            }
+            let entries = if !backlog.is_empty() {
+                std::mem::take(&mut backlog)
+            } else if tokio::time::Instant::now() >= next_claim {
+                next_claim = tokio::time::Instant::now() + claim_every;
+                match self
+                    .bus
+                    .claim_stale(
+                        keys::TRADE_INTENT,
+                        &group,
+                        &consumer,
+                        self.exec().claim_idle,
+                        100,
+                    )
+                    .await
+                {
+                    Ok(claimed) if !claimed.is_empty() => {
+                        info!(
+                            "claimed {} intents left idle by another consumer",
+                            claimed.len()
+                        );
+                        claimed
+                    }
+                    Ok(_) => continue,
+                    Err(e) => {
+                        warn!("cannot claim stale intents: {e}");
+                        continue;
+                    }
+                }
+            } else {
+                match self
+                    .bus
+                    .read(
+                        keys::TRADE_INTENT,
+                        &group,
+                        &consumer,
+                        CONCURRENCY,
+                        Duration::from_secs(1),
+                    )
+                    .await
+                {
+                    Ok(entries) => {
+                        failures = 0;
+                        entries
+                    }
+                    Err(bus::Error::NoGroup { .. }) => {
+                        warn!(
+                            "consumer group {group} is gone (Redis restarted?); creating it again"
+                        );
+                        self.bus.ensure_group(keys::TRADE_INTENT, &group).await.ok();
+                        continue;
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        let wait = Duration::from_millis(200 * u64::from(failures.min(25)));
+                        error!("cannot read intents: {e}; retrying in {wait:?}");
+                        tokio::select! {
+                            _ = shutdown.cancelled() => break,
+                            _ = tokio::time::sleep(wait) => {}
+                        }
+                        continue;
+                    }
+                }
+            };
+            if shutdown.is_cancelled() && !entries.is_empty() {
+                // Received while stopping: not started here. Handed back (still pending, but
+                // claimable at once by any other instance; this one resumes them on its start).
+                let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
+                info!(
+                    "stopping: {} intents received after the stop are handed back, not started ({})",
+                    ids.len(),
+                    ids.join(", ")
+                );
+                if let Err(e) = self.bus.release(keys::TRADE_INTENT, &group, &ids).await {
+                    warn!(
+                        "cannot hand back {}: {e}; they stay pending on {consumer}",
+                        ids.join(", ")
+                    );
+                }
+                break;
+            }
+            for entry in entries {
+                if !self
+                    .in_flight
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(entry.id.clone())
+                {
+                    debug!(
+                        "entry {} is already being worked on here; not starting it twice",
+                        entry.id
+                    );
+                    continue;
+                }
+                let permit = limit
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("semaphore is never closed");
+                let executor = self.clone();
+                tasks.spawn(async move {
+                    let id = entry.id.clone();
+                    executor.handle(entry).await;
+                    executor
+                        .in_flight
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&id);
+                    drop(permit);
+                });
+            }
+            while let Some(done) = tasks.try_join_next() {
+                if let Err(e) = done {
+                    error!("an intent task ended abnormally: {e}");
+                }
+            }
+        }
+        info!(
+            "shutting down: no new intents; waiting for {} in flight",
+            tasks.len()
+        );
+        let grace = self.exec().fill_timeout + Duration::from_secs(15);
+        if tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} })
+            .await
+            .is_err()
+        {
+            error!("intents still in flight after {grace:?}; they stay pending and are resumed on the next start");
+        }
+        stream.shutdown().await;
+        router_task.abort();
+        gauges_task.abort();
+        Ok(())
+    }
+
+    /// Every second: the request weight used this minute and the user stream's state, as gauges
+    /// (they are levels, not events, so they are sampled rather than counted).
+    async fn export_gauges(self) {
+        use std::sync::atomic::Ordering;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let m = metrics::global();
+            metrics::export_weight(&self.rest, "execution");
+            let connected = self.router.connected.load(Ordering::Relaxed);
+            m.set(
+                "quantum_user_stream_connected",
+                &[],
+                if connected { 1.0 } else { 0.0 },
+            );
+            let last = self.router.last_event_ms.load(Ordering::Relaxed);
+            if last > 0 {
+                m.set(
+                    "quantum_user_stream_last_event_age_seconds",
+                    &[],
+                    (now_ms() - last).max(0) as f64 / 1000.0,
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! Turning a confirmed outcome (or a failure) into the execution result that is published.
+
+use engine::Outcome;
+use model::{ClientOrderId, ExecutionResult, ResultStatus, TradeIntent};
+use rust_decimal::Decimal;
+use tracing::{error, info, warn};
+
+use crate::clock::now_ms;
+use crate::metrics;
+
+use super::Executor;
+
+impl Executor {
+    pub(super) async fn build_result(
+        &self,
+        intent: &TradeIntent,
+        coid: &ClientOrderId,
+        mut outcome: Outcome,
+        order_sent_at: i64,
+    ) -> ExecutionResult {
+        let symbol = intent.symbol.as_str();
+        if outcome.status.has_fill() && outcome.commission.is_none() {
+            // The confirming report had no per-fill fees (REST or RESULT reply): ask for the trades.
+            match self.rest.user_trades(symbol, Some(outcome.order_id)).await {
+                Ok(trades) if !trades.is_empty() => {
+                    outcome.commission = Some(trades.iter().map(|t| t.commission).sum());
+                    outcome.commission_asset = trades[0].commission_asset.clone();
+                }
+                Ok(_) => warn!(
+                    "no trades listed yet for order {}; commission reported as 0",
+                    outcome.order_id
+                ),
+                Err(e) => warn!(
+                    "cannot read the trades of order {}: {e}; commission reported as 0",
+                    outcome.order_id
+                ),
+            }
+        }
+        let elapsed = now_ms() - order_sent_at;
+        if outcome.status.has_fill() {
+            metrics::global().observe(
+                "quantum_fill_confirm_seconds",
+                &[("confirmed_by", outcome.confirmed_by.as_str())],
+                elapsed.max(0) as f64 / 1000.0,
+            );
+            let execution = model::Execution {
+                order_id: outcome.order_id,
+                avg_price: outcome.avg_price,
+                executed_qty: outcome.executed_qty,
+                commission: outcome.commission.unwrap_or(Decimal::ZERO),
+                commission_asset: outcome.commission_asset.clone(),
+                filled_at: outcome.final_time,
+            };
+            match ExecutionResult::with_fill(
+                intent,
+                coid,
+                outcome.status,
+                &execution,
+                outcome.confirmed_by,
+                order_sent_at,
+                now_ms(),
+            ) {
+                Ok(result) => {
+                    let word = if outcome.status == ResultStatus::Filled {
+                        "FILLED"
+                    } else {
+                        "PARTIALLY FILLED (rest cancelled or expired)"
+                    };
+                    info!(
+                        "order {word} {symbol} avgPrice={} qty={} notional={} orderId={} clientOrderId={coid}, confirmed by {} after {elapsed} ms",
+                        outcome.avg_price.normalize(),
+                        outcome.executed_qty.normalize(),
+                        result.position_size_usd.normalize(),
+                        outcome.order_id,
+                        outcome.confirmed_by.as_str()
+                    );
+                    result
+                }
+                Err(e) => self.failed(
+                    intent,
+                    coid,
+                    format!("exchange report does not hold up: {e}"),
+                ),
+            }
+        } else {
+            let reason = match outcome.status {
+                ResultStatus::Timeout => format!(
+                    "no fill confirmed within {:?}; the order was cancelled with nothing filled",
+                    self.exec().fill_timeout
+                ),
+                ResultStatus::Canceled => "the order was cancelled with nothing filled".to_string(),
+                ResultStatus::Expired => "the order expired with nothing filled".to_string(),
+                ResultStatus::Rejected => "the exchange rejected the order".to_string(),
+                _ => "the exchange reported a fill with no quantity; not reporting it as a fill"
+                    .to_string(),
+            };
+            warn!(
+                "order {coid} for intent {}: {} — {reason} (orderId={}, after {elapsed} ms)",
+                intent.intent_id,
+                outcome.status.as_str(),
+                outcome.order_id
+            );
+            let mut result = ExecutionResult::without_fill(
+                intent,
+                Some(coid),
+                outcome.status,
+                None,
+                reason,
+                now_ms(),
+            );
+            result.order_id = Some(outcome.order_id);
+            result.order_sent_at = Some(order_sent_at);
+            result
+        }
+    }
+
+    pub(super) fn failed(
+        &self,
+        intent: &TradeIntent,
+        coid: &ClientOrderId,
+        reason: String,
+    ) -> ExecutionResult {
+        error!("intent {} failed: {reason}", intent.intent_id);
+        ExecutionResult::without_fill(
+            intent,
+            Some(coid),
+            ResultStatus::Failed,
+            None,
+            reason,
+            now_ms(),
+        )
+    }
+}
