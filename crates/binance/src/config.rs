@@ -116,6 +116,13 @@ pub struct Config {
 }
 
 impl Config {
+    /// A short tag of the API key (the first 12 hex digits of its SHA-256): names what is kept per
+    /// account (the shared order budget) without spelling the key out.
+    pub fn key_tag(&self) -> String {
+        use sha2::{Digest, Sha256};
+        hex::encode(&Sha256::digest(self.api_key.as_bytes())[..6])
+    }
+
     /// Default `recvWindow`.
     pub const DEFAULT_RECV_WINDOW: Duration = Duration::from_secs(5);
     /// Default request timeout.

@@ -45,6 +45,7 @@ pub use market_stream::{
     book_ticker_stream, mark_price_stream, MarketEvent, MarketStream, MarketStreamConfig,
     ALL_MARK_PRICES_STREAM,
 };
+pub use ratelimit::{Limits, SharedBudget, Verdict};
 pub use rest::RestClient;
 pub use sign::signature;
 pub use types::{

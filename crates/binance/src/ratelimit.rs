@@ -7,19 +7,52 @@
 //! Waiting *before* sending is always safe: nothing has reached the exchange yet. Getting a 429
 //! is worse, because continuing through 429s gets the IP banned (418).
 
+use std::fmt;
 use std::time::Duration;
+
+use futures_util::future::BoxFuture;
 
 use crate::types::RateLimit;
 
-/// What the governor says about the next request.
+/// What the governor (or a [`SharedBudget`]) says about the next request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Verdict {
+pub enum Verdict {
     /// Send now.
     Go,
     /// The window is full: wait this long (until the window rolls), then ask again.
     Wait(Duration),
     /// Binance asked us to stop (429/418 `Retry-After`) for this much longer.
     Banned(Duration),
+}
+
+/// Binance's limits in force (from exchangeInfo's `rateLimits`, else the documented defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Request weight per IP per minute.
+    pub weight_1m: u32,
+    /// Orders per account per 10 s.
+    pub orders_10s: u32,
+    /// Orders per account per minute.
+    pub orders_1m: u32,
+}
+
+/// A rate budget shared with every other process on the same IP and account (Binance counts
+/// per IP and per account, not per process). The client asks it after its own governor agreed,
+/// and tells it about every 429/418, so one process's ban stops the others. An error (the budget
+/// cannot be reached) is logged and the client goes on with its own governor alone.
+pub trait SharedBudget: Send + Sync + fmt::Debug {
+    /// Takes `weight` of IP weight and, if `is_order`, one order from the budget at `now_ms`
+    /// (the exchange's clock), or says how long to wait without taking anything.
+    fn take(
+        &self,
+        now_ms: i64,
+        weight: u32,
+        is_order: bool,
+        limits: Limits,
+    ) -> BoxFuture<'_, Result<Verdict, String>>;
+
+    /// The exchange banned requests until `until_ms` (429/418 `Retry-After`).
+    fn ban(&self, now_ms: i64, until_ms: i64) -> BoxFuture<'_, Result<(), String>>;
 }
 
 /// Counters and limits. One per REST client, behind a std mutex never held across an await.
@@ -110,9 +143,28 @@ impl Governor {
         }
     }
 
+    /// The limits in force.
+    pub(crate) fn limits(&self) -> Limits {
+        Limits {
+            weight_1m: self.weight_limit_1m,
+            orders_10s: self.order_limit_10s,
+            orders_1m: self.order_limit_1m,
+        }
+    }
+
     /// Decides about a request of `weight` (and one order if `is_order`). On `Go` the request is
     /// counted at once, so concurrent callers cannot all squeeze into the last slot.
     pub(crate) fn admit(&mut self, now_ms: i64, weight: u32, is_order: bool) -> Verdict {
+        let verdict = self.check(now_ms, weight, is_order);
+        if verdict == Verdict::Go {
+            self.count(now_ms, weight, is_order);
+        }
+        verdict
+    }
+
+    /// [`Governor::admit`] without counting: for a request a [`SharedBudget`] must agree to
+    /// too, counted with [`Governor::count`] once it did.
+    pub(crate) fn check(&self, now_ms: i64, weight: u32, is_order: bool) -> Verdict {
         if now_ms < self.banned_until_ms {
             return Verdict::Banned(Duration::from_millis(
                 (self.banned_until_ms - now_ms) as u64,
@@ -133,12 +185,16 @@ impl Governor {
         if wait > Duration::ZERO {
             return Verdict::Wait(wait);
         }
+        Verdict::Go
+    }
+
+    /// Counts a request that was let through.
+    pub(crate) fn count(&mut self, now_ms: i64, weight: u32, is_order: bool) {
         self.weight.add(now_ms, weight);
         if is_order {
             self.orders_10s.add(now_ms, 1);
             self.orders_1m.add(now_ms, 1);
         }
-        Verdict::Go
     }
 
     /// Records the counts a reply reported. Binance's numbers raise ours (they include requests

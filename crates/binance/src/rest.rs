@@ -21,15 +21,18 @@ use tracing::{debug, warn};
 use crate::config::Config;
 use crate::error::{classify_reply, classify_transport, Effect, Error};
 use crate::filters::SymbolRules;
-use crate::ratelimit::{Governor, Verdict};
+use crate::ratelimit::{Governor, SharedBudget, Verdict};
 use crate::sign;
 use crate::types::ServerTime;
 
 /// The longest a read waits on its own for a 429/418 to pass before retrying once. Longer bans
 /// go back to the caller.
 const MAX_READ_BACKOFF: Duration = Duration::from_secs(10);
-/// The longest the governor may hold a request for a full window (a minute, plus margin).
-const MAX_WINDOW_WAIT: Duration = Duration::from_secs(61);
+/// The longest the governor holds a request for a full window before handing it back to the
+/// caller as "not sent, rate limit" ([`Error::Transient`] with the wait): callers that wait
+/// longer (an order held back until the next minute) do it themselves, between heartbeats and
+/// with their own deadline and shutdown in view, rather than blocked in here.
+const MAX_WINDOW_WAIT: Duration = Duration::from_secs(5);
 
 /// How a request is authenticated (Binance's security types).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,6 +115,10 @@ struct Inner {
     synced: AtomicBool,
     /// Std mutex: held only for the few arithmetic steps of a decision, never across an await.
     governor: Mutex<Governor>,
+    /// The budget shared with other processes on the same IP and account, once set.
+    shared: std::sync::OnceLock<Arc<dyn SharedBudget>>,
+    /// When the shared budget last failed (ms), so its failures are logged once a minute.
+    shared_failed_ms: AtomicI64,
     /// Symbol rules from the last exchangeInfo, by symbol. Replaced wholesale on refresh.
     symbols: RwLock<HashMap<String, Arc<SymbolRules>>>,
     /// Requests sent, by `METHOD path`: every request costs capacity, so it is counted.
@@ -136,6 +143,8 @@ impl RestClient {
                 offset_ms: AtomicI64::new(0),
                 synced: AtomicBool::new(false),
                 governor: Mutex::new(Governor::default()),
+                shared: std::sync::OnceLock::new(),
+                shared_failed_ms: AtomicI64::new(0),
                 symbols: RwLock::new(HashMap::new()),
                 sent: Mutex::new(std::collections::BTreeMap::new()),
             }),
@@ -190,6 +199,16 @@ impl RestClient {
     /// `quantum_rate_limit_weight_*` gauges.
     pub fn weight_usage(&self) -> (u32, u32) {
         self.governor().weight_usage(self.server_now_ms())
+    }
+
+    /// Makes every request of this client (and its clones) also take its cost from `budget`,
+    /// shared with the other processes on the same IP and account, and report 429/418 bans to
+    /// it. Set once; a second call is refused with the budget given back.
+    ///
+    /// # Errors
+    /// The budget given, when one is already set.
+    pub fn share_budget(&self, budget: Arc<dyn SharedBudget>) -> Result<(), Arc<dyn SharedBudget>> {
+        self.inner.shared.set(budget)
     }
 
     /// Requests sent so far by this client, by `METHOD path` (for `quantum_rest_requests_total`
@@ -274,20 +293,55 @@ impl RestClient {
         self.send_once(call).await
     }
 
-    /// Waits until the governor lets `call` go. A ban makes reads wait (briefly) and writes fail
-    /// without sending, so the caller decides about orders.
+    /// Asks this client's governor and then the shared budget (if any) about `call`, counting it
+    /// where both agree. A shared budget that cannot be reached leaves the decision to the
+    /// governor alone (logged once a minute): the exchange's own headers still raise its counts.
+    async fn verdict(&self, call: &Call) -> Verdict {
+        let now = self.server_now_ms();
+        let Some(shared) = self.inner.shared.get() else {
+            return self.governor().admit(now, call.weight, call.is_order);
+        };
+        let (local, limits) = {
+            let governor = self.governor();
+            (
+                governor.check(now, call.weight, call.is_order),
+                governor.limits(),
+            )
+        };
+        if local != Verdict::Go {
+            return local;
+        }
+        match shared.take(now, call.weight, call.is_order, limits).await {
+            Ok(Verdict::Go) => {
+                self.governor().count(now, call.weight, call.is_order);
+                Verdict::Go
+            }
+            Ok(wait) => wait,
+            Err(e) => {
+                let last = self.inner.shared_failed_ms.swap(now, Ordering::Relaxed);
+                if now - last > 60_000 {
+                    warn!(target: "binance::ratelimit", "the shared rate budget cannot be reached ({e}); counting this process's requests alone until it can");
+                }
+                self.governor().admit(now, call.weight, call.is_order)
+            }
+        }
+    }
+
+    /// Waits until the governor (and the shared budget) lets `call` go. A ban makes reads wait
+    /// (briefly) and writes fail without sending, so the caller decides about orders.
     async fn admit(&self, call: &Call) -> Result<(), Error> {
         let mut waited = Duration::ZERO;
         loop {
-            let verdict = self
-                .governor()
-                .admit(self.server_now_ms(), call.weight, call.is_order);
+            let verdict = self.verdict(call).await;
             match verdict {
                 Verdict::Go => return Ok(()),
-                Verdict::Wait(wait) if waited + wait <= MAX_WINDOW_WAIT => {
-                    debug!(target: "binance::ratelimit", "{}: rate window full, waiting {wait:?}", call.describe());
-                    waited += wait;
-                    tokio::time::sleep(wait).await;
+                Verdict::Wait(wait) if waited < MAX_WINDOW_WAIT => {
+                    // Short naps, asking again after each: the window may roll, and a shared
+                    // budget may free up sooner than its first answer said.
+                    let nap = wait.min(MAX_WINDOW_WAIT - waited);
+                    debug!(target: "binance::ratelimit", "{}: rate window full for {wait:?}, waiting {nap:?}", call.describe());
+                    waited += nap;
+                    tokio::time::sleep(nap).await;
                 }
                 Verdict::Banned(wait)
                     if call.effect() == Effect::Read && waited + wait <= MAX_READ_BACKOFF =>
@@ -386,7 +440,14 @@ impl RestClient {
             } else {
                 Duration::from_secs(1)
             });
-            self.governor().ban(self.server_now_ms(), ban);
+            let now = self.server_now_ms();
+            self.governor().ban(now, ban);
+            if let Some(shared) = self.inner.shared.get() {
+                let until = now.saturating_add(i64::try_from(ban.as_millis()).unwrap_or(i64::MAX));
+                if let Err(e) = shared.ban(now, until).await {
+                    warn!(target: "binance::ratelimit", "cannot tell the shared rate budget about the ban: {e}");
+                }
+            }
             warn!(target: "binance::ratelimit", "{endpoint}: HTTP {status}, pausing requests for {ban:?}");
         }
         Err(classify_reply(effect, status, retry_after, &body))

@@ -27,6 +27,19 @@ pub const MONITOR_LOTS: &str = "quantum:monitor:lots:v2";
 /// The field of a stream entry that holds its JSON document.
 pub const PAYLOAD_FIELD: &str = "payload";
 
+/// Prefix of the shared rate budget's counters and ban deadlines (see [`crate::Bus::rate_take`]).
+pub const RATE_PREFIX: &str = "quantum:rate:";
+
+/// The key of rate counter `name` in window number `index`.
+pub fn rate_counter(name: &str, index: i64) -> String {
+    format!("{RATE_PREFIX}{name}:{index}")
+}
+
+/// The key of ban deadline `name`.
+pub fn rate_ban(name: &str) -> String {
+    format!("{RATE_PREFIX}ban:{name}")
+}
+
 /// The progress key of one intent, `quantum:intent:<intent_id>`.
 pub fn progress(intent_id: &str) -> String {
     format!("{PROGRESS_PREFIX}{intent_id}")

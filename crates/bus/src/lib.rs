@@ -37,6 +37,7 @@ mod entry;
 mod error;
 pub mod keys;
 mod memory;
+mod rate;
 mod redis_bus;
 
 use std::collections::BTreeMap;
@@ -46,6 +47,7 @@ pub use config::Config;
 pub use entry::{ConsumerInfo, Entry, GroupInfo, Malformed};
 pub use error::{Error, Result};
 pub use memory::MemoryBus;
+pub use rate::{RateDecision, RateWindow};
 pub use redis_bus::RedisBus;
 
 /// The bus a service uses. Cheap to clone; clones share connections (or, in memory, streams).
@@ -290,6 +292,25 @@ impl Bus {
         delete: &[String],
     ) -> Result<()> {
         dispatch!(self.map_apply(key, put, delete))
+    }
+
+    /// Takes `windows` from the rate budget shared by every process on this bus, in one atomic
+    /// step at `now_ms` (the caller's estimate of the exchange's clock): either every counter is
+    /// raised by its cost ([`RateDecision::Granted`]) or none is and the answer says how long to
+    /// wait (a full window, or the ban deadline `ban` in force). See the `rate` module.
+    pub async fn rate_take(
+        &self,
+        ban: &str,
+        windows: &[RateWindow],
+        now_ms: i64,
+    ) -> Result<RateDecision> {
+        dispatch!(self.rate_take(ban, windows, now_ms))
+    }
+
+    /// Raises ban deadline `ban` to `until_ms` (a later deadline already set stays), so every
+    /// process sharing the budget stops, not only the one that got the 429 or 418.
+    pub async fn rate_ban(&self, ban: &str, until_ms: i64, now_ms: i64) -> Result<()> {
+        dispatch!(self.rate_ban(ban, until_ms, now_ms))
     }
 
     /// Checks that the bus answers.

@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use crate::entry::{payload_from_fields, ConsumerInfo, Entry, GroupInfo};
 use crate::error::{Error, Result};
 use crate::keys::PAYLOAD_FIELD;
+use crate::rate::{self, RateDecision, RateWindow};
 
 /// An in-process bus. Clones share the same streams.
 #[derive(Clone)]
@@ -44,6 +45,9 @@ struct Inner {
 struct State {
     streams: HashMap<String, Stream>,
     progress: HashMap<String, Progress>,
+    /// The shared rate budget: counter name → (window index, count), and ban deadlines.
+    rate_counters: HashMap<String, (i64, u64)>,
+    rate_bans: HashMap<String, i64>,
     /// State maps; like a Redis hash, one without fields is removed.
     maps: HashMap<String, BTreeMap<String, String>>,
 }
@@ -428,6 +432,45 @@ impl MemoryBus {
         }
         state.progress.insert(key.to_owned(), progress(value, ttl));
         Ok(true)
+    }
+
+    /// See [`crate::Bus::rate_take`].
+    pub async fn rate_take(
+        &self,
+        ban: &str,
+        windows: &[RateWindow],
+        now_ms: i64,
+    ) -> Result<RateDecision> {
+        let mut state = self.lock();
+        let banned_until = state.rate_bans.get(ban).copied().unwrap_or(0);
+        let used: Vec<u64> = windows
+            .iter()
+            .map(|w| match state.rate_counters.get(&w.name) {
+                Some((index, used)) if *index == rate::window_index(now_ms, w.len_ms) => *used,
+                _ => 0,
+            })
+            .collect();
+        let decision = rate::decide(now_ms, banned_until, windows, &used);
+        if decision == RateDecision::Granted {
+            for (w, used) in windows.iter().zip(used) {
+                state.rate_counters.insert(
+                    w.name.clone(),
+                    (
+                        rate::window_index(now_ms, w.len_ms),
+                        used.saturating_add(w.cost),
+                    ),
+                );
+            }
+        }
+        Ok(decision)
+    }
+
+    /// See [`crate::Bus::rate_ban`].
+    pub async fn rate_ban(&self, ban: &str, until_ms: i64, _now_ms: i64) -> Result<()> {
+        let mut state = self.lock();
+        let deadline = state.rate_bans.entry(ban.to_owned()).or_insert(0);
+        *deadline = (*deadline).max(until_ms);
+        Ok(())
     }
 
     /// See [`crate::Bus::map_put`].

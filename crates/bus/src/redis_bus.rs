@@ -28,7 +28,8 @@ use redis::{AsyncConnectionConfig, Cmd, ErrorKind, FromRedisValue, RedisError, V
 
 use crate::entry::{payload_from_fields, ConsumerInfo, Entry, GroupInfo, RawFields};
 use crate::error::{Error, Result};
-use crate::keys::PAYLOAD_FIELD;
+use crate::keys::{self, PAYLOAD_FIELD};
+use crate::rate::{self, RateDecision, RateWindow};
 use crate::Config;
 
 /// How many entries one history read of [`RedisBus::pending_for`] asks for; it pages until done.
@@ -569,6 +570,47 @@ impl RedisBus {
             pipe.query_async::<()>(&mut conn),
         )
         .await
+    }
+
+    /// See [`crate::Bus::rate_take`].
+    pub async fn rate_take(
+        &self,
+        ban: &str,
+        windows: &[RateWindow],
+        now_ms: i64,
+    ) -> Result<RateDecision> {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(rate::TAKE_SCRIPT)
+            .arg(windows.len() + 1)
+            .arg(keys::rate_ban(ban));
+        for w in windows {
+            cmd.arg(keys::rate_counter(
+                &w.name,
+                rate::window_index(now_ms, w.len_ms),
+            ));
+        }
+        cmd.arg(now_ms);
+        for w in windows {
+            cmd.arg(w.len_ms.max(1)).arg(w.limit).arg(w.cost);
+        }
+        let (kind, wait): (i64, i64) = self.query("rate take", &cmd).await?;
+        Ok(match kind {
+            0 => RateDecision::Granted,
+            1 => RateDecision::Wait(rate::ms(wait)),
+            _ => RateDecision::Banned(rate::ms(wait)),
+        })
+    }
+
+    /// See [`crate::Bus::rate_ban`].
+    pub async fn rate_ban(&self, ban: &str, until_ms: i64, now_ms: i64) -> Result<()> {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(rate::BAN_SCRIPT)
+            .arg(1)
+            .arg(keys::rate_ban(ban))
+            .arg(until_ms)
+            .arg((until_ms - now_ms).max(1));
+        let _: i64 = self.query("rate ban", &cmd).await?;
+        Ok(())
     }
 
     /// See [`crate::Bus::ping`].

@@ -60,6 +60,7 @@ pub async fn start_with_bus(
     bus: Bus,
 ) -> Result<(Running, Arc<Counters>), ServiceError> {
     let rest = RestClient::new(settings.binance_config()?)?;
+    crate::rate_budget::share(&rest, &bus);
     let shutdown = CancellationToken::new();
     let counters = Arc::new(Counters::default());
     let monitor = Monitor {

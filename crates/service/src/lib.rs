@@ -12,6 +12,7 @@ pub mod health;
 pub mod metrics;
 pub mod monitor_state;
 pub mod protection;
+pub mod rate_budget;
 mod running;
 pub mod startup;
 

@@ -32,6 +32,8 @@ macro_rules! all_behaviour_tests {
             map_empty_inputs_are_no_ops,
             publish_and_set_does_both,
             a_released_entry_is_claimed_at_once,
+            rate_budget_is_shared_exact_and_windowed,
+            rate_ban_stops_every_taker_until_it_ends,
         );
     };
     ($backend:expr; $($name:ident),* $(,)?) => {

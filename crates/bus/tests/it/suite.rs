@@ -806,3 +806,89 @@ pub async fn a_released_entry_is_claimed_at_once(backend: Backend) {
     assert_eq!(claimed.len(), 1, "released: claimed at once");
     assert_eq!(claimed[0].payload.as_deref(), Ok("late"));
 }
+
+fn budget_window(name: &str, len_ms: i64, limit: u64, cost: u64) -> bus::RateWindow {
+    bus::RateWindow {
+        name: name.into(),
+        len_ms,
+        limit,
+        cost,
+    }
+}
+
+/// Two clones (two processes on one Redis) draw from one budget: together they get exactly the
+/// limit, a take that would pass it takes nothing and says when the window rolls, and the next
+/// window starts empty.
+pub async fn rate_budget_is_shared_exact_and_windowed(backend: Backend) {
+    let h = backend.start().await;
+    let (a, b) = (h.bus.clone(), h.bus.separate().await.unwrap());
+    let t0: i64 = 29_000_000 * 60_000;
+    let take = |bus: bus::Bus, at: i64| async move {
+        bus.rate_take(
+            "ip",
+            &[
+                budget_window("ip:weight:1m", 60_000, 10, 2),
+                budget_window("acct:orders:10s", 10_000, 3, 1),
+            ],
+            at,
+        )
+        .await
+        .unwrap()
+    };
+    assert_eq!(take(a.clone(), t0 + 100).await, bus::RateDecision::Granted);
+    assert_eq!(take(b.clone(), t0 + 200).await, bus::RateDecision::Granted);
+    assert_eq!(take(a.clone(), t0 + 300).await, bus::RateDecision::Granted);
+    // Orders: 3 of 3 in this 10 s window. Nothing is taken from either counter.
+    assert_eq!(
+        take(b.clone(), t0 + 4_000).await,
+        bus::RateDecision::Wait(Duration::from_millis(6_000))
+    );
+    // Next 10 s window: orders free again; weight is 6 of 10 this minute.
+    assert_eq!(
+        take(b.clone(), t0 + 10_000).await,
+        bus::RateDecision::Granted
+    );
+    assert_eq!(
+        take(a.clone(), t0 + 10_001).await,
+        bus::RateDecision::Granted
+    );
+    // Weight 10 of 10: the minute is full.
+    assert_eq!(
+        take(a.clone(), t0 + 20_000).await,
+        bus::RateDecision::Wait(Duration::from_millis(40_000))
+    );
+    // A cost-free counter never waits, and the next minute starts empty.
+    assert_eq!(
+        a.rate_take(
+            "ip",
+            &[budget_window("ip:weight:1m", 60_000, 10, 0)],
+            t0 + 20_000
+        )
+        .await
+        .unwrap(),
+        bus::RateDecision::Granted
+    );
+    assert_eq!(take(b, t0 + 60_000).await, bus::RateDecision::Granted);
+}
+
+/// A ban set by one process stops the others until it ends; a shorter ban never shortens it.
+pub async fn rate_ban_stops_every_taker_until_it_ends(backend: Backend) {
+    let h = backend.start().await;
+    let (a, b) = (h.bus.clone(), h.bus.separate().await.unwrap());
+    let t0: i64 = 29_000_000 * 60_000;
+    let w = [budget_window("ip:weight:1m", 60_000, 100, 1)];
+    a.rate_ban("ip", t0 + 5_000, t0).await.unwrap();
+    a.rate_ban("ip", t0 + 1_000, t0).await.unwrap();
+    assert_eq!(
+        b.rate_take("ip", &w, t0 + 2_000).await.unwrap(),
+        bus::RateDecision::Banned(Duration::from_millis(3_000))
+    );
+    assert_eq!(
+        b.rate_take("other-ip", &w, t0 + 2_000).await.unwrap(),
+        bus::RateDecision::Granted
+    );
+    assert_eq!(
+        b.rate_take("ip", &w, t0 + 5_000).await.unwrap(),
+        bus::RateDecision::Granted
+    );
+}

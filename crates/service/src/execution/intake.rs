@@ -187,7 +187,12 @@ impl Executor {
             intent.quantity.map_or("-".into(), |d| d.to_string()),
             intent.leverage.map_or("-".into(), |l| l.to_string()),
         );
-        let result = self.execute(intent, key, fresh).await;
+        let act_by = self.act_by(intent, entry);
+        let Some(result) = self.execute(intent, key, fresh, act_by).await else {
+            // Stopping, and nothing was sent for it: not acked, so the next start (or another
+            // instance, once this one's heartbeat is stale) finishes it.
+            return Ok(());
+        };
         if result.status == ResultStatus::Rejected && result.order_id.is_none() {
             self.bus
                 .dead_letter(
@@ -223,6 +228,22 @@ impl Executor {
         Ok(())
     }
 
+    /// When the intent's order must have been sent by (ms since the epoch): its own
+    /// `expires_at`, or `max_age` after its `created_at` (else after its publication on the
+    /// stream), whichever comes first. `None` when it has no lifetime (`max_age` 0, no
+    /// `expires_at`): then it waits for the exchange as long as it takes.
+    pub(super) fn act_by(&self, intent: &TradeIntent, entry: &Entry) -> Option<i64> {
+        let max_age = i64::try_from(self.exec().max_age.as_millis()).unwrap_or(i64::MAX);
+        let by_age = (max_age > 0)
+            .then(|| intent.created_at.or_else(|| entry.published_ms()))
+            .flatten()
+            .map(|born| born.saturating_add(max_age));
+        match (intent.expires_at, by_age) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// Why the intent is too old to execute at `now`, if it is: past its own `expires_at`, or
     /// older than `max_age` by its `created_at` (else by when it was published).
     pub(super) fn too_old(&self, intent: &TradeIntent, entry: &Entry, now: i64) -> Option<String> {
@@ -233,17 +254,15 @@ impl Executor {
             ));
         }
         let max_age = i64::try_from(self.exec().max_age.as_millis()).unwrap_or(i64::MAX);
-        if max_age == 0 {
-            return None;
-        }
-        let (born, by) = match intent.created_at {
+        let by = self.act_by(intent, entry).filter(|by| now > *by)?;
+        let (born, from) = match intent.created_at {
             Some(t) => (t, "created_at"),
-            None => (entry.published_ms()?, "its publication on the stream"),
+            None => (by - max_age, "its publication on the stream"),
         };
-        let age = now.saturating_sub(born);
-        (age > max_age).then(|| {
-            format!("it is {age} ms old by {by}, more than execution.max_age ({max_age} ms); nothing was sent")
-        })
+        Some(format!(
+            "it is {} ms old by {from}, more than execution.max_age ({max_age} ms); nothing was sent",
+            now.saturating_sub(born)
+        ))
     }
 
     pub(super) fn claim_idle_ms(&self) -> i64 {

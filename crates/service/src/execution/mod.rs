@@ -60,6 +60,7 @@ pub async fn start(settings: Settings) -> Result<Running, ServiceError> {
 /// --in-process-bus` and demos).
 pub async fn start_with_bus(settings: Settings, bus: Bus) -> Result<Running, ServiceError> {
     let rest = RestClient::new(settings.binance_config()?)?;
+    crate::rate_budget::share(&rest, &bus);
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(Executor::new(rest, bus, settings).run(shutdown.clone()));
     Ok(Running::new(crate::health::EXECUTION, shutdown, task))
@@ -77,6 +78,9 @@ pub struct Executor {
     /// Bus entries this process is working on. A periodic claim can hand this consumer its own
     /// long-running entries back; those are skipped, not started twice.
     in_flight: Arc<Mutex<std::collections::HashSet<String>>>,
+    /// Cancelled when the service stops: an intent still waiting to send its order (held back
+    /// by the rate budget) gives up and stays pending for the next start.
+    stop: CancellationToken,
 }
 
 impl Executor {
@@ -88,6 +92,7 @@ impl Executor {
             router: Router::default(),
             leverage: Arc::new(Mutex::new(HashMap::new())),
             in_flight: Arc::new(Mutex::new(std::collections::HashSet::new())),
+            stop: CancellationToken::new(),
         }
     }
 
@@ -97,7 +102,8 @@ impl Executor {
 
     /// Runs until `shutdown` is cancelled; then stops reading intents and lets those in flight
     /// finish (each is bounded by the fill timeout).
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServiceError> {
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), ServiceError> {
+        self.stop = shutdown.clone();
         let group = self.exec().consumer_group.clone();
         let consumer = self.exec().consumer_name.clone();
         metrics::register_execution();

@@ -1,7 +1,16 @@
 //! From a valid intent to an order on the exchange: symbol rules, sizing, the risk gate,
 //! leverage, and the submit with its ambiguity policy (an ambiguous submit is looked up, never
 //! sent again blindly).
+//!
+//! Back-pressure: whatever the exchange refuses *for now* before anything executed (the rate
+//! budget is spent, a 429 with its `Retry-After`, a 5xx that is a definite failure, a connection
+//! that never opened) is waited out and asked again, with the heartbeat refreshed, for as long as
+//! the intent lives (`expires_at`, or `execution.max_age` after its birth). An intent is never
+//! `failed` for being held back: when its lifetime runs out first it is `expired`, nothing sent;
+//! when the service stops first it stays pending for the next start. While these intents wait,
+//! the reader takes no new ones (they stay on the stream), which is the back-pressure.
 
+use std::future::Future;
 use std::time::Duration;
 
 use binance::{NewOrder, OrderRef, ResponseType};
@@ -14,104 +23,112 @@ use tracing::{debug, error, info, warn};
 use crate::clock::now_ms;
 use crate::metrics;
 
-use super::progress::Progress;
+use super::progress::{Progress, PROGRESS_TTL};
 use super::reports::{report_from_order, Signal};
-
-use super::progress::PROGRESS_TTL;
 use super::Executor;
 
 /// Lookups of an ambiguous submit before concluding the order is not on the exchange.
 const AMBIGUOUS_LOOKUPS: u32 = 4;
+/// The heartbeat is refreshed at least this often while an intent waits.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+
+/// One intent being worked on: what every step needs to name it, report on it and keep it alive.
+pub(super) struct Job<'a> {
+    pub(super) intent: &'a TradeIntent,
+    pub(super) coid: ClientOrderId,
+    pub(super) progress_key: &'a str,
+    /// When the order must have been sent by (ms since the epoch), if the intent has a lifetime.
+    pub(super) act_by: Option<i64>,
+    /// Never worked on and delivered once: no order can exist for it, so none is looked up.
+    pub(super) fresh: bool,
+}
+
+/// How the work on an intent ended before its order could be confirmed.
+pub(super) enum Stop {
+    /// The result to publish (rejected, failed, expired).
+    Result(Box<ExecutionResult>),
+    /// The service is stopping and this instance sent nothing for the intent: its entry stays
+    /// pending, and the next start looks the order up and finishes it.
+    Abandoned,
+}
+
+impl From<ExecutionResult> for Stop {
+    fn from(result: ExecutionResult) -> Stop {
+        Stop::Result(Box::new(result))
+    }
+}
+
+/// Why [`Executor::patiently`] gave up.
+pub(super) enum Patience {
+    /// A definite answer that is not success (a refusal, not found, an undecodable reply).
+    Answered(binance::Error),
+    /// Still held back when the time allowed ran out; the last refusal.
+    OutOfTime(binance::Error),
+    /// The service is stopping.
+    Stopped,
+}
 
 impl Executor {
-    /// Works one valid intent to its result.
+    /// Works one valid intent to its result; `None` when the service stopped before anything
+    /// was sent (the entry stays pending).
     pub(super) async fn execute(
         &self,
         intent: &TradeIntent,
         progress_key: &str,
         fresh: bool,
-    ) -> ExecutionResult {
-        let coid = ClientOrderId::for_intent(&intent.intent_id);
-        let symbol = intent.symbol.as_str();
-        let reject = |code: Option<i64>, reason: String| {
-            warn!("intent {} rejected: {reason}", intent.intent_id);
-            ExecutionResult::without_fill(
-                intent,
-                Some(&coid),
-                ResultStatus::Rejected,
-                code,
-                reason,
-                now_ms(),
-            )
+        act_by: Option<i64>,
+    ) -> Option<ExecutionResult> {
+        let job = Job {
+            intent,
+            coid: ClientOrderId::for_intent(&intent.intent_id),
+            progress_key,
+            act_by,
+            fresh,
         };
-        let rules = match self.rest.load_symbol_rules(symbol).await {
-            Ok(rules) => rules,
-            Err(binance::Error::InvalidRequest(_)) => {
-                return reject(
-                    None,
-                    format!("unknown symbol {symbol}: not listed on the exchange"),
-                )
-            }
-            Err(e) => {
-                return self.failed(
-                    intent,
-                    &coid,
-                    format!("cannot load the rules of {symbol}: {e}"),
-                )
-            }
-        };
-        if rules.status != "TRADING" {
-            return reject(
-                None,
-                format!("{symbol} is not trading (status {})", rules.status),
-            );
-        }
         // Waiting starts before anything is sent, so a fill reported before the reply is not lost.
-        let mut signals = self.router.register(coid.as_str());
-        let result = self
-            .execute_registered(intent, &coid, &rules, &mut signals, progress_key, fresh)
-            .await;
-        self.router.unregister(coid.as_str());
-        result
+        let mut signals = self.router.register(job.coid.as_str());
+        let outcome = self.execute_registered(&job, &mut signals).await;
+        self.router.unregister(job.coid.as_str());
+        match outcome {
+            Ok(result) => Some(result),
+            Err(Stop::Result(result)) => Some(*result),
+            Err(Stop::Abandoned) => None,
+        }
     }
 
-    pub(super) async fn execute_registered(
+    async fn execute_registered(
         &self,
-        intent: &TradeIntent,
-        coid: &ClientOrderId,
-        rules: &binance::SymbolRules,
+        job: &Job<'_>,
         signals: &mut mpsc::UnboundedReceiver<Signal>,
-        progress_key: &str,
-        fresh: bool,
-    ) -> ExecutionResult {
+    ) -> Result<ExecutionResult, Stop> {
+        let (intent, coid) = (job.intent, &job.coid);
         let symbol = intent.symbol.as_str();
         let mut tracker = Tracker::new();
-        let reject = |code: Option<i64>, reason: String| {
-            warn!("intent {} rejected: {reason}", intent.intent_id);
-            ExecutionResult::without_fill(
-                intent,
-                Some(coid),
-                ResultStatus::Rejected,
-                code,
-                reason,
-                now_ms(),
-            )
-        };
-        // A redelivered intent, or one with a progress record, may already have its order.
-        let existing = match if fresh {
-            Ok(None)
+        // A redelivered intent, or one with a progress record, may already have its order. A
+        // lookup that fails proves nothing: it is asked again, and if it cannot be answered
+        // within the fill timeout the outcome is unknown (never a blind placement).
+        let existing = if job.fresh {
+            None
         } else {
-            self.rest
-                .find_order(symbol, &OrderRef::ClientOrderId(coid.to_string()))
+            let lookup = OrderRef::ClientOrderId(coid.to_string());
+            let give_up = now_ms() + millis(self.exec().fill_timeout);
+            match self
+                .patiently(job, "the lookup of an earlier order", Some(give_up), || {
+                    self.rest.find_order(symbol, &lookup)
+                })
                 .await
-        } {
-            Ok(found) => found,
-            Err(e) => {
-                return self.failed(
-                    intent,
-                    coid,
-                    format!("cannot check for an existing order {coid}: {e}"),
-                )
+            {
+                Ok(found) => found,
+                Err(Patience::Stopped) => return Err(Stop::Abandoned),
+                Err(Patience::Answered(e) | Patience::OutOfTime(e)) => {
+                    return Err(self
+                        .failed(
+                            intent,
+                            coid,
+                            format!("OUTCOME UNKNOWN: cannot check for an existing order {coid} ({e}); an earlier attempt may have placed it, so none is placed now; check with `quantum order --client-id {coid}`"),
+                        )
+                        .into())
+                }
             }
         };
         let order_sent_at;
@@ -127,74 +144,228 @@ impl Executor {
                 let _ = tracker.apply(&report);
             }
         } else {
-            let plan = match self.plan(intent, coid, rules).await {
-                Ok(plan) => plan,
-                Err(result) => return *result,
-            };
+            if let Some(by) = job.act_by.filter(|by| now_ms() > *by) {
+                return Err(self.expired(
+                    job,
+                    format!(
+                        "its lifetime ended {} ms ago, before its order was sent; nothing was sent",
+                        now_ms() - by
+                    ),
+                ));
+            }
+            let rules = self.rules(job).await?;
+            let plan = self.plan(job, &rules).await?;
             let approved = match risk::check(intent, plan, &self.settings.risk) {
                 Ok(approved) => approved,
-                Err(refused) => return reject(None, format!("risk check: {refused}")),
+                Err(refused) => {
+                    return Err(self.reject(job, None, format!("risk check: {refused}")))
+                }
             };
-            if let Some(result) = self.set_leverage(intent, coid, approved.get()).await {
-                return result;
-            }
+            self.set_leverage(job, approved.get()).await?;
             if let Err(e) = self
                 .bus
                 .progress_set(
-                    progress_key,
+                    job.progress_key,
                     &Progress::working(&self.exec().consumer_name),
                     PROGRESS_TTL,
                 )
                 .await
             {
-                return self.failed(
-                    intent,
-                    coid,
-                    format!("cannot record progress before placing: {e}"),
-                );
+                return Err(self
+                    .failed(
+                        intent,
+                        coid,
+                        format!("cannot record progress before placing: {e}"),
+                    )
+                    .into());
             }
             order_sent_at = now_ms();
-            match self
-                .place(intent, approved, &mut tracker, progress_key)
-                .await
-            {
-                Ok(()) => {}
-                Err(result) => return *result,
+            self.place(job, approved, &mut tracker).await?;
+        }
+        Ok(self
+            .confirm(
+                intent,
+                coid,
+                tracker,
+                signals,
+                order_sent_at,
+                job.progress_key,
+            )
+            .await)
+    }
+
+    /// Calls `op` until it answers. What the exchange refuses for now (nothing executed: a rate
+    /// limit, a definite 5xx, no connection) is waited out, heartbeat refreshed, until `until`
+    /// (ms since the epoch; `None`: until the service stops).
+    pub(super) async fn patiently<T, F, Fut>(
+        &self,
+        job: &Job<'_>,
+        what: &str,
+        until: Option<i64>,
+        mut op: F,
+    ) -> Result<T, Patience>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, binance::Error>>,
+    {
+        let mut tries = 0u32;
+        loop {
+            let error = match op().await {
+                Ok(value) => return Ok(value),
+                Err(e) if e.is_transient() => e,
+                Err(e) => return Err(Patience::Answered(e)),
+            };
+            tries += 1;
+            let wait = error
+                .retry_after()
+                .unwrap_or_else(|| Duration::from_millis(250 << tries.min(5)))
+                .max(Duration::from_millis(50));
+            if until.is_some_and(|until| now_ms() + millis(wait) > until) {
+                return Err(Patience::OutOfTime(error));
+            }
+            metrics::global().inc("quantum_intent_waits_total", &[]);
+            if tries == 1 {
+                info!(
+                    "intent {}: {what} held back ({error}); nothing was executed, waiting {wait:?} and asking again",
+                    job.intent.intent_id
+                );
+            } else {
+                debug!(
+                    "intent {}: {what} held back again ({error}), try {tries}; waiting {wait:?}",
+                    job.intent.intent_id
+                );
+            }
+            if !self.pause(job, wait).await {
+                return Err(Patience::Stopped);
             }
         }
-        self.confirm(intent, coid, tracker, signals, order_sent_at, progress_key)
+    }
+
+    /// Sleeps for `wait`, refreshing the heartbeat on the way; false when the service stops first.
+    async fn pause(&self, job: &Job<'_>, wait: Duration) -> bool {
+        let end = tokio::time::Instant::now() + wait;
+        loop {
+            self.heartbeat(job.progress_key, job.intent).await;
+            let left = end.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return true;
+            }
+            tokio::select! {
+                _ = self.stop.cancelled() => return false,
+                _ = tokio::time::sleep(left.min(HEARTBEAT_EVERY)) => {}
+            }
+        }
+    }
+
+    /// A step that must happen before the order, held back past the intent's lifetime or stopped.
+    fn held_back(&self, job: &Job<'_>, what: &str, patience: Patience) -> Stop {
+        match patience {
+            Patience::Stopped => Stop::Abandoned,
+            Patience::OutOfTime(e) => self.expired(
+                job,
+                format!("{what} was held back by the exchange until the intent's lifetime ended (last: {e}); nothing was sent"),
+            ),
+            Patience::Answered(e) => self
+                .failed(job.intent, &job.coid, format!("{what}: {e}"))
+                .into(),
+        }
+    }
+
+    fn reject(&self, job: &Job<'_>, code: Option<i64>, reason: String) -> Stop {
+        warn!("intent {} rejected: {reason}", job.intent.intent_id);
+        ExecutionResult::without_fill(
+            job.intent,
+            Some(&job.coid),
+            ResultStatus::Rejected,
+            code,
+            reason,
+            now_ms(),
+        )
+        .into()
+    }
+
+    fn expired(&self, job: &Job<'_>, reason: String) -> Stop {
+        warn!("intent {} expired: {reason}", job.intent.intent_id);
+        ExecutionResult::without_fill(
+            job.intent,
+            Some(&job.coid),
+            ResultStatus::Expired,
+            None,
+            reason,
+            now_ms(),
+        )
+        .into()
+    }
+
+    /// The symbol's trading rules (cached by the client; refreshed with exchangeInfo).
+    async fn rules(&self, job: &Job<'_>) -> Result<std::sync::Arc<binance::SymbolRules>, Stop> {
+        let symbol = job.intent.symbol.as_str();
+        let rules = match self
+            .patiently(job, "loading the symbol rules", job.act_by, || {
+                self.rest.load_symbol_rules(symbol)
+            })
             .await
+        {
+            Ok(rules) => rules,
+            Err(Patience::Answered(binance::Error::InvalidRequest(_))) => {
+                return Err(self.reject(
+                    job,
+                    None,
+                    format!("unknown symbol {symbol}: not listed on the exchange"),
+                ))
+            }
+            Err(p) => {
+                return Err(self.held_back(job, &format!("cannot load the rules of {symbol}"), p))
+            }
+        };
+        if rules.status != "TRADING" {
+            return Err(self.reject(
+                job,
+                None,
+                format!("{symbol} is not trading (status {})", rules.status),
+            ));
+        }
+        Ok(rules)
+    }
+
+    /// The mark price to size and check the order against.
+    async fn mark_price(&self, job: &Job<'_>) -> Result<Decimal, Stop> {
+        let symbol = job.intent.symbol.as_str();
+        match self
+            .patiently(job, "reading the mark price", job.act_by, || {
+                self.rest.premium_index(symbol)
+            })
+            .await
+        {
+            Ok(index) => Ok(index.mark_price),
+            Err(p) => {
+                Err(self.held_back(job, &format!("cannot read the mark price of {symbol}"), p))
+            }
+        }
+    }
+
+    /// The signed position amount of the intent's symbol (for a close).
+    async fn position_amount(&self, job: &Job<'_>) -> Result<Decimal, Stop> {
+        let symbol = job.intent.symbol.as_str();
+        match self
+            .patiently(job, "reading the position", job.act_by, || {
+                self.rest.position_risk(Some(symbol))
+            })
+            .await
+        {
+            Ok(positions) => Ok(positions
+                .iter()
+                .filter(|p| p.symbol == symbol)
+                .map(|p| p.position_amt)
+                .sum()),
+            Err(p) => Err(self.held_back(job, &format!("cannot read the position of {symbol}"), p)),
+        }
     }
 
     /// Sizes the order.
-    pub(super) async fn plan(
-        &self,
-        intent: &TradeIntent,
-        coid: &ClientOrderId,
-        rules: &binance::SymbolRules,
-    ) -> Result<OrderPlan, Box<ExecutionResult>> {
-        let symbol = intent.symbol.as_str();
-        let reject = |reason: String| {
-            warn!("intent {} rejected: {reason}", intent.intent_id);
-            Box::new(ExecutionResult::without_fill(
-                intent,
-                Some(coid),
-                ResultStatus::Rejected,
-                None,
-                reason,
-                now_ms(),
-            ))
-        };
-        let mark = match self.rest.premium_index(symbol).await {
-            Ok(p) => p.mark_price,
-            Err(e) => {
-                return Err(Box::new(self.failed(
-                    intent,
-                    coid,
-                    format!("cannot read the mark price of {symbol}: {e}"),
-                )))
-            }
-        };
+    async fn plan(&self, job: &Job<'_>, rules: &binance::SymbolRules) -> Result<OrderPlan, Stop> {
+        let intent = job.intent;
+        let mark = self.mark_price(job).await?;
         let sizing_rules = sizing::SymbolRules {
             step_size: rules.market_lot.step_size,
             min_qty: rules.market_lot.min_qty,
@@ -214,7 +385,7 @@ impl Executor {
                 engine::exits::Direction::Short
             };
             if let Err(e) = engine::exits::Levels::resolve(direction, mark, &intent.exit_plan) {
-                return Err(reject(format!("exit plan at mark price {mark}: {e}")));
+                return Err(self.reject(job, None, format!("exit plan at mark price {mark}: {e}")));
             }
         }
         let (side, quantity, reduce_only) = match intent.action {
@@ -225,7 +396,7 @@ impl Executor {
                     mark,
                     &sizing_rules,
                 )
-                .map_err(|e| reject(format!("sizing: {e}")))?;
+                .map_err(|e| self.reject(job, None, format!("sizing: {e}")))?;
                 let side = if intent.action == Action::Buy {
                     Side::Buy
                 } else {
@@ -234,23 +405,9 @@ impl Executor {
                 (side, qty, false)
             }
             Action::Close => {
-                let positions = match self.rest.position_risk(Some(symbol)).await {
-                    Ok(p) => p,
-                    Err(e) => {
-                        return Err(Box::new(self.failed(
-                            intent,
-                            coid,
-                            format!("cannot read the position of {symbol}: {e}"),
-                        )))
-                    }
-                };
-                let amount: Decimal = positions
-                    .iter()
-                    .filter(|p| p.symbol == symbol)
-                    .map(|p| p.position_amt)
-                    .sum();
+                let amount = self.position_amount(job).await?;
                 let qty = sizing::size_close(intent.quantity, amount, &sizing_rules)
-                    .map_err(|e| reject(format!("close: {e}")))?;
+                    .map_err(|e| self.reject(job, None, format!("close: {e}")))?;
                 let side = if amount > Decimal::ZERO {
                     Side::Sell
                 } else {
@@ -264,19 +421,17 @@ impl Executor {
             side,
             quantity,
             reduce_only,
-            client_order_id: coid.clone(),
+            client_order_id: job.coid.clone(),
             leverage: intent.leverage,
             mark_price: mark,
         })
     }
 
-    pub(super) async fn set_leverage(
-        &self,
-        intent: &TradeIntent,
-        coid: &ClientOrderId,
-        plan: &OrderPlan,
-    ) -> Option<ExecutionResult> {
-        let wanted = plan.leverage?;
+    /// Sets the symbol's leverage when the intent asks for one the account does not have yet.
+    async fn set_leverage(&self, job: &Job<'_>, plan: &OrderPlan) -> Result<(), Stop> {
+        let Some(wanted) = plan.leverage else {
+            return Ok(());
+        };
         let symbol = plan.symbol.as_str();
         let known = self
             .leverage
@@ -285,34 +440,29 @@ impl Executor {
             .get(symbol)
             .copied();
         if known == Some(wanted) {
-            return None;
+            return Ok(());
         }
-        match self.rest.change_leverage(symbol, wanted).await {
+        // Setting a leverage is idempotent, and a transient refusal executed nothing.
+        match self
+            .patiently(job, "setting the leverage", job.act_by, || {
+                self.rest.change_leverage(symbol, wanted)
+            })
+            .await
+        {
             Ok(_) => {
                 info!("leverage of {symbol} set to {wanted}");
                 self.leverage
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .insert(symbol.to_string(), wanted);
-                None
+                Ok(())
             }
-            Err(e) if e.is_rejected() => {
-                let reason = format!("leverage {wanted} refused by the exchange: {e}");
-                warn!("intent {} rejected: {reason}", intent.intent_id);
-                Some(ExecutionResult::without_fill(
-                    intent,
-                    Some(coid),
-                    ResultStatus::Rejected,
-                    e.code(),
-                    reason,
-                    now_ms(),
-                ))
-            }
-            Err(e) => Some(self.failed(
-                intent,
-                coid,
-                format!("cannot set leverage of {symbol}: {e}"),
+            Err(Patience::Answered(e)) if e.is_rejected() => Err(self.reject(
+                job,
+                e.code(),
+                format!("leverage {wanted} refused by the exchange: {e}"),
             )),
+            Err(p) => Err(self.held_back(job, &format!("cannot set the leverage of {symbol}"), p)),
         }
     }
 
@@ -336,13 +486,13 @@ impl Executor {
     }
 
     /// Places the approved order. An ambiguous submit is looked up, never blindly sent again.
-    pub(super) async fn place(
+    async fn place(
         &self,
-        intent: &TradeIntent,
+        job: &Job<'_>,
         approved: risk::RiskApproved<OrderPlan>,
         tracker: &mut Tracker,
-        progress_key: &str,
-    ) -> Result<(), Box<ExecutionResult>> {
+    ) -> Result<(), Stop> {
+        let (intent, progress_key) = (job.intent, job.progress_key);
         let plan = approved.into_inner();
         let symbol = plan.symbol.as_str();
         let side = match plan.side {
@@ -354,7 +504,7 @@ impl Executor {
             .response_type(ResponseType::Result);
         let coid = &plan.client_order_id;
         let mut sends = 0;
-        let mut transient: u32 = 0;
+        let mut held_back: u32 = 0;
         loop {
             sends += 1;
             match self.rest.place_order(&order).await {
@@ -431,7 +581,7 @@ impl Executor {
                                         "quantum_ambiguous_submits_total",
                                         &[("resolution", "unresolved")],
                                     );
-                                    return Err(Box::new(self.failed(
+                                    return Err(Stop::from(self.failed(
                                         intent,
                                         coid,
                                         format!("OUTCOME UNKNOWN: the order submit was ambiguous and clientOrderId={coid} could not be looked up within {:?} (last: {e}); the order may exist and may have filled, so it is not sent again; check with `quantum order`", self.exec().fill_timeout),
@@ -445,7 +595,7 @@ impl Executor {
                             "quantum_ambiguous_submits_total",
                             &[("resolution", "unresolved")],
                         );
-                        return Err(Box::new(self.failed(
+                        return Err(Stop::from(self.failed(
                             intent,
                             coid,
                             format!("order submit ambiguous twice and clientOrderId={coid} not found; not sending a third time"),
@@ -460,7 +610,7 @@ impl Executor {
                 Err(e) if e.is_rejected() => {
                     let reason = format!("order rejected by the exchange: {e}");
                     warn!("intent {} rejected: {reason}", intent.intent_id);
-                    return Err(Box::new(ExecutionResult::without_fill(
+                    return Err(Stop::from(ExecutionResult::without_fill(
                         intent,
                         Some(coid),
                         ResultStatus::Rejected,
@@ -469,18 +619,37 @@ impl Executor {
                         now_ms(),
                     )));
                 }
-                Err(e) if e.is_transient() && transient < 3 => {
-                    transient += 1;
+                Err(e) if e.is_transient() => {
+                    // Refused before it executed (the rate budget, a 429, a definite 5xx): not an
+                    // answer about the intent. Waited out for as long as the intent lives.
+                    held_back += 1;
                     let wait = e
                         .retry_after()
-                        .unwrap_or(Duration::from_millis(500 * u64::from(transient)));
-                    warn!("order submit for intent {} refused for now ({e}); nothing was executed, retrying in {wait:?}", intent.intent_id);
-                    self.heartbeat(progress_key, intent).await;
-                    tokio::time::sleep(wait).await;
-                    self.heartbeat(progress_key, intent).await;
+                        .unwrap_or_else(|| Duration::from_millis(250 << held_back.min(5)))
+                        .max(Duration::from_millis(50));
+                    if job.act_by.is_some_and(|by| now_ms() + millis(wait) > by) {
+                        return Err(self.expired(
+                            job,
+                            format!("the order was held back by the exchange until the intent's lifetime ended (last: {e}); nothing was executed"),
+                        ));
+                    }
+                    metrics::global().inc("quantum_intent_waits_total", &[]);
+                    if held_back == 1 {
+                        info!("order submit for intent {} held back ({e}); nothing was executed, sending it again in {wait:?}", intent.intent_id);
+                    } else {
+                        debug!(
+                            "order submit for intent {} held back again ({e}), try {held_back}",
+                            intent.intent_id
+                        );
+                    }
+                    if !self.pause(job, wait).await {
+                        info!("intent {}: stopping before its order could be sent; it stays pending for the next start", intent.intent_id);
+                        return Err(Stop::Abandoned);
+                    }
+                    sends -= 1;
                 }
                 Err(e) => {
-                    return Err(Box::new(self.failed(
+                    return Err(Stop::from(self.failed(
                         intent,
                         coid,
                         format!("order not placed: {e}"),
@@ -489,4 +658,9 @@ impl Executor {
             }
         }
     }
+}
+
+/// `d` in whole milliseconds, for arithmetic with the millisecond clock.
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
