@@ -1,11 +1,13 @@
 //! Fault knobs set through `POST /sim/v1/faults`: the misbehaviour of a real exchange (slow or
-//! missing fills, lost replies, "unknown" 503s, rate limits, rejects, clock skew, dying user
-//! streams) on demand, so tests can show quantum survives each one.
+//! missing fills, lost requests and replies, "unknown" 503s, rate limits, rejects, clock skew,
+//! dying user streams) on demand, so tests can show quantum survives each one.
 
 use serde::{Deserialize, Serialize};
 
 /// The current fault settings. Counters (`drop_order_responses`, ...) count down as they fire.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+/// Knobs added after the first release carry serde defaults, so JSON written before them still
+/// reads.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Faults {
     /// Delay before a MARKET order's first fill, in ms.
     pub fill_delay_ms: u64,
@@ -21,12 +23,28 @@ pub struct Faults {
     pub drop_order_responses: u32,
     /// The next N order requests are executed and answered with 503 "Unknown error".
     pub unknown_status_503: u32,
+    /// The next N order requests are answered with the same 503 "Unknown error" but are not
+    /// executed: the ambiguous submit whose order does not exist.
+    #[serde(default)]
+    pub unknown_status_503_not_executed: u32,
+    /// The next N order requests are not executed and their connection is closed without a reply:
+    /// the request was lost on the way in (`drop_order_responses` loses it on the way out).
+    #[serde(default)]
+    pub drop_order_requests: u32,
     /// The next N requests (any endpoint) get 429 with `Retry-After`.
     pub rate_limit_429: u32,
     /// The next N cancel requests (`DELETE /fapi/v1/order`) get 429 with `Retry-After`, and
     /// nothing is cancelled: a rate limit that hits just the cancel at a fill deadline.
     #[serde(default)]
     pub cancel_429: u32,
+    /// The next N order lookups (`GET /fapi/v1/order`) get 429 with `Retry-After`; everything
+    /// else works: lookups that fail while the order exists.
+    #[serde(default)]
+    pub query_429: u32,
+    /// Seconds the injected 429s (`rate_limit_429`, `cancel_429`, `query_429`) announce in
+    /// `Retry-After`, and so how long the IP's back-off lasts (at least 1).
+    #[serde(default = "default_retry_after_s")]
+    pub retry_after_s: u64,
     /// The next `count` order requests are rejected with `code`.
     pub reject_orders: Option<RejectOrders>,
     /// Added to the server clock (ms); positive means the server is ahead of the client.
@@ -36,6 +54,33 @@ pub struct Faults {
     pub book_level_notional: Option<rust_decimal::Decimal>,
 }
 
+impl Default for Faults {
+    fn default() -> Self {
+        Faults {
+            fill_delay_ms: 0,
+            never_fill: false,
+            partial_fills: 0,
+            result_wait_ms: 0,
+            drop_order_responses: 0,
+            unknown_status_503: 0,
+            unknown_status_503_not_executed: 0,
+            drop_order_requests: 0,
+            rate_limit_429: 0,
+            cancel_429: 0,
+            query_429: 0,
+            retry_after_s: default_retry_after_s(),
+            reject_orders: None,
+            clock_skew_ms: 0,
+            book_level_notional: None,
+        }
+    }
+}
+
+/// What the injected 429s announced before `retry_after_s` existed.
+fn default_retry_after_s() -> u64 {
+    1
+}
+
 /// `reject_orders` knob.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RejectOrders {
@@ -43,7 +88,7 @@ pub struct RejectOrders {
     pub count: u32,
 }
 
-/// A `POST /sim/v1/faults` body: every field optional; absent fields keep their value. The two
+/// A `POST /sim/v1/faults` body: every field optional; absent fields keep their value. The
 /// one-shot actions happen once, when posted.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -54,8 +99,12 @@ pub(crate) struct FaultsUpdate {
     pub(crate) result_wait_ms: Option<u64>,
     pub(crate) drop_order_responses: Option<u32>,
     pub(crate) unknown_status_503: Option<u32>,
+    pub(crate) unknown_status_503_not_executed: Option<u32>,
+    pub(crate) drop_order_requests: Option<u32>,
     pub(crate) rate_limit_429: Option<u32>,
     pub(crate) cancel_429: Option<u32>,
+    pub(crate) query_429: Option<u32>,
+    pub(crate) retry_after_s: Option<u64>,
     /// `null` clears it.
     #[serde(default, with = "double_option")]
     pub(crate) reject_orders: Option<Option<RejectOrders>>,
@@ -68,7 +117,12 @@ pub(crate) struct FaultsUpdate {
     /// One-shot: expire every listenKey now (subscribers get `listenKeyExpired`).
     #[serde(default)]
     pub(crate) expire_listen_keys: bool,
-    /// Resets every knob to the start-up values before applying the rest of this body.
+    /// One-shot: end the IP ban (418) and the 429 back-off now. Later offences still get longer
+    /// bans; `reset` forgets them too.
+    #[serde(default)]
+    pub(crate) lift_ban: bool,
+    /// Resets every knob to the start-up values, and the IP's ban and offence count, before
+    /// applying the rest of this body.
     #[serde(default)]
     pub(crate) reset: bool,
 }
@@ -96,11 +150,24 @@ impl Faults {
         if let Some(v) = update.unknown_status_503 {
             self.unknown_status_503 = v;
         }
+        if let Some(v) = update.unknown_status_503_not_executed {
+            self.unknown_status_503_not_executed = v;
+        }
+        if let Some(v) = update.drop_order_requests {
+            self.drop_order_requests = v;
+        }
         if let Some(v) = update.rate_limit_429 {
             self.rate_limit_429 = v;
         }
         if let Some(v) = update.cancel_429 {
             self.cancel_429 = v;
+        }
+        if let Some(v) = update.query_429 {
+            self.query_429 = v;
+        }
+        if let Some(v) = update.retry_after_s {
+            // A 429 always asks for a wait; "Retry-After: 0" would open no back-off at all.
+            self.retry_after_s = v.max(1);
         }
         if let Some(v) = &update.reject_orders {
             self.reject_orders = v.clone().filter(|r| r.count > 0);
@@ -145,5 +212,61 @@ mod double_option {
         D: Deserializer<'de>,
     {
         Option::<T>::deserialize(deserializer).map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_json_from_before_the_newer_knobs_still_reads() {
+        let old = r#"{"fill_delay_ms":0,"never_fill":false,"partial_fills":1,"result_wait_ms":5000,
+            "drop_order_responses":0,"unknown_status_503":0,"rate_limit_429":0,"reject_orders":null,
+            "clock_skew_ms":0,"book_level_notional":null}"#;
+        let faults: Faults = serde_json::from_str(old).unwrap();
+        assert_eq!(faults.retry_after_s, 1);
+        assert_eq!(
+            (
+                faults.cancel_429,
+                faults.query_429,
+                faults.drop_order_requests,
+                faults.unknown_status_503_not_executed
+            ),
+            (0, 0, 0, 0)
+        );
+        assert_eq!(Faults::default().retry_after_s, 1);
+    }
+
+    #[test]
+    fn new_knobs_are_set_kept_and_reset() {
+        let startup = Faults::default();
+        let mut faults = startup.clone();
+        let update: FaultsUpdate = serde_json::from_str(
+            r#"{"unknown_status_503_not_executed":2,"drop_order_requests":1,"query_429":3,"retry_after_s":7}"#,
+        )
+        .unwrap();
+        faults.apply(&update, &startup);
+        assert_eq!(faults.unknown_status_503_not_executed, 2);
+        assert_eq!(faults.drop_order_requests, 1);
+        assert_eq!(faults.query_429, 3);
+        assert_eq!(faults.retry_after_s, 7);
+        // Absent fields keep their value; a zero wait is raised to one second.
+        let update: FaultsUpdate = serde_json::from_str(r#"{"retry_after_s":0}"#).unwrap();
+        faults.apply(&update, &startup);
+        assert_eq!((faults.query_429, faults.retry_after_s), (3, 1));
+        let update: FaultsUpdate =
+            serde_json::from_str(r#"{"reset":true,"lift_ban":true}"#).unwrap();
+        faults.apply(&update, &startup);
+        assert_eq!(faults, startup);
+    }
+
+    #[test]
+    fn counters_count_down_to_zero() {
+        let mut n = 2;
+        assert!(Faults::take(&mut n));
+        assert!(Faults::take(&mut n));
+        assert!(!Faults::take(&mut n));
+        assert_eq!(n, 0);
     }
 }

@@ -1,7 +1,8 @@
 //! The HTTP side: one accept loop that can drop a connection mid-request (the
-//! `drop_order_responses` fault), the REST route table with Binance's security types and
-//! weights, the control API under `/sim/v1/`, and the tasks that move time forward (price ticks,
-//! asynchronous fills).
+//! `drop_order_requests` and `drop_order_responses` faults), the REST route table with Binance's
+//! security types and weights, the order of checks every request goes through (IP ban, weight,
+//! injected 429s, authentication, order counts), the control API under `/sim/v1/`, and the tasks
+//! that move time forward (price ticks, asynchronous fills).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -28,7 +29,7 @@ use crate::error::ApiError;
 use crate::exchange::{Exchange, FillStep, Outgoing};
 use crate::faults::{Faults, FaultsUpdate};
 use crate::ratelimit::{
-    Exceeded, RateLimits, Usage, ORDER_LIMIT_10S, ORDER_LIMIT_1M, WEIGHT_LIMIT_1M,
+    Admission, Exceeded, RateLimits, Usage, ORDER_LIMIT_10S, ORDER_LIMIT_1M, WEIGHT_LIMIT_1M,
 };
 use crate::wire::OrderShape;
 use crate::ws;
@@ -129,6 +130,11 @@ impl Shared {
         self.lock().faults.clone()
     }
 
+    fn limits(&self) -> MutexGuard<'_, RateLimits> {
+        // As for the exchange: a panic while counting must not stop the counting.
+        self.limits.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Fills a taker order in batches after the configured delay. The delay is read at each step,
     /// so a test can change it while orders are in flight.
     fn spawn_filler(self: &Arc<Self>, order_id: i64) {
@@ -193,6 +199,11 @@ pub(crate) fn wall_ms() -> i64 {
 #[derive(Clone, Debug)]
 pub(crate) struct ConnectionKill(CancellationToken);
 
+/// The client's address, for the IP named in a ban message. The ban itself is not keyed by it:
+/// every client counts as the one simulated IP.
+#[derive(Clone, Copy, Debug)]
+struct PeerAddr(SocketAddr);
+
 /// Builds the router (without a socket, so tests can call it directly).
 pub(crate) fn app(shared: Arc<Shared>) -> Router {
     Router::new()
@@ -230,7 +241,7 @@ pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 
 async fn serve_connection(
     stream: tokio::net::TcpStream,
-    _peer: SocketAddr,
+    peer: SocketAddr,
     router: Router,
     shutdown: CancellationToken,
 ) {
@@ -245,6 +256,7 @@ async fn serve_connection(
             request
                 .extensions_mut()
                 .insert(ConnectionKill(kill_for_requests.clone()));
+            request.extensions_mut().insert(PeerAddr(peer));
             router.clone().oneshot(request)
         });
     let connection = hyper::server::conn::http1::Builder::new()
@@ -441,6 +453,11 @@ async fn dispatch(State(shared): State<Arc<Shared>>, request: Request) -> Respon
     response
 }
 
+/// One REST request, through Binance's checks in the order that decides what a refused request
+/// costs: the IP gate (ban, and counting requests that ignore a back-off), the IP's weight, the
+/// injected 429s, authentication, then the account's order counts. Every reply to a known
+/// endpoint carries `X-MBX-USED-WEIGHT-1M`; order replies also carry the order counts once the
+/// order was counted.
 async fn handle(shared: &Arc<Shared>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let Some((endpoint, security)) = route(&parts.method, parts.uri.path()) else {
@@ -457,70 +474,75 @@ async fn handle(shared: &Arc<Shared>, request: Request) -> Response {
         .unwrap_or_else(|e| e.into_inner())
         .entry(format!("{} {}", parts.method, parts.uri.path()))
         .or_default() += 1;
+    let arrived = shared.now_ms();
+    let admission = shared.limits().ban.admit(arrived);
+    if let Admission::Banned {
+        until_ms,
+        retry_after,
+    } = admission
+    {
+        let ip = parts
+            .extensions
+            .get::<PeerAddr>()
+            .map_or_else(|| "127.0.0.1".to_string(), |p| p.0.ip().to_string());
+        info!(target: "quantum_sim::ratelimit", "418: IP banned until {until_ms} ({retry_after} s)");
+        let mut err = ApiError::new(
+            StatusCode::IM_A_TEAPOT,
+            -1003,
+            format!("Way too many requests; IP({ip}) banned until {until_ms}. Please use the websocket for live updates to avoid bans."),
+        );
+        err.retry_after = Some(retry_after);
+        let usage = shared.limits().usage(wall_ms());
+        return with_usage(err.into_response(), usage);
+    }
+
     let body = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
         Ok(bytes) => bytes,
         Err(_) => {
-            return ApiError::new(
+            let err = ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 -1104,
                 "Request body too large.",
-            )
-            .into_response()
+            );
+            let usage = shared.limits().usage(wall_ms());
+            return with_usage(err.into_response(), usage);
         }
     };
     let Ok(body) = std::str::from_utf8(&body).map(str::to_owned) else {
-        return ApiError::bad(-1100, "Illegal characters found in a parameter.").into_response();
+        let err = ApiError::bad(-1100, "Illegal characters found in a parameter.");
+        let usage = shared.limits().usage(wall_ms());
+        return with_usage(err.into_response(), usage);
     };
     let query = parts.uri.query().unwrap_or("").to_string();
     let params = Params::parse(&query, &body);
     let is_order = matches!(endpoint, Endpoint::NewOrder | Endpoint::NewAlgo);
     let now = shared.now_ms();
 
-    let cancel_limited =
-        endpoint == Endpoint::CancelOrder && Faults::take(&mut shared.lock().faults.cancel_429);
-    if cancel_limited || Faults::take(&mut shared.lock().faults.rate_limit_429) {
-        let mut err = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            -1003,
-            format!("Too many requests; current limit is {WEIGHT_LIMIT_1M} requests per minute. Please use the websocket for live updates to avoid polling the API."),
-        );
-        err.retry_after = Some(1);
-        return err.into_response();
-    }
-    let usage = {
-        let mut limits = shared.limits.lock().unwrap_or_else(|e| e.into_inner());
-        limits.record(wall_ms(), weight(endpoint, &params), is_order)
-    };
-    let usage = match usage {
+    let weighed = shared
+        .limits()
+        .record_weight(wall_ms(), weight(endpoint, &params));
+    let usage = match weighed {
         Ok(usage) => usage,
         Err((_, usage)) if !shared.config.enforce_rate_limits => usage,
-        Err((exceeded, usage)) => {
-            let mut err = match exceeded {
-                Exceeded::Weight { retry_after } => {
-                    let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, -1003, format!("Too many requests; current limit is {WEIGHT_LIMIT_1M} requests per minute. Please use the websocket for live updates to avoid polling the API."));
-                    e.retry_after = Some(retry_after);
-                    e
-                }
-                Exceeded::Orders {
-                    retry_after,
-                    interval,
-                    limit,
-                } => {
-                    let mut e = ApiError::new(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        -1015,
-                        format!(
-                            "Too many new orders; current limit is {limit} orders per {interval}."
-                        ),
-                    );
-                    e.retry_after = Some(retry_after);
-                    e
-                }
-            };
-            err.retry_after = err.retry_after.or(Some(1));
-            return with_usage(err.into_response(), usage);
-        }
+        Err((exceeded, usage)) => return with_usage(limited(shared, now, exceeded), usage),
     };
+
+    let injected_429 = {
+        let mut exchange = shared.lock();
+        let faults = &mut exchange.faults;
+        let fired = match endpoint {
+            Endpoint::CancelOrder => Faults::take(&mut faults.cancel_429),
+            Endpoint::QueryOrder => Faults::take(&mut faults.query_429),
+            _ => false,
+        } || Faults::take(&mut faults.rate_limit_429);
+        fired.then_some(faults.retry_after_s.max(1))
+    };
+    if let Some(retry_after) = injected_429 {
+        info!(target: "quantum_sim::faults", "{} {}: injected 429, Retry-After {retry_after}", parts.method, parts.uri.path());
+        let exceeded = Exceeded::Weight { retry_after };
+        return with_usage(limited(shared, now, exceeded), usage);
+    }
+
     if let Err(err) =
         shared
             .credentials
@@ -528,6 +550,16 @@ async fn handle(shared: &Arc<Shared>, request: Request) -> Response {
     {
         return with_usage(err.into_response(), usage);
     }
+    let usage = if is_order {
+        let counted = shared.limits().record_order(wall_ms(), usage);
+        match counted {
+            Ok(usage) => usage,
+            Err((_, usage)) if !shared.config.enforce_rate_limits => usage,
+            Err((exceeded, usage)) => return with_usage(limited(shared, now, exceeded), usage),
+        }
+    } else {
+        usage
+    };
     let result = if is_order {
         new_order_request(shared, endpoint, &params, &parts).await
     } else {
@@ -539,47 +571,113 @@ async fn handle(shared: &Arc<Shared>, request: Request) -> Response {
     }
 }
 
-/// New-order requests, where the order faults apply: reject, execute and drop the reply, or
-/// execute and answer 503 "Unknown error".
+/// The 429 for a crossed limit (or an injected one, which says it crossed the weight limit), with
+/// `Retry-After`; the IP's back-off starts here, so requests that ignore it count towards a ban.
+fn limited(shared: &Shared, now: i64, exceeded: Exceeded) -> Response {
+    let (code, msg, retry_after) = match exceeded {
+        Exceeded::Weight { retry_after } => (
+            -1003,
+            format!("Too many requests; current limit is {WEIGHT_LIMIT_1M} requests per minute. Please use the websocket for live updates to avoid polling the API."),
+            retry_after,
+        ),
+        Exceeded::Orders {
+            retry_after,
+            interval,
+            limit,
+        } => (
+            -1015,
+            format!("Too many new orders; current limit is {limit} orders per {interval}."),
+            retry_after,
+        ),
+    };
+    shared.limits().ban.sent_429(now, retry_after);
+    let mut err = ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, msg);
+    err.retry_after = Some(retry_after);
+    err.into_response()
+}
+
+/// What the order faults do to one new-order request; at most one fires per request, in this
+/// order of precedence.
+enum OrderFault {
+    None,
+    /// `reject_orders`: refused with this code, not executed.
+    Reject(i64),
+    /// `drop_order_requests`: not executed, connection closed.
+    DropRequest,
+    /// `unknown_status_503_not_executed`: not executed, 503 "Unknown error".
+    UnknownNotExecuted,
+    /// `drop_order_responses`: executed, connection closed.
+    DropResponse,
+    /// `unknown_status_503`: executed, 503 "Unknown error".
+    UnknownExecuted,
+}
+
+impl OrderFault {
+    fn take(faults: &mut Faults) -> OrderFault {
+        if let Some(code) = faults.take_reject() {
+            OrderFault::Reject(code)
+        } else if Faults::take(&mut faults.drop_order_requests) {
+            OrderFault::DropRequest
+        } else if Faults::take(&mut faults.unknown_status_503_not_executed) {
+            OrderFault::UnknownNotExecuted
+        } else if Faults::take(&mut faults.drop_order_responses) {
+            OrderFault::DropResponse
+        } else if Faults::take(&mut faults.unknown_status_503) {
+            OrderFault::UnknownExecuted
+        } else {
+            OrderFault::None
+        }
+    }
+}
+
+/// New-order requests, where the order faults apply: reject; lose the request (drop the
+/// connection, or answer 503 "Unknown error") without executing it; or execute it and lose the
+/// reply the same two ways.
 async fn new_order_request(
     shared: &Arc<Shared>,
     endpoint: Endpoint,
     params: &Params,
     parts: &axum::http::request::Parts,
 ) -> Result<Value, ApiError> {
-    let (reject, drop_reply, unknown) = {
-        let mut exchange = shared.lock();
-        let faults = &mut exchange.faults;
-        match faults.take_reject() {
-            Some(code) => (Some(code), false, false),
-            None => (
-                None,
-                Faults::take(&mut faults.drop_order_responses),
-                Faults::take(&mut faults.unknown_status_503),
-            ),
+    let fault = OrderFault::take(&mut shared.lock().faults);
+    match fault {
+        OrderFault::Reject(code) => return Err(ApiError::for_code(code)),
+        OrderFault::DropRequest => {
+            info!(target: "quantum_sim::faults", "drop_order_requests: closing the connection without executing the order request");
+            drop_connection(parts).await;
         }
-    };
-    if let Some(code) = reject {
-        return Err(ApiError::for_code(code));
+        OrderFault::UnknownNotExecuted => {
+            info!(target: "quantum_sim::faults", "unknown_status_503_not_executed: answering 503 Unknown error without executing the order request");
+            return Err(ApiError::unknown_status());
+        }
+        OrderFault::None | OrderFault::DropResponse | OrderFault::UnknownExecuted => {}
     }
     let result = if endpoint == Endpoint::NewAlgo {
         shared.with_exchange(|ex, now| ex.place_algo(params, now))
     } else {
         place_order(shared, params).await
     };
-    if drop_reply {
-        info!(target: "quantum_sim::faults", "drop_order_responses: executed the order request, closing the connection without a reply");
-        if let Some(kill) = parts.extensions.get::<ConnectionKill>() {
-            kill.0.cancel();
+    match fault {
+        OrderFault::DropResponse => {
+            info!(target: "quantum_sim::faults", "drop_order_responses: executed the order request, closing the connection without a reply");
+            drop_connection(parts).await;
         }
-        // The connection is being dropped; this reply is never written.
-        std::future::pending::<()>().await;
-    }
-    if unknown {
-        info!(target: "quantum_sim::faults", "unknown_status_503: executed the order request, answering 503 Unknown error");
-        return Err(ApiError::unknown_status());
+        OrderFault::UnknownExecuted => {
+            info!(target: "quantum_sim::faults", "unknown_status_503: executed the order request, answering 503 Unknown error");
+            return Err(ApiError::unknown_status());
+        }
+        _ => {}
     }
     result
+}
+
+/// Closes the request's connection with no reply written, and never returns: the connection task
+/// drops this handler with it.
+async fn drop_connection(parts: &axum::http::request::Parts) {
+    if let Some(kill) = parts.extensions.get::<ConnectionKill>() {
+        kill.0.cancel();
+    }
+    std::future::pending::<()>().await;
 }
 
 async fn place_order(shared: &Arc<Shared>, params: &Params) -> Result<Value, ApiError> {
@@ -853,14 +951,27 @@ async fn control_price(State(shared): State<Arc<Shared>>, body: Bytes) -> Respon
     }
 }
 
-/// `GET /sim/v1/requests`: the requests received so far, by `METHOD path`.
+/// `GET /sim/v1/requests`: the requests received so far, by `METHOD path`, next to the IP's rate
+/// limit standing: `http_429` and `http_418` (replies sent so far) and, only while a ban is in
+/// force, `banned_until` (epoch ms). Every value is a number, so a reader that takes the reply as
+/// a map of counts keeps working; one that indexes JSON gets `null` for `banned_until` when there
+/// is no ban.
 async fn get_requests(State(shared): State<Arc<Shared>>) -> Response {
-    let counts = shared
+    let mut reply: serde_json::Map<String, Value> = shared
         .requests
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .clone();
-    Json(counts).into_response()
+        .iter()
+        .map(|(endpoint, count)| (endpoint.clone(), json!(count)))
+        .collect();
+    let now = shared.now_ms();
+    let limits = shared.limits();
+    reply.insert("http_429".into(), json!(limits.ban.sent_429));
+    reply.insert("http_418".into(), json!(limits.ban.sent_418));
+    if let Some(until) = limits.ban.banned_until(now) {
+        reply.insert("banned_until".into(), json!(until));
+    }
+    Json(Value::Object(reply)).into_response()
 }
 
 async fn get_faults(State(shared): State<Arc<Shared>>) -> Response {
@@ -883,6 +994,11 @@ async fn post_faults(State(shared): State<Arc<Shared>>, body: Bytes) -> Response
         }
         ex.faults.clone()
     });
+    if update.reset {
+        shared.limits().ban.forget();
+    } else if update.lift_ban {
+        shared.limits().ban.lift();
+    }
     shared.faults_changed.notify_waiters();
     info!(target: "quantum_sim::control", "faults now {}", serde_json::to_string(&faults).unwrap_or_default());
     Json(faults).into_response()
