@@ -128,11 +128,21 @@ impl Tracker {
         let mut news = next != self.status;
         self.order_id = Some(report.order_id);
         if let Some(trade) = &report.trade {
-            if let std::collections::btree_map::Entry::Vacant(slot) =
-                self.fills.entry(trade.trade_id)
-            {
-                slot.insert(trade.clone());
-                news = true;
+            match self.fills.entry(trade.trade_id) {
+                std::collections::btree_map::Entry::Vacant(slot) => {
+                    slot.insert(trade.clone());
+                    news = true;
+                }
+                // The same fill again. A TRADE_LITE (no fees) often comes before the
+                // ORDER_TRADE_UPDATE of the same trade (with fees): the fees are filled in.
+                std::collections::btree_map::Entry::Occupied(mut known) => {
+                    let known = known.get_mut();
+                    if known.commission.is_none() && trade.commission.is_some() {
+                        known.commission = trade.commission;
+                        known.commission_asset = trade.commission_asset.clone();
+                        news = true;
+                    }
+                }
             }
         }
         // Cumulative figures only grow; an older report cannot lower them. A report of the same
@@ -255,6 +265,36 @@ mod tests {
             }),
             time: 100 + id,
         }
+    }
+
+    /// Regression (issue 10): a TRADE_LITE without fees came first, and the ORDER_TRADE_UPDATE of
+    /// the same trade with its fees was dropped as a duplicate, so every fill cost a userTrades
+    /// request for fees the stream had already sent.
+    #[test]
+    fn fees_of_a_fill_first_seen_without_them_are_filled_in() {
+        let mut tracker = Tracker::new();
+        let mut lite = fill(1, "2", "10", "0", OrderStatus::PartiallyFilled);
+        if let Some(trade) = lite.trade.as_mut() {
+            trade.commission = None;
+            trade.commission_asset = None;
+        }
+        tracker.apply(&lite).unwrap();
+        tracker
+            .apply(&report(
+                ReportSource::ResultReply,
+                OrderStatus::Filled,
+                "2",
+                "10",
+            ))
+            .unwrap();
+        assert_eq!(tracker.outcome(false).unwrap().commission, None);
+        let full = fill(1, "2", "10", "2", OrderStatus::Filled);
+        assert!(tracker.apply(&full).unwrap(), "the fees are news");
+        assert_eq!(tracker.outcome(false).unwrap().commission, Some(d("0.01")));
+        assert!(
+            !tracker.apply(&full).unwrap(),
+            "the same report again is not"
+        );
     }
 
     #[test]

@@ -125,7 +125,10 @@ impl Monitor {
         self.bus
             .ensure_group(keys::TRADE_EXECUTION_RESULT, &group)
             .await?;
-        if !crate::startup::exchange_ready(&self.rest, &shutdown, "exit monitor").await? {
+        if crate::startup::exchange_ready(&self.rest, &shutdown, "exit monitor")
+            .await?
+            .is_none()
+        {
             return Ok(());
         }
         let saved = monitor_state::load(&self.bus).await?;

@@ -13,26 +13,27 @@ use tracing::{error, info, warn};
 
 use crate::error::ServiceError;
 
-/// Waits until the exchange is ready for `who` (a service's name, for the log). `Ok(false)`:
-/// stopped before it was.
+/// Waits until the exchange is ready for `who` (a service's name, for the log), and returns the
+/// account as the signed call saw it (leverage per symbol, positions). `Ok(None)`: stopped
+/// before it was.
 pub async fn exchange_ready(
     rest: &RestClient,
     shutdown: &CancellationToken,
     who: &str,
-) -> Result<bool, ServiceError> {
+) -> Result<Option<binance::Account>, ServiceError> {
     let mut delay = Duration::from_secs(1);
     loop {
         let attempt = async {
             let offset = rest.sync_time().await?;
             rest.exchange_info().await?;
             // A signed call: proves the key and the secret before any intent is read.
-            rest.account().await?;
-            Ok::<i64, binance::Error>(offset)
+            let account = rest.account().await?;
+            Ok::<_, binance::Error>((offset, account))
         };
         let error = match attempt.await {
-            Ok(offset) => {
+            Ok((offset, account)) => {
                 info!("{who}: exchange ready (clock offset {offset} ms, rules loaded, API key accepted)");
-                return Ok(true);
+                return Ok(Some(account));
             }
             Err(e @ binance::Error::Auth { .. }) => {
                 error!("{who}: the API key or secret is refused by the exchange ({e}); not starting (check BINANCE_API_KEY / BINANCE_SECRET_KEY and the key's permissions)");
@@ -44,7 +45,7 @@ pub async fn exchange_ready(
         let wait = error.retry_after().unwrap_or(delay).max(delay);
         warn!("{who}: the exchange is not ready ({error}); trying again in {wait:?}");
         tokio::select! {
-            _ = shutdown.cancelled() => return Ok(false),
+            _ = shutdown.cancelled() => return Ok(None),
             _ = tokio::time::sleep(wait) => {}
         }
         delay = (delay * 2).min(Duration::from_secs(60));

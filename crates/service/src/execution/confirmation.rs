@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use binance::OrderRef;
-use engine::{ReportSource, Tracker};
+use engine::{Outcome, ReportSource, Tracker};
 use model::{ClientOrderId, ExecutionResult, TradeIntent};
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
@@ -13,6 +13,9 @@ use tracing::{debug, error, info, warn};
 use super::reports::{report_from_order, Signal};
 
 use super::Executor;
+
+/// How long a confirmed fill waits for its fees on the user stream before asking REST.
+const FEES_WAIT: Duration = Duration::from_secs(2);
 
 /// After the fill deadline, the cancel of what is left is tried again for this long (a cancel
 /// refused by a rate limit is not an answer).
@@ -94,8 +97,46 @@ impl Executor {
             error!("{reason}");
             return self.failed(intent, coid, reason);
         };
+        let outcome = self
+            .await_fees(coid, &mut tracker, signals, outcome, deadline_cancel)
+            .await;
         self.build_result(intent, coid, outcome, order_sent_at)
             .await
+    }
+
+    /// The reply that confirmed a fill carries no fees; the user stream's TRADE events do, an
+    /// instant later. While the stream is up they are waited for (at most [`FEES_WAIT`]), so
+    /// the fees cost no `userTrades` request (weight 5); `build_result` asks REST only if they
+    /// do not come.
+    async fn await_fees(
+        &self,
+        coid: &ClientOrderId,
+        tracker: &mut Tracker,
+        signals: &mut mpsc::UnboundedReceiver<Signal>,
+        outcome: Outcome,
+        deadline_cancel: bool,
+    ) -> Outcome {
+        use std::sync::atomic::Ordering;
+        if !outcome.status.has_fill()
+            || outcome.commission.is_some()
+            || !self.router.connected.load(Ordering::Relaxed)
+        {
+            return outcome;
+        }
+        let until = tokio::time::Instant::now() + FEES_WAIT;
+        while let Ok(Some(signal)) = tokio::time::timeout_at(until, signals.recv()).await {
+            if let Signal::Report(report) = signal {
+                if let Err(e) = tracker.apply(&report) {
+                    error!("order {coid}: contradictory report from the user stream: {e}");
+                }
+            }
+            match tracker.outcome(deadline_cancel) {
+                Some(complete) if complete.commission.is_some() => return complete,
+                _ => {}
+            }
+        }
+        debug!("order {coid}: fees not on the user stream within {FEES_WAIT:?}; asking REST");
+        outcome
     }
 
     pub(super) async fn poll_order(&self, symbol: &str, lookup: &OrderRef, tracker: &mut Tracker) {

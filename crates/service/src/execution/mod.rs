@@ -20,6 +20,7 @@
 //! the order with the ambiguity policy; [`confirmation`] waits for the outcome; [`results`] turns
 //! an outcome into the published result.
 
+mod account;
 mod confirmation;
 mod intake;
 mod placement;
@@ -27,11 +28,13 @@ mod progress;
 mod reports;
 mod results;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use binance::{RestClient, UserStream, UserStreamConfig};
+use binance::{
+    MarketStream, MarketStreamConfig, RestClient, UserStream, UserStreamConfig,
+    ALL_MARK_PRICES_STREAM,
+};
 use bus::{keys, Bus};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -73,8 +76,8 @@ pub struct Executor {
     bus: Bus,
     settings: Arc<Settings>,
     router: Router,
-    /// Leverage last set per symbol, so it is only changed when an intent asks for another.
-    leverage: Arc<Mutex<HashMap<String, u32>>>,
+    /// Mark prices, leverage and positions as the streams tell them (see `account`).
+    account: account::AccountView,
     /// Bus entries this process is working on. A periodic claim can hand this consumer its own
     /// long-running entries back; those are skipped, not started twice.
     in_flight: Arc<Mutex<std::collections::HashSet<String>>>,
@@ -85,12 +88,16 @@ pub struct Executor {
 
 impl Executor {
     pub fn new(rest: RestClient, bus: Bus, settings: Settings) -> Executor {
+        let account = account::AccountView::default();
         Executor {
             rest,
             bus,
             settings: Arc::new(settings),
-            router: Router::default(),
-            leverage: Arc::new(Mutex::new(HashMap::new())),
+            router: Router {
+                account: account.clone(),
+                ..Router::default()
+            },
+            account,
             in_flight: Arc::new(Mutex::new(std::collections::HashSet::new())),
             stop: CancellationToken::new(),
         }
@@ -108,11 +115,21 @@ impl Executor {
         let consumer = self.exec().consumer_name.clone();
         metrics::register_execution();
         self.bus.ensure_group(keys::TRADE_INTENT, &group).await?;
-        if !crate::startup::exchange_ready(&self.rest, &shutdown, "execution service").await? {
+        let Some(snapshot) =
+            crate::startup::exchange_ready(&self.rest, &shutdown, "execution service").await?
+        else {
             return Ok(());
-        }
+        };
+        self.account.seed(&snapshot);
         let (stream, events) = UserStream::spawn(self.rest.clone(), UserStreamConfig::default());
         let router_task = tokio::spawn(self.router.clone().run(events));
+        // Every symbol's mark price once a second, for sizing without a request per intent.
+        let (marks, mark_events) = MarketStream::spawn(
+            self.settings.binance_config()?.ws_url,
+            [ALL_MARK_PRICES_STREAM.to_string()],
+            MarketStreamConfig::default(),
+        );
+        let marks_task = tokio::spawn(account::follow_marks(self.account.clone(), mark_events));
         let gauges_task = tokio::spawn(self.clone().export_gauges());
 
         let limit = Arc::new(Semaphore::new(CONCURRENCY));
@@ -284,6 +301,8 @@ impl Executor {
             error!("intents still in flight after {grace:?}; they stay pending and are resumed on the next start");
         }
         stream.shutdown().await;
+        marks.shutdown().await;
+        marks_task.abort();
         router_task.abort();
         gauges_task.abort();
         Ok(())

@@ -23,12 +23,16 @@ use tracing::{debug, error, info, warn};
 use crate::clock::now_ms;
 use crate::metrics;
 
+use super::account::Position;
 use super::progress::{Progress, PROGRESS_TTL};
 use super::reports::{report_from_order, Signal};
 use super::Executor;
 
 /// Lookups of an ambiguous submit before concluding the order is not on the exchange.
 const AMBIGUOUS_LOOKUPS: u32 = 4;
+/// How long a close waits for the user stream to report the position it closes (a fill's
+/// ACCOUNT_UPDATE can come a moment after its confirmation) before reading it over REST.
+const POSITION_WAIT: Duration = Duration::from_secs(1);
 /// The heartbeat is refreshed at least this often while an intent waits.
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 
@@ -328,9 +332,13 @@ impl Executor {
         Ok(rules)
     }
 
-    /// The mark price to size and check the order against.
+    /// The mark price to size and check the order against: the streamed one while it is fresh
+    /// (no request), else `premiumIndex`.
     async fn mark_price(&self, job: &Job<'_>) -> Result<Decimal, Stop> {
         let symbol = job.intent.symbol.as_str();
+        if let Some(mark) = self.account.fresh_mark(symbol, tokio::time::Instant::now()) {
+            return Ok(mark);
+        }
         match self
             .patiently(job, "reading the mark price", job.act_by, || {
                 self.rest.premium_index(symbol)
@@ -344,20 +352,40 @@ impl Executor {
         }
     }
 
-    /// The signed position amount of the intent's symbol (for a close).
+    /// The signed position amount of the intent's symbol, for a close: the user stream's when it
+    /// can be trusted and covers the quantity asked for (an ACCOUNT_UPDATE of a fill an instant
+    /// ago may still be on its way), else `positionRisk`.
     async fn position_amount(&self, job: &Job<'_>) -> Result<Decimal, Stop> {
         let symbol = job.intent.symbol.as_str();
+        let covers = |amount: Decimal| {
+            !amount.is_zero() && job.intent.quantity.is_none_or(|q| q <= amount.abs())
+        };
+        let ticket = match self
+            .account
+            .position_when(symbol, POSITION_WAIT, covers)
+            .await
+        {
+            Position::Known(amount) if covers(amount) => return Ok(amount),
+            Position::Known(_) => None,
+            Position::Ask(ticket) => Some(ticket),
+        };
         match self
             .patiently(job, "reading the position", job.act_by, || {
                 self.rest.position_risk(Some(symbol))
             })
             .await
         {
-            Ok(positions) => Ok(positions
-                .iter()
-                .filter(|p| p.symbol == symbol)
-                .map(|p| p.position_amt)
-                .sum()),
+            Ok(positions) => {
+                let amount = positions
+                    .iter()
+                    .filter(|p| p.symbol == symbol)
+                    .map(|p| p.position_amt)
+                    .sum();
+                if let Some(ticket) = ticket {
+                    self.account.read_position(symbol, amount, ticket);
+                }
+                Ok(amount)
+            }
             Err(p) => Err(self.held_back(job, &format!("cannot read the position of {symbol}"), p)),
         }
     }
@@ -433,13 +461,7 @@ impl Executor {
             return Ok(());
         };
         let symbol = plan.symbol.as_str();
-        let known = self
-            .leverage
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(symbol)
-            .copied();
-        if known == Some(wanted) {
+        if self.account.leverage(symbol) == Some(wanted) {
             return Ok(());
         }
         // Setting a leverage is idempotent, and a transient refusal executed nothing.
@@ -451,10 +473,7 @@ impl Executor {
         {
             Ok(_) => {
                 info!("leverage of {symbol} set to {wanted}");
-                self.leverage
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(symbol.to_string(), wanted);
+                self.account.set_leverage(symbol, wanted);
                 Ok(())
             }
             Err(Patience::Answered(e)) if e.is_rejected() => Err(self.reject(

@@ -14,6 +14,8 @@ use tracing::{info, warn};
 use crate::clock::now_ms;
 use crate::metrics;
 
+use super::account::AccountView;
+
 /// What the user-stream router hands an order waiting for its confirmation.
 #[derive(Debug)]
 pub(super) enum Signal {
@@ -31,6 +33,8 @@ pub(super) struct Router {
     /// the user-stream staleness gauges.
     pub(super) last_event_ms: Arc<std::sync::atomic::AtomicI64>,
     pub(super) connected: Arc<std::sync::atomic::AtomicBool>,
+    /// Positions learned from ACCOUNT_UPDATE, and whether they can be trusted (the connection).
+    pub(super) account: AccountView,
 }
 
 impl Router {
@@ -68,8 +72,14 @@ impl Router {
         while let Some(event) = events.recv().await {
             self.last_event_ms.store(now_ms(), Ordering::Relaxed);
             match &event {
-                UserEvent::Connected { .. } => self.connected.store(true, Ordering::Relaxed),
-                UserEvent::Disconnected { .. } => self.connected.store(false, Ordering::Relaxed),
+                UserEvent::Connected { generation } => {
+                    self.connected.store(true, Ordering::Relaxed);
+                    self.account.connected(*generation);
+                }
+                UserEvent::Disconnected { .. } => {
+                    self.connected.store(false, Ordering::Relaxed);
+                    self.account.disconnected();
+                }
                 _ => {}
             }
             match event {
@@ -144,7 +154,16 @@ impl Router {
                     };
                     self.send(&lite.client_order_id, Signal::Report(report));
                 }
-                UserEvent::AccountUpdate(_) | UserEvent::AlgoUpdate(_) => {}
+                UserEvent::AccountUpdate(update) => {
+                    // One-way mode only (hedge mode is refused by doctor and at start): the
+                    // BOTH row is the position.
+                    for row in &update.account.positions {
+                        if row.position_side == binance::PositionSide::Both {
+                            self.account.position_event(&row.symbol, row.position_amt);
+                        }
+                    }
+                }
+                UserEvent::AlgoUpdate(_) => {}
             }
         }
     }

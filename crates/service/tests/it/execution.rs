@@ -1,6 +1,7 @@
 //! The execution service against the simulator and a real Redis: one confirmed result per
 //! intent, one order per intent, whatever the exchange, the network or the service does.
 
+use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -337,6 +338,77 @@ async fn a_fresh_intent_is_not_looked_up_before_its_order() {
     };
     assert_eq!(sent("POST /fapi/v1/order"), 1);
     assert_eq!(sent("GET /fapi/v1/order"), 0, "no lookup: {after:?}");
+    stack.stop().await;
+}
+
+/// Regression (issue 10): each intent cost 4 exchange requests and 7 units of weight (a lookup,
+/// premiumIndex, the order, userTrades), and a close 9 with positionRisk; capacity was a tenth of
+/// the account's order limit. With the streams up (mark prices, fills with their fees, position
+/// updates) an intent costs its order and nothing else, an open as much as a close.
+#[tokio::test]
+async fn with_the_streams_up_an_intent_costs_one_exchange_request() {
+    let stack = Stack::start(Options::default()).await;
+    let requests_of = |before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>| {
+        after
+            .iter()
+            .filter(|(k, _)| {
+                k.starts_with("GET /fapi")
+                    || k.starts_with("POST /fapi")
+                    || k.starts_with("DELETE /fapi")
+            })
+            .filter_map(|(k, v)| {
+                let n = v - before.get(k).copied().unwrap_or(0);
+                (n > 0).then(|| (k.clone(), n))
+            })
+            .collect::<BTreeMap<String, u64>>()
+    };
+    let open_and_close = |n: u32| {
+        let stack = &stack;
+        async move {
+            let open = format!("one-open-{n}");
+            let close = format!("one-close-{n}");
+            stack.publish(&buy(&open, "XRPUSDT", 60)).await;
+            let opened = stack.result(&open).await;
+            assert_eq!(opened["status"], "filled", "{opened}");
+            stack
+                .publish(&json!({"intent_id": close, "symbol": "XRPUSDT", "action": "CLOSE", "quantity": opened["quantity"].clone(), "created_at": now_ms()}))
+                .await;
+            let closed = stack.result(&close).await;
+            assert_eq!(closed["status"], "filled", "{closed}");
+            assert!(
+                Decimal::from_str(&closed["commission"].to_string()).unwrap() > Decimal::ZERO,
+                "fees from the stream: {closed}"
+            );
+        }
+    };
+    // The first pairs may read over REST: the leverage is set once, and the streams need a
+    // moment to deliver their first mark price and position. Poll until a pair costs two
+    // orders and nothing else (with a deadline), then every pair must.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut n = 0;
+    loop {
+        n += 1;
+        let before = stack.sim_requests().await;
+        open_and_close(n).await;
+        let spent = requests_of(&before, &stack.sim_requests().await);
+        if spent == BTreeMap::from([("POST /fapi/v1/order".to_string(), 2)]) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "an open and a close still cost {spent:?} after {n} pairs"
+        );
+    }
+    let before = stack.sim_requests().await;
+    for m in 1..=5 {
+        open_and_close(n + m).await;
+    }
+    let spent = requests_of(&before, &stack.sim_requests().await);
+    assert_eq!(
+        spent,
+        BTreeMap::from([("POST /fapi/v1/order".to_string(), 10)]),
+        "5 opens and 5 closes"
+    );
     stack.stop().await;
 }
 
