@@ -73,6 +73,10 @@ pub const METRICS: &[(&str, &str)] = &[
         "Order submits whose outcome was unknown, by how they were resolved.",
     ),
     (
+        "quantum_intent_waits_total",
+        "Times an intent waited before a request the exchange held back for now (rate budget spent, 429, definite 5xx); nothing was executed.",
+    ),
+    (
         "quantum_fill_confirm_seconds",
         "From sending an order to its confirmed final state, by confirmation source.",
     ),
@@ -299,6 +303,7 @@ pub fn register_execution() {
     let m = global();
     m.register("quantum_intents_received_total", "", &[]);
     m.register("quantum_orders_placed_total", "", &[]);
+    m.register("quantum_intent_waits_total", "", &[]);
     m.register(
         "quantum_results_total",
         "status",

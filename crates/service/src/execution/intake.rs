@@ -14,7 +14,7 @@ use crate::metrics;
 use super::progress::Progress;
 
 use super::progress::PROGRESS_TTL;
-use super::Executor;
+use super::{Executor, InFlight};
 
 /// Intents larger than this are refused unread (a real intent is a few hundred bytes).
 const MAX_INTENT_BYTES: usize = 64 * 1024;
@@ -77,12 +77,8 @@ impl Executor {
                 .wait_for_result(&intent, entry, &key, "this instance")
                 .await;
         }
-        let outcome = self.work_on(entry, &intent, &key, &me).await;
-        self.in_flight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&intent_key);
-        outcome
+        let _working = InFlight(self.in_flight.clone(), intent_key);
+        self.work_on(entry, &intent, &key, &me).await
     }
 
     pub(super) async fn work_on(

@@ -69,6 +69,18 @@ pub async fn start_with_bus(settings: Settings, bus: Bus) -> Result<Running, Ser
     Ok(Running::new(crate::health::EXECUTION, shutdown, task))
 }
 
+/// Marks a bus entry (or an intent id) as worked on by this process until dropped.
+struct InFlight(Arc<Mutex<std::collections::HashSet<String>>>, String);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.1);
+    }
+}
+
 /// The execution service's shared parts.
 #[derive(Debug, Clone)]
 pub struct Executor {
@@ -273,13 +285,10 @@ impl Executor {
                     .expect("semaphore is never closed");
                 let executor = self.clone();
                 tasks.spawn(async move {
-                    let id = entry.id.clone();
+                    // Removed however the task ends, a panic included: an entry left marked
+                    // would never be started again by this process.
+                    let _working = InFlight(executor.in_flight.clone(), entry.id.clone());
                     executor.handle(entry).await;
-                    executor
-                        .in_flight
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&id);
                     drop(permit);
                 });
             }
