@@ -170,6 +170,34 @@ impl Tracker {
         if !self.status.is_final() {
             return None;
         }
+        let status = match (self.status, self.executed_qty().is_zero()) {
+            (OrderStatus::Filled, false) => ResultStatus::Filled,
+            (OrderStatus::Canceled | OrderStatus::Expired, false) => ResultStatus::PartiallyFilled,
+            (OrderStatus::Canceled, true) if deadline_cancel => ResultStatus::Timeout,
+            (OrderStatus::Canceled, true) => ResultStatus::Canceled,
+            (OrderStatus::Expired, true) => ResultStatus::Expired,
+            (OrderStatus::Rejected, _) => ResultStatus::Rejected,
+            // FILLED with nothing executed cannot be believed: never report it as a fill.
+            (OrderStatus::Filled, true) => ResultStatus::Failed,
+            (OrderStatus::New | OrderStatus::PartiallyFilled, _) => return None,
+        };
+        self.summary(status)
+    }
+
+    /// What is confirmed filled of an order that is not final (its rest still open, e.g. a
+    /// cancel that keeps failing): a `PartiallyFilled` outcome of the quantity confirmed so far,
+    /// or `None` when nothing is. A final order gives its [`Tracker::outcome`].
+    pub fn confirmed_so_far(&self) -> Option<Outcome> {
+        if self.status.is_final() {
+            return self.outcome(false);
+        }
+        if self.executed_qty().is_zero() {
+            return None;
+        }
+        self.summary(ResultStatus::PartiallyFilled)
+    }
+
+    fn summary(&self, status: ResultStatus) -> Option<Outcome> {
         let executed = self.executed_qty();
         let fills_qty = self.fills_qty();
         // The exchange's own average (`avgPrice` / `ap`) for the whole executed quantity, as it
@@ -190,17 +218,6 @@ impl Tracker {
         };
         let complete = fills_qty >= executed && self.fills.values().all(|f| f.commission.is_some());
         let commission = complete.then(|| self.fills.values().filter_map(|f| f.commission).sum());
-        let status = match (self.status, executed.is_zero()) {
-            (OrderStatus::Filled, false) => ResultStatus::Filled,
-            (OrderStatus::Canceled | OrderStatus::Expired, false) => ResultStatus::PartiallyFilled,
-            (OrderStatus::Canceled, true) if deadline_cancel => ResultStatus::Timeout,
-            (OrderStatus::Canceled, true) => ResultStatus::Canceled,
-            (OrderStatus::Expired, true) => ResultStatus::Expired,
-            (OrderStatus::Rejected, _) => ResultStatus::Rejected,
-            // FILLED with nothing executed cannot be believed: never report it as a fill.
-            (OrderStatus::Filled, true) => ResultStatus::Failed,
-            (OrderStatus::New | OrderStatus::PartiallyFilled, _) => return None,
-        };
         let final_time = self
             .fills
             .values()
@@ -270,6 +287,29 @@ mod tests {
     /// Regression (issue 10): a TRADE_LITE without fees came first, and the ORDER_TRADE_UPDATE of
     /// the same trade with its fees was dropped as a duplicate, so every fill cost a userTrades
     /// request for fees the stream had already sent.
+    #[test]
+    fn what_is_confirmed_of_an_open_order_is_a_partial_fill() {
+        let mut tracker = Tracker::new();
+        tracker
+            .apply(&report(ReportSource::RestPoll, OrderStatus::New, "0", "0"))
+            .unwrap();
+        assert_eq!(tracker.confirmed_so_far(), None, "nothing filled yet");
+        tracker
+            .apply(&fill(1, "19", "10", "19", OrderStatus::PartiallyFilled))
+            .unwrap();
+        assert_eq!(tracker.outcome(false), None, "not final");
+        let so_far = tracker.confirmed_so_far().unwrap();
+        assert_eq!(so_far.status, ResultStatus::PartiallyFilled);
+        assert_eq!(so_far.executed_qty, d("19"));
+        tracker
+            .apply(&fill(2, "1", "10", "20", OrderStatus::Filled))
+            .unwrap();
+        assert_eq!(
+            tracker.confirmed_so_far().unwrap().status,
+            ResultStatus::Filled
+        );
+    }
+
     #[test]
     fn fees_of_a_fill_first_seen_without_them_are_filled_in() {
         let mut tracker = Tracker::new();

@@ -89,6 +89,16 @@ impl IntentId {
             IntentId(format!("close-{}-{attempt}", &hex::encode(digest)[..32]))
         })
     }
+
+    /// The id under which a fill of `intent`'s order that came after its result was published
+    /// is reported (`late-<intent>`): a result of its own, because every consumer takes one
+    /// result per intent id. Too long an id becomes `late-` and 32 hex digits of its SHA-256.
+    pub fn late_fill_of(intent: &IntentId) -> IntentId {
+        IntentId::new(&format!("late-{intent}")).unwrap_or_else(|_| {
+            let digest = Sha256::digest(intent.as_str().as_bytes());
+            IntentId(format!("late-{}", &hex::encode(digest)[..32]))
+        })
+    }
 }
 
 /// A Binance `newClientOrderId`: 1 to 36 characters of `[.A-Z:/a-z0-9_-]`.

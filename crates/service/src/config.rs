@@ -93,6 +93,7 @@ pub struct ExecutionFile {
     pub poll_interval: Option<String>,
     pub claim_idle: Option<String>,
     pub max_age: Option<String>,
+    pub cancel_window: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -198,6 +199,10 @@ pub struct ExecutionSettings {
     /// An intent older than this when it is first read (by its `created_at`, else when it was
     /// published) is not executed: its result is `expired`. Zero: no limit.
     pub max_age: Duration,
+    /// After the fill deadline, the cancel of what is left is tried again for this long (a
+    /// cancel refused by a rate limit is not an answer); an order still open then is reported
+    /// with what is confirmed filled and watched until it is final.
+    pub cancel_window: Duration,
 }
 
 /// Exit monitor settings.
@@ -376,6 +381,10 @@ impl Settings {
             max_age: parse_duration(
                 "max_age",
                 file.execution.max_age.as_deref().unwrap_or("10s"),
+            )?,
+            cancel_window: parse_duration(
+                "cancel_window",
+                file.execution.cancel_window.as_deref().unwrap_or("30s"),
             )?,
         };
         if execution.fill_timeout.is_zero() {

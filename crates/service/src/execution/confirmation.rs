@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use binance::OrderRef;
 use engine::{Outcome, ReportSource, Tracker};
-use model::{ClientOrderId, ExecutionResult, TradeIntent};
+use model::{ClientOrderId, ExecutionResult, IntentId, ResultStatus, TradeIntent};
+use rust_decimal::Decimal;
+
+use crate::clock::now_ms;
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
@@ -14,12 +17,10 @@ use super::reports::{report_from_order, Signal};
 
 use super::Executor;
 
+/// How long an order that was not final when its result was published is watched.
+const LATE_WATCH: Duration = Duration::from_secs(24 * 3600);
 /// How long a confirmed fill waits for its fees on the user stream before asking REST.
 const FEES_WAIT: Duration = Duration::from_secs(2);
-
-/// After the fill deadline, the cancel of what is left is tried again for this long (a cancel
-/// refused by a rate limit is not an answer).
-const SETTLE_WINDOW: Duration = Duration::from_secs(30);
 
 impl Executor {
     /// Waits for the exchange to confirm the outcome; at the deadline cancels what is left.
@@ -63,7 +64,7 @@ impl Executor {
                     // Cancel what is left and keep at it until the order is final: a cancel
                     // refused by a rate limit or a network error is not an answer, and what
                     // was filled meanwhile must be reported, not lost.
-                    let settle_until = tokio::time::Instant::now() + SETTLE_WINDOW;
+                    let settle_until = tokio::time::Instant::now() + self.exec().cancel_window;
                     let mut delay = Duration::from_millis(500);
                     loop {
                         match self.rest.cancel_order(symbol, &lookup).await {
@@ -89,13 +90,37 @@ impl Executor {
             }
         }
         let Some(outcome) = tracker.outcome(deadline_cancel) else {
-            let reason = format!(
-                "OUTCOME UNKNOWN: order {coid} still {:?} after the deadline and {SETTLE_WINDOW:?} of cancel attempts, with {} confirmed filled so far; check it with `quantum order --client-id {coid}`",
+            let cancel_window = self.exec().cancel_window;
+            // Not final after the deadline and the settle window (the exchange refuses the
+            // cancel, a ban, no connection). What is confirmed filled is reported now, and the
+            // order is watched until it is final, so a later fill is published too.
+            let so_far = tracker.confirmed_so_far();
+            self.watch_until_final(intent, coid, tracker.clone(), order_sent_at);
+            let Some(partial) = so_far else {
+                let reason = format!(
+                    "OUTCOME UNKNOWN: order {coid} still {:?} after the deadline and {cancel_window:?} of cancel attempts, with nothing confirmed filled; it is watched until final and a later fill is published as intent {}; check it with `quantum order --client-id {coid}`",
+                    tracker.status(),
+                    IntentId::late_fill_of(&intent.intent_id)
+                );
+                error!("{reason}");
+                return self.failed(intent, coid, reason);
+            };
+            error!(
+                "order {coid} still {:?} after the deadline and {cancel_window:?} of cancel attempts: reporting the {} confirmed filled; the rest is watched until final and a later fill is published as intent {}",
                 tracker.status(),
-                tracker.executed_qty()
+                partial.executed_qty,
+                IntentId::late_fill_of(&intent.intent_id)
             );
-            error!("{reason}");
-            return self.failed(intent, coid, reason);
+            let mut result = self
+                .build_result(intent, coid, partial, order_sent_at)
+                .await;
+            if result.status == ResultStatus::PartiallyFilled {
+                result.error = Some(format!(
+                    "the rest of order {coid} was still open when this was published (its cancel kept failing); it is watched, and any later fill is published as intent {}",
+                    IntentId::late_fill_of(&intent.intent_id)
+                ));
+            }
+            return result;
         };
         let outcome = self
             .await_fees(coid, &mut tracker, signals, outcome, deadline_cancel)
@@ -137,6 +162,111 @@ impl Executor {
         }
         debug!("order {coid}: fees not on the user stream within {FEES_WAIT:?}; asking REST");
         outcome
+    }
+
+    /// Polls (and tries to cancel) an order that was not final when its result was published,
+    /// until it is, in a task of its own; a fill beyond what the result reported is published
+    /// as a result of intent `late-<id>` (same order, the extra quantity), so the exit monitor
+    /// tracks it. Gives up loudly after [`LATE_WATCH`]. If the service stops first, the exit
+    /// monitor's position reads still find the position and adopt it.
+    fn watch_until_final(
+        &self,
+        intent: &TradeIntent,
+        coid: &ClientOrderId,
+        mut tracker: Tracker,
+        order_sent_at: i64,
+    ) {
+        let (executor, intent, coid) = (self.clone(), intent.clone(), coid.clone());
+        let reported = tracker
+            .confirmed_so_far()
+            .map_or(Decimal::ZERO, |o| o.executed_qty);
+        let reported_avg = tracker
+            .confirmed_so_far()
+            .map_or(Decimal::ZERO, |o| o.avg_price);
+        tokio::spawn(async move {
+            let symbol = intent.symbol.as_str();
+            let lookup = OrderRef::ClientOrderId(coid.to_string());
+            let give_up = tokio::time::Instant::now() + LATE_WATCH;
+            let mut delay = Duration::from_secs(5);
+            while !tracker.status().is_final() {
+                if tokio::time::Instant::now() >= give_up {
+                    error!("order {coid} is still {:?} after {LATE_WATCH:?} of watching; a fill beyond the {reported} reported is not published; check it with `quantum order --client-id {coid}`", tracker.status());
+                    return;
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(60));
+                match executor.rest.cancel_order(symbol, &lookup).await {
+                    Ok(order) => {
+                        if let Some(report) = report_from_order(ReportSource::RestPoll, &order) {
+                            let _ = tracker.apply(&report);
+                        }
+                    }
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => debug!("watch of {coid}: cancel failed again: {e}"),
+                }
+                executor.poll_order(symbol, &lookup, &mut tracker).await;
+            }
+            let Some(outcome) = tracker.outcome(true) else {
+                return;
+            };
+            if outcome.executed_qty <= reported {
+                info!(
+                    "order {coid} is final ({:?}); nothing filled after its result",
+                    tracker.status()
+                );
+                return;
+            }
+            // The extra quantity and its average price, from the exchange's cumulative figures.
+            let late_qty = outcome.executed_qty - reported;
+            let late_avg = outcome
+                .avg_price
+                .checked_mul(outcome.executed_qty)
+                .and_then(|all| {
+                    reported_avg
+                        .checked_mul(reported)
+                        .and_then(|r| all.checked_sub(r))
+                })
+                .and_then(|late| late.checked_div(late_qty))
+                .map(|avg| avg.round_dp(8).normalize());
+            let mut late_intent = intent.clone();
+            late_intent.intent_id = IntentId::late_fill_of(&intent.intent_id);
+            let result = late_avg
+                .ok_or_else(|| "the late fill's price overflows".to_string())
+                .and_then(|avg| {
+                    let execution = model::Execution {
+                        order_id: outcome.order_id,
+                        avg_price: avg,
+                        executed_qty: late_qty,
+                        // Fees of the whole order less what was reported are not known here.
+                        commission: Decimal::ZERO,
+                        commission_asset: outcome.commission_asset.clone(),
+                        filled_at: outcome.final_time,
+                    };
+                    ExecutionResult::with_fill(
+                        &late_intent,
+                        &coid,
+                        ResultStatus::Filled,
+                        &execution,
+                        outcome.confirmed_by,
+                        order_sent_at,
+                        now_ms(),
+                    )
+                    .map_err(|e| e.to_string())
+                });
+            match result {
+                Ok(result) => {
+                    warn!(
+                        "LATE FILL: order {coid} filled {late_qty} more at {} after its result was published; published as intent {}",
+                        result.entry_price,
+                        late_intent.intent_id
+                    );
+                    if let Err(e) = executor.publish(&result, None).await {
+                        error!("cannot publish the late fill of {coid}: {e}; the exit monitor adopts the position from its position reads");
+                    }
+                }
+                Err(e) => error!("order {coid} filled {late_qty} after its result, but {e}; the exit monitor adopts the position from its position reads"),
+            }
+        });
     }
 
     pub(super) async fn poll_order(&self, symbol: &str, lookup: &OrderRef, tracker: &mut Tracker) {

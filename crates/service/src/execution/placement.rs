@@ -256,7 +256,7 @@ impl Executor {
             }
             tokio::select! {
                 _ = self.stop.cancelled() => return false,
-                _ = tokio::time::sleep(left.min(HEARTBEAT_EVERY)) => {}
+                _ = tokio::time::sleep(left.min(HEARTBEAT_EVERY).min(self.exec().claim_idle / 3)) => {}
             }
         }
     }

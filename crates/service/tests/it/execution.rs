@@ -324,6 +324,47 @@ async fn a_cancel_refused_by_a_rate_limit_at_the_deadline_is_retried_until_the_o
     stack.stop().await;
 }
 
+/// Regression (issue 10): when the cancel at the fill deadline kept failing, the result said
+/// `failed` and nothing followed the order: it filled later with nothing tracking it. Now the
+/// result says what is known (nothing confirmed, still open, watched), and when the order fills
+/// the fill is published as `late-<intent>` so the exit monitor tracks it.
+#[tokio::test]
+async fn an_order_still_open_after_the_cancel_window_is_watched_and_its_late_fill_published() {
+    let stack = Stack::start(Options {
+        fill_delay: Duration::ZERO,
+        fill_timeout: Duration::from_secs(2),
+    })
+    .await;
+    // The order is accepted and parked (a broken testnet), and every cancel is refused.
+    stack
+        .faults(json!({"never_fill": true, "cancel_429": 1000}))
+        .await;
+    stack.publish(&buy("late-1", "XRPUSDT", 60)).await;
+    let first = stack.result("late-1").await;
+    assert_eq!(first["status"], "failed", "{first}");
+    let why = first["error"].as_str().unwrap_or("");
+    assert!(
+        why.contains("OUTCOME UNKNOWN") && why.contains("watched") && why.contains("late-late-1"),
+        "{first}"
+    );
+    // The exchange recovers: the parked order fills.
+    stack
+        .faults(json!({"never_fill": false, "cancel_429": 0}))
+        .await;
+    let late = stack.result("late-late-1").await;
+    assert_eq!(late["status"], "filled", "{late}");
+    assert_eq!(late["client_order_id"], "q-late-1", "{late}");
+    let orders = stack.exchange_orders("XRPUSDT").await;
+    assert_eq!(orders.len(), 1, "one order: {orders:?}");
+    assert_eq!(orders[0]["status"], "FILLED");
+    assert_eq!(
+        Decimal::from_str(&late["executed_qty"].to_string()).unwrap(),
+        Decimal::from_str(orders[0]["executedQty"].as_str().unwrap()).unwrap(),
+        "the late result carries the whole fill"
+    );
+    stack.stop().await;
+}
+
 /// Issue 10: an intent delivered for the first time, never worked on, has no order to look up;
 /// the lookup cost one exchange request per intent.
 #[tokio::test]

@@ -87,6 +87,7 @@ impl Stack {
         settings.execution.consumer_name = "test-consumer".into();
         settings.execution.poll_interval = Duration::from_millis(500);
         settings.execution.claim_idle = Duration::from_millis(500);
+        settings.execution.cancel_window = Duration::from_secs(10);
         settings
     }
 
