@@ -162,6 +162,52 @@ async fn lookups_that_fail_after_an_ambiguous_submit_never_lead_to_a_second_orde
     stack.stop().await;
 }
 
+/// Issue 10: a submit that fails ambiguously *without* executing (a 503 "Unknown error" or a
+/// connection cut before the exchange took the order) must still end in one order: the lookups
+/// say "does not exist" four times in a row, and then (only then) the order is sent once more,
+/// with the same client order id.
+#[tokio::test]
+async fn an_ambiguous_submit_that_did_not_execute_is_sent_once_more_and_fills_once() {
+    let stack = Stack::start(Options::default()).await;
+    for (n, fault) in ["unknown_status_503_not_executed", "drop_order_requests"]
+        .into_iter()
+        .enumerate()
+    {
+        stack.faults(json!({ fault: 1 })).await;
+        let id = format!("amb-{n}");
+        stack.publish(&buy(&id, "XRPUSDT", 60)).await;
+        let result = stack.result(&id).await;
+        assert_eq!(result["status"], "filled", "{fault}: {result}");
+        let orders: Vec<Value> = stack
+            .exchange_orders("XRPUSDT")
+            .await
+            .into_iter()
+            .filter(|o| o["clientOrderId"] == format!("q-{id}"))
+            .collect();
+        assert_eq!(orders.len(), 1, "{fault}: one order for one intent");
+        assert_eq!(orders[0]["status"], "FILLED", "{fault}");
+    }
+    stack.stop().await;
+}
+
+/// Issue 10: lookups refused (429) while the order of an ambiguous submit exists prove nothing;
+/// they are asked again (honouring Retry-After, so no 418) until one answers.
+#[tokio::test]
+async fn lookups_refused_while_the_order_exists_find_it_once_they_answer() {
+    let stack = Stack::start(Options::default()).await;
+    stack
+        .faults(json!({"drop_order_responses": 1, "query_429": 5}))
+        .await;
+    stack.publish(&buy("q429-1", "XRPUSDT", 60)).await;
+    let result = stack.result("q429-1").await;
+    assert_eq!(result["status"], "filled", "{result}");
+    assert_eq!(stack.exchange_orders("XRPUSDT").await.len(), 1);
+    let requests: Value = serde_json::to_value(stack.sim_requests().await).unwrap();
+    assert_eq!(requests["http_418"].as_u64().unwrap_or(0), 0, "{requests}");
+    assert_matches_exchange(&stack, &result, "XRPUSDT").await;
+    stack.stop().await;
+}
+
 /// Regression (issue 10): a wrong secret started the service, which then consumed intents it
 /// could only fail.
 #[tokio::test]
