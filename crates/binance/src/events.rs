@@ -7,7 +7,9 @@
 use rust_decimal::Decimal;
 use serde::Deserialize;
 
-use crate::types::{AlgoOrderType, AlgoStatus, OrderStatus, OrderType, PositionSide, Side};
+use model::Side;
+
+use crate::types::{AlgoOrderType, AlgoStatus, OrderStatus, OrderType, PositionSide};
 use crate::wire::{dec, loose_id, opt_dec, wire_enum};
 
 wire_enum! {

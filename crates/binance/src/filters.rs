@@ -7,7 +7,9 @@
 
 use rust_decimal::Decimal;
 
-use crate::types::{Side, SymbolFilter, SymbolInfo};
+use model::Side;
+
+use crate::types::{SymbolFilter, SymbolInfo};
 
 /// Why an order cannot be made to fit a symbol's rules.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -264,7 +266,7 @@ impl SymbolRules {
     /// [`FilterError::OutsidePercentPrice`].
     pub fn check_percent_price(
         &self,
-        side: &Side,
+        side: Side,
         price: Decimal,
         mark: Decimal,
     ) -> Result<(), FilterError> {
@@ -275,7 +277,6 @@ impl SymbolRules {
         let outside = match side {
             Side::Buy => price > high,
             Side::Sell => price < low,
-            Side::Other(_) => price > high || price < low,
         };
         if outside {
             Err(FilterError::OutsidePercentPrice { price, low, high })
@@ -504,13 +505,13 @@ mod tests {
             Ok(d("0.002"))
         );
         assert!(rules
-            .check_percent_price(&Side::Buy, d("99751"), d("95000"))
+            .check_percent_price(Side::Buy, d("99751"), d("95000"))
             .is_err());
         assert!(rules
-            .check_percent_price(&Side::Buy, d("99750"), d("95000"))
+            .check_percent_price(Side::Buy, d("99750"), d("95000"))
             .is_ok());
         assert!(rules
-            .check_percent_price(&Side::Sell, d("90249"), d("95000"))
+            .check_percent_price(Side::Sell, d("90249"), d("95000"))
             .is_err());
     }
 

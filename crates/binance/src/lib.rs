@@ -2,7 +2,7 @@
 //! rate-limit governor, the symbol filters that make an order valid before it is sent, the user
 //! data stream (fills, account and algo updates) and the market streams (mark price, book
 //! ticker). This crate owns Binance's JSON field names and its signing; nothing else in quantum
-//! should know them.
+//! should know them. Its one dependency inside the workspace is `model`, for the order [`Side`].
 //!
 //! The two promises this crate serves, and how:
 //!
@@ -45,13 +45,16 @@ pub use market_stream::{
     book_ticker_stream, mark_price_stream, MarketEvent, MarketStream, MarketStreamConfig,
     ALL_MARK_PRICES_STREAM,
 };
+/// The order side is `model`'s, the one `Side` of the workspace (the engine decides it, this
+/// crate sends and reads it); re-exported because the request and reply types here carry it.
+pub use model::Side;
 pub use ratelimit::{Limits, SharedBudget, Verdict};
 pub use rest::RestClient;
 pub use sign::signature;
 pub use types::{
     Account, AccountPosition, AlgoOrder, AlgoOrderType, AlgoRef, AlgoStatus, NewAlgoOrder,
     NewOrder, NewOrderKind, Order, OrderRef, OrderStatus, OrderType, PositionSide, ResponseType,
-    Side, TimeInForce,
+    TimeInForce,
 };
 pub use user_stream::{UserEvent, UserStream, UserStreamConfig, UserStreamPath};
 pub use ws::Backoff;

@@ -4,15 +4,14 @@
 //! Binance's decimal strings. Fields that some endpoints omit (`cumQty`, `time`, `priceMatch`, ...)
 //! are `Option`s or defaulted, because the order object's shape changes between endpoints.
 
+// Unlike the enums below, the side keeps no unknown values: it is `model`'s `Side`, and a
+// USDⓈ-M order is a BUY or a SELL (a third side would change what every order means, not add
+// a variant to ignore).
+use model::Side;
 use rust_decimal::Decimal;
 use serde::Deserialize;
 
 use crate::wire::{dec, loose_id, loose_string, opt_dec, wire_enum};
-
-wire_enum! {
-    /// Order side.
-    Side { Buy = "BUY", Sell = "SELL" }
-}
 
 wire_enum! {
     /// Position side: `Both` in one-way mode, `Long`/`Short` in hedge mode.

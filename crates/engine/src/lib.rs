@@ -15,5 +15,5 @@ pub mod risk;
 pub mod sizing;
 
 pub use confirm::{Outcome, Report, ReportSource, Tracker, TradeReport};
-pub use risk::{OrderPlan, RiskApproved, RiskLimits, RiskRefused, Side};
+pub use risk::{OrderPlan, RiskApproved, RiskLimits, RiskRefused};
 pub use sizing::{size_order, SizingError, SymbolRules};

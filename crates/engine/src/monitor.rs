@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use model::{ExecutionResult, ExitPlan, IntentId};
+use model::{Action, ExecutionResult, ExitPlan, IntentId};
 use rust_decimal::Decimal;
 
 use crate::exits::{evaluate, trailing_stop, Direction, Levels, TrailState, Trigger};
@@ -599,54 +599,69 @@ impl Core {
     // ----- results -----
 
     fn on_result(&mut self, now: i64, result: ExecutionResult, out: &mut Vec<Command>) {
-        let action = result.action.trim().to_ascii_uppercase();
-        let direction = match action.as_str() {
-            "BUY" => Some(Direction::Long),
-            "SELL" => Some(Direction::Short),
-            "CLOSE" => None,
-            other => {
-                out.push(Command::Refuse {
-                    intent_id: result.intent_id.clone(),
-                    reason: format!("action {other:?} is not BUY, SELL or CLOSE; the position it may have opened is found by the next position read"),
-                });
-                return;
-            }
+        let (Some(intent_id), Some(symbol), Some(action)) =
+            (result.intent_id(), result.symbol(), result.action())
+        else {
+            // Only a `rejected` result for a document that was not a valid intent lacks these
+            // (`ExecutionResult` reads no other without them): no order was placed for it.
+            out.push(Command::Note(Box::new(Note::Ignored {
+                intent_id: result.intent_id_str().to_string(),
+                why: format!(
+                    "{} for a document that was not a valid intent: nothing to track",
+                    result.status().as_str()
+                ),
+            })));
+            return;
         };
-        if !result.status.has_fill() {
+        let answered = Answered {
+            intent_id: intent_id.to_string(),
+            symbol: symbol.to_string(),
+            result: &result,
+        };
+        let direction = match action {
+            Action::Buy => Some(Direction::Long),
+            Action::Sell => Some(Direction::Short),
+            Action::Close => None,
+        };
+        if !result.status().has_fill() {
             if direction.is_none() {
-                self.on_close_failed(now, &result, out);
+                self.on_close_failed(now, &answered, out);
             } else {
                 out.push(Command::Note(Box::new(Note::Ignored {
-                    intent_id: result.intent_id.clone(),
-                    why: format!("{} with no fill: nothing to track", result.status.as_str()),
+                    intent_id: answered.intent_id,
+                    why: format!(
+                        "{} with no fill: nothing to track",
+                        result.status().as_str()
+                    ),
                 })));
             }
             return;
         }
-        if self.applied.contains_key(&result.intent_id) {
+        if self.applied.contains_key(&answered.intent_id) {
             out.push(Command::Note(Box::new(Note::Ignored {
-                intent_id: result.intent_id.clone(),
+                intent_id: answered.intent_id,
                 why: "already applied (a redelivery)".into(),
             })));
             return;
         }
-        self.applied.insert(result.intent_id.clone(), now);
-        self.newly_applied.push((result.intent_id.clone(), now));
+        self.applied.insert(answered.intent_id.clone(), now);
+        self.newly_applied.push((answered.intent_id.clone(), now));
         match direction {
-            Some(direction) => self.open(now, &result, direction, out),
-            None => self.on_close_fill(now, &result, out),
+            Some(direction) => self.open(now, &answered, direction, out),
+            None => self.on_close_fill(now, &answered, out),
         }
     }
 
     fn open(
         &mut self,
         now: i64,
-        result: &ExecutionResult,
+        answered: &Answered<'_>,
         direction: Direction,
         out: &mut Vec<Command>,
     ) {
-        let symbol = result.symbol.clone();
-        let mut qty = result.executed_qty;
+        let result = answered.result;
+        let symbol = answered.symbol.clone();
+        let mut qty = result.executed_qty();
         // One-way mode nets: a SELL on a symbol held long first reduces the long lots.
         let opposite: Vec<String> = self
             .lots_of(&symbol)
@@ -660,11 +675,11 @@ impl Core {
                 &opposite,
                 qty,
                 "netted by an opposite entry",
-                Exit::At(result.entry_price),
+                Exit::At(result.entry_price()),
                 out,
             );
             out.push(Command::Note(Box::new(Note::Netted {
-                intent_id: result.intent_id.clone(),
+                intent_id: answered.intent_id.clone(),
                 symbol: symbol.clone(),
                 qty: taken,
             })));
@@ -675,7 +690,7 @@ impl Core {
         }
         // A position adopted from the exchange before this result arrived is this result's fill
         // (the adoption happened after the fill): the result's lot takes that quantity over.
-        let filled_at = result.filled_at.unwrap_or(result.published_at);
+        let filled_at = result.filled_at().unwrap_or(result.published_at());
         let adopted: Vec<String> = self
             .lots_of(&symbol)
             .filter(|l| l.adopted && l.direction == direction && l.opened_at >= filled_at)
@@ -692,16 +707,16 @@ impl Core {
                 out,
             );
         }
-        let (levels, default_plan) = self.resolve(result, direction, out);
+        let (levels, default_plan) = self.resolve(answered, direction, out);
         let lot = Lot {
-            id: result.intent_id.clone(),
+            id: answered.intent_id.clone(),
             symbol: symbol.clone(),
             direction,
             qty,
-            entry: result.entry_price,
-            entry_fee: result.commission,
+            entry: result.entry_price(),
+            entry_fee: result.commission(),
             trail: TrailState {
-                peak: result.entry_price,
+                peak: result.entry_price(),
             },
             levels,
             opened_at: filled_at,
@@ -718,23 +733,24 @@ impl Core {
         let id = lot.id.clone();
         self.insert(lot);
         // A fill already past a level (slippage beyond the target or the stop) closes at once.
-        self.evaluate(now, &symbol, &[id], result.entry_price, out);
+        self.evaluate(now, &symbol, &[id], result.entry_price(), out);
     }
 
     /// The lot's levels: the intent's plan, else the default; a plan that cannot apply is
     /// refused (dead letter) and the default plan protects the position instead.
     fn resolve(
         &self,
-        result: &ExecutionResult,
+        answered: &Answered<'_>,
         direction: Direction,
         out: &mut Vec<Command>,
     ) -> (Option<Levels>, bool) {
-        let entry = result.entry_price;
-        if !result.exit_plan.is_empty() {
-            match Levels::resolve_at_fill(direction, entry, &result.exit_plan) {
+        let result = answered.result;
+        let entry = result.entry_price();
+        if !result.exit_plan().is_empty() {
+            match Levels::resolve_at_fill(direction, entry, result.exit_plan()) {
                 Ok(levels) => return (Some(levels), false),
                 Err(e) => out.push(Command::Refuse {
-                    intent_id: result.intent_id.clone(),
+                    intent_id: answered.intent_id.clone(),
                     reason: format!("exit plan cannot apply ({e}); the position is tracked under the default plan"),
                 }),
             }
@@ -743,7 +759,7 @@ impl Core {
             Ok(levels) => (Some(levels), true),
             Err(e) => {
                 out.push(Command::Refuse {
-                    intent_id: result.intent_id.clone(),
+                    intent_id: answered.intent_id.clone(),
                     reason: format!("the default plan cannot apply either ({e}); the position is tracked without levels"),
                 });
                 (None, true)
@@ -751,14 +767,11 @@ impl Core {
         }
     }
 
-    fn on_close_fill(&mut self, now: i64, result: &ExecutionResult, out: &mut Vec<Command>) {
-        let symbol = result.symbol.clone();
-        let ids = self
-            .closes
-            .get(&result.intent_id)
-            .cloned()
-            .unwrap_or_default();
-        let mut left = result.executed_qty;
+    fn on_close_fill(&mut self, now: i64, answered: &Answered<'_>, out: &mut Vec<Command>) {
+        let (result, intent_id) = (answered.result, &answered.intent_id);
+        let symbol = answered.symbol.clone();
+        let ids = self.closes.get(intent_id).cloned().unwrap_or_default();
+        let mut left = result.executed_qty();
         // The lots this close was sent for take the fill in order; those it was the live close
         // of and that are not flat continue under a new id (the decision to exit stands).
         let mut continuing: Vec<(String, Trigger)> = Vec::new();
@@ -767,18 +780,18 @@ impl Core {
                 continue;
             };
             let live = match &lot.phase {
-                Phase::Closing(c) if c.intent_id == result.intent_id => Some(c.clone()),
+                Phase::Closing(c) if &c.intent_id == intent_id => Some(c.clone()),
                 _ => None,
             };
             let closed = left.min(lot.qty);
             left -= closed;
             let remaining = lot.qty - closed;
             if remaining.is_zero() {
-                let pnl = realized(&lot, result.entry_price, closed, result.commission);
+                let pnl = realized(&lot, result.entry_price(), closed, result.commission());
                 self.remove(id);
                 out.push(Command::Note(Box::new(Note::Closed {
                     lot: lot.clone(),
-                    exit_price: result.entry_price,
+                    exit_price: result.entry_price(),
                     exit_qty: closed,
                     realized_pnl: pnl,
                     close_sent_at: live.as_ref().map_or(now, |c| c.sent_at),
@@ -816,11 +829,11 @@ impl Core {
                 &ids,
                 left,
                 "an unexpected close fill",
-                Exit::At(result.entry_price),
+                Exit::At(result.entry_price()),
                 out,
             );
             out.push(Command::Note(Box::new(Note::UnexpectedClose {
-                intent_id: result.intent_id.clone(),
+                intent_id: intent_id.clone(),
                 symbol,
                 qty: taken,
                 unmatched: left - taken,
@@ -828,16 +841,17 @@ impl Core {
         }
     }
 
-    fn on_close_failed(&mut self, now: i64, result: &ExecutionResult, out: &mut Vec<Command>) {
+    fn on_close_failed(&mut self, now: i64, answered: &Answered<'_>, out: &mut Vec<Command>) {
+        let result = answered.result;
         let why = format!(
             "{}: {}",
-            result.status.as_str(),
-            result.error.clone().unwrap_or_default()
+            result.status().as_str(),
+            result.error().unwrap_or_default()
         );
-        match self.closes.get(&result.intent_id) {
-            Some(_) => self.on_close_unanswered(now, &result.intent_id, &why, out),
+        match self.closes.get(&answered.intent_id) {
+            Some(_) => self.on_close_unanswered(now, &answered.intent_id, &why, out),
             None => out.push(Command::Note(Box::new(Note::Ignored {
-                intent_id: result.intent_id.clone(),
+                intent_id: answered.intent_id.clone(),
                 why: format!("a close this monitor does not track ({why})"),
             }))),
         }
@@ -1711,6 +1725,15 @@ impl Core {
     }
 }
 
+/// A result that names its intent, symbol and action (every result but a rejected
+/// non-intent), with those as the book keys them.
+#[derive(Debug)]
+struct Answered<'a> {
+    intent_id: String,
+    symbol: String,
+    result: &'a ExecutionResult,
+}
+
 /// How a lot left the book without a close of its own, and at what price if known.
 #[derive(Debug, Clone, Copy)]
 enum Exit {
@@ -1772,7 +1795,10 @@ mod tests {
     }
 
     fn filled(json: &str, price: &str, qty: &str, at: i64) -> ExecutionResult {
-        let intent = TradeIntent::from_json(json).unwrap();
+        filled_intent(&TradeIntent::from_json(json).unwrap(), price, qty, at)
+    }
+
+    fn filled_intent(intent: &TradeIntent, price: &str, qty: &str, at: i64) -> ExecutionResult {
         let coid = ClientOrderId::for_intent(&intent.intent_id);
         let e = Execution {
             order_id: 1,
@@ -1783,7 +1809,7 @@ mod tests {
             filled_at: at,
         };
         let status = ResultStatus::Filled;
-        ExecutionResult::with_fill(&intent, &coid, status, &e, ConfirmedBy::UserStream, at, at)
+        ExecutionResult::with_fill(intent, &coid, status, &e, ConfirmedBy::UserStream, at, at)
             .unwrap()
     }
 
@@ -2007,13 +2033,14 @@ mod tests {
     #[test]
     fn a_plan_that_overflows_is_refused_and_the_position_is_tracked_under_the_default_plan() {
         let mut core = Core::new(config());
-        let mut result = filled(
+        // No document can carry such a plan (the parser refuses a target of 100 % or more), so
+        // the intent is changed after parsing: the core must not trust its inputs' ranges.
+        let mut intent = TradeIntent::from_json(
             r#"{"intent_id":"b5","symbol":"BTCUSDT","action":"BUY","quantity":0.01,"stop_loss_pct":3}"#,
-            "95000",
-            "0.01",
-            0,
-        );
-        result.exit_plan.take_profit = Some(ExitLevel::Pct(d("79000000000000000000000000000")));
+        )
+        .unwrap();
+        intent.exit_plan.take_profit = Some(ExitLevel::Pct(d("79000000000000000000000000000")));
+        let result = filled_intent(&intent, "95000", "0.01", 0);
         let out = core.apply(0, Event::from(result));
         assert!(
             out.iter().any(
@@ -2040,28 +2067,43 @@ mod tests {
     #[test]
     fn actions_are_read_case_insensitively_and_anything_else_is_refused() {
         let mut core = Core::new(config());
-        let mut short = filled(
+        let short = filled(
             r#"{"intent_id":"s6","symbol":"ETHUSDT","action":"SELL","quantity":1}"#,
             "3400",
             "1",
             0,
         );
-        short.action = "sell".into();
+        // The action is typed since the document was read: what a strategy's lower-case `sell`
+        // or an unknown action becomes is settled by `ExecutionResult::from_json`.
+        let mut doc = short.to_json();
+        doc["action"] = "sell".into();
+        let short = ExecutionResult::from_json(&doc.to_string()).unwrap();
         core.apply(0, Event::from(short));
         assert_eq!(
             core.net_qty("ETHUSDT"),
             d("-1"),
             "a lower-case sell is a short"
         );
-        let mut odd = filled(
-            r#"{"intent_id":"x6","symbol":"ETHUSDT","action":"SELL","quantity":1}"#,
-            "3400",
-            "1",
-            0,
-        );
-        odd.action = "HOLD".into();
-        let out = core.apply(1, Event::from(odd));
-        assert!(matches!(&out[..], [Command::Refuse { .. }]), "{out:?}");
+        doc["action"] = "HOLD".into();
+        let refused = ExecutionResult::from_json(&doc.to_string()).unwrap_err();
+        assert!(refused.to_string().contains("HOLD"), "{refused}");
+    }
+
+    #[test]
+    fn a_rejected_document_that_was_not_an_intent_is_ignored() {
+        let mut core = Core::new(config());
+        for raw in [
+            "{{{",
+            r#"{"intent_id":"n1","symbol":"ETH/USDT","action":"BUY"}"#,
+        ] {
+            let result = ExecutionResult::rejected_input(raw, "not an intent", 0);
+            let out = core.apply(0, Event::from(result));
+            assert!(
+                matches!(&out[..], [Command::Note(n)] if matches!(**n, Note::Ignored { .. })),
+                "{out:?}"
+            );
+        }
+        assert_eq!(core.symbol_count(), 0);
     }
 
     #[test]

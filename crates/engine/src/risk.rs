@@ -5,24 +5,8 @@
 
 use std::collections::BTreeSet;
 
-use model::{Action, ClientOrderId, Symbol, TradeIntent};
+use model::{Action, ClientOrderId, Side, Symbol, TradeIntent};
 use rust_decimal::Decimal;
-
-/// The order side on the exchange.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
-    Buy,
-    Sell,
-}
-
-impl Side {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Side::Buy => "BUY",
-            Side::Sell => "SELL",
-        }
-    }
-}
 
 /// A sized order waiting for approval.
 #[derive(Debug, Clone, PartialEq, Eq)]

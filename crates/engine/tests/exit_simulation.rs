@@ -359,8 +359,12 @@ impl World {
         let intent = TradeIntent::from_json(&json).unwrap_or_else(|e| panic!("{json}: {e}"));
         let signed = if long { qty } else { -qty };
         self.set_position(&symbol, held + signed, price);
-        let mut result = filled(&intent, price, qty, self.now);
-        result.action = action.to_string();
+        // The result document carries the action as the strategy spelt it; the core sees what
+        // the bus reader makes of it.
+        let mut doc = filled(&intent, price, qty, self.now).to_json();
+        doc["action"] = action.into();
+        let result =
+            ExecutionResult::from_json(&doc.to_string()).unwrap_or_else(|e| panic!("{doc}: {e}"));
         self.deliver_result(result);
     }
 
@@ -417,9 +421,7 @@ impl World {
             };
             self.set_position(&q.symbol, signed, entry);
             let price = self.prices[&q.symbol];
-            let mut r = filled(&intent, price, fill, self.now);
-            r.status = status;
-            r
+            filled_as(status, &intent, price, fill, self.now)
         };
         self.deliver_result(result);
     }
@@ -581,6 +583,16 @@ impl World {
 }
 
 fn filled(intent: &TradeIntent, price: Decimal, qty: Decimal, now: i64) -> ExecutionResult {
+    filled_as(ResultStatus::Filled, intent, price, qty, now)
+}
+
+fn filled_as(
+    status: ResultStatus,
+    intent: &TradeIntent,
+    price: Decimal,
+    qty: Decimal,
+    now: i64,
+) -> ExecutionResult {
     let coid = ClientOrderId::for_intent(&intent.intent_id);
     let e = Execution {
         order_id: 1,
@@ -590,16 +602,8 @@ fn filled(intent: &TradeIntent, price: Decimal, qty: Decimal, now: i64) -> Execu
         commission_asset: "USDT".into(),
         filled_at: now,
     };
-    ExecutionResult::with_fill(
-        intent,
-        &coid,
-        ResultStatus::Filled,
-        &e,
-        ConfirmedBy::UserStream,
-        now,
-        now,
-    )
-    .unwrap()
+    ExecutionResult::with_fill(intent, &coid, status, &e, ConfirmedBy::UserStream, now, now)
+        .unwrap()
 }
 
 fn run(seed: u64, steps: usize) -> World {

@@ -23,12 +23,21 @@ pub enum Action {
 }
 
 impl Action {
+    pub const ALL: [Action; 3] = [Action::Buy, Action::Sell, Action::Close];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Buy => "BUY",
             Action::Sell => "SELL",
             Action::Close => "CLOSE",
         }
+    }
+
+    /// Reads an action case-insensitively (`buy` is `BUY`): strategies have sent both.
+    pub fn parse(text: &str) -> Option<Action> {
+        Action::ALL
+            .into_iter()
+            .find(|a| a.as_str().eq_ignore_ascii_case(text))
     }
 }
 
@@ -183,21 +192,16 @@ impl TradeIntent {
         let intent_id =
             IntentId::new(string("intent_id")?.ok_or(IntentError::Missing("intent_id"))?)?;
         let symbol = Symbol::new(string("symbol")?.ok_or(IntentError::Missing("symbol"))?)?;
-        let action = match string("action")?
-            .ok_or(IntentError::Missing("action"))?
-            .to_ascii_uppercase()
-            .as_str()
-        {
-            "BUY" => Action::Buy,
-            "SELL" => Action::Sell,
-            "CLOSE" => Action::Close,
-            other => {
-                return Err(invalid(
-                    "action",
-                    format!("{other:?} is not BUY, SELL or CLOSE"),
-                ))
-            }
-        };
+        let action_text = string("action")?.ok_or(IntentError::Missing("action"))?;
+        let action = Action::parse(action_text).ok_or_else(|| {
+            invalid(
+                "action",
+                format!(
+                    "{:?} is not BUY, SELL or CLOSE",
+                    action_text.to_ascii_uppercase()
+                ),
+            )
+        })?;
         let position_size_usd = positive("position_size_usd", decimal(&obj, "position_size_usd")?)?;
         let quantity = positive("quantity", decimal(&obj, "quantity")?)?;
         match (action, position_size_usd, quantity) {
@@ -298,7 +302,8 @@ impl TradeIntent {
         hex::encode(&digest[..16])
     }
 
-    /// The intent as its JSON document (what `quantum intent` publishes).
+    /// The intent as its JSON document: what is published on the intent stream (see
+    /// [`IntentBuilder`]), and what [`TradeIntent::from_json`] reads back as the same intent.
     pub fn to_json(&self) -> Value {
         let mut obj = serde_json::Map::new();
         obj.insert(
@@ -326,6 +331,102 @@ impl TradeIntent {
     }
 }
 
+/// An intent being written: what `quantum intent`, the demo and the exit monitor's closes
+/// publish, built from typed values instead of a hand-written document. It starts from what every
+/// intent names (id, symbol, action) with nothing else set, and takes the rest as settings.
+/// [`IntentBuilder::build`] writes the document and reads it back with [`TradeIntent::from_json`],
+/// so what it returns is exactly what the execution service will read, and a draft the service
+/// would refuse (a CLOSE with an exit plan, a BUY without a size, ...) is refused here with the
+/// same reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntentBuilder {
+    draft: TradeIntent,
+}
+
+impl TradeIntent {
+    /// An intent to `action` `symbol`, with nothing but its id, symbol and action set yet.
+    pub fn builder(intent_id: IntentId, symbol: Symbol, action: Action) -> IntentBuilder {
+        IntentBuilder {
+            draft: TradeIntent {
+                intent_id,
+                symbol,
+                action,
+                position_size_usd: None,
+                quantity: None,
+                leverage: None,
+                exit_plan: ExitPlan::default(),
+                source: None,
+                created_at: None,
+                expires_at: None,
+            },
+        }
+    }
+
+    /// A reduce-only CLOSE of `symbol`'s whole position; [`IntentBuilder::quantity`] closes
+    /// only that much.
+    pub fn close(intent_id: IntentId, symbol: Symbol) -> IntentBuilder {
+        TradeIntent::builder(intent_id, symbol, Action::Close)
+    }
+}
+
+impl IntentBuilder {
+    /// Size in USDT notional (BUY/SELL). The optional settings take a value or an `Option`, so
+    /// an optional argument passes straight through.
+    pub fn position_size_usd(mut self, usd: impl Into<Option<Decimal>>) -> IntentBuilder {
+        self.draft.position_size_usd = usd.into();
+        self
+    }
+
+    /// Size in contracts; for a CLOSE, how much of the position to close.
+    pub fn quantity(mut self, quantity: impl Into<Option<Decimal>>) -> IntentBuilder {
+        self.draft.quantity = quantity.into();
+        self
+    }
+
+    pub fn leverage(mut self, leverage: impl Into<Option<u32>>) -> IntentBuilder {
+        self.draft.leverage = leverage.into();
+        self
+    }
+
+    pub fn take_profit(mut self, level: impl Into<Option<ExitLevel>>) -> IntentBuilder {
+        self.draft.exit_plan.take_profit = level.into();
+        self
+    }
+
+    pub fn stop_loss(mut self, level: impl Into<Option<ExitLevel>>) -> IntentBuilder {
+        self.draft.exit_plan.stop_loss = level.into();
+        self
+    }
+
+    pub fn trailing_pct(mut self, pct: impl Into<Option<Decimal>>) -> IntentBuilder {
+        self.draft.exit_plan.trailing_pct = pct.into();
+        self
+    }
+
+    /// Who sent the intent (`exit-monitor`, `quantum-cli`, ...).
+    pub fn source(mut self, source: impl Into<String>) -> IntentBuilder {
+        self.draft.source = Some(source.into());
+        self
+    }
+
+    /// When the intent was created (ms since the epoch).
+    pub fn created_at(mut self, at: i64) -> IntentBuilder {
+        self.draft.created_at = Some(at);
+        self
+    }
+
+    /// After this (ms since the epoch) the intent is not executed.
+    pub fn expires_at(mut self, at: i64) -> IntentBuilder {
+        self.draft.expires_at = Some(at);
+        self
+    }
+
+    /// The intent, checked by the parser the execution service uses.
+    pub fn build(self) -> Result<TradeIntent, IntentError> {
+        TradeIntent::from_json(&self.draft.to_json().to_string())
+    }
+}
+
 /// Writes a decimal as a JSON number with its exact digits.
 pub(crate) fn insert_decimal(
     obj: &mut serde_json::Map<String, Value>,
@@ -338,7 +439,7 @@ pub(crate) fn insert_decimal(
 }
 
 /// A JSON number carrying exactly the decimal's digits (needs serde_json's arbitrary_precision).
-pub fn decimal_number(value: Decimal) -> Value {
+pub(crate) fn decimal_number(value: Decimal) -> Value {
     let text = value.normalize().to_string();
     serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text))
 }
@@ -454,6 +555,125 @@ mod tests {
         for (json, needle) in cases {
             let err = parse(json).expect_err(json).to_string();
             assert!(err.contains(needle), "{json}: {err}");
+        }
+    }
+
+    fn id(text: &str) -> IntentId {
+        IntentId::new(text).unwrap()
+    }
+
+    fn symbol(text: &str) -> Symbol {
+        Symbol::new(text).unwrap()
+    }
+
+    #[test]
+    fn a_built_close_is_the_document_the_exit_monitor_always_sent() {
+        let close = TradeIntent::close(id("close-t2-1"), symbol("AXSUSDT"))
+            .quantity(Decimal::new(3200, 2))
+            .source("exit-monitor")
+            .created_at(1_769_042_400_000)
+            .build()
+            .unwrap();
+        assert_eq!(
+            close.to_json().to_string(),
+            r#"{"action":"CLOSE","created_at":1769042400000,"intent_id":"close-t2-1","quantity":32,"source":"exit-monitor","symbol":"AXSUSDT"}"#
+        );
+        let whole = TradeIntent::close(id("c"), symbol("ETHUSDT"))
+            .build()
+            .unwrap();
+        assert_eq!((whole.action, whole.quantity), (Action::Close, None));
+    }
+
+    #[test]
+    fn a_draft_the_service_would_refuse_is_refused_with_its_reason() {
+        let plan_on_close = TradeIntent::close(id("c"), symbol("ETHUSDT"))
+            .stop_loss(ExitLevel::Pct(Decimal::ONE))
+            .build();
+        assert!(plan_on_close
+            .unwrap_err()
+            .to_string()
+            .contains("a CLOSE takes no exit plan"));
+        let no_size = TradeIntent::builder(id("b"), symbol("ETHUSDT"), Action::Buy).build();
+        assert_eq!(
+            no_size,
+            Err(IntentError::Missing("position_size_usd or quantity"))
+        );
+    }
+
+    #[test]
+    fn actions_are_read_case_insensitively() {
+        assert_eq!(Action::parse("sell"), Some(Action::Sell));
+        assert_eq!(Action::parse("Close"), Some(Action::Close));
+        assert_eq!(Action::parse("HOLD"), None);
+        for action in Action::ALL {
+            assert_eq!(Action::parse(action.as_str()), Some(action));
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever a builder is given, what it builds is what the service reads back from the
+        /// document it publishes, and a draft within the documented limits is never refused.
+        #[test]
+        fn a_built_intent_reads_back_as_itself(
+            action in 0usize..3,
+            usd in proptest::option::of(-5i64..1_000_000),
+            qty in proptest::option::of((-5i64..1_000_000, 0u32..6)),
+            leverage in proptest::option::of(0u32..130),
+            tp in proptest::option::of((0i64..20_000, 0u32..3, proptest::bool::ANY)),
+            sl in proptest::option::of((0i64..20_000, 0u32..3, proptest::bool::ANY)),
+            trailing in proptest::option::of((0i64..120, 1u32..2)),
+            source in proptest::option::of("[a-z-]{0,12}"),
+            created_at in proptest::option::of(0i64..2_000_000_000_000),
+            expires_at in proptest::option::of(0i64..2_000_000_000_000),
+        ) {
+            let action = Action::ALL[action];
+            let level = |(n, scale, pct): (i64, u32, bool)| {
+                let v = Decimal::new(n, scale);
+                if pct { ExitLevel::Pct(v) } else { ExitLevel::Price(v) }
+            };
+            let mut draft = TradeIntent::builder(id("p-1"), symbol("ETHUSDT"), action)
+                .position_size_usd(usd.map(Decimal::from))
+                .quantity(qty.map(|(n, scale)| Decimal::new(n, scale)))
+                .leverage(leverage)
+                .take_profit(tp.map(level))
+                .stop_loss(sl.map(level))
+                .trailing_pct(trailing.map(|(n, scale)| Decimal::new(n, scale)));
+            if let Some(s) = &source {
+                draft = draft.source(s.as_str());
+            }
+            if let Some(t) = created_at {
+                draft = draft.created_at(t);
+            }
+            if let Some(t) = expires_at {
+                draft = draft.expires_at(t);
+            }
+            let positive = |d: Option<Decimal>| d.is_none_or(|d| d > Decimal::ZERO);
+            let level_ok = |l: Option<ExitLevel>| match l {
+                Some(ExitLevel::Pct(p)) => p > Decimal::ZERO && p < Decimal::ONE_HUNDRED,
+                Some(ExitLevel::Price(p)) => p > Decimal::ZERO,
+                None => true,
+            };
+            let d = &draft.draft;
+            let valid = positive(d.position_size_usd)
+                && positive(d.quantity)
+                && d.leverage.is_none_or(|l| (1..=125).contains(&l))
+                && level_ok(d.exit_plan.take_profit)
+                && level_ok(d.exit_plan.stop_loss)
+                && d.exit_plan.trailing_pct.is_none_or(|t| t >= Decimal::new(1, 1) && t <= Decimal::TEN)
+                && match action {
+                    Action::Close => d.position_size_usd.is_none() && d.exit_plan.is_empty(),
+                    Action::Buy | Action::Sell => d.position_size_usd.is_some() != d.quantity.is_some(),
+                };
+            let expected = d.clone();
+            match draft.build() {
+                Ok(intent) => {
+                    proptest::prop_assert!(valid);
+                    proptest::prop_assert_eq!(&intent, &expected);
+                    let read = TradeIntent::from_json(&intent.to_json().to_string());
+                    proptest::prop_assert_eq!(read, Ok(intent));
+                }
+                Err(e) => proptest::prop_assert!(!valid, "refused {e}"),
+            }
         }
     }
 

@@ -1,7 +1,7 @@
 //! quantum's vocabulary, shared by every other crate: validated ids ([`Symbol`], [`IntentId`],
 //! [`ClientOrderId`]), the trade intent a strategy sends and the execution result quantum
 //! publishes (their JSON is the bus contract), exit plans, and the exchange order status with its
-//! one transition table. No I/O, no async, no clock: times are plain milliseconds handed in.
+//! one transition table, and the order [`Side`]. No I/O, no async, no clock: times are plain milliseconds handed in.
 //!
 //! Money is `rust_decimal::Decimal` throughout. On the bus, prices and quantities are JSON numbers
 //! that keep their exact decimal digits (serde_json's `arbitrary_precision`), never floats.
@@ -12,8 +12,8 @@ pub mod order;
 pub mod result;
 
 pub use ids::{ClientOrderId, IdError, IntentId, Symbol};
-pub use intent::{Action, ExitLevel, ExitPlan, IntentError, TradeIntent};
-pub use order::{OrderEvent, OrderStatus, TransitionError};
+pub use intent::{Action, ExitLevel, ExitPlan, IntentBuilder, IntentError, TradeIntent};
+pub use order::{OrderEvent, OrderStatus, Side, TransitionError};
 pub use result::{
     ConfirmedBy, Execution, ExecutionResult, ResultDocError, ResultError, ResultStatus,
 };

@@ -1,7 +1,36 @@
-//! An exchange order's status as quantum tracks it, and the one table of legal moves. Reports
-//! arrive from three places (the RESULT reply, the user stream, REST polls) and can arrive late
-//! or twice, so the table accepts stale news without moving backwards, and refuses only what
-//! cannot be true (a filled order that is later cancelled).
+//! An exchange order's side, and its status as quantum tracks it with the one table of legal
+//! moves. Reports arrive from three places (the RESULT reply, the user stream, REST polls) and can
+//! arrive late or twice, so the table accepts stale news without moving backwards, and refuses
+//! only what cannot be true (a filled order that is later cancelled).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// The side of an exchange order, spelt `BUY` / `SELL` as Binance and the bus both spell it.
+/// There is one `Side` in the workspace: the engine decides it and the Binance client sends and
+/// reads it, so nothing maps one side type onto another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Side {
+    Buy,
+    Sell,
+}
+
+impl Side {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Buy => "BUY",
+            Side::Sell => "SELL",
+        }
+    }
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// Binance's order status (`status` / `X`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -112,6 +141,17 @@ mod tests {
         OrderEvent::Expired,
         OrderEvent::Rejected,
     ];
+
+    #[test]
+    fn a_side_is_spelt_as_binance_spells_it() {
+        for side in [Side::Buy, Side::Sell] {
+            let json = serde_json::to_string(&side).unwrap();
+            assert_eq!(json, format!("\"{}\"", side.as_str()));
+            assert_eq!(serde_json::from_str::<Side>(&json).unwrap(), side);
+            assert_eq!(side.to_string(), side.as_str());
+        }
+        assert!(serde_json::from_str::<Side>(r#""buy""#).is_err());
+    }
 
     #[test]
     fn a_market_order_goes_new_then_filled() {

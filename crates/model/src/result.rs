@@ -6,7 +6,7 @@
 use rust_decimal::Decimal;
 use serde_json::{Map, Value};
 
-use crate::ids::ClientOrderId;
+use crate::ids::{ClientOrderId, IntentId, Symbol};
 use crate::intent::{decimal_number, write_exit_plan, Action, ExitPlan, TradeIntent};
 
 /// The outcome, as the exchange reported it.
@@ -88,30 +88,41 @@ pub struct Execution {
     pub filled_at: i64,
 }
 
-/// One execution result.
+/// One execution result. The fields are private because they hold the invariants the incident
+/// broke (a fill has a positive price and quantity, the notional is their product, the status
+/// says whether there is a fill): a result is made by [`ExecutionResult::with_fill`],
+/// [`ExecutionResult::without_fill`], [`ExecutionResult::rejected_input`] or read by
+/// [`ExecutionResult::from_json`], and changed after that only in the few ways the methods below
+/// allow.
+///
+/// `intent_id`, `symbol` and `action` are `None` only in a `rejected` result for a document that
+/// was not a valid intent, where that field was missing or unreadable (on the wire: `""`, as
+/// before they were typed). An `Option` rather than a placeholder value, because any placeholder
+/// would be a valid id or symbol that some strategy could really use, and a reader could not tell
+/// it from a real one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecutionResult {
-    pub intent_id: String,
-    pub symbol: String,
-    pub action: String,
-    pub status: ResultStatus,
-    pub order_id: Option<i64>,
-    pub client_order_id: Option<String>,
-    pub entry_price: Decimal,
-    pub executed_qty: Decimal,
-    pub position_size_usd: Decimal,
-    pub leverage: Option<u32>,
-    pub commission: Decimal,
-    pub commission_asset: String,
-    pub reduce_only: bool,
-    pub exit_plan: ExitPlan,
-    pub confirmed_by: Option<ConfirmedBy>,
-    pub error_code: Option<i64>,
-    pub error: Option<String>,
-    pub intent_at: Option<i64>,
-    pub order_sent_at: Option<i64>,
-    pub filled_at: Option<i64>,
-    pub published_at: i64,
+    intent_id: Option<IntentId>,
+    symbol: Option<Symbol>,
+    action: Option<Action>,
+    status: ResultStatus,
+    order_id: Option<i64>,
+    client_order_id: Option<String>,
+    entry_price: Decimal,
+    executed_qty: Decimal,
+    position_size_usd: Decimal,
+    leverage: Option<u32>,
+    commission: Decimal,
+    commission_asset: String,
+    reduce_only: bool,
+    exit_plan: ExitPlan,
+    confirmed_by: Option<ConfirmedBy>,
+    error_code: Option<i64>,
+    error: Option<String>,
+    intent_at: Option<i64>,
+    order_sent_at: Option<i64>,
+    filled_at: Option<i64>,
+    published_at: i64,
 }
 
 /// Why a result could not be built as asked.
@@ -130,9 +141,9 @@ pub enum ResultError {
 impl ExecutionResult {
     fn base(intent: &TradeIntent, coid: Option<&ClientOrderId>, now: i64) -> ExecutionResult {
         ExecutionResult {
-            intent_id: intent.intent_id.to_string(),
-            symbol: intent.symbol.to_string(),
-            action: intent.action.as_str().to_string(),
+            intent_id: Some(intent.intent_id.clone()),
+            symbol: Some(intent.symbol.clone()),
+            action: Some(intent.action),
             status: ResultStatus::Failed,
             order_id: None,
             client_order_id: coid.map(ToString::to_string),
@@ -210,21 +221,16 @@ impl ExecutionResult {
     }
 
     /// A `rejected` result for a document that is not a valid intent. Whatever could be read of
-    /// it (`intent_id`, `symbol`, `action`) is carried so the sender can match it.
+    /// it (`intent_id`, `symbol`, `action`, each only if valid: a refused document may hold
+    /// anything, of any size) is carried so the sender can match it; the reason names the value
+    /// at fault.
     pub fn rejected_input(raw: &str, reason: &str, now: i64) -> ExecutionResult {
         let doc: Value = serde_json::from_str(raw).unwrap_or(Value::Null);
-        // Only what fits the field is carried: a refused document may hold anything, of any size.
-        let field = |k: &str| {
-            doc.get(k)
-                .and_then(Value::as_str)
-                .filter(|v| v.chars().count() <= 128)
-                .unwrap_or("")
-                .to_string()
-        };
+        let field = |k: &str| doc.get(k).and_then(Value::as_str);
         ExecutionResult {
-            intent_id: field("intent_id"),
-            symbol: field("symbol"),
-            action: field("action"),
+            intent_id: field("intent_id").and_then(|v| IntentId::new(v).ok()),
+            symbol: field("symbol").and_then(|v| Symbol::new(v).ok()),
+            action: field("action").and_then(Action::parse),
             status: ResultStatus::Rejected,
             order_id: None,
             client_order_id: None,
@@ -246,13 +252,130 @@ impl ExecutionResult {
         }
     }
 
+    /// The exchange's order behind a result without a fill (it was placed, and was cancelled,
+    /// expired or rejected with nothing filled).
+    pub fn with_order(mut self, order_id: i64, order_sent_at: i64) -> ExecutionResult {
+        self.order_id = Some(order_id);
+        self.order_sent_at = Some(order_sent_at);
+        self
+    }
+
+    /// Replaces the explanation (`error`): what a reader should know about this outcome.
+    pub fn with_error(mut self, error: impl Into<String>) -> ExecutionResult {
+        self.error = Some(error.into());
+        self
+    }
+
+    /// Sets when the result is published; the publisher calls it just before it writes the
+    /// document.
+    pub fn stamp_published(&mut self, at: i64) {
+        self.published_at = at;
+    }
+
+    /// The id of the intent this answers (`None` only for a document that was not an intent).
+    pub fn intent_id(&self) -> Option<&IntentId> {
+        self.intent_id.as_ref()
+    }
+
+    /// `intent_id` as written on the wire: `""` when there is none.
+    pub fn intent_id_str(&self) -> &str {
+        self.intent_id.as_ref().map_or("", IntentId::as_str)
+    }
+
+    pub fn symbol(&self) -> Option<&Symbol> {
+        self.symbol.as_ref()
+    }
+
+    pub fn action(&self) -> Option<Action> {
+        self.action
+    }
+
+    pub fn status(&self) -> ResultStatus {
+        self.status
+    }
+
+    pub fn order_id(&self) -> Option<i64> {
+        self.order_id
+    }
+
+    pub fn client_order_id(&self) -> Option<&str> {
+        self.client_order_id.as_deref()
+    }
+
+    /// The average fill price (zero without a fill).
+    pub fn entry_price(&self) -> Decimal {
+        self.entry_price
+    }
+
+    pub fn executed_qty(&self) -> Decimal {
+        self.executed_qty
+    }
+
+    /// The notional: `entry_price` × `executed_qty`.
+    pub fn position_size_usd(&self) -> Decimal {
+        self.position_size_usd
+    }
+
+    pub fn leverage(&self) -> Option<u32> {
+        self.leverage
+    }
+
+    pub fn commission(&self) -> Decimal {
+        self.commission
+    }
+
+    pub fn commission_asset(&self) -> &str {
+        &self.commission_asset
+    }
+
+    pub fn reduce_only(&self) -> bool {
+        self.reduce_only
+    }
+
+    pub fn exit_plan(&self) -> &ExitPlan {
+        &self.exit_plan
+    }
+
+    pub fn confirmed_by(&self) -> Option<ConfirmedBy> {
+        self.confirmed_by
+    }
+
+    pub fn error_code(&self) -> Option<i64> {
+        self.error_code
+    }
+
+    pub fn error(&self) -> Option<&str> {
+        self.error.as_deref()
+    }
+
+    /// The intent's `created_at` (ms).
+    pub fn intent_at(&self) -> Option<i64> {
+        self.intent_at
+    }
+
+    pub fn order_sent_at(&self) -> Option<i64> {
+        self.order_sent_at
+    }
+
+    /// The exchange's transaction time of the last fill (ms).
+    pub fn filled_at(&self) -> Option<i64> {
+        self.filled_at
+    }
+
+    pub fn published_at(&self) -> i64 {
+        self.published_at
+    }
+
     /// The JSON document: prices and quantities as numbers with the exchange's exact digits.
     pub fn to_json(&self) -> Value {
         let mut obj = Map::new();
         let s = |v: &str| Value::String(v.to_string());
-        obj.insert("intent_id".into(), s(&self.intent_id));
-        obj.insert("symbol".into(), s(&self.symbol));
-        obj.insert("action".into(), s(&self.action));
+        obj.insert("intent_id".into(), s(self.intent_id_str()));
+        obj.insert(
+            "symbol".into(),
+            s(self.symbol.as_ref().map_or("", Symbol::as_str)),
+        );
+        obj.insert("action".into(), s(self.action.map_or("", Action::as_str)));
         obj.insert("status".into(), s(self.status.as_str()));
         obj.insert(
             "order_id".into(),
@@ -338,6 +461,26 @@ fn doc_decimal(
         })
 }
 
+/// `intent_id`, `symbol` or `action` of a result document: required and valid, except in a
+/// `rejected` result, where a missing or unreadable value is `None`.
+fn identity<T>(
+    obj: &Map<String, Value>,
+    field: &'static str,
+    rejected: bool,
+    read: impl Fn(&str) -> Result<T, String>,
+) -> Result<Option<T>, ResultDocError> {
+    let text = match obj.get(field) {
+        Some(Value::String(s)) if !s.is_empty() => s,
+        _ if rejected => return Ok(None),
+        _ => return Err(ResultDocError::Missing(field)),
+    };
+    match read(text) {
+        Ok(value) => Ok(Some(value)),
+        Err(_) if rejected => Ok(None),
+        Err(reason) => Err(ResultDocError::Invalid { field, reason }),
+    }
+}
+
 impl ExecutionResult {
     /// Reads a result document from the bus, refusing what the incident let through: a fill
     /// with a zero price or quantity, a missing field, an unknown status.
@@ -407,10 +550,23 @@ impl ExecutionResult {
             Some("rest_poll") => Some(ConfirmedBy::RestPoll),
             _ => None,
         };
+        // Only a `rejected` result may lack what it answers (a document that was not a valid
+        // intent, see `rejected_input`); there an unreadable value reads as absent, as
+        // `rejected_input` itself writes it.
+        let rejected = status == ResultStatus::Rejected;
+        let intent_id = identity(&obj, "intent_id", rejected, |t| {
+            IntentId::new(t).map_err(|e| e.to_string())
+        })?;
+        let symbol = identity(&obj, "symbol", rejected, |t| {
+            Symbol::new(t).map_err(|e| e.to_string())
+        })?;
+        let action = identity(&obj, "action", rejected, |t| {
+            Action::parse(t.trim()).ok_or_else(|| format!("{t:?} is not BUY, SELL or CLOSE"))
+        })?;
         Ok(ExecutionResult {
-            intent_id: text_field("intent_id")?,
-            symbol: text_field("symbol")?,
-            action: text_field("action")?,
+            intent_id,
+            symbol,
+            action,
             status,
             order_id: int("order_id"),
             client_order_id: obj
@@ -588,15 +744,131 @@ mod tests {
     #[test]
     fn a_rejected_input_keeps_what_could_be_read() {
         let r = ExecutionResult::rejected_input(
-            r#"{"intent_id":"x","symbol":"NOPE","action":"BUY"}"#,
-            "unknown symbol NOPE",
+            r#"{"intent_id":"x","symbol":"NOPE","action":"BUY","leverage":900}"#,
+            "leverage 900",
             5,
         );
+        assert_eq!(r.intent_id_str(), "x");
+        assert_eq!(r.symbol().map(Symbol::as_str), Some("NOPE"));
+        assert_eq!(r.action(), Some(Action::Buy));
         let v = r.to_json();
         assert_eq!(v["status"], "rejected");
         assert_eq!(v["intent_id"], "x");
-        assert_eq!(v["error"], "unknown symbol NOPE");
-        let garbage = ExecutionResult::rejected_input("{{{", "not JSON", 5).to_json();
-        assert_eq!(garbage["intent_id"], "");
+        assert_eq!(v["symbol"], "NOPE");
+        assert_eq!(v["action"], "BUY");
+        assert_eq!(v["error"], "leverage 900");
+        assert_eq!(ExecutionResult::from_json(&v.to_string()), Ok(r));
+    }
+
+    #[test]
+    fn a_rejected_input_that_names_nothing_readable_is_still_a_result() {
+        // Unreadable values are not echoed: the reason names the value at fault.
+        let long = "x".repeat(129);
+        for raw in [
+            "{{{".to_string(),
+            r#"{"symbol":"BTC/USDT","action":"HOLD"}"#.to_string(),
+            format!(r#"{{"intent_id":"{long}","symbol":7,"action":null}}"#),
+        ] {
+            let r = ExecutionResult::rejected_input(&raw, "not an intent", 5);
+            assert_eq!((r.intent_id(), r.symbol(), r.action()), (None, None, None));
+            let v = r.to_json();
+            for field in ["intent_id", "symbol", "action"] {
+                assert_eq!(v[field], "", "{field} of {raw}");
+            }
+            // It reads back as what it is, so readers of the stream need not refuse it.
+            assert_eq!(ExecutionResult::from_json(&v.to_string()), Ok(r));
+        }
+        let partly = ExecutionResult::rejected_input(
+            r#"{"intent_id":"p-1","symbol":"BTC/USDT","action":"sell"}"#,
+            "symbol",
+            5,
+        )
+        .to_json();
+        assert_eq!(
+            (&partly["intent_id"], &partly["symbol"], &partly["action"]),
+            (&"p-1".into(), &"".into(), &"SELL".into())
+        );
+    }
+
+    #[test]
+    fn only_a_rejected_result_may_lack_what_it_answers() {
+        let doc = |status: &str, intent_id: &str, symbol: &str, action: &str| {
+            format!(
+                r#"{{"status":"{status}","intent_id":"{intent_id}","symbol":"{symbol}","action":"{action}","error":"e"}}"#
+            )
+        };
+        assert_eq!(
+            ExecutionResult::from_json(&doc("failed", "", "ETHUSDT", "BUY")),
+            Err(ResultDocError::Missing("intent_id"))
+        );
+        assert!(matches!(
+            ExecutionResult::from_json(&doc("timeout", "t", "ETH/USDT", "BUY")),
+            Err(ResultDocError::Invalid {
+                field: "symbol",
+                ..
+            })
+        ));
+        assert!(matches!(
+            ExecutionResult::from_json(&doc("canceled", "t", "ETHUSDT", "HOLD")),
+            Err(ResultDocError::Invalid {
+                field: "action",
+                ..
+            })
+        ));
+        let lower = ExecutionResult::from_json(&doc("canceled", "t", "ethusdt", " sell")).unwrap();
+        assert_eq!(
+            (lower.symbol().map(Symbol::as_str), lower.action()),
+            (Some("ETHUSDT"), Some(Action::Sell))
+        );
+        let rejected =
+            ExecutionResult::from_json(&doc("rejected", "", "ETH/USDT", "HOLD")).unwrap();
+        assert_eq!(
+            (rejected.intent_id(), rejected.symbol(), rejected.action()),
+            (None, None, None)
+        );
+    }
+
+    #[test]
+    fn the_wire_names_the_intent_symbol_and_action_as_strings() {
+        let i = intent();
+        let coid = ClientOrderId::for_intent(&i.intent_id);
+        let r = ExecutionResult::with_fill(
+            &i,
+            &coid,
+            ResultStatus::Filled,
+            &execution("6.251", "16"),
+            ConfirmedBy::UserStream,
+            1_500,
+            3_000,
+        )
+        .unwrap();
+        let json = r.to_json().to_string();
+        for needle in [
+            r#""intent_id":"i-7""#,
+            r#""symbol":"AXSUSDT""#,
+            r#""action":"BUY""#,
+            r#""reduce_only":false"#,
+        ] {
+            assert!(json.contains(needle), "{needle} in {json}");
+        }
+        let close = TradeIntent::close(
+            IntentId::new("c-1").unwrap(),
+            Symbol::new("AXSUSDT").unwrap(),
+        )
+        .build()
+        .unwrap();
+        let v = ExecutionResult::without_fill(
+            &close,
+            None,
+            ResultStatus::Rejected,
+            Some(-2022),
+            "no position",
+            9,
+        )
+        .to_json();
+        assert_eq!(
+            (&v["action"], &v["reduce_only"]),
+            (&"CLOSE".into(), &true.into())
+        );
     }
 }

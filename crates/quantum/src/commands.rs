@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use bus::{keys, Bus};
-use model::{ClientOrderId, TradeIntent};
+use model::{Action, ClientOrderId, ExitLevel, IntentId, Symbol, TradeIntent};
 use rust_decimal::Decimal;
 use service::{FileConfig, Overrides, Settings};
 
@@ -194,11 +194,11 @@ pub async fn run_both(
 pub struct IntentArgs {
     #[command(flatten)]
     pub connection: ConnectionArgs,
-    #[arg(long)]
-    pub symbol: String,
+    #[arg(long, value_parser = |s: &str| Symbol::new(s))]
+    pub symbol: Symbol,
     /// BUY, SELL or CLOSE.
-    #[arg(long)]
-    pub action: String,
+    #[arg(long, value_parser = parse_action)]
+    pub action: Action,
     /// Size in USDT.
     #[arg(long)]
     pub usd: Option<Decimal>,
@@ -214,8 +214,8 @@ pub struct IntentArgs {
     #[arg(long)]
     pub trail_pct: Option<Decimal>,
     /// Intent id [default: cli-<ms>].
-    #[arg(long)]
-    pub id: Option<String>,
+    #[arg(long, value_parser = |s: &str| IntentId::new(s))]
+    pub id: Option<IntentId>,
     /// How long to wait for the result.
     #[arg(long, default_value = "60s")]
     pub wait: humantime::Duration,
@@ -225,31 +225,25 @@ pub async fn intent(args: IntentArgs) -> anyhow::Result<()> {
     let settings = args.connection.settings()?;
     let bus = connect_bus(&settings).await?;
     let now = service::clock::now_ms();
-    let mut doc = serde_json::json!({
-        "intent_id": args.id.clone().unwrap_or_else(|| format!("cli-{now}")),
-        "symbol": args.symbol,
-        "action": args.action,
-        "source": "quantum-cli",
-        "created_at": now,
-    });
-    let fields = [
-        ("position_size_usd", args.usd),
-        ("quantity", args.quantity),
-        ("take_profit_pct", args.tp_pct),
-        ("stop_loss_pct", args.sl_pct),
-        ("trailing_pct", args.trail_pct),
-    ];
-    for (key, value) in fields {
-        if let Some(v) = value {
-            doc[key] = model::intent::decimal_number(v);
-        }
-    }
-    if let Some(l) = args.leverage {
-        doc["leverage"] = l.into();
-    }
-    // The same check the service applies, so a typo is caught here with its reason.
-    let intent = TradeIntent::from_json(&doc.to_string()).context("invalid intent")?;
-    let id = bus.publish(keys::TRADE_INTENT, &doc.to_string()).await?;
+    let intent_id = match args.id {
+        Some(id) => id,
+        None => IntentId::new(&format!("cli-{now}"))?,
+    };
+    // `build` applies the same check as the service, so a mistake is caught here with its reason.
+    let intent = TradeIntent::builder(intent_id, args.symbol, args.action)
+        .position_size_usd(args.usd)
+        .quantity(args.quantity)
+        .leverage(args.leverage)
+        .take_profit(args.tp_pct.map(ExitLevel::Pct))
+        .stop_loss(args.sl_pct.map(ExitLevel::Pct))
+        .trailing_pct(args.trail_pct)
+        .source("quantum-cli")
+        .created_at(now)
+        .build()
+        .context("invalid intent")?;
+    let id = bus
+        .publish(keys::TRADE_INTENT, &intent.to_json().to_string())
+        .await?;
     println!(
         "published intent {} as {id}; waiting for its result (client order id {})",
         intent.intent_id,
@@ -274,6 +268,11 @@ pub async fn intent(args: IntentArgs) -> anyhow::Result<()> {
         intent.intent_id,
         args.wait
     )
+}
+
+/// `--action`, read as the service reads an intent's action (case-insensitively).
+fn parse_action(text: &str) -> Result<Action, String> {
+    Action::parse(text).ok_or_else(|| format!("{text:?} is not BUY, SELL or CLOSE"))
 }
 
 /// `quantum results`: the latest execution results.

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use bus::{keys, Bus};
-use model::ExecutionResult;
+use model::{
+    Action, ExecutionResult, ExitLevel, IntentBuilder, IntentId, ResultStatus, Symbol, TradeIntent,
+};
 use rust_decimal::Decimal;
 use service::Settings;
 
@@ -31,38 +33,49 @@ pub struct DemoArgs {
 struct Leg {
     id: &'static str,
     symbol: &'static str,
-    intent: serde_json::Value,
+    /// The entry, stamped with its creation time when it is sent.
+    intent: IntentBuilder,
     /// Prices the scenario pins, in order, to drive the exit (each followed by a pause).
     path: &'static [&'static str],
     expected_exit: &'static str,
 }
 
-fn legs(run: u64) -> Vec<Leg> {
-    let id =
-        |name: &str| -> &'static str { Box::leak(format!("demo-{run}-{name}").into_boxed_str()) };
-    vec![
+fn legs(run: u64) -> anyhow::Result<Vec<Leg>> {
+    let pct = |p: i64| ExitLevel::Pct(Decimal::from(p));
+    // An entry of `usd` at leverage 5, under the id `demo-<run>-<name>`.
+    let entry = |name: &str, symbol: &str, action: Action, usd: i64| {
+        let id: &'static str = Box::leak(format!("demo-{run}-{name}").into_boxed_str());
+        let intent = TradeIntent::builder(IntentId::new(id)?, Symbol::new(symbol)?, action)
+            .position_size_usd(Decimal::from(usd))
+            .leverage(5);
+        anyhow::Ok((id, intent))
+    };
+    let (tp, tp_entry) = entry("tp", "AXSUSDT", Action::Buy, 100)?;
+    let (sl, sl_entry) = entry("sl", "ETHUSDT", Action::Sell, 200)?;
+    let (trail, trail_entry) = entry("trail", "SOLUSDT", Action::Buy, 150)?;
+    Ok(vec![
         Leg {
-            id: id("tp"),
+            id: tp,
             symbol: "AXSUSDT",
-            intent: serde_json::json!({"symbol": "AXSUSDT", "action": "BUY", "position_size_usd": 100, "leverage": 5, "take_profit_pct": 2, "stop_loss_pct": 1}),
+            intent: tp_entry.take_profit(pct(2)).stop_loss(pct(1)),
             path: &["6.280", "6.330", "6.381"],
             expected_exit: "take-profit",
         },
         Leg {
-            id: id("sl"),
+            id: sl,
             symbol: "ETHUSDT",
-            intent: serde_json::json!({"symbol": "ETHUSDT", "action": "SELL", "position_size_usd": 200, "leverage": 5, "take_profit_pct": 3, "stop_loss_pct": 1}),
+            intent: sl_entry.take_profit(pct(3)).stop_loss(pct(1)),
             path: &["3410.00", "3425.00", "3436.00"],
             expected_exit: "stop-loss",
         },
         Leg {
-            id: id("trail"),
+            id: trail,
             symbol: "SOLUSDT",
-            intent: serde_json::json!({"symbol": "SOLUSDT", "action": "BUY", "position_size_usd": 150, "leverage": 5, "stop_loss_pct": 3, "trailing_pct": 1}),
+            intent: trail_entry.stop_loss(pct(3)).trailing_pct(Decimal::ONE),
             path: &["183.00", "186.00", "189.00", "187.90", "186.50"],
             expected_exit: "trailing stop",
         },
-    ]
+    ])
 }
 
 const START_PRICES: [(&str, &str); 3] = [
@@ -123,21 +136,24 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let (monitor, counters) =
         service::exit_monitor::start_with_bus(settings.clone(), bus.clone()).await?;
     let run_id = service::clock::now_ms() as u64;
-    let legs = legs(run_id);
+    let legs = legs(run_id)?;
 
     tokio::time::sleep(pause(500)).await;
     for leg in &legs {
-        let mut intent = leg.intent.clone();
-        intent["intent_id"] = leg.id.into();
-        intent["created_at"] = service::clock::now_ms().into();
+        let intent = leg
+            .intent
+            .clone()
+            .created_at(service::clock::now_ms())
+            .build()
+            .with_context(|| format!("the demo's intent {}", leg.id))?;
+        let doc = intent.to_json();
         println!(
-            "-> intent {} {} {} {}",
+            "-> intent {} {} {} {doc}",
             leg.id,
-            intent["action"].as_str().unwrap_or(""),
+            intent.action.as_str(),
             leg.symbol,
-            intent
         );
-        bus.publish(keys::TRADE_INTENT, &intent.to_string()).await?;
+        bus.publish(keys::TRADE_INTENT, &doc.to_string()).await?;
     }
     let entries = wait_results(
         &bus,
@@ -150,10 +166,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         println!(
             "<- result {} {} entry_price={} qty={} confirmed_by={}",
             leg.id,
-            r.status.as_str(),
-            r.entry_price,
-            r.executed_qty,
-            r.confirmed_by.map_or("-", |c| c.as_str())
+            r.status().as_str(),
+            r.entry_price(),
+            r.executed_qty(),
+            r.confirmed_by().map_or("-", |c| c.as_str())
         );
     }
     // Let the monitor subscribe and place its protective orders before prices move.
@@ -209,40 +225,40 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     for leg in &legs {
         let entry = &entries[leg.id];
         let close = &closes[&format!("close-{}-1", leg.id)];
-        let long = entry.action == "BUY";
+        let long = entry.action() == Some(Action::Buy);
         let sign = if long {
             Decimal::ONE
         } else {
             Decimal::NEGATIVE_ONE
         };
-        let pnl = (close.entry_price - entry.entry_price) * close.executed_qty * sign
-            - entry.commission
-            - close.commission;
-        let confirm = entry.published_at - entry.order_sent_at.unwrap_or(entry.published_at);
+        let pnl = (close.entry_price() - entry.entry_price()) * close.executed_qty() * sign
+            - entry.commission()
+            - close.commission();
+        let confirm = entry.published_at() - entry.order_sent_at().unwrap_or(entry.published_at());
         let reason = exit_reason(entry, close);
         println!(
             "{:<9} {:<5} {:>12} {:>8} {:>10} {:<14} {:>12} {:>10} {:>7}ms",
             leg.symbol,
             if long { "long" } else { "short" },
-            entry.entry_price.normalize(),
-            entry.executed_qty.normalize(),
-            entry.position_size_usd.round_dp(2),
+            entry.entry_price().normalize(),
+            entry.executed_qty().normalize(),
+            entry.position_size_usd().round_dp(2),
             reason,
-            close.entry_price.normalize(),
+            close.entry_price().normalize(),
             pnl.round_dp(4),
             confirm
         );
         for r in [entry, close] {
-            if r.status.as_str() != "filled"
-                || r.entry_price <= Decimal::ZERO
-                || r.executed_qty <= Decimal::ZERO
+            if r.status() != ResultStatus::Filled
+                || r.entry_price() <= Decimal::ZERO
+                || r.executed_qty() <= Decimal::ZERO
             {
                 broken.push(format!(
                     "{} is {} with price {} qty {}",
-                    r.intent_id,
-                    r.status.as_str(),
-                    r.entry_price,
-                    r.executed_qty
+                    r.intent_id_str(),
+                    r.status().as_str(),
+                    r.entry_price(),
+                    r.executed_qty()
                 ));
             }
         }
@@ -298,21 +314,22 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
 /// Which exit the close was, from where the exit price sits against the entry's plan.
 fn exit_reason(entry: &ExecutionResult, close: &ExecutionResult) -> &'static str {
-    let long = entry.action == "BUY";
+    let long = entry.action() == Some(Action::Buy);
     let direction = if long {
         engine::exits::Direction::Long
     } else {
         engine::exits::Direction::Short
     };
-    let Ok(levels) = engine::exits::Levels::resolve(direction, entry.entry_price, &entry.exit_plan)
+    let Ok(levels) =
+        engine::exits::Levels::resolve(direction, entry.entry_price(), entry.exit_plan())
     else {
         return "unknown";
     };
     let beyond = |level: Decimal, towards_profit: bool| {
         if long == towards_profit {
-            close.entry_price >= level
+            close.entry_price() >= level
         } else {
-            close.entry_price <= level
+            close.entry_price() <= level
         }
     };
     if levels.take_profit.is_some_and(|tp| beyond(tp, true)) {
@@ -339,8 +356,10 @@ async fn wait_results(
             let Ok(result) = ExecutionResult::from_json(&payload) else {
                 continue;
             };
-            if ids.contains(&result.intent_id) {
-                found.entry(result.intent_id.clone()).or_insert(result);
+            if ids.iter().any(|id| id == result.intent_id_str()) {
+                found
+                    .entry(result.intent_id_str().to_string())
+                    .or_insert(result);
             }
         }
         if tokio::time::Instant::now() > deadline {

@@ -424,6 +424,8 @@ struct Seen {
     error: Option<String>,
     /// `published_at` of the result, else when it was read.
     published_ms: i64,
+    /// `order_sent_at` of the result (when its order went out), if it has one.
+    sent_ms: Option<i64>,
 }
 
 /// One run's figures: a row of the report.
@@ -446,6 +448,9 @@ struct Row {
     cpu_ms_per_intent: Option<f64>,
     peak_rss_mb: Vec<Option<f64>>,
     latency_ms: Vec<i64>,
+    /// Orders sent in each clock minute the run covered from start to end (Binance's minute
+    /// windows are aligned to the clock), first and last minute excluded: what the run sustained.
+    full_minutes: Vec<usize>,
     problems: Vec<String>,
 }
 
@@ -864,6 +869,7 @@ async fn run_on(
                 status: doc["status"].as_str().unwrap_or("(no status)").to_string(),
                 error: doc["error"].as_str().map(str::to_string),
                 published_ms: doc["published_at"].as_i64().unwrap_or(read_at),
+                sent_ms: doc["order_sent_at"].as_i64(),
             });
             last_result = Instant::now();
         }
@@ -949,6 +955,18 @@ async fn run_on(
     let mut duplicates = 0;
     let mut latency_ms = Vec::new();
     let mut examples: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut per_minute: BTreeMap<i64, usize> = BTreeMap::new();
+    for results in seen.values() {
+        if let Some(sent) = results[0].sent_ms {
+            *per_minute.entry(sent.div_euclid(60_000)).or_default() += 1;
+        }
+    }
+    let full_minutes: Vec<usize> = match (per_minute.keys().next(), per_minute.keys().last()) {
+        (Some(&first), Some(&last)) if last > first + 1 => ((first + 1)..last)
+            .map(|m| per_minute.get(&m).copied().unwrap_or(0))
+            .collect(),
+        _ => Vec::new(),
+    };
     for (id, results) in &seen {
         let first = &results[0];
         *statuses.entry(first.status.clone()).or_default() += 1;
@@ -1041,6 +1059,7 @@ async fn run_on(
         cpu_ms_per_intent,
         peak_rss_mb,
         latency_ms,
+        full_minutes,
         problems,
     };
 
@@ -1079,6 +1098,20 @@ async fn run_on(
                 .collect()
         )
     );
+    if row.full_minutes.is_empty() {
+        let _ = writeln!(
+            out,
+            "orders per full clock minute: none (the run did not cover a whole clock minute)"
+        );
+    } else {
+        let min = row.full_minutes.iter().min().copied().unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "orders per full clock minute: {:?}; the lowest is {:.1} % of the 1,200/min order limit",
+            row.full_minutes,
+            min as f64 / ORDER_LIMIT_1M * 100.0
+        );
+    }
     let (rate, share) = row.rate_cells();
     let _ = writeln!(
         out,

@@ -592,9 +592,12 @@ async fn bus_checks(
             _ => invalid += 1,
         }
     }
-    for r in &parsed {
-        symbols.insert(r.symbol.clone());
-    }
+    symbols.extend(
+        parsed
+            .iter()
+            .filter_map(|r| r.symbol())
+            .map(|s| s.to_string()),
+    );
     if let Ok(intents) = bus.latest(keys::TRADE_INTENT, options.recent).await {
         for entry in intents {
             // Only valid intents: a dead-lettered one may name a symbol that does not exist.
@@ -742,16 +745,16 @@ pub fn results_verdict(results: &[ExecutionResult], invalid: usize, now: i64) ->
     let Some(last) = results.first() else {
         return Check::pass("results", "no results yet");
     };
-    let age = (now - last.published_at).max(0) as f64 / 1000.0;
-    let filled = results.iter().filter(|r| r.status.has_fill()).count();
+    let age = (now - last.published_at()).max(0) as f64 / 1000.0;
+    let filled = results.iter().filter(|r| r.status().has_fill()).count();
     let timeouts = results
         .iter()
-        .filter(|r| r.status == ResultStatus::Timeout)
+        .filter(|r| r.status() == ResultStatus::Timeout)
         .count();
     let detail = format!(
         "last result {} {} {age:.0}s ago; of the latest {}: {filled} with a fill, {timeouts} timed out with nothing filled",
-        last.intent_id,
-        last.status.as_str(),
+        last.intent_id_str(),
+        last.status().as_str(),
         results.len()
     );
     if timeouts > 0 {

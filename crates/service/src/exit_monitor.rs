@@ -24,7 +24,7 @@ use binance::{
 };
 use bus::{keys, Bus, Entry};
 use engine::monitor::{AlarmKind, Command, Config, Core, Event, Note, Position};
-use model::ExecutionResult;
+use model::{ExecutionResult, IntentId, Symbol, TradeIntent};
 use rust_decimal::Decimal;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -364,18 +364,19 @@ impl Shell<'_> {
                 trigger,
                 attempt,
             } => {
-                let intent = serde_json::json!({
-                    "intent_id": intent_id,
-                    "symbol": symbol,
-                    "action": "CLOSE",
-                    "quantity": model::intent::decimal_number(qty),
-                    "source": "exit-monitor",
-                    "created_at": now_ms(),
-                });
+                let intent = close_intent(&intent_id, &symbol, qty);
                 let (bus, events, counters) =
                     (m.bus.clone(), self.events.clone(), m.counters.clone());
                 tokio::spawn(async move {
-                    let outcome = bus.publish(keys::TRADE_INTENT, &intent.to_string()).await;
+                    // A close the execution service would refuse is not published: the core
+                    // takes it as a failed publish (alarm, backoff, a new attempt).
+                    let outcome = match intent {
+                        Ok(intent) => bus
+                            .publish(keys::TRADE_INTENT, &intent.to_json().to_string())
+                            .await
+                            .map_err(|e| e.to_string()),
+                        Err(e) => Err(e),
+                    };
                     let outcome = match outcome {
                         Ok(id) => {
                             counters.closes_sent.fetch_add(1, Ordering::Relaxed);
@@ -387,7 +388,7 @@ impl Shell<'_> {
                             info!("Close order sent lot={lot}{others} {symbol} intent={intent_id} qty={qty} trigger={} attempt={attempt} entry={id}", trigger.marker());
                             Ok(())
                         }
-                        Err(e) => Err(e.to_string()),
+                        Err(e) => Err(e),
                     };
                     let _ = events.send(Event::ClosePublished { intent_id, outcome });
                 });
@@ -729,6 +730,21 @@ impl Shell<'_> {
     }
 }
 
+/// The CLOSE intent for `qty` of `symbol`, written by the one intent builder and checked by the
+/// parser the execution service applies. The core names closes and symbols with strings (a
+/// symbol can come from an exchange position), so they are checked here too.
+fn close_intent(intent_id: &str, symbol: &str, qty: Decimal) -> Result<TradeIntent, String> {
+    let refused = |e: String| format!("close intent {intent_id} for {symbol} not sent: {e}");
+    let id = IntentId::new(intent_id).map_err(|e| refused(e.to_string()))?;
+    let symbol = Symbol::new(symbol).map_err(|e| refused(e.to_string()))?;
+    TradeIntent::close(id, symbol)
+        .quantity(qty)
+        .source("exit-monitor")
+        .created_at(now_ms())
+        .build()
+        .map_err(|e| refused(e.to_string()))
+}
+
 type PlacedOrders = Arc<std::sync::Mutex<BTreeMap<String, Vec<protection::Placed>>>>;
 
 fn lock_placed(
@@ -825,5 +841,35 @@ async fn intake(bus: Bus, group: String, out: mpsc::Sender<Input>, shutdown: Can
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_close_intent_is_the_document_the_execution_service_reads() {
+        let intent = close_intent("close-t2-1", "AXSUSDT", Decimal::new(3200, 2)).unwrap();
+        let doc = intent.to_json();
+        assert_eq!(doc["intent_id"], "close-t2-1");
+        assert_eq!(doc["symbol"], "AXSUSDT");
+        assert_eq!(doc["action"], "CLOSE");
+        assert_eq!(doc["quantity"].to_string(), "32");
+        assert_eq!(doc["source"], "exit-monitor");
+        assert!(doc["created_at"].as_i64().is_some());
+        assert_eq!(
+            doc.as_object().unwrap().len(),
+            6,
+            "nothing else is sent: {doc}"
+        );
+        assert_eq!(TradeIntent::from_json(&doc.to_string()), Ok(intent));
+    }
+
+    #[test]
+    fn a_close_the_service_would_refuse_is_not_sent() {
+        let bad_symbol = close_intent("close-x-1", "BTCUSDT_250328", Decimal::ONE).unwrap_err();
+        assert!(bad_symbol.contains("BTCUSDT_250328"), "{bad_symbol}");
+        assert!(close_intent("close-x-1", "ETHUSDT", Decimal::ZERO).is_err());
     }
 }

@@ -116,15 +116,14 @@ pub async fn apply(
                 continue;
             }
             let id = format!("{prefix}{symbol}-{}", now_ms() % 1_000_000_000);
-            let order =
-                NewAlgoOrder::close_position(symbol, close_side.clone(), kind.clone(), price, &id);
+            let order = NewAlgoOrder::close_position(symbol, close_side, kind.clone(), price, &id);
             match rest.place_algo_order(&order).await {
                 Ok(placed) => {
                     info!("exchange-side {} for {symbol} placed at {price} (algoId={} clientAlgoId={id})", kind.as_str(), placed.algo_id);
                     now_held.push(Placed {
                         algo_id: placed.algo_id,
                         client_algo_id: id,
-                        side: close_side.clone(),
+                        side: close_side,
                         trigger_price: Some(price),
                     });
                 }

@@ -111,11 +111,11 @@ impl Executor {
                 partial.executed_qty,
                 IntentId::late_fill_of(&intent.intent_id)
             );
-            let mut result = self
+            let result = self
                 .build_result(intent, coid, partial, order_sent_at)
                 .await;
-            if result.status == ResultStatus::PartiallyFilled {
-                result.error = Some(format!(
+            if result.status() == ResultStatus::PartiallyFilled {
+                return result.with_error(format!(
                     "the rest of order {coid} was still open when this was published (its cancel kept failing); it is watched, and any later fill is published as intent {}",
                     IntentId::late_fill_of(&intent.intent_id)
                 ));
@@ -257,7 +257,7 @@ impl Executor {
                 Ok(result) => {
                     warn!(
                         "LATE FILL: order {coid} filled {late_qty} more at {} after its result was published; published as intent {}",
-                        result.entry_price,
+                        result.entry_price(),
                         late_intent.intent_id
                     );
                     if let Err(e) = executor.publish(&result, None).await {

@@ -189,12 +189,12 @@ impl Executor {
             // instance, once this one's heartbeat is stale) finishes it.
             return Ok(());
         };
-        if result.status == ResultStatus::Rejected && result.order_id.is_none() {
+        if result.status() == ResultStatus::Rejected && result.order_id().is_none() {
             self.bus
                 .dead_letter(
                     keys::TRADE_INTENT,
                     entry,
-                    result.error.as_deref().unwrap_or("rejected"),
+                    result.error().unwrap_or("rejected"),
                 )
                 .await?;
             metrics::global().inc(
@@ -335,7 +335,7 @@ impl Executor {
         progress: Option<(&str, &str)>,
     ) -> Result<(), bus::Error> {
         let mut result = result.clone();
-        result.published_at = now_ms();
+        result.stamp_published(now_ms());
         let payload = result.to_json().to_string();
         match progress {
             Some((key, value)) => {
@@ -357,12 +357,12 @@ impl Executor {
         };
         metrics::global().inc(
             "quantum_results_total",
-            &[("status", result.status.as_str())],
+            &[("status", result.status().as_str())],
         );
         debug!(
             "result for intent {} published: {}",
-            result.intent_id,
-            result.status.as_str()
+            result.intent_id_str(),
+            result.status().as_str()
         );
         Ok(())
     }

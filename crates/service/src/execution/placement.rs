@@ -14,8 +14,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use binance::{NewOrder, OrderRef, ResponseType};
-use engine::{risk, sizing, OrderPlan, ReportSource, Side, Tracker};
-use model::{Action, ClientOrderId, ExecutionResult, ResultStatus, TradeIntent};
+use engine::{risk, sizing, OrderPlan, ReportSource, Tracker};
+use model::{Action, ClientOrderId, ExecutionResult, ResultStatus, Side, TradeIntent};
 use rust_decimal::Decimal;
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
@@ -514,13 +514,14 @@ impl Executor {
         let (intent, progress_key) = (job.intent, job.progress_key);
         let plan = approved.into_inner();
         let symbol = plan.symbol.as_str();
-        let side = match plan.side {
-            Side::Buy => binance::Side::Buy,
-            Side::Sell => binance::Side::Sell,
-        };
-        let order = NewOrder::market(symbol, side, plan.quantity, plan.client_order_id.as_str())
-            .reduce_only(plan.reduce_only)
-            .response_type(ResponseType::Result);
+        let order = NewOrder::market(
+            symbol,
+            plan.side,
+            plan.quantity,
+            plan.client_order_id.as_str(),
+        )
+        .reduce_only(plan.reduce_only)
+        .response_type(ResponseType::Result);
         let coid = &plan.client_order_id;
         let mut sends = 0;
         let mut held_back: u32 = 0;

@@ -24,8 +24,8 @@ impl Progress {
     pub(super) fn published(consumer: &str, result: &model::ExecutionResult) -> String {
         format!(
             "published|{consumer}|{}|{}",
-            result.status.as_str(),
-            result.order_id.map_or(String::new(), |id| id.to_string())
+            result.status().as_str(),
+            result.order_id().map_or(String::new(), |id| id.to_string())
         )
     }
 

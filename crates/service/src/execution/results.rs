@@ -70,7 +70,7 @@ impl Executor {
                         "order {word} {symbol} avgPrice={} qty={} notional={} orderId={} clientOrderId={coid}, confirmed by {} after {elapsed} ms",
                         outcome.avg_price.normalize(),
                         outcome.executed_qty.normalize(),
-                        result.position_size_usd.normalize(),
+                        result.position_size_usd().normalize(),
                         outcome.order_id,
                         outcome.confirmed_by.as_str()
                     );
@@ -100,17 +100,15 @@ impl Executor {
                 outcome.status.as_str(),
                 outcome.order_id
             );
-            let mut result = ExecutionResult::without_fill(
+            ExecutionResult::without_fill(
                 intent,
                 Some(coid),
                 outcome.status,
                 None,
                 reason,
                 now_ms(),
-            );
-            result.order_id = Some(outcome.order_id);
-            result.order_sent_at = Some(order_sent_at);
-            result
+            )
+            .with_order(outcome.order_id, order_sent_at)
         }
     }
 
