@@ -136,6 +136,10 @@ pub enum ResultError {
     },
     #[error("{0:?} is not a status that carries a fill")]
     NotAFillStatus(ResultStatus),
+    /// Price × quantity does not fit a decimal: figures no real fill has, refused rather than
+    /// a panic.
+    #[error("the notional of price {price} × qty {qty} overflows")]
+    Overflow { price: Decimal, qty: Decimal },
 }
 
 impl ExecutionResult {
@@ -185,12 +189,19 @@ impl ExecutionResult {
                 qty: execution.executed_qty,
             });
         }
+        let notional = execution
+            .avg_price
+            .checked_mul(execution.executed_qty)
+            .ok_or(ResultError::Overflow {
+                price: execution.avg_price,
+                qty: execution.executed_qty,
+            })?;
         let mut result = ExecutionResult::base(intent, Some(coid), now);
         result.status = status;
         result.order_id = Some(execution.order_id);
         result.entry_price = execution.avg_price;
         result.executed_qty = execution.executed_qty;
-        result.position_size_usd = execution.avg_price * execution.executed_qty;
+        result.position_size_usd = notional;
         result.commission = execution.commission;
         result.commission_asset = execution.commission_asset.clone();
         result.confirmed_by = Some(confirmed_by);
@@ -693,6 +704,30 @@ mod tests {
                 Err(_) => proptest::prop_assert!(price == 0 || qty == 0),
             }
         }
+    }
+
+    /// Outside figures whose product does not fit a decimal are refused with the reason, never a
+    /// panic (the exchange's reply is outside input).
+    #[test]
+    fn a_notional_that_overflows_is_refused() {
+        let i = intent();
+        let coid = ClientOrderId::for_intent(&i.intent_id);
+        let mut e = execution("1", "1");
+        e.avg_price = Decimal::MAX;
+        e.executed_qty = Decimal::from(2);
+        let refused = ExecutionResult::with_fill(
+            &i,
+            &coid,
+            ResultStatus::Filled,
+            &e,
+            ConfirmedBy::RestPoll,
+            1,
+            2,
+        );
+        assert!(
+            matches!(refused, Err(ResultError::Overflow { .. })),
+            "{refused:?}"
+        );
     }
 
     #[test]

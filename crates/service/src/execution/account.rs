@@ -72,10 +72,18 @@ impl AccountView {
     }
 
     /// The streamed mark price of `symbol`, if it is fresh at `now`.
-    pub(super) fn fresh_mark(&self, symbol: &str, now: Instant) -> Option<Decimal> {
+    #[cfg(test)]
+    fn fresh_mark(&self, symbol: &str, now: Instant) -> Option<Decimal> {
+        self.last_mark(symbol, now)
+            .filter(|(_, age)| *age <= MARK_FRESH)
+            .map(|(price, _)| price)
+    }
+
+    /// The last mark price of `symbol` (streamed, or read over REST) and its age at `now`.
+    pub(super) fn last_mark(&self, symbol: &str, now: Instant) -> Option<(Decimal, Duration)> {
         let view = self.lock();
         let (price, at) = view.marks.get(symbol)?;
-        (now.saturating_duration_since(*at) <= MARK_FRESH).then_some(*price)
+        Some((*price, now.saturating_duration_since(*at)))
     }
 
     /// The user stream (re)connected: what was learned before may have missed events.

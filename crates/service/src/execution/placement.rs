@@ -23,7 +23,7 @@ use tracing::{debug, error, info, warn};
 use crate::clock::now_ms;
 use crate::metrics;
 
-use super::account::Position;
+use super::account::{Position, MARK_FRESH};
 use super::progress::{Progress, PROGRESS_TTL};
 use super::reports::{report_from_order, Signal};
 use super::Executor;
@@ -336,8 +336,12 @@ impl Executor {
     /// (no request), else `premiumIndex`.
     async fn mark_price(&self, job: &Job<'_>) -> Result<Decimal, Stop> {
         let symbol = job.intent.symbol.as_str();
-        if let Some(mark) = self.account.fresh_mark(symbol, tokio::time::Instant::now()) {
-            return Ok(mark);
+        match self.account.last_mark(symbol, tokio::time::Instant::now()) {
+            Some((mark, age)) if age <= MARK_FRESH => return Ok(mark),
+            Some((_, age)) => debug!(
+                "mark price of {symbol}: the last streamed one is {age:?} old; reading premiumIndex"
+            ),
+            None => debug!("mark price of {symbol}: none streamed yet; reading premiumIndex"),
         }
         match self
             .patiently(job, "reading the mark price", job.act_by, || {
@@ -345,7 +349,14 @@ impl Executor {
             })
             .await
         {
-            Ok(index) => Ok(index.mark_price),
+            Ok(index) => {
+                // As good as a frame: the intents that follow in the next seconds use it too
+                // (a burst right after start came before the stream's first frame, and each of
+                // its intents read premiumIndex: 0.16 extra requests per intent over 2,000).
+                self.account
+                    .mark(symbol, index.mark_price, tokio::time::Instant::now());
+                Ok(index.mark_price)
+            }
             Err(p) => {
                 Err(self.held_back(job, &format!("cannot read the mark price of {symbol}"), p))
             }
