@@ -4,8 +4,7 @@
 
 use std::time::Duration;
 
-use binance::OrderRef;
-use engine::{Outcome, ReportSource, Tracker};
+use engine::{Outcome, Tracker};
 use model::{ClientOrderId, ExecutionResult, IntentId, ResultStatus, TradeIntent};
 use rust_decimal::Decimal;
 
@@ -13,7 +12,7 @@ use crate::clock::now_ms;
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
-use super::reports::{report_from_order, Signal};
+use super::reports::Signal;
 
 use super::Executor;
 
@@ -34,7 +33,6 @@ impl Executor {
         progress_key: &str,
     ) -> ExecutionResult {
         let symbol = intent.symbol.as_str();
-        let lookup = OrderRef::ClientOrderId(coid.to_string());
         let deadline = tokio::time::Instant::now() + self.exec().fill_timeout;
         let mut poll = tokio::time::interval(self.exec().poll_interval);
         poll.tick().await;
@@ -49,11 +47,11 @@ impl Executor {
                             error!("order {coid}: contradictory report from the user stream: {e}");
                         }
                     }
-                    Some(Signal::Reconcile) => self.poll_order(symbol, &lookup, &mut tracker).await,
+                    Some(Signal::Reconcile) => self.poll_order(symbol, coid, &mut tracker).await,
                     None => {}
                 },
                 _ = poll.tick() => {
-                    self.poll_order(symbol, &lookup, &mut tracker).await;
+                    self.poll_order(symbol, coid, &mut tracker).await;
                     self.heartbeat(progress_key, intent).await;
                 }
                 _ = tokio::time::sleep_until(deadline) => {
@@ -67,17 +65,17 @@ impl Executor {
                     let settle_until = tokio::time::Instant::now() + self.exec().cancel_window;
                     let mut delay = Duration::from_millis(500);
                     loop {
-                        match self.rest.cancel_order(symbol, &lookup).await {
+                        match self.venue.cancel(symbol, coid).await {
                             Ok(order) => {
                                 deadline_cancel = true;
-                                if let Some(report) = report_from_order(ReportSource::RestPoll, &order) {
-                                    let _ = tracker.apply(&report);
+                                if let Some(report) = &order.report {
+                                    let _ = tracker.apply(report);
                                 }
                             }
                             Err(e) if e.is_not_found() => info!("cancel of {coid}: not open any more ({e}); asking for its final state"),
                             Err(e) => error!("cancel of {coid} failed: {e}; {} confirmed filled so far; trying again", tracker.executed_qty()),
                         }
-                        self.poll_order(symbol, &lookup, &mut tracker).await;
+                        self.poll_order(symbol, coid, &mut tracker).await;
                         if tracker.status().is_final() || tokio::time::Instant::now() >= settle_until {
                             break;
                         }
@@ -185,7 +183,6 @@ impl Executor {
             .map_or(Decimal::ZERO, |o| o.avg_price);
         tokio::spawn(async move {
             let symbol = intent.symbol.as_str();
-            let lookup = OrderRef::ClientOrderId(coid.to_string());
             let give_up = tokio::time::Instant::now() + LATE_WATCH;
             let mut delay = Duration::from_secs(5);
             while !tracker.status().is_final() {
@@ -195,16 +192,16 @@ impl Executor {
                 }
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(60));
-                match executor.rest.cancel_order(symbol, &lookup).await {
+                match executor.venue.cancel(symbol, &coid).await {
                     Ok(order) => {
-                        if let Some(report) = report_from_order(ReportSource::RestPoll, &order) {
-                            let _ = tracker.apply(&report);
+                        if let Some(report) = &order.report {
+                            let _ = tracker.apply(report);
                         }
                     }
                     Err(e) if e.is_not_found() => {}
                     Err(e) => debug!("watch of {coid}: cancel failed again: {e}"),
                 }
-                executor.poll_order(symbol, &lookup, &mut tracker).await;
+                executor.poll_order(symbol, &coid, &mut tracker).await;
             }
             let Some(outcome) = tracker.outcome(true) else {
                 return;
@@ -269,20 +266,22 @@ impl Executor {
         });
     }
 
-    pub(super) async fn poll_order(&self, symbol: &str, lookup: &OrderRef, tracker: &mut Tracker) {
-        match self.rest.find_order(symbol, lookup).await {
+    pub(super) async fn poll_order(
+        &self,
+        symbol: &str,
+        coid: &ClientOrderId,
+        tracker: &mut Tracker,
+    ) {
+        match self.venue.lookup(symbol, coid).await {
             Ok(Some(order)) => {
-                if let Some(report) = report_from_order(ReportSource::RestPoll, &order) {
-                    if let Err(e) = tracker.apply(&report) {
-                        error!(
-                            "order {}: contradictory REST report: {e}",
-                            order.client_order_id
-                        );
+                if let Some(report) = &order.report {
+                    if let Err(e) = tracker.apply(report) {
+                        error!("order {coid}: contradictory REST report: {e}");
                     }
                 }
             }
-            Ok(None) => debug!("poll: order {lookup:?} not found yet"),
-            Err(e) => warn!("poll of order {lookup:?} failed: {e}"),
+            Ok(None) => debug!("poll: order {coid} not found yet"),
+            Err(e) => warn!("poll of order {coid} failed: {e}"),
         }
     }
 }

@@ -18,7 +18,9 @@
 //! per-intent progress record's format; [`reports`] maps what the exchange says (replies, user
 //! stream events, REST polls) onto the engine's reports; [`placement`] sizes, checks and places
 //! the order with the ambiguity policy; [`confirmation`] waits for the outcome; [`results`] turns
-//! an outcome into the published result.
+//! an outcome into the published result; [`venue`] is the seam to the exchange (every request
+//! per intent, in the engine's terms); [`account`] keeps what the streams say (mark prices,
+//! leverage, positions) so that those requests are few.
 
 mod account;
 mod confirmation;
@@ -27,6 +29,7 @@ mod placement;
 mod progress;
 mod reports;
 mod results;
+mod venue;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -84,7 +87,10 @@ impl Drop for InFlight {
 /// The execution service's shared parts.
 #[derive(Debug, Clone)]
 pub struct Executor {
+    /// For the streams, the start-up checks and the weight gauges; per-intent requests go
+    /// through `venue`.
     rest: RestClient,
+    venue: venue::Venue,
     bus: Bus,
     settings: Arc<Settings>,
     router: Router,
@@ -102,6 +108,7 @@ impl Executor {
     pub fn new(rest: RestClient, bus: Bus, settings: Settings) -> Executor {
         let account = account::AccountView::default();
         Executor {
+            venue: venue::Venue::new(rest.clone()),
             rest,
             bus,
             settings: Arc::new(settings),

@@ -13,8 +13,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use binance::{NewOrder, OrderRef, ResponseType};
-use engine::{risk, sizing, OrderPlan, ReportSource, Tracker};
+use engine::{risk, sizing, OrderPlan, Tracker};
 use model::{Action, ClientOrderId, ExecutionResult, ResultStatus, Side, TradeIntent};
 use rust_decimal::Decimal;
 use tokio::sync::mpsc;
@@ -25,7 +24,8 @@ use crate::metrics;
 
 use super::account::{Position, MARK_FRESH};
 use super::progress::{Progress, PROGRESS_TTL};
-use super::reports::{report_from_order, Signal};
+use super::reports::Signal;
+use super::venue::Rules;
 use super::Executor;
 
 /// Lookups of an ambiguous submit before concluding the order is not on the exchange.
@@ -114,11 +114,10 @@ impl Executor {
         let existing = if job.fresh {
             None
         } else {
-            let lookup = OrderRef::ClientOrderId(coid.to_string());
             let give_up = now_ms() + millis(self.exec().fill_timeout);
             match self
                 .patiently(job, "the lookup of an earlier order", Some(give_up), || {
-                    self.rest.find_order(symbol, &lookup)
+                    self.venue.lookup(symbol, coid)
                 })
                 .await
             {
@@ -141,11 +140,11 @@ impl Executor {
                 "order for intent {} already exists: orderId={} clientOrderId={coid} status={}; confirming it instead of placing another",
                 intent.intent_id,
                 order.order_id,
-                order.status.as_str()
+                order.status
             );
-            order_sent_at = order.time.unwrap_or(order.update_time);
-            if let Some(report) = report_from_order(ReportSource::RestPoll, &order) {
-                let _ = tracker.apply(&report);
+            order_sent_at = order.created_at;
+            if let Some(report) = &order.report {
+                let _ = tracker.apply(report);
             }
         } else {
             if let Some(by) = job.act_by.filter(|by| now_ms() > *by) {
@@ -302,16 +301,16 @@ impl Executor {
     }
 
     /// The symbol's trading rules (cached by the client; refreshed with exchangeInfo).
-    async fn rules(&self, job: &Job<'_>) -> Result<std::sync::Arc<binance::SymbolRules>, Stop> {
+    async fn rules(&self, job: &Job<'_>) -> Result<Rules, Stop> {
         let symbol = job.intent.symbol.as_str();
         let rules = match self
             .patiently(job, "loading the symbol rules", job.act_by, || {
-                self.rest.load_symbol_rules(symbol)
+                self.venue.rules(symbol)
             })
             .await
         {
-            Ok(rules) => rules,
-            Err(Patience::Answered(binance::Error::InvalidRequest(_))) => {
+            Ok(Some(rules)) => rules,
+            Ok(None) => {
                 return Err(self.reject(
                     job,
                     None,
@@ -345,17 +344,16 @@ impl Executor {
         }
         match self
             .patiently(job, "reading the mark price", job.act_by, || {
-                self.rest.premium_index(symbol)
+                self.venue.mark_price(symbol)
             })
             .await
         {
-            Ok(index) => {
+            Ok(mark) => {
                 // As good as a frame: the intents that follow in the next seconds use it too
                 // (a burst right after start came before the stream's first frame, and each of
                 // its intents read premiumIndex: 0.16 extra requests per intent over 2,000).
-                self.account
-                    .mark(symbol, index.mark_price, tokio::time::Instant::now());
-                Ok(index.mark_price)
+                self.account.mark(symbol, mark, tokio::time::Instant::now());
+                Ok(mark)
             }
             Err(p) => {
                 Err(self.held_back(job, &format!("cannot read the mark price of {symbol}"), p))
@@ -382,16 +380,11 @@ impl Executor {
         };
         match self
             .patiently(job, "reading the position", job.act_by, || {
-                self.rest.position_risk(Some(symbol))
+                self.venue.position(symbol)
             })
             .await
         {
-            Ok(positions) => {
-                let amount = positions
-                    .iter()
-                    .filter(|p| p.symbol == symbol)
-                    .map(|p| p.position_amt)
-                    .sum();
+            Ok(amount) => {
                 if let Some(ticket) = ticket {
                     self.account.read_position(symbol, amount, ticket);
                 }
@@ -402,19 +395,10 @@ impl Executor {
     }
 
     /// Sizes the order.
-    async fn plan(&self, job: &Job<'_>, rules: &binance::SymbolRules) -> Result<OrderPlan, Stop> {
+    async fn plan(&self, job: &Job<'_>, rules: &Rules) -> Result<OrderPlan, Stop> {
         let intent = job.intent;
         let mark = self.mark_price(job).await?;
-        let sizing_rules = sizing::SymbolRules {
-            step_size: rules.market_lot.step_size,
-            min_qty: rules.market_lot.min_qty,
-            max_qty: if rules.market_lot.max_qty.is_zero() {
-                Decimal::MAX
-            } else {
-                rules.market_lot.max_qty
-            },
-            min_notional: rules.min_notional.unwrap_or(Decimal::ZERO),
-        };
+        let sizing_rules = &rules.sizing;
         // An exit plan that cannot protect the position is refused now, against the mark price,
         // rather than discovered after the fill (a long's stop above the price, ...).
         if intent.action != Action::Close && !intent.exit_plan.is_empty() {
@@ -433,7 +417,7 @@ impl Executor {
                     intent.position_size_usd,
                     intent.quantity,
                     mark,
-                    &sizing_rules,
+                    sizing_rules,
                 )
                 .map_err(|e| self.reject(job, None, format!("sizing: {e}")))?;
                 let side = if intent.action == Action::Buy {
@@ -445,7 +429,7 @@ impl Executor {
             }
             Action::Close => {
                 let amount = self.position_amount(job).await?;
-                let qty = sizing::size_close(intent.quantity, amount, &sizing_rules)
+                let qty = sizing::size_close(intent.quantity, amount, sizing_rules)
                     .map_err(|e| self.reject(job, None, format!("close: {e}")))?;
                 let side = if amount > Decimal::ZERO {
                     Side::Sell
@@ -478,7 +462,7 @@ impl Executor {
         // Setting a leverage is idempotent, and a transient refusal executed nothing.
         match self
             .patiently(job, "setting the leverage", job.act_by, || {
-                self.rest.change_leverage(symbol, wanted)
+                self.venue.set_leverage(symbol, wanted)
             })
             .await
         {
@@ -523,22 +507,14 @@ impl Executor {
         tracker: &mut Tracker,
     ) -> Result<(), Stop> {
         let (intent, progress_key) = (job.intent, job.progress_key);
-        let plan = approved.into_inner();
+        let plan = approved.get();
         let symbol = plan.symbol.as_str();
-        let order = NewOrder::market(
-            symbol,
-            plan.side,
-            plan.quantity,
-            plan.client_order_id.as_str(),
-        )
-        .reduce_only(plan.reduce_only)
-        .response_type(ResponseType::Result);
         let coid = &plan.client_order_id;
         let mut sends = 0;
         let mut held_back: u32 = 0;
         loop {
             sends += 1;
-            match self.rest.place_order(&order).await {
+            match self.venue.place(&approved).await {
                 Ok(reply) => {
                     metrics::global().inc("quantum_orders_placed_total", &[]);
                     info!(
@@ -546,11 +522,11 @@ impl Executor {
                         plan.side.as_str(),
                         plan.quantity,
                         plan.reduce_only,
-                        reply.status.as_str(),
+                        reply.status,
                         reply.order_id
                     );
-                    if let Some(report) = report_from_order(ReportSource::ResultReply, &reply) {
-                        if let Err(e) = tracker.apply(&report) {
+                    if let Some(report) = &reply.report {
+                        if let Err(e) = tracker.apply(report) {
                             error!("order {coid}: contradictory reply {e}");
                         }
                     }
@@ -576,11 +552,7 @@ impl Executor {
                         tokio::time::sleep(Duration::from_millis(250 * u64::from(attempt.min(8))))
                             .await;
                         self.heartbeat(progress_key, intent).await;
-                        match self
-                            .rest
-                            .find_order(symbol, &OrderRef::ClientOrderId(coid.to_string()))
-                            .await
-                        {
+                        match self.venue.lookup(symbol, coid).await {
                             Ok(Some(found)) => {
                                 metrics::global().inc(
                                     "quantum_ambiguous_submits_total",
@@ -589,12 +561,10 @@ impl Executor {
                                 info!(
                                     "ambiguous submit resolved: the order exists, orderId={} status={} clientOrderId={coid}",
                                     found.order_id,
-                                    found.status.as_str()
+                                    found.status
                                 );
-                                if let Some(report) =
-                                    report_from_order(ReportSource::RestPoll, &found)
-                                {
-                                    let _ = tracker.apply(&report);
+                                if let Some(report) = &found.report {
+                                    let _ = tracker.apply(report);
                                 }
                                 return Ok(());
                             }

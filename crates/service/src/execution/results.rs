@@ -21,12 +21,12 @@ impl Executor {
         let symbol = intent.symbol.as_str();
         if outcome.status.has_fill() && outcome.commission.is_none() {
             // The confirming report had no per-fill fees (REST or RESULT reply): ask for the trades.
-            match self.rest.user_trades(symbol, Some(outcome.order_id)).await {
-                Ok(trades) if !trades.is_empty() => {
-                    outcome.commission = Some(trades.iter().map(|t| t.commission).sum());
-                    outcome.commission_asset = trades[0].commission_asset.clone();
+            match self.venue.fees(symbol, outcome.order_id).await {
+                Ok(Some((commission, asset))) => {
+                    outcome.commission = Some(commission);
+                    outcome.commission_asset = asset;
                 }
-                Ok(_) => warn!(
+                Ok(None) => warn!(
                     "no trades listed yet for order {}; commission reported as 0",
                     outcome.order_id
                 ),

@@ -1,0 +1,173 @@
+//! The seam between the execution service and the exchange: every request the service makes per
+//! intent, in the engine's terms (a [`Report`] about an order, sizing rules, a mark price, a
+//! position amount). Binance's request and reply types stop here and in `reports.rs` (which
+//! maps the user stream); placement, confirmation and results never see them. A second venue, or
+//! order entry over Binance's WebSocket API, is another adapter with these methods.
+//!
+//! Errors stay `binance::Error` for now: its classes (rejected, transient, ambiguous, not found)
+//! are what the ambiguity and back-pressure policies decide on, and a second adapter would map
+//! its failures onto the same classes.
+
+use std::sync::Arc;
+
+use binance::{NewOrder, OrderRef, ResponseType, RestClient};
+use engine::{risk, sizing, OrderPlan, Report, ReportSource};
+use model::ClientOrderId;
+use rust_decimal::Decimal;
+
+use super::reports::report_from_order;
+
+/// An order as a lookup found it: what it says, and when it was created (ms).
+#[derive(Debug, Clone)]
+pub(super) struct FoundOrder {
+    /// `None` when its status is one quantum does not know (logged by the caller).
+    pub(super) report: Option<Report>,
+    pub(super) status: String,
+    pub(super) order_id: i64,
+    pub(super) created_at: i64,
+}
+
+/// A symbol's trading rules, as sizing needs them.
+#[derive(Debug, Clone)]
+pub(super) struct Rules {
+    /// The exchange's status of the symbol (`TRADING` when orders are taken).
+    pub(super) status: String,
+    pub(super) sizing: sizing::SymbolRules,
+}
+
+/// The Binance USDⓈ-M adapter. Cheap to clone (the client is shared).
+#[derive(Debug, Clone)]
+pub(super) struct Venue {
+    rest: RestClient,
+}
+
+impl Venue {
+    pub(super) fn new(rest: RestClient) -> Venue {
+        Venue { rest }
+    }
+
+    fn by_client_id(coid: &ClientOrderId) -> OrderRef {
+        OrderRef::ClientOrderId(coid.to_string())
+    }
+
+    /// The symbol's rules (cached by the client, refreshed with exchangeInfo). An unknown symbol
+    /// is `Ok(None)`.
+    pub(super) async fn rules(&self, symbol: &str) -> Result<Option<Rules>, binance::Error> {
+        let rules: Arc<binance::SymbolRules> = match self.rest.load_symbol_rules(symbol).await {
+            Ok(rules) => rules,
+            Err(binance::Error::InvalidRequest(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        Ok(Some(Rules {
+            status: rules.status.clone(),
+            sizing: sizing::SymbolRules {
+                step_size: rules.market_lot.step_size,
+                min_qty: rules.market_lot.min_qty,
+                max_qty: if rules.market_lot.max_qty.is_zero() {
+                    Decimal::MAX
+                } else {
+                    rules.market_lot.max_qty
+                },
+                min_notional: rules.min_notional.unwrap_or(Decimal::ZERO),
+            },
+        }))
+    }
+
+    /// The mark price over REST (`premiumIndex`).
+    pub(super) async fn mark_price(&self, symbol: &str) -> Result<Decimal, binance::Error> {
+        Ok(self.rest.premium_index(symbol).await?.mark_price)
+    }
+
+    /// The signed position amount of `symbol` over REST (`positionRisk`).
+    pub(super) async fn position(&self, symbol: &str) -> Result<Decimal, binance::Error> {
+        Ok(self
+            .rest
+            .position_risk(Some(symbol))
+            .await?
+            .iter()
+            .filter(|p| p.symbol == symbol)
+            .map(|p| p.position_amt)
+            .sum())
+    }
+
+    pub(super) async fn set_leverage(
+        &self,
+        symbol: &str,
+        leverage: u32,
+    ) -> Result<(), binance::Error> {
+        self.rest
+            .change_leverage(symbol, leverage)
+            .await
+            .map(|_| ())
+    }
+
+    /// Places the approved order as a MARKET order that waits for its result
+    /// (`newOrderRespType=RESULT`), and returns the reply as a report.
+    pub(super) async fn place(
+        &self,
+        approved: &risk::RiskApproved<OrderPlan>,
+    ) -> Result<FoundOrder, binance::Error> {
+        let plan = approved.get();
+        let order = NewOrder::market(
+            plan.symbol.as_str(),
+            plan.side,
+            plan.quantity,
+            plan.client_order_id.as_str(),
+        )
+        .reduce_only(plan.reduce_only)
+        .response_type(ResponseType::Result);
+        let reply = self.rest.place_order(&order).await?;
+        Ok(found(ReportSource::ResultReply, &reply))
+    }
+
+    /// The order with client order id `coid`, if the exchange has it.
+    pub(super) async fn lookup(
+        &self,
+        symbol: &str,
+        coid: &ClientOrderId,
+    ) -> Result<Option<FoundOrder>, binance::Error> {
+        Ok(self
+            .rest
+            .find_order(symbol, &Self::by_client_id(coid))
+            .await?
+            .map(|order| found(ReportSource::RestPoll, &order)))
+    }
+
+    /// Cancels what is left of the order; its state after the cancel.
+    pub(super) async fn cancel(
+        &self,
+        symbol: &str,
+        coid: &ClientOrderId,
+    ) -> Result<FoundOrder, binance::Error> {
+        let order = self
+            .rest
+            .cancel_order(symbol, &Self::by_client_id(coid))
+            .await?;
+        Ok(found(ReportSource::RestPoll, &order))
+    }
+
+    /// The fees of the order's trades (`userTrades`): their sum and asset, `None` when no trade
+    /// is listed yet.
+    pub(super) async fn fees(
+        &self,
+        symbol: &str,
+        order_id: i64,
+    ) -> Result<Option<(Decimal, String)>, binance::Error> {
+        let trades = self.rest.user_trades(symbol, Some(order_id)).await?;
+        Ok((!trades.is_empty()).then(|| {
+            (
+                trades.iter().map(|t| t.commission).sum(),
+                trades[0].commission_asset.clone(),
+            )
+        }))
+    }
+}
+
+fn found(source: ReportSource, order: &binance::Order) -> FoundOrder {
+    FoundOrder {
+        report: report_from_order(source, order),
+        status: order.status.as_str().to_string(),
+        order_id: order.order_id,
+        created_at: order.time.unwrap_or(order.update_time),
+    }
+}
