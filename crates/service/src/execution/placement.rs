@@ -182,8 +182,9 @@ impl Executor {
                     )
                     .into());
             }
-            order_sent_at = now_ms();
-            self.place(job, approved, &mut tracker).await?;
+            // When the order went out (the send that was answered, after any wait for rate
+            // capacity), not when the wait began.
+            order_sent_at = self.place(job, approved, &mut tracker).await?;
         }
         Ok(self
             .confirm(
@@ -505,15 +506,17 @@ impl Executor {
         job: &Job<'_>,
         approved: risk::RiskApproved<OrderPlan>,
         tracker: &mut Tracker,
-    ) -> Result<(), Stop> {
+    ) -> Result<i64, Stop> {
         let (intent, progress_key) = (job.intent, job.progress_key);
         let plan = approved.get();
         let symbol = plan.symbol.as_str();
         let coid = &plan.client_order_id;
         let mut sends = 0;
         let mut held_back: u32 = 0;
+        let mut sent_at;
         loop {
             sends += 1;
+            sent_at = now_ms();
             match self.venue.place(&approved).await {
                 Ok(reply) => {
                     metrics::global().inc("quantum_orders_placed_total", &[]);
@@ -530,7 +533,7 @@ impl Executor {
                             error!("order {coid}: contradictory reply {e}");
                         }
                     }
-                    return Ok(());
+                    return Ok(sent_at);
                 }
                 Err(e) if e.is_ambiguous() => {
                     warn!("order submit for intent {} ambiguous ({e}); looking up clientOrderId={coid} before anything else", intent.intent_id);
@@ -566,7 +569,7 @@ impl Executor {
                                 if let Some(report) = &found.report {
                                     let _ = tracker.apply(report);
                                 }
-                                return Ok(());
+                                return Ok(sent_at);
                             }
                             Ok(None) => {
                                 absent += 1;
