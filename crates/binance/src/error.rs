@@ -159,8 +159,9 @@ const UNKNOWN_ERROR_MSG: &str = "Unknown error";
 
 /// Turns a non-success HTTP reply into an [`Error`]. `retry_after` is the parsed `Retry-After`
 /// header. Codes decide before statuses, because the same code (-1007) can come with different
-/// statuses, and the classification follows the reference's §7.
-pub(crate) fn classify_reply(
+/// statuses, and the classification follows the reference's §7. Public for the fuzz tests and
+/// targets (issue 11): a reply's status and body are outside input.
+pub fn classify_reply(
     effect: Effect,
     status: u16,
     retry_after: Option<Duration>,

@@ -66,6 +66,15 @@ pub enum FilterError {
         /// Highest allowed BUY price.
         high: Decimal,
     },
+    /// The value, on the rules' grid, does not fit in a decimal (a price or quantity no market
+    /// has, or rules no exchange sends): refused rather than a panic.
+    #[error("{what} {value} does not fit the symbol's rules in a decimal (overflow)")]
+    Overflow {
+        /// `quantity`, `price` or `notional`.
+        what: &'static str,
+        /// The value given.
+        value: Decimal,
+    },
 }
 
 /// Which way to round a price to the tick.
@@ -248,7 +257,10 @@ impl SymbolRules {
     ) -> Result<(), FilterError> {
         match self.min_notional {
             Some(min) if !reduce_only => {
-                let notional = price * qty;
+                let notional = price.checked_mul(qty).ok_or(FilterError::Overflow {
+                    what: "notional",
+                    value: price,
+                })?;
                 if notional < min {
                     Err(FilterError::BelowMinNotional { notional, min })
                 } else {
@@ -273,7 +285,9 @@ impl SymbolRules {
         let Some((up, down)) = self.percent_price else {
             return Ok(());
         };
-        let (high, low) = (mark * up, mark * down);
+        // A band that does not fit a decimal has no bound on that side.
+        let high = mark.checked_mul(up).unwrap_or(Decimal::MAX);
+        let low = mark.checked_mul(down).unwrap_or(Decimal::ZERO);
         let outside = match side {
             Side::Buy => price > high,
             Side::Sell => price < low,
@@ -316,10 +330,21 @@ fn round_qty_down(qty: Decimal, lot: &LotSize) -> Result<Decimal, FilterError> {
             min: lot.min_qty,
         });
     }
+    let overflow = FilterError::Overflow {
+        what: "quantity",
+        value: qty,
+    };
     let rounded = if lot.step_size > Decimal::ZERO {
         // Binance checks (qty - minQty) % stepSize == 0, so the grid starts at minQty.
-        let steps = ((qty - lot.min_qty) / lot.step_size).floor();
-        lot.min_qty + steps * lot.step_size
+        let steps = qty
+            .checked_sub(lot.min_qty)
+            .and_then(|above| above.checked_div(lot.step_size))
+            .ok_or(overflow.clone())?
+            .floor();
+        steps
+            .checked_mul(lot.step_size)
+            .and_then(|on_grid| lot.min_qty.checked_add(on_grid))
+            .ok_or(overflow)?
     } else {
         qty
     }
@@ -352,15 +377,25 @@ fn round_price(
             value: price,
         });
     }
+    let overflow = FilterError::Overflow {
+        what: "price",
+        value: price,
+    };
     let rounded = if filter.tick_size > Decimal::ZERO {
-        let ticks = (price - filter.min_price) / filter.tick_size;
+        let ticks = price
+            .checked_sub(filter.min_price)
+            .and_then(|above| above.checked_div(filter.tick_size))
+            .ok_or(overflow.clone())?;
         let ticks = match rounding {
             Rounding::Down => ticks.floor(),
             Rounding::Up => ticks.ceil(),
             Rounding::Nearest => ticks
                 .round_dp_with_strategy(0, rust_decimal::RoundingStrategy::MidpointAwayFromZero),
         };
-        filter.min_price + ticks * filter.tick_size
+        ticks
+            .checked_mul(filter.tick_size)
+            .and_then(|on_grid| filter.min_price.checked_add(on_grid))
+            .ok_or(overflow)?
     } else {
         price
     }
@@ -484,6 +519,37 @@ mod tests {
             rules.round_price(d("100"), Rounding::Down),
             Err(FilterError::PriceOutOfRange { .. })
         ));
+    }
+
+    /// Regression (issue 11, found by the fuzz test): a price or quantity past what the grid can
+    /// hold (the exit monitor rounds its levels, which may be ~7.9e28, to the tick) panicked with
+    /// `Division overflowed`; so did a notional or a percent band past `Decimal::MAX`.
+    #[test]
+    fn values_past_a_decimal_on_the_grid_are_refused_not_a_panic() {
+        let rules = btc();
+        let huge = d("50000000000000000000000000000");
+        assert!(matches!(
+            rules.round_price(huge, Rounding::Up),
+            Err(FilterError::Overflow { what: "price", .. })
+        ));
+        assert!(matches!(
+            rules.round_qty(huge, LotKind::Market),
+            Err(FilterError::Overflow {
+                what: "quantity",
+                ..
+            })
+        ));
+        assert!(matches!(
+            rules.check_notional(Decimal::MAX, d("2"), false),
+            Err(FilterError::Overflow {
+                what: "notional",
+                ..
+            })
+        ));
+        assert_eq!(
+            rules.check_percent_price(Side::Buy, d("100"), Decimal::MAX),
+            Ok(())
+        );
     }
 
     #[test]

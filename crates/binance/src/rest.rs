@@ -177,7 +177,16 @@ impl RestClient {
             ))
             .await?;
         let received = local_ms();
-        let offset = time.server_time - (sent + received) / 2;
+        // A server time that puts the offset past an i64 is no clock (outside input must never
+        // panic): the reply is refused as undecodable, the offset kept.
+        let offset = time
+            .server_time
+            .checked_sub((sent + received) / 2)
+            .ok_or_else(|| Error::Decode {
+                endpoint: "GET /fapi/v1/time".into(),
+                error: format!("serverTime {} is out of range", time.server_time),
+                body: String::new(),
+            })?;
         self.inner.offset_ms.store(offset, Ordering::Relaxed);
         self.inner.synced.store(true, Ordering::Relaxed);
         debug!(
@@ -191,7 +200,7 @@ impl RestClient {
 
     /// The server's clock as we estimate it, in ms.
     pub fn server_now_ms(&self) -> i64 {
-        local_ms() + self.inner.offset_ms.load(Ordering::Relaxed)
+        local_ms().saturating_add(self.inner.offset_ms.load(Ordering::Relaxed))
     }
 
     /// Request weight used in the current minute (as the last reply reported it, plus what this

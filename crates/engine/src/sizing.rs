@@ -78,7 +78,9 @@ pub fn size_order(
             rules.step_size
         ))
     })?;
-    if qty < rules.min_qty || qty.is_zero() {
+    // Never zero, nor below: whatever the figures (a negative size, rules with a negative
+    // minimum), what is sent is a positive quantity or nothing.
+    if qty < rules.min_qty || qty <= Decimal::ZERO {
         return Err(SizingError::BelowMinQty {
             requested: requested.round_dp(8),
             qty,
@@ -118,11 +120,19 @@ pub fn size_close(
     let qty = round_down(wanted, rules.step_size).ok_or_else(|| {
         SizingError::Overflow(format!("quantity {wanted} in steps of {}", rules.step_size))
     })?;
-    if qty.is_zero() || qty < rules.min_qty {
+    if qty <= Decimal::ZERO || qty < rules.min_qty {
         return Err(SizingError::BelowMinQty {
             requested: wanted,
             qty,
             min_qty: rules.min_qty,
+        });
+    }
+    if rules.max_qty <= Decimal::ZERO {
+        // Rules no exchange sends (the service reads a maximum of 0 as no limit): refused
+        // rather than sized to nothing.
+        return Err(SizingError::AboveMaxQty {
+            qty,
+            max_qty: rules.max_qty,
         });
     }
     Ok(qty.min(rules.max_qty))
@@ -149,6 +159,30 @@ mod tests {
         assert!(matches!(
             size_close(Some(qty), qty, &btc()),
             Err(SizingError::Overflow(_))
+        ));
+    }
+
+    /// Regression (issue 11, found by the fuzz test): a negative size with rules whose minimum
+    /// is negative was sized as a negative quantity; a close under a maximum of 0 as zero.
+    #[test]
+    fn a_size_is_never_zero_or_negative_whatever_the_rules() {
+        let odd = SymbolRules {
+            step_size: Decimal::ONE,
+            min_qty: Decimal::from(-10_000_000),
+            max_qty: Decimal::ZERO,
+            min_notional: Decimal::NEGATIVE_ONE,
+        };
+        assert!(matches!(
+            size_order(Some(Decimal::NEGATIVE_ONE), None, Decimal::ONE, &odd),
+            Err(SizingError::BelowMinQty { .. })
+        ));
+        assert!(matches!(
+            size_close(Some(Decimal::NEGATIVE_ONE), Decimal::from(5), &odd),
+            Err(SizingError::BelowMinQty { .. })
+        ));
+        assert!(matches!(
+            size_close(None, Decimal::from(5), &odd),
+            Err(SizingError::AboveMaxQty { .. })
         ));
     }
 

@@ -2,8 +2,6 @@
 //! `quantum:stream:trade.intent`, and its exit plan. [`TradeIntent::from_json`] is the one way in:
 //! it checks everything that can be checked without the exchange and names the field at fault.
 
-use std::str::FromStr;
-
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -95,8 +93,44 @@ pub enum IntentError {
     UnknownField(String),
     #[error("field {field}: {reason}")]
     Invalid { field: &'static str, reason: String },
+    #[error("field {0:?} is given twice (which value is meant cannot be told)")]
+    Duplicate(String),
     #[error(transparent)]
     Id(#[from] IdError),
+}
+
+/// A document's top-level object read for its names only: the first name it gives twice.
+struct UniqueNames(Option<String>);
+
+impl<'de> Deserialize<'de> for UniqueNames {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Names;
+        impl<'de> serde::de::Visitor<'de> for Names {
+            type Value = UniqueNames;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<UniqueNames, A::Error> {
+                let mut seen = std::collections::HashSet::new();
+                let mut twice = None;
+                while let Some(name) = map.next_key::<String>()? {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                    if twice.is_none() && seen.contains(&name) {
+                        twice = Some(name);
+                    } else {
+                        seen.insert(name);
+                    }
+                }
+                Ok(UniqueNames(twice))
+            }
+        }
+        d.deserialize_map(Names)
+    }
 }
 
 const FIELDS: &[&str] = &[
@@ -134,9 +168,19 @@ fn decimal(
         Some(Value::String(s)) => s.clone(),
         Some(other) => return Err(invalid(field, format!("expected a number, got {other}"))),
     };
-    let value = Decimal::from_str(&text)
-        .or_else(|_| Decimal::from_scientific(&text))
-        .map_err(|_| invalid(field, format!("{text:?} is not a decimal number")))?;
+    // Exact: a value with more digits than a decimal holds is refused, not rounded (rounding
+    // read 1e-31 as 0 and refused it as "must be greater than zero, got 0.000...").
+    let value = match Decimal::from_str_exact(&text) {
+        Ok(value) => value,
+        Err(rust_decimal::Error::Underflow) => {
+            return Err(invalid(
+                field,
+                format!("{text:?} has more digits than a decimal holds (28 decimals at most)"),
+            ))
+        }
+        Err(_) => Decimal::from_scientific(&text)
+            .map_err(|_| invalid(field, format!("{text:?} is not a decimal number")))?,
+    };
     Ok(Some(value))
 }
 
@@ -179,6 +223,12 @@ impl TradeIntent {
         let Value::Object(obj) = value else {
             return Err(IntentError::NotJson("the document is not an object".into()));
         };
+        // A name given twice is read by serde_json as its last value, so
+        // `"stop_loss_pct":1,"stop_loss_pct":null` would open a position without its stop.
+        // Which value the sender meant cannot be told: refused.
+        if let Ok(UniqueNames(Some(name))) = serde_json::from_str(text) {
+            return Err(IntentError::Duplicate(name));
+        }
         if let Some(unknown) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
             return Err(IntentError::UnknownField(unknown.clone()));
         }
@@ -550,6 +600,14 @@ mod tests {
             (
                 r#"{"intent_id":"a","symbol":"BTCUSDT","action":"BUY","quantity":1,"take_profit_pct":1,"take_profit_price":9}"#,
                 "not both",
+            ),
+            (
+                r#"{"intent_id":"a","symbol":"BTCUSDT","action":"BUY","quantity":1,"stop_loss_pct":1,"stop_loss_pct":null}"#,
+                r#"field "stop_loss_pct" is given twice"#,
+            ),
+            (
+                r#"{"intent_id":"a","symbol":"BTCUSDT","action":"BUY","quantity":0.0000000000000000000000000000001}"#,
+                "quantity: \"0.0000000000000000000000000000001\" has more digits than a decimal holds",
             ),
         ];
         for (json, needle) in cases {

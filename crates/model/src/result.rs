@@ -561,6 +561,19 @@ impl ExecutionResult {
             Some("rest_poll") => Some(ConfirmedBy::RestPoll),
             _ => None,
         };
+        // Absent, the notional is price × quantity; figures whose product does not fit a
+        // decimal are refused with the reason (outside input must never panic the reader).
+        let position_size_usd = match doc_decimal(&obj, "position_size_usd")? {
+            Some(notional) => notional,
+            None => entry_price.checked_mul(executed_qty).ok_or_else(|| {
+                ResultDocError::Invalid {
+                    field: "position_size_usd",
+                    reason: format!(
+                        "absent, and entry_price {entry_price} × executed_qty {executed_qty} overflows"
+                    ),
+                }
+            })?,
+        };
         // Only a `rejected` result may lack what it answers (a document that was not a valid
         // intent, see `rejected_input`); there an unreadable value reads as absent, as
         // `rejected_input` itself writes it.
@@ -586,8 +599,7 @@ impl ExecutionResult {
                 .map(str::to_string),
             entry_price,
             executed_qty,
-            position_size_usd: doc_decimal(&obj, "position_size_usd")?
-                .unwrap_or(entry_price * executed_qty),
+            position_size_usd,
             leverage: obj
                 .get("leverage")
                 .and_then(Value::as_u64)
@@ -726,6 +738,22 @@ mod tests {
         );
         assert!(
             matches!(refused, Err(ResultError::Overflow { .. })),
+            "{refused:?}"
+        );
+    }
+
+    /// Regression (issue 11, found by the fuzz test): a result document without
+    /// `position_size_usd` whose price × quantity does not fit a decimal panicked the reader
+    /// (`Multiplication overflowed`); it is refused with the reason.
+    #[test]
+    fn a_result_whose_notional_overflows_is_refused_not_a_panic() {
+        let doc = r#"{"status":"filled","intent_id":"a","symbol":"BTCUSDT","action":"BUY","entry_price":"79228162514264337593543950335","executed_qty":2}"#;
+        let refused = ExecutionResult::from_json(doc);
+        assert!(
+            matches!(
+                &refused,
+                Err(ResultDocError::Invalid { field: "position_size_usd", reason }) if reason.contains("overflows")
+            ),
             "{refused:?}"
         );
     }

@@ -1166,8 +1166,12 @@ impl Exchange {
         if countdown == 0 {
             self.countdowns.remove(&symbol);
         } else {
+            // A countdown past the end of the clock is malformed, not a panic.
+            let deadline = now
+                .checked_add(countdown)
+                .ok_or_else(|| ApiError::malformed("countdownTime"))?;
             self.countdowns
-                .insert(symbol.clone(), (now + countdown, countdown));
+                .insert(symbol.clone(), (deadline, countdown));
         }
         Ok(json!({ "symbol": symbol, "countdownTime": countdown.to_string() }))
     }
@@ -1863,6 +1867,17 @@ impl Exchange {
             Some(price) => {
                 if price <= Decimal::ZERO {
                     return Err(ApiError::bad(-1102, "price must be positive"));
+                }
+                // Above maxPrice the book and every notional built on the price may not fit a
+                // decimal (`Decimal::MAX` panicked the request, then every book read): refused.
+                if price > market.spec.max_price {
+                    return Err(ApiError::bad(
+                        -1102,
+                        format!(
+                            "price {price} is above {symbol}'s maxPrice {}",
+                            market.spec.max_price.normalize()
+                        ),
+                    ));
                 }
                 let price = market
                     .spec

@@ -127,6 +127,46 @@ pub(crate) struct FaultsUpdate {
     pub(crate) reset: bool,
 }
 
+/// Largest `clock_skew_ms` either way (ten years): past it the server clock overflows.
+const MAX_CLOCK_SKEW_MS: i64 = 10 * 365 * 86_400_000;
+/// Largest `fill_delay_ms` and `result_wait_ms` (a day, forever for any test): past `u64` ms
+/// a deadline overflows the clock.
+const MAX_WAIT_MS: u64 = 86_400_000;
+/// Largest `book_level_notional` (USDT per level): past it a level's quantity at a low price
+/// does not fit a decimal.
+const MAX_LEVEL_NOTIONAL: i64 = 1_000_000_000_000;
+
+impl FaultsUpdate {
+    /// Refuses values the simulator's clock and book arithmetic cannot carry, with the reason.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        if let Some(skew) = self.clock_skew_ms {
+            if skew.unsigned_abs() > MAX_CLOCK_SKEW_MS.unsigned_abs() {
+                return Err(format!(
+                    "clock_skew_ms must be within ±{MAX_CLOCK_SKEW_MS}, got {skew}"
+                ));
+            }
+        }
+        for (knob, value) in [
+            ("fill_delay_ms", self.fill_delay_ms),
+            ("result_wait_ms", self.result_wait_ms),
+        ] {
+            if let Some(ms) = value.filter(|ms| *ms > MAX_WAIT_MS) {
+                return Err(format!("{knob} must be at most {MAX_WAIT_MS}, got {ms}"));
+            }
+        }
+        if let Some(Some(notional)) = self.book_level_notional {
+            if notional <= rust_decimal::Decimal::ZERO
+                || notional > rust_decimal::Decimal::from(MAX_LEVEL_NOTIONAL)
+            {
+                return Err(format!(
+                    "book_level_notional must be above 0 and at most {MAX_LEVEL_NOTIONAL}, got {notional}"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Faults {
     pub(crate) fn apply(&mut self, update: &FaultsUpdate, startup: &Faults) {
         if update.reset {

@@ -16,6 +16,8 @@ pub mod config;
 mod error;
 mod exchange;
 pub mod faults;
+#[doc(hidden)]
+pub mod fuzzing;
 mod market;
 mod model;
 mod ratelimit;

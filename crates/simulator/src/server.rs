@@ -207,12 +207,49 @@ struct PeerAddr(SocketAddr);
 /// Builds the router (without a socket, so tests can call it directly).
 pub(crate) fn app(shared: Arc<Shared>) -> Router {
     Router::new()
-        .route("/sim/v1/price", post(control_price))
-        .route("/sim/v1/faults", get(get_faults).post(post_faults))
-        .route("/sim/v1/requests", get(get_requests))
+        .route("/sim/v1/price", post(control_price).fallback(wrong_method))
+        .route(
+            "/sim/v1/faults",
+            get(get_faults).post(post_faults).fallback(wrong_method),
+        )
+        .route("/sim/v1/requests", get(get_requests).fallback(wrong_method))
         .merge(ws::routes())
         .fallback(any(dispatch))
         .with_state(shared)
+}
+
+/// One request through the router without a socket (the fuzz harness, [`crate::fuzzing`]): the
+/// reply's status and body, or `None` when a handler dropped the connection (the
+/// `drop_order_*` faults) instead of replying.
+pub(crate) async fn oneshot(router: &Router, mut request: Request) -> Option<(StatusCode, Bytes)> {
+    use tower::ServiceExt;
+    let kill = CancellationToken::new();
+    request
+        .extensions_mut()
+        .insert(ConnectionKill(kill.clone()));
+    let response = tokio::select! {
+        response = router.clone().oneshot(request) => match response {
+            Ok(response) => response,
+            Err(never) => match never {},
+        },
+        _ = kill.cancelled() => return None,
+    };
+    let status = response.status();
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .ok()?;
+    Some((status, body))
+}
+
+/// A control-API path called with a method it does not take: the same 404 JSON as any unknown
+/// REST path and method (axum's own 405 has an empty body; found by the `sim_params` fuzzer).
+async fn wrong_method(request: Request) -> Response {
+    let msg = format!(
+        "Path {}, Method {} is invalid",
+        request.uri().path(),
+        request.method()
+    );
+    ApiError::new(StatusCode::NOT_FOUND, -5000, msg).into_response()
 }
 
 /// Accepts connections until shutdown. Each connection is served by hyper directly (rather than
@@ -983,6 +1020,9 @@ async fn post_faults(State(shared): State<Arc<Shared>>, body: Bytes) -> Response
         Ok(u) => u,
         Err(e) => return ApiError::bad(-1102, format!("invalid faults body: {e}")).into_response(),
     };
+    if let Err(reason) = update.check() {
+        return ApiError::bad(-1102, format!("invalid faults body: {reason}")).into_response();
+    }
     let faults = shared.with_exchange(|ex, now| {
         let startup = ex.startup_faults.clone();
         ex.faults.apply(&update, &startup);

@@ -2,6 +2,7 @@
 //! with topic modules: REST (time, orders, faults, rate limits), the user data stream, and the
 //! market stream.
 
+mod fuzz;
 mod market_stream;
 mod rest;
 mod support;

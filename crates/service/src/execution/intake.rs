@@ -21,12 +21,25 @@ const MAX_INTENT_BYTES: usize = 64 * 1024;
 /// Reasons quoted in logs and results are cut to this many characters.
 const MAX_REASON_CHARS: usize = 500;
 
-/// `text` cut to `max` characters, saying how much was left out.
+/// `text` cut to about `max` characters, saying how much was left out. The end is kept as well
+/// as the start: a reason quoting a huge value says what is wrong with it after the quote
+/// (`intent_id "yyyy..." must be 1 to 128 printable characters`), and cutting only the end left
+/// a reason that did not say why.
 fn clip(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        None => text.to_string(),
-        Some((at, _)) => format!("{}... ({} bytes in all)", &text[..at], text.len()),
+    let chars = text.chars().count();
+    if chars <= max {
+        return text.to_string();
     }
+    let tail = max / 5;
+    let byte_at = |n: usize| text.char_indices().nth(n).map_or(text.len(), |(at, _)| at);
+    let (head_end, tail_start) = (byte_at(max - tail), byte_at(chars - tail));
+    format!(
+        "{} ... ({} of {} bytes left out) ... {}",
+        &text[..head_end],
+        tail_start - head_end,
+        text.len(),
+        &text[tail_start..]
+    )
 }
 
 impl Executor {
@@ -96,26 +109,9 @@ impl Executor {
         // with a progress record is always looked up first.
         let fresh = state.is_none() && entry.deliveries <= 1;
         let digest_key = format!("{key}:digest");
-        if state.is_some() {
-            // Seen before: the same intent redelivered, or another one reusing its id?
-            if let Some(digest) = self.bus.progress_get(&digest_key).await? {
-                if digest != intent.fingerprint() {
-                    let reason = format!(
-                        "intent_id {} was already used by an intent with different content; this one is not executed (the first one's result stands)",
-                        intent.intent_id
-                    );
-                    warn!("intent entry {} refused: {reason}", entry.id);
-                    self.bus
-                        .dead_letter(keys::TRADE_INTENT, entry, &reason)
-                        .await?;
-                    metrics::global().inc(
-                        "quantum_dead_letters_total",
-                        &[("stream", keys::TRADE_INTENT)],
-                    );
-                    self.bus.ack(keys::TRADE_INTENT, group, &entry.id).await?;
-                    return Ok(());
-                }
-            }
+        // Seen before: the same intent redelivered, or another one reusing its id?
+        if state.is_some() && self.refuse_if_reused(entry, intent, key).await? {
+            return Ok(());
         }
         match state.as_deref().map(Progress::parse) {
             Some(Progress::Published) => {
@@ -224,16 +220,65 @@ impl Executor {
         Ok(())
     }
 
+    /// Refuses `intent` when its id was first used by an intent with other content (the digest
+    /// kept next to the first one's progress record): a WARN, a dead letter and the ack. True
+    /// when it was refused. Checked wherever a second entry of an id ends up, including the one
+    /// that waited for the first one's result while both were in flight.
+    async fn refuse_if_reused(
+        &self,
+        entry: &Entry,
+        intent: &TradeIntent,
+        key: &str,
+    ) -> Result<bool, bus::Error> {
+        let Some(digest) = self.bus.progress_get(&format!("{key}:digest")).await? else {
+            return Ok(false);
+        };
+        if digest == intent.fingerprint() {
+            return Ok(false);
+        }
+        let reason = format!(
+            "intent_id {} was already used by an intent with different content; this one is not executed (the first one's result stands)",
+            intent.intent_id
+        );
+        warn!("intent entry {} refused: {reason}", entry.id);
+        self.bus
+            .dead_letter(keys::TRADE_INTENT, entry, &reason)
+            .await?;
+        metrics::global().inc(
+            "quantum_dead_letters_total",
+            &[("stream", keys::TRADE_INTENT)],
+        );
+        self.bus
+            .ack(keys::TRADE_INTENT, &self.exec().consumer_group, &entry.id)
+            .await?;
+        Ok(true)
+    }
+
+    /// When the intent was born, for its age, and by what: its `created_at`, else its
+    /// publication on the stream, whichever is earlier. A `created_at` later than the entry
+    /// (a clock ahead, microseconds for milliseconds) cannot make it younger than its entry:
+    /// taken as given, it let a stale intent be executed a minute late.
+    fn born(intent: &TradeIntent, entry: &Entry) -> Option<(i64, &'static str)> {
+        match (intent.created_at, entry.published_ms()) {
+            (Some(created), Some(published)) if published < created => Some((
+                published,
+                "its publication on the stream (its created_at is later)",
+            )),
+            (Some(created), _) => Some((created, "created_at")),
+            (None, published) => published.map(|p| (p, "its publication on the stream")),
+        }
+    }
+
     /// When the intent's order must have been sent by (ms since the epoch): its own
-    /// `expires_at`, or `max_age` after its `created_at` (else after its publication on the
-    /// stream), whichever comes first. `None` when it has no lifetime (`max_age` 0, no
-    /// `expires_at`): then it waits for the exchange as long as it takes.
+    /// `expires_at`, or `max_age` after its birth (see [`Executor::born`]), whichever comes
+    /// first. `None` when it has no lifetime (`max_age` 0, no `expires_at`): then it waits for
+    /// the exchange as long as it takes.
     pub(super) fn act_by(&self, intent: &TradeIntent, entry: &Entry) -> Option<i64> {
         let max_age = i64::try_from(self.exec().max_age.as_millis()).unwrap_or(i64::MAX);
         let by_age = (max_age > 0)
-            .then(|| intent.created_at.or_else(|| entry.published_ms()))
+            .then(|| Self::born(intent, entry))
             .flatten()
-            .map(|born| born.saturating_add(max_age));
+            .map(|(born, _)| born.saturating_add(max_age));
         match (intent.expires_at, by_age) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -241,7 +286,7 @@ impl Executor {
     }
 
     /// Why the intent is too old to execute at `now`, if it is: past its own `expires_at`, or
-    /// older than `max_age` by its `created_at` (else by when it was published).
+    /// older than `max_age` since its birth (see [`Executor::born`]).
     pub(super) fn too_old(&self, intent: &TradeIntent, entry: &Entry, now: i64) -> Option<String> {
         if let Some(expires_at) = intent.expires_at.filter(|t| now > *t) {
             return Some(format!(
@@ -250,11 +295,8 @@ impl Executor {
             ));
         }
         let max_age = i64::try_from(self.exec().max_age.as_millis()).unwrap_or(i64::MAX);
-        let by = self.act_by(intent, entry).filter(|by| now > *by)?;
-        let (born, from) = match intent.created_at {
-            Some(t) => (t, "created_at"),
-            None => (by - max_age, "its publication on the stream"),
-        };
+        self.act_by(intent, entry).filter(|by| now > *by)?;
+        let (born, from) = Self::born(intent, entry)?;
         Some(format!(
             "it is {} ms old by {from}, more than execution.max_age ({max_age} ms); nothing was sent",
             now.saturating_sub(born)
@@ -292,6 +334,10 @@ impl Executor {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        // The first one is done: was this really the same intent?
+        if self.refuse_if_reused(entry, intent, key).await? {
+            return Ok(());
         }
         self.bus
             .ack(keys::TRADE_INTENT, &self.exec().consumer_group, &entry.id)

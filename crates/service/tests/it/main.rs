@@ -2,6 +2,7 @@
 //! per test, and the service between them. Each test asserts on the results stream and on the
 //! simulator's own order list.
 
+mod catalogue;
 mod execution;
 mod exit_path;
 mod exits;

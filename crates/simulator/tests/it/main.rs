@@ -4,6 +4,7 @@ mod bad_input;
 mod config;
 mod faults;
 mod fixtures;
+mod fuzz;
 mod market_data;
 mod orders;
 mod ratelimit;
