@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod chaos;
 mod commands;
 mod demo;
 mod supervise;
@@ -34,6 +35,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Run the Binance USDⓈ-M Futures exchange simulator (REST + WebSocket on one port).
     Sim(SimArgs),
+    /// Run a seeded chaos scenario (faults, kills, restarts) against the real services and check the promises against the exchange's truth.
+    Chaos(chaos::ChaosArgs),
     /// Run the execution service: intents from Redis to confirmed results.
     Execution(commands::ConnectionArgs),
     /// Run the exit monitor: track filled positions and close them on TP / SL / trailing stop.
@@ -119,12 +122,23 @@ fn main() -> anyhow::Result<()> {
         Command::Doctor(_) => "warn",
         _ => "info",
     };
-    init_logging(cli.log_format, default_filter);
+    // A chaos run logs to a file of its run directory; stdout is its progress and report.
+    if !matches!(cli.command, Command::Chaos(_)) {
+        init_logging(cli.log_format, default_filter);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;
     match cli.command {
+        Command::Chaos(args) => match runtime.block_on(chaos::run(args)) {
+            Ok(true) => Ok(()),
+            Ok(false) => std::process::exit(1),
+            Err(e) => {
+                eprintln!("quantum chaos could not run: {e:#}");
+                std::process::exit(2);
+            }
+        },
         Command::Sim(args) => runtime.block_on(run_sim(args)),
         Command::Demo(args) => runtime.block_on(demo::run(args)),
         Command::Execution(args) => {
