@@ -65,7 +65,7 @@ fn help_names_the_options_and_the_exit_status() {
 /// About two to three minutes on a 2-core machine (45 s of scenario, then the finale). The run
 /// directory is kept when it fails (its path is in the report).
 #[test]
-#[ignore = "real quantum defects make it fail on every run (seed 11, 3 of 3 runs): after the Redis restart the services' bus connections never answer again (bus::RedisBus, ConnectionManager), so services-recover-after-redis-restart is violated; see the chaos report in issue 11"]
+#[ignore = "fails on real quantum defects (seed 11, every one of 6 runs): result-fees-match-exchange (ci-00011 published with commission 0 while the exchange charged 0.07481895: its trades could not be read during a 418 ban) and every-lot-has-a-stop (a lot whose intent gives a take-profit or trailing stop but no stop-loss is tracked without the default stop-loss); other seeds also find services that never reconnect to Redis after its restart and fills reported as failed"]
 fn a_short_seeded_chaos_run_keeps_every_promise() {
     let dir: PathBuf =
         std::env::temp_dir().join(format!("quantum-chaos-test-{}", std::process::id()));
