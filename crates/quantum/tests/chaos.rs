@@ -62,8 +62,9 @@ fn help_names_the_options_and_the_exit_status() {
     }
 }
 
-/// About two to three minutes on a 2-core machine (45 s of scenario, then the finale). The run
-/// directory is kept when it fails (its path is in the report).
+/// Two to four minutes on a 2-core machine (60 s of scenario, then the finale; a 418 ban the
+/// services earn takes two minutes to pass). The run directory is kept when it fails (its path
+/// is in the report).
 #[test]
 #[ignore = "fails on real quantum defects (seed 11, every one of 6 runs): result-fees-match-exchange (ci-00011 published with commission 0 while the exchange charged 0.07481895: its trades could not be read during a 418 ban) and every-lot-has-a-stop (a lot whose intent gives a take-profit or trailing stop but no stop-loss is tracked without the default stop-loss); other seeds also find services that never reconnect to Redis after its restart and fills reported as failed"]
 fn a_short_seeded_chaos_run_keeps_every_promise() {
@@ -76,7 +77,7 @@ fn a_short_seeded_chaos_run_keeps_every_promise() {
         "--intents",
         "60",
         "--duration",
-        "45s",
+        "60s",
         "--run-dir",
         dir.to_str().unwrap(),
     ]);

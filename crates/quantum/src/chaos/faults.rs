@@ -122,29 +122,25 @@ pub fn schedule(seed: u64, duration_ms: u64) -> Vec<(u64, FaultStep)> {
     let count = ((duration_ms / 1_500) as usize).max(Knob::ALL.len());
     let mut times: Vec<u64> = (0..count).map(|_| from + rng.below(to - from)).collect();
     times.sort_unstable();
-    let order = rng.permutation(Knob::ALL.len());
-    // A stateful knob is not switched on again while it is on.
-    let mut busy_until: BTreeMap<Knob, u64> = BTreeMap::new();
-    let mut last_429: Option<u64> = None;
+    // The first steps go through every knob (in a seeded order, each as soon as it is allowed),
+    // the clock skew first: it must keep its distance from the 429s (see SKEW_GAP_MS).
+    let mut uncovered: Vec<Knob> = rng
+        .permutation(Knob::ALL.len())
+        .into_iter()
+        .map(|i| Knob::ALL[i])
+        .collect();
+    uncovered.retain(|k| *k != Knob::ClockSkew);
+    uncovered.insert(0, Knob::ClockSkew);
+    let mut state = Spacing::default();
     let mut out = Vec::new();
-    for (k, at) in times.into_iter().enumerate() {
-        let mut knob = if k < order.len() {
-            Knob::ALL[order[k]]
-        } else {
-            let allow_429 = last_429.is_none_or(|t| at >= t + RATE_LIMIT_SPACING_MS);
-            weighted(&mut rng, allow_429)
+    for at in times {
+        let knob = match uncovered
+            .iter()
+            .position(|k| state.allows(*k, at, uncovered.is_empty()))
+        {
+            Some(i) => uncovered.remove(i),
+            None => weighted(&mut rng, |k| state.allows(k, at, uncovered.is_empty())),
         };
-        if is_429(knob) {
-            last_429 = Some(at);
-        }
-        if busy_until.get(&knob).is_some_and(|until| *until > at) {
-            // Its switch-off is still to come: arm a counter knob instead.
-            knob = *rng.pick(&[
-                Knob::DropOrderRequests,
-                Knob::Unknown503,
-                Knob::DropOrderResponses,
-            ]);
-        }
         let (on, off) = steps(knob, &mut rng);
         out.push((
             at,
@@ -154,8 +150,14 @@ pub fn schedule(seed: u64, duration_ms: u64) -> Vec<(u64, FaultStep)> {
                 injects: true,
             },
         ));
+        if is_429(knob) {
+            state.last_429 = Some(at);
+        }
         if let Some((after, body)) = off {
-            busy_until.insert(knob, at + after);
+            state.busy_until.insert(knob, at + after);
+            if knob == Knob::ClockSkew {
+                state.skew = Some((at, at + after));
+            }
             out.push((
                 at + after,
                 FaultStep {
@@ -169,6 +171,56 @@ pub fn schedule(seed: u64, duration_ms: u64) -> Vec<(u64, FaultStep)> {
     out
 }
 
+/// A clock skew is not switched on or off within this long of an injected 429: the simulator
+/// keeps the IP's back-off on its own (skewed) clock, so a skew changed during a back-off
+/// stretches or shrinks it behind the client's back, and a client that waited exactly the
+/// `Retry-After` it was given is banned (418) for two minutes. That is the harness's doing, not
+/// the services', so the schedule keeps the two apart.
+const SKEW_GAP_MS: u64 = 15_000;
+
+/// What decides whether a knob may be injected at a moment.
+#[derive(Debug, Default)]
+struct Spacing {
+    /// Stateful knobs are not switched on again while they are on.
+    busy_until: BTreeMap<Knob, u64>,
+    last_429: Option<u64>,
+    /// The last clock skew's on and off times.
+    skew: Option<(u64, u64)>,
+}
+
+impl Spacing {
+    fn allows(&self, knob: Knob, at: u64, covered: bool) -> bool {
+        if self.busy_until.get(&knob).is_some_and(|until| *until > at) {
+            return false;
+        }
+        if is_429(knob) {
+            if self
+                .skew
+                .is_some_and(|(on, off)| at + SKEW_GAP_MS >= on && at <= off + SKEW_GAP_MS)
+            {
+                return false;
+            }
+            if covered
+                && self
+                    .last_429
+                    .is_some_and(|t| at < t + RATE_LIMIT_SPACING_MS)
+            {
+                return false;
+            }
+        }
+        if knob == Knob::ClockSkew {
+            if self.last_429.is_some_and(|t| at < t + SKEW_GAP_MS) {
+                return false;
+            }
+            // One skew until every knob had its turn: another would keep the 429s out.
+            if !covered && self.skew.is_some() {
+                return false;
+            }
+        }
+        true
+    }
+}
+
 /// After the first round over every knob, a 429 knob is injected at most once in this long.
 /// Each 429 starts the IP's back-off, and the requests the processes have in flight at that
 /// moment readily make it a 418 ban (2 minutes, then twice as long each time), which would idle
@@ -179,15 +231,17 @@ fn is_429(knob: Knob) -> bool {
     matches!(knob, Knob::RateLimit429 | Knob::Cancel429 | Knob::Query429)
 }
 
-/// A knob drawn at random: the 429 knobs a third as often as the others, and only when
-/// `allow_429`.
-fn weighted(rng: &mut Rng, allow_429: bool) -> Knob {
+/// A knob drawn at random among those `allowed`: the 429 knobs a third as often as the others.
+fn weighted(rng: &mut Rng, allowed: impl Fn(Knob) -> bool) -> Knob {
     let weight = |k: Knob| match k {
-        _ if is_429(k) && !allow_429 => 0,
+        _ if !allowed(k) => 0,
         k if is_429(k) => 1,
         _ => 3,
     };
     let total: u64 = Knob::ALL.iter().map(|k| weight(*k)).sum();
+    if total == 0 {
+        return Knob::DropOrderRequests;
+    }
     let mut pick = rng.below(total);
     for knob in Knob::ALL {
         if pick < weight(knob) {
@@ -195,7 +249,7 @@ fn weighted(rng: &mut Rng, allow_429: bool) -> Knob {
         }
         pick -= weight(knob);
     }
-    Knob::FillDelay
+    Knob::DropOrderRequests
 }
 
 /// The body that injects `knob`, and for a stateful knob the delay and body that switch it off.
@@ -277,4 +331,46 @@ pub fn unfired(current: &Value) -> BTreeMap<&'static str, u64> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_knob_is_injected_and_no_skew_change_comes_near_a_429() {
+        for (seed, duration) in (0..300).zip([45_000, 60_000, 90_000, 600_000].into_iter().cycle())
+        {
+            let steps = schedule(seed, duration);
+            let injected: std::collections::BTreeSet<Knob> = steps
+                .iter()
+                .filter(|(_, s)| s.injects)
+                .map(|(_, s)| s.knob)
+                .collect();
+            assert_eq!(
+                injected.len(),
+                Knob::ALL.len(),
+                "seed {seed}: {injected:?} {:?}",
+                steps
+                    .iter()
+                    .map(|(at, s)| format!("{at} {}", s.describe()))
+                    .collect::<Vec<_>>()
+            );
+            let skews: Vec<u64> = steps
+                .iter()
+                .filter(|(_, s)| s.knob == Knob::ClockSkew)
+                .map(|(at, _)| *at)
+                .collect();
+            for (at, step) in &steps {
+                if step.injects && is_429(step.knob) {
+                    for skew in &skews {
+                        assert!(
+                            skew.abs_diff(*at) >= SKEW_GAP_MS,
+                            "seed {seed}: 429 at {at}, skew change at {skew}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 }

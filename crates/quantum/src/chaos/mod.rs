@@ -65,7 +65,8 @@ What a run does:
   once; no service ended unless killed, SIGTERM exits 0; no panic and no API secret in any log;
   the system settles in time.
 
-Exit status: 0 when no invariant is violated, 1 when one is, 2 when the harness could not run.
+Exit status: 0 when every invariant was checked and none is violated, 1 when one is violated
+or could not be checked, 2 when the harness could not run.
 The run directory (logs, schedule.txt, report.txt) is kept on failure, with --keep, or when
 given with --run-dir.";
 
@@ -713,7 +714,10 @@ async fn run_in(
         redis_back: *redis_back.lock().unwrap_or_else(|e| e.into_inner()),
         secret: api_secret,
     });
-    let passed = invariants.iter().all(|i| i.violations.is_empty());
+    // Unchecked is not passed: a run that could not look is no evidence.
+    let passed = invariants
+        .iter()
+        .all(|i| i.violations.is_empty() && i.unchecked.is_empty());
     let summary = summarize(
         args,
         &plan,

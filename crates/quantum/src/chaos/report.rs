@@ -243,19 +243,17 @@ pub fn render(summary: &Summary, invariants: &[Invariant], logs: &[(String, Path
         .count();
     let _ = writeln!(
         out,
-        "\nverdict: {}{}",
-        if count == 0 {
-            "PASS: no invariant violated".to_string()
-        } else {
-            format!(
-                "FAIL: {count} violation(s) of {} invariant(s)",
+        "\nverdict: {}",
+        match (count, unchecked) {
+            (0, 0) => "PASS: every invariant checked, none violated".to_string(),
+            (0, n) => format!(
+                "INCONCLUSIVE: no violation, but {n} invariant(s) could not be fully checked (see above)"
+            ),
+            (c, 0) => format!("FAIL: {c} violation(s) of {} invariant(s)", violated.len()),
+            (c, n) => format!(
+                "FAIL: {c} violation(s) of {} invariant(s); {n} invariant(s) not fully checked",
                 violated.len()
-            )
-        },
-        if unchecked > 0 {
-            format!(" ({unchecked} invariant(s) not fully checked, see above)")
-        } else {
-            String::new()
+            ),
         }
     );
     out

@@ -801,7 +801,7 @@ fn invalid_body(what: &str, id: &str, symbol: &str) -> (String, bool) {
 
 /// No kill this long after Redis is back: the services must recover from the restart by
 /// themselves (a kill would hand them fresh connections and hide a failure to reconnect).
-pub const QUIET_AFTER_REDIS_MS: u64 = 20_000;
+pub const QUIET_AFTER_REDIS_MS: u64 = 30_000;
 
 /// Kills of each service: about one per 25 s of scenario, at least one SIGKILL and one SIGTERM
 /// each, at random moments between 10 % and 85 % of the scenario but not from 3 s before the
