@@ -1066,7 +1066,7 @@ fn exits(
 ) -> Invariant {
     let mut inv = Invariant::new(
         "exits-once-reduce-only",
-        "every close order is reduce-only, and no close attempt of a lot fills after an attempt that filled in full",
+        "every close order is reduce-only, and no close attempt of a lot fills after an attempt that filled all it asked for",
     );
     let (Some(ids), Some(by_cid)) = (ids, by_cid) else {
         inv.unchecked.push(unreadable(bus_err, orders_err));
@@ -1108,7 +1108,13 @@ fn exits(
                             needles(&id),
                         );
                     }
-                } else if o.status == OrderStatus::Filled {
+                } else if o.status == OrderStatus::Filled
+                    && ids.closes.get(&id).is_none_or(|intent| {
+                        intent.quantity.is_none_or(|asked| o.executed_qty >= asked)
+                    })
+                {
+                    // In full: what the close asked for (the service may size a close down to
+                    // the position it knows; then the rest is a legitimate next attempt).
                     full = Some((id.clone(), o.order_id));
                 }
             }

@@ -598,6 +598,8 @@ async fn run_in(
     let mut sweep = SweepRecord::default();
     let finale_start = Instant::now();
     let mut current: Vec<i64> = plan.path_end.clone();
+    // The lowest and highest price pinned so far, per market (basis points).
+    let mut reached: Vec<(i64, i64)> = plan.path_range.clone();
     for round in 1..=3u32 {
         let open = match truth::positions(&rest).await {
             Ok(open) => open,
@@ -626,7 +628,11 @@ async fn run_in(
                     let (lo, hi) = plan.path_range[i];
                     (i, hi * 106 / 100, lo * 94 / 100)
                 } else {
-                    (i, current[i] * 108 / 100, current[i] * 92 / 100)
+                    // A position still open was opened, or adopted with the default plan, at a
+                    // price pinned before (an earlier sweep's included): its levels lie within
+                    // 3 % of some price in `reached`.
+                    let (lo, hi) = reached[i];
+                    (i, hi * 104 / 100, lo * 96 / 100)
                 }
             })
             .collect();
@@ -644,6 +650,10 @@ async fn run_in(
         );
         sweep.rounds = round;
         sweep_prices(&control, &plan.markets, &mut current, &targets, &mut record).await;
+        // Each sweep went up to its high, then down to its low.
+        for (i, hi, lo) in &targets {
+            reached[*i] = (reached[*i].0.min(*lo), reached[*i].1.max(*hi));
+        }
         let wait_until = (Instant::now() + Duration::from_secs(60)).min(settle_deadline);
         let mut last = String::new();
         let settled = loop {

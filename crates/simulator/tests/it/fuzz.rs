@@ -725,8 +725,12 @@ fn the_real_server_answers_every_fuzzed_request() {
         .expect("simulator starts");
     // Signs like the in-process harness: the same key, secret and clock.
     let signer = harness();
+    // A fresh connection per request: a pooled keep-alive connection that the server closed
+    // after an earlier case (a dropped-reply fault, a timed-out RESULT order) races the next
+    // send and fails it with "error sending request" although this request was never served.
     let http = reqwest::Client::builder()
         .timeout(REPLY_WITHIN)
+        .pool_max_idle_per_host(0)
         .build()
         .unwrap();
     let base = server.base_url();
@@ -778,11 +782,18 @@ fn the_real_server_answers_every_fuzzed_request() {
                 check(&what, &reply)?;
                 // Keep the next request's chances: no knob stays on, no ban lasts.
                 if step.is_err() {
-                    let _ = http
+                    let reset = http
                         .post(format!("{base}/sim/v1/faults"))
                         .body(r#"{"reset":true}"#)
                         .send()
-                        .await;
+                        .await
+                        .map_err(|e| TestCaseError::fail(format!("reset after {what}: {e}")))?;
+                    if !reset.status().is_success() {
+                        return Err(TestCaseError::fail(format!(
+                            "reset after {what}: HTTP {}",
+                            reset.status()
+                        )));
+                    }
                 }
                 Ok(())
             })
