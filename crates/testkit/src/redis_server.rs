@@ -32,14 +32,7 @@ impl RedisServer {
         let mut last_failure = String::new();
         for _ in 0..START_ATTEMPTS {
             let port = free_port();
-            let spawned = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn();
-            let child = match spawned {
+            let child = match spawn(port) {
                 Ok(child) => child,
                 Err(err) if err.kind() == std::io::ErrorKind::NotFound => panic!(
                     "redis-server is not on PATH. Tests that claim to test the bus run against a real Redis and do \
@@ -66,6 +59,18 @@ impl RedisServer {
     pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Starts a new, empty server on the same port after [`RedisServer::stop`] (or kills the
+    /// running one first), as a restart of Redis under a running service would look. Panics when
+    /// the port was taken in between or the server does not answer PING.
+    pub fn restart(&mut self) {
+        self.stop();
+        let port = self.port;
+        self.child = spawn(port).unwrap_or_else(|err| panic!("cannot restart redis-server: {err}"));
+        if let Err(failure) = self.wait_ready() {
+            panic!("redis-server did not restart: {failure}");
+        }
     }
 
     fn wait_ready(&mut self) -> Result<(), String> {
@@ -96,6 +101,17 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// A `redis-server` on `port`, persistence off.
+fn spawn(port: u16) -> std::io::Result<Child> {
+    Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
 }
 
 /// A port nothing listens on right now (the OS picks it; it is free again once the probe closes).

@@ -72,6 +72,71 @@ async fn a_lost_server_makes_calls_unavailable_not_stuck() {
     );
 }
 
+/// Regression (found by `quantum chaos`): after Redis restarted under running services, they
+/// never reached it again. Every kind of call must work again once the server is back, within a
+/// few operation timeouts, on the same `Bus` and on a separate one made before the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_call_works_again_after_redis_restarts() {
+    let mut server = RedisServer::start();
+    let config = Config {
+        url: server.url(),
+        op_timeout: Duration::from_millis(500),
+        ..Config::default()
+    };
+    let bus = Bus::connect(&config).await.unwrap();
+    let writer = bus.separate().await.unwrap();
+    bus.ensure_group("s", "g").await.unwrap();
+    bus.publish("s", "before").await.unwrap();
+    assert_eq!(
+        bus.read("s", "g", "a", 10, Duration::ZERO)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    server.stop();
+    // While it is down, calls fail as retryable, and a blocking read does not hang.
+    assert!(bus.publish("s", "x").await.unwrap_err().is_retryable());
+    assert!(bus
+        .read("s", "g", "a", 1, Duration::from_millis(100))
+        .await
+        .unwrap_err()
+        .is_retryable());
+    // Down long enough for the client's reconnect attempts to back off.
+    for _ in 0..3 {
+        let _ = bus.ping().await;
+        let _ = writer.ping().await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    server.restart();
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let attempt = async {
+            bus.ping().await?;
+            writer.ping().await?;
+            bus.ensure_group("s", "g").await?;
+            bus.publish("s", "after").await?;
+            writer.map_put("m", &pairs(&[("k", "v")])).await?;
+            let read = bus
+                .read("s", "g", "a", 10, Duration::from_millis(100))
+                .await?;
+            Ok::<_, Error>(read)
+        };
+        let last = match attempt.await {
+            Ok(read) if !read.is_empty() => break,
+            Ok(_) => "read returned nothing".to_owned(),
+            Err(err) => format!("{err:?}"),
+        };
+        assert!(
+            Instant::now() < deadline,
+            "the bus never reached the restarted Redis: {last}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_payload_that_is_not_utf8_is_malformed() {
     let server = RedisServer::start();
