@@ -28,7 +28,9 @@ use crate::exits::{evaluate, trailing_stop, Direction, Levels, TrailState, Trigg
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Applied to a filled entry whose intent gave no exit plan, to a refused plan, and to a
-    /// position adopted from the exchange.
+    /// position adopted from the exchange. Its stop-loss also completes an intent's plan that
+    /// has none (a take-profit or a trailing stop alone): no position goes without a stop unless
+    /// the default plan has none either (`exit.allow_unprotected`).
     pub default_plan: ExitPlan,
     /// A close not answered within this raises an alarm and is retried under a new id; each
     /// further attempt of the same lot waits twice as long (up to `close_deadline_max`), so an
@@ -288,12 +290,23 @@ pub enum Command {
     Note(Box<Note>),
 }
 
+/// Where a new lot's levels came from, for the log line that says it is tracked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanSource {
+    /// The intent's plan as given.
+    Intent,
+    /// The intent's plan, which had no stop-loss, with the default plan's stop-loss added.
+    IntentWithDefaultStop,
+    /// The default plan (the intent gave none, or its plan could not apply).
+    Default,
+}
+
 /// Facts for the log and the metrics.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Note {
     Opened {
         lot: Lot,
-        default_plan: bool,
+        plan: PlanSource,
     },
     Adopted {
         lot: Lot,
@@ -707,14 +720,16 @@ impl Core {
                 out,
             );
         }
-        let (levels, default_plan) = self.resolve(answered, direction, out);
+        let (levels, plan) = self.resolve(answered, direction, out);
         let lot = Lot {
             id: answered.intent_id.clone(),
             symbol: symbol.clone(),
             direction,
             qty,
             entry: result.entry_price(),
-            entry_fee: result.commission(),
+            // Unknown fees (the result says null, and the service logged why) are left out of
+            // the realized PnL rather than guessed.
+            entry_fee: result.commission().unwrap_or_default(),
             trail: TrailState {
                 peak: result.entry_price(),
             },
@@ -728,7 +743,7 @@ impl Core {
         };
         out.push(Command::Note(Box::new(Note::Opened {
             lot: lot.clone(),
-            default_plan,
+            plan,
         })));
         let id = lot.id.clone();
         self.insert(lot);
@@ -737,18 +752,40 @@ impl Core {
     }
 
     /// The lot's levels: the intent's plan, else the default; a plan that cannot apply is
-    /// refused (dead letter) and the default plan protects the position instead.
+    /// refused (dead letter) and the default plan protects the position instead. A plan without
+    /// a stop-loss gets the default's (regression: chaos seed 11 found lots with a take-profit
+    /// or a trailing stop only, tracked and protected by nothing below the entry).
     fn resolve(
         &self,
         answered: &Answered<'_>,
         direction: Direction,
         out: &mut Vec<Command>,
-    ) -> (Option<Levels>, bool) {
+    ) -> (Option<Levels>, PlanSource) {
         let result = answered.result;
         let entry = result.entry_price();
         if !result.exit_plan().is_empty() {
             match Levels::resolve_at_fill(direction, entry, result.exit_plan()) {
-                Ok(levels) => return (Some(levels), false),
+                Ok(levels) if levels.stop_loss.is_some() => {
+                    return (Some(levels), PlanSource::Intent)
+                }
+                Ok(mut levels) => {
+                    let stop_only = ExitPlan {
+                        stop_loss: self.config.default_plan.stop_loss,
+                        ..ExitPlan::default()
+                    };
+                    let default_stop = Levels::resolve_at_fill(direction, entry, &stop_only)
+                        .ok()
+                        .and_then(|l| l.stop_loss);
+                    return match default_stop {
+                        Some(stop) => {
+                            levels.stop_loss = Some(stop);
+                            (Some(levels), PlanSource::IntentWithDefaultStop)
+                        }
+                        // The default has no stop-loss (exit.allow_unprotected) or it cannot
+                        // apply at this entry: the intent's plan as given.
+                        None => (Some(levels), PlanSource::Intent),
+                    };
+                }
                 Err(e) => out.push(Command::Refuse {
                     intent_id: answered.intent_id.clone(),
                     reason: format!("exit plan cannot apply ({e}); the position is tracked under the default plan"),
@@ -756,13 +793,13 @@ impl Core {
             }
         }
         match Levels::resolve_at_fill(direction, entry, &self.config.default_plan) {
-            Ok(levels) => (Some(levels), true),
+            Ok(levels) => (Some(levels), PlanSource::Default),
             Err(e) => {
                 out.push(Command::Refuse {
                     intent_id: answered.intent_id.clone(),
                     reason: format!("the default plan cannot apply either ({e}); the position is tracked without levels"),
                 });
-                (None, true)
+                (None, PlanSource::Default)
             }
         }
     }
@@ -787,7 +824,12 @@ impl Core {
             left -= closed;
             let remaining = lot.qty - closed;
             if remaining.is_zero() {
-                let pnl = realized(&lot, result.entry_price(), closed, result.commission());
+                let pnl = realized(
+                    &lot,
+                    result.entry_price(),
+                    closed,
+                    result.commission().unwrap_or_default(),
+                );
                 self.remove(id);
                 out.push(Command::Note(Box::new(Note::Closed {
                     lot: lot.clone(),
@@ -1804,7 +1846,7 @@ mod tests {
             order_id: 1,
             avg_price: d(price),
             executed_qty: d(qty),
-            commission: d("0.01"),
+            commission: Some(d("0.01")),
             commission_asset: "USDT".into(),
             filled_at: at,
         };
@@ -2061,6 +2103,39 @@ mod tests {
                 symbol: "SOLUSDT".into(),
                 price: d("79000000000000000000000000000"),
             },
+        );
+    }
+
+    /// Regression (chaos seed 11): an intent with a take-profit or a trailing stop and no
+    /// stop-loss was tracked, and protected on the exchange, with no stop below the entry.
+    #[test]
+    fn a_plan_without_a_stop_loss_gets_the_default_stop_loss() {
+        let mut core = Core::new(config());
+        let out = core.apply(0, Event::from(filled(r#"{"intent_id":"tp","symbol":"BTCUSDT","action":"BUY","quantity":0.01,"take_profit_pct":3}"#, "95000", "0.01", 0)));
+        let levels = core.lot("tp").unwrap().levels.unwrap();
+        assert_eq!(levels.take_profit, Some(d("97850")));
+        assert_eq!(levels.stop_loss, Some(d("93100")));
+        assert!(
+            out.iter().any(|c| matches!(c, Command::Note(n) if matches!(**n, Note::Opened { plan: PlanSource::IntentWithDefaultStop, .. }))),
+            "{out:?}"
+        );
+        let (_, net) = protects(&out)[0];
+        assert!(net.unwrap().stop.is_some(), "protected by a stop: {out:?}");
+
+        core.apply(1, Event::from(filled(r#"{"intent_id":"tr","symbol":"ETHUSDT","action":"SELL","quantity":1,"trailing_pct":1}"#, "3000", "1", 1)));
+        let levels = core.lot("tr").unwrap().levels.unwrap();
+        assert_eq!(levels.trailing_pct, Some(d("1")));
+        assert_eq!(levels.stop_loss, Some(d("3060")), "a short's stop is above");
+
+        // With no default stop-loss (exit.allow_unprotected), the intent's plan stays as given.
+        let mut unprotected = Core::new(Config {
+            default_plan: ExitPlan::default(),
+            ..config()
+        });
+        unprotected.apply(0, Event::from(filled(r#"{"intent_id":"tp","symbol":"BTCUSDT","action":"BUY","quantity":0.01,"take_profit_pct":3}"#, "95000", "0.01", 0)));
+        assert_eq!(
+            unprotected.lot("tp").unwrap().levels.unwrap().stop_loss,
+            None
         );
     }
 

@@ -598,7 +598,7 @@ fn filled_as(
         order_id: 1,
         avg_price: price,
         executed_qty: qty,
-        commission: d("0.01"),
+        commission: Some(d("0.01")),
         commission_asset: "USDT".into(),
         filled_at: now,
     };

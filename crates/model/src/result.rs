@@ -82,7 +82,9 @@ pub struct Execution {
     pub order_id: i64,
     pub avg_price: Decimal,
     pub executed_qty: Decimal,
-    pub commission: Decimal,
+    /// The fees of the order's trades; `None` when the exchange could not be asked (the result
+    /// then says `"commission": null`, never a 0 the exchange did not state).
+    pub commission: Option<Decimal>,
     pub commission_asset: String,
     /// The exchange's transaction time of the last fill (ms).
     pub filled_at: i64,
@@ -112,7 +114,8 @@ pub struct ExecutionResult {
     executed_qty: Decimal,
     position_size_usd: Decimal,
     leverage: Option<u32>,
-    commission: Decimal,
+    /// `None`: unknown (a fill whose trades could not be read); a result without a fill has 0.
+    commission: Option<Decimal>,
     commission_asset: String,
     reduce_only: bool,
     exit_plan: ExitPlan,
@@ -155,7 +158,7 @@ impl ExecutionResult {
             executed_qty: Decimal::ZERO,
             position_size_usd: Decimal::ZERO,
             leverage: intent.leverage,
-            commission: Decimal::ZERO,
+            commission: Some(Decimal::ZERO),
             commission_asset: "USDT".into(),
             reduce_only: intent.action == Action::Close,
             exit_plan: intent.exit_plan,
@@ -249,7 +252,7 @@ impl ExecutionResult {
             executed_qty: Decimal::ZERO,
             position_size_usd: Decimal::ZERO,
             leverage: None,
-            commission: Decimal::ZERO,
+            commission: Some(Decimal::ZERO),
             commission_asset: "USDT".into(),
             reduce_only: false,
             exit_plan: ExitPlan::default(),
@@ -331,7 +334,8 @@ impl ExecutionResult {
         self.leverage
     }
 
-    pub fn commission(&self) -> Decimal {
+    /// The fees paid, as the exchange stated them; `None` when they could not be read.
+    pub fn commission(&self) -> Option<Decimal> {
         self.commission
     }
 
@@ -406,7 +410,10 @@ impl ExecutionResult {
             "leverage".into(),
             self.leverage.map_or(Value::Null, Value::from),
         );
-        obj.insert("commission".into(), decimal_number(self.commission));
+        obj.insert(
+            "commission".into(),
+            self.commission.map_or(Value::Null, decimal_number),
+        );
         obj.insert("commission_asset".into(), s(&self.commission_asset));
         obj.insert("reduce_only".into(), Value::Bool(self.reduce_only));
         write_exit_plan(&mut obj, &self.exit_plan);
@@ -604,7 +611,9 @@ impl ExecutionResult {
                 .get("leverage")
                 .and_then(Value::as_u64)
                 .and_then(|l| u32::try_from(l).ok()),
-            commission: doc_decimal(&obj, "commission")?.unwrap_or(Decimal::ZERO),
+            // Missing or null: not known (a result of an older version without the field
+            // included); never read as 0.
+            commission: doc_decimal(&obj, "commission")?,
             commission_asset: obj
                 .get("commission_asset")
                 .and_then(Value::as_str)
@@ -642,10 +651,66 @@ mod tests {
             order_id: 5_000_000_001,
             avg_price: price.parse().unwrap(),
             executed_qty: qty.parse().unwrap(),
-            commission: "0.03125".parse().unwrap(),
+            commission: Some("0.03125".parse().unwrap()),
             commission_asset: "USDT".into(),
             filled_at: 2_000,
         }
+    }
+
+    /// Regression (chaos seed 11): a fill whose trades could not be read was published with
+    /// `"commission": 0` while the exchange had charged fees. Unknown fees are `null` on the
+    /// wire and `None` when read back; a result without a fill says 0.
+    #[test]
+    fn unknown_fees_are_null_not_zero() {
+        let i = intent();
+        let coid = ClientOrderId::for_intent(&i.intent_id);
+        let unknown = Execution {
+            commission: None,
+            ..execution("6.262", "16")
+        };
+        let r = ExecutionResult::with_fill(
+            &i,
+            &coid,
+            ResultStatus::Filled,
+            &unknown,
+            ConfirmedBy::ResultReply,
+            1_500,
+            3_000,
+        )
+        .unwrap();
+        let json = r.to_json();
+        assert!(json["commission"].is_null(), "{json}");
+        assert_eq!(
+            ExecutionResult::from_json(&json.to_string())
+                .unwrap()
+                .commission(),
+            None
+        );
+        let known = ExecutionResult::with_fill(
+            &i,
+            &coid,
+            ResultStatus::Filled,
+            &execution("6.262", "16"),
+            ConfirmedBy::ResultReply,
+            1_500,
+            3_000,
+        )
+        .unwrap();
+        assert_eq!(
+            ExecutionResult::from_json(&known.to_json().to_string())
+                .unwrap()
+                .commission(),
+            Some("0.03125".parse().unwrap())
+        );
+        let none = ExecutionResult::without_fill(
+            &i,
+            Some(&coid),
+            ResultStatus::Rejected,
+            None,
+            "no",
+            3_000,
+        );
+        assert_eq!(none.commission(), Some(Decimal::ZERO));
     }
 
     #[test]

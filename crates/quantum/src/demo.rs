@@ -231,9 +231,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         } else {
             Decimal::NEGATIVE_ONE
         };
-        let pnl = (close.entry_price() - entry.entry_price()) * close.executed_qty() * sign
-            - entry.commission()
-            - close.commission();
+        let gross = (close.entry_price() - entry.entry_price()) * close.executed_qty() * sign;
+        // Net of fees when both legs' fees are known; otherwise gross, marked with a `*`.
+        let pnl = match entry.commission().zip(close.commission()) {
+            Some((open_fee, close_fee)) => (gross - open_fee - close_fee).round_dp(4).to_string(),
+            None => format!("{}*", gross.round_dp(4)),
+        };
         let confirm = entry.published_at() - entry.order_sent_at().unwrap_or(entry.published_at());
         let reason = exit_reason(entry, close);
         println!(
@@ -245,7 +248,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             entry.position_size_usd().round_dp(2),
             reason,
             close.entry_price().normalize(),
-            pnl.round_dp(4),
+            pnl,
             confirm
         );
         for r in [entry, close] {

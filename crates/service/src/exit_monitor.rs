@@ -23,7 +23,7 @@ use binance::{
     UserStream, UserStreamConfig, ALL_MARK_PRICES_STREAM,
 };
 use bus::{keys, Bus, Entry};
-use engine::monitor::{AlarmKind, Command, Config, Core, Event, Note, Position};
+use engine::monitor::{AlarmKind, Command, Config, Core, Event, Note, PlanSource, Position};
 use model::{ExecutionResult, IntentId, Symbol, TradeIntent};
 use rust_decimal::Decimal;
 use tokio::sync::mpsc;
@@ -478,7 +478,7 @@ impl Shell<'_> {
     fn note(&self, note: Note) {
         let counters = &self.monitor.counters;
         match note {
-            Note::Opened { lot, default_plan } => {
+            Note::Opened { lot, plan } => {
                 counters.lots_opened.fetch_add(1, Ordering::Relaxed);
                 let levels = lot
                     .levels
@@ -486,7 +486,11 @@ impl Shell<'_> {
                 info!(
                     "tracking lot={} {} {:?} qty={} entry={} take_profit={:?} stop_loss={:?} trailing_pct={:?}{}",
                     lot.id, lot.symbol, lot.direction, lot.qty, lot.entry, levels.take_profit,
-                    levels.stop_loss, levels.trailing_pct, if default_plan { " (default plan)" } else { "" }
+                    levels.stop_loss, levels.trailing_pct, match plan {
+                        PlanSource::Intent => "",
+                        PlanSource::IntentWithDefaultStop => " (the intent's plan with the default stop-loss)",
+                        PlanSource::Default => " (default plan)",
+                    }
                 );
             }
             Note::Adopted { lot } => {

@@ -822,6 +822,7 @@ fn agreement(
         fees.unchecked
             .push(format!("the exchange's trades could not be read ({e})"));
     }
+    let mut unknown_fees = 0usize;
     let mut commission: BTreeMap<i64, Decimal> = BTreeMap::new();
     if let Ok(trades) = trades {
         for t in trades {
@@ -928,17 +929,21 @@ fn agreement(
                         fees.checked += 1;
                         if trades.is_ok() {
                             let paid = commission.get(&o.order_id).copied().unwrap_or_default();
-                            if late.is_zero() && paid != parsed.commission() {
-                                fees.violate(
+                            match parsed.commission() {
+                                // Unknown, and saying so (null) is the truth; counted, not a
+                                // violation.
+                                None => unknown_fees += 1,
+                                Some(said) if late.is_zero() && paid != said => fees.violate(
                                     format!(
                                         "result for {id} says commission {} {}; the exchange's trades of orderId {} charged {}",
-                                        parsed.commission().normalize(),
+                                        said.normalize(),
                                         parsed.commission_asset(),
                                         o.order_id,
                                         paid.normalize()
                                     ),
                                     needles(id),
-                                );
+                                ),
+                                Some(_) => {}
                             }
                         }
                     }
@@ -951,6 +956,11 @@ fn agreement(
                 );
             }
         }
+    }
+    if unknown_fees > 0 {
+        fees.notes.push(format!(
+            "{unknown_fees} result(s) said their fees were unknown (commission null): their trades could not be read"
+        ));
     }
     (agree, fees, fills)
 }

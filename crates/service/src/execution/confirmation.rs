@@ -14,7 +14,7 @@ use tracing::{debug, error, info, warn};
 
 use super::reports::Signal;
 
-use super::Executor;
+use super::{Executor, OUTCOME_PATIENCE};
 
 /// How long an order that was not final when its result was published is watched.
 const LATE_WATCH: Duration = Duration::from_secs(24 * 3600);
@@ -61,10 +61,16 @@ impl Executor {
                     );
                     // Cancel what is left and keep at it until the order is final: a cancel
                     // refused by a rate limit or a network error is not an answer, and what
-                    // was filled meanwhile must be reported, not lost.
-                    let settle_until = tokio::time::Instant::now() + self.exec().cancel_window;
+                    // was filled meanwhile must be reported, not lost. A ban with an announced
+                    // end is waited out (up to OUTCOME_PATIENCE), with the user stream's
+                    // reports still applied, rather than published as an unknown outcome.
+                    let settle_start = tokio::time::Instant::now();
+                    let mut settle_until = settle_start + self.exec().cancel_window;
+                    let patience_end = settle_start + self.exec().cancel_window.max(OUTCOME_PATIENCE);
                     let mut delay = Duration::from_millis(500);
+                    let mut extended = false;
                     loop {
+                        let mut banned_for = None;
                         match self.venue.cancel(symbol, coid).await {
                             Ok(order) => {
                                 deadline_cancel = true;
@@ -73,14 +79,27 @@ impl Executor {
                                 }
                             }
                             Err(e) if e.is_not_found() => info!("cancel of {coid}: not open any more ({e}); asking for its final state"),
-                            Err(e) => error!("cancel of {coid} failed: {e}; {} confirmed filled so far; trying again", tracker.executed_qty()),
+                            Err(e) => {
+                                banned_for = e.retry_after();
+                                error!("cancel of {coid} failed: {e}; {} confirmed filled so far; trying again", tracker.executed_qty());
+                            }
                         }
                         self.poll_order(symbol, coid, &mut tracker).await;
-                        if tracker.status().is_final() || tokio::time::Instant::now() >= settle_until {
+                        let now = tokio::time::Instant::now();
+                        // Once: a ban that outlasts the window moves its end past the ban. A
+                        // string of short refusals (a 429 on every cancel) is not waited out for
+                        // minutes; after the window it is an unknown outcome, watched.
+                        if let Some(ban) = banned_for.filter(|ban| !extended && now + *ban > settle_until) {
+                            settle_until = (now + ban + Duration::from_secs(1)).min(patience_end);
+                            extended = true;
+                        }
+                        if tracker.status().is_final() || now >= settle_until {
                             break;
                         }
-                        self.heartbeat(progress_key, intent).await;
-                        tokio::time::sleep(delay).await;
+                        let wait = banned_for.unwrap_or(delay).min(settle_until - now);
+                        if !self.settle_wait(coid, &mut tracker, signals, progress_key, intent, wait).await {
+                            break;
+                        }
                         delay = (delay * 2).min(Duration::from_secs(5));
                     }
                     break;
@@ -125,6 +144,46 @@ impl Executor {
             .await;
         self.build_result(intent, coid, outcome, order_sent_at)
             .await
+    }
+
+    /// Waits `wait` between two cancel attempts at the fill deadline, applying the user
+    /// stream's reports and refreshing the heartbeat meanwhile. False when the order became
+    /// final (no need to wait longer) or the service is stopping.
+    async fn settle_wait(
+        &self,
+        coid: &ClientOrderId,
+        tracker: &mut Tracker,
+        signals: &mut mpsc::UnboundedReceiver<Signal>,
+        progress_key: &str,
+        intent: &TradeIntent,
+        wait: Duration,
+    ) -> bool {
+        let end = tokio::time::Instant::now() + wait;
+        loop {
+            self.heartbeat(progress_key, intent).await;
+            let left = end.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return true;
+            }
+            tokio::select! {
+                _ = self.stop.cancelled() => return false,
+                signal = signals.recv() => match signal {
+                    Some(Signal::Report(report)) => {
+                        if let Err(e) = tracker.apply(&report) {
+                            error!("order {coid}: contradictory report from the user stream: {e}");
+                        }
+                        if tracker.status().is_final() {
+                            return false;
+                        }
+                    }
+                    // A reconcile request: the next attempt polls anyway.
+                    Some(_) => {}
+                    // No sender left (the router is gone): only the clock remains.
+                    None => tokio::time::sleep(left.min(Duration::from_secs(5))).await,
+                },
+                _ = tokio::time::sleep(left.min(Duration::from_secs(5))) => {}
+            }
+        }
     }
 
     /// The reply that confirmed a fill carries no fees; the user stream's TRADE events do, an
@@ -234,8 +293,9 @@ impl Executor {
                         order_id: outcome.order_id,
                         avg_price: avg,
                         executed_qty: late_qty,
-                        // Fees of the whole order less what was reported are not known here.
-                        commission: Decimal::ZERO,
+                        // Fees of the whole order less what was reported are not known here:
+                        // the result says null rather than a 0 nobody charged.
+                        commission: None,
                         commission_asset: outcome.commission_asset.clone(),
                         filled_at: outcome.final_time,
                     };

@@ -55,6 +55,14 @@ use reports::Router;
 /// Intents worked on at once. Each mostly waits for its fill, so this bounds exchange load, not CPU.
 const CONCURRENCY: usize = 8;
 
+/// How long an order whose state the exchange cannot tell us now (a 429/418 ban, timeouts) is
+/// waited for, heartbeat refreshed, before its result says OUTCOME UNKNOWN: longer than
+/// Binance's first 418 ban (2 minutes). Applies to the lookup of a redelivered intent's order,
+/// to the lookups after an ambiguous submit, and to the cancel at the fill deadline. Before,
+/// these gave up after the fill timeout, and chaos runs found filled orders reported `failed`
+/// because a ban outlasted it.
+pub(super) const OUTCOME_PATIENCE: Duration = Duration::from_secs(5 * 60);
+
 /// Connects to the exchange and the bus described by `settings` and starts the execution
 /// service in a task.
 pub async fn start(settings: Settings) -> Result<Running, ServiceError> {

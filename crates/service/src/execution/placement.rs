@@ -26,7 +26,7 @@ use super::account::{Position, MARK_FRESH};
 use super::progress::{Progress, PROGRESS_TTL};
 use super::reports::Signal;
 use super::venue::Rules;
-use super::Executor;
+use super::{Executor, OUTCOME_PATIENCE};
 
 /// Lookups of an ambiguous submit before concluding the order is not on the exchange.
 const AMBIGUOUS_LOOKUPS: u32 = 4;
@@ -110,11 +110,11 @@ impl Executor {
         let mut tracker = Tracker::new();
         // A redelivered intent, or one with a progress record, may already have its order. A
         // lookup that fails proves nothing: it is asked again, and if it cannot be answered
-        // within the fill timeout the outcome is unknown (never a blind placement).
+        // within OUTCOME_PATIENCE the outcome is unknown (never a blind placement).
         let existing = if job.fresh {
             None
         } else {
-            let give_up = now_ms() + millis(self.exec().fill_timeout);
+            let give_up = now_ms() + millis(self.exec().fill_timeout.max(OUTCOME_PATIENCE));
             match self
                 .patiently(job, "the lookup of an earlier order", Some(give_up), || {
                     self.venue.lookup(symbol, coid)
@@ -247,9 +247,19 @@ impl Executor {
 
     /// Sleeps for `wait`, refreshing the heartbeat on the way; false when the service stops first.
     async fn pause(&self, job: &Job<'_>, wait: Duration) -> bool {
+        self.pause_for(job.progress_key, job.intent, wait).await
+    }
+
+    /// [`Executor::pause`] for an intent by its progress key.
+    pub(super) async fn pause_for(
+        &self,
+        progress_key: &str,
+        intent: &TradeIntent,
+        wait: Duration,
+    ) -> bool {
         let end = tokio::time::Instant::now() + wait;
         loop {
-            self.heartbeat(job.progress_key, job.intent).await;
+            self.heartbeat(progress_key, intent).await;
             let left = end.saturating_duration_since(tokio::time::Instant::now());
             if left.is_zero() {
                 return true;
@@ -546,8 +556,9 @@ impl Executor {
                     // Only a definite "does not exist" counts as absence, and only when the
                     // last AMBIGUOUS_LOOKUPS answers all said so: a lookup that failed (429, a
                     // timeout) proves nothing, and resending on it is how an intent became two
-                    // filled orders. Failed lookups are asked again until the fill timeout.
-                    let give_up = tokio::time::Instant::now() + self.exec().fill_timeout;
+                    // filled orders. Failed lookups are asked again for OUTCOME_PATIENCE.
+                    let patience = self.exec().fill_timeout.max(OUTCOME_PATIENCE);
+                    let give_up = tokio::time::Instant::now() + patience;
                     let mut absent = 0u32;
                     let mut attempt = 0u32;
                     while absent < AMBIGUOUS_LOOKUPS {
@@ -580,6 +591,15 @@ impl Executor {
                             Err(e) => {
                                 absent = 0;
                                 warn!("lookup {attempt} of clientOrderId={coid} failed: {e}; a failed lookup proves nothing, asking again");
+                                // A ban with an announced end: ask again when it ends (or at
+                                // the give-up time), heartbeat refreshed meanwhile.
+                                if let Some(ban) = e.retry_after() {
+                                    let left = give_up
+                                        .saturating_duration_since(tokio::time::Instant::now());
+                                    if !self.pause_for(progress_key, intent, ban.min(left)).await {
+                                        return Err(Stop::Abandoned);
+                                    }
+                                }
                                 if tokio::time::Instant::now() >= give_up {
                                     metrics::global().inc(
                                         "quantum_ambiguous_submits_total",
@@ -588,7 +608,7 @@ impl Executor {
                                     return Err(Stop::from(self.failed(
                                         intent,
                                         coid,
-                                        format!("OUTCOME UNKNOWN: the order submit was ambiguous and clientOrderId={coid} could not be looked up within {:?} (last: {e}); the order may exist and may have filled, so it is not sent again; check with `quantum order`", self.exec().fill_timeout),
+                                        format!("OUTCOME UNKNOWN: the order submit was ambiguous and clientOrderId={coid} could not be looked up within {patience:?} (last: {e}); the order may exist and may have filled, so it is not sent again; check with `quantum order`"),
                                     )));
                                 }
                             }

@@ -10,7 +10,44 @@ use crate::metrics;
 
 use super::Executor;
 
+/// Reads of an order's trades for its fees before the result goes out without them.
+const FEE_READS: u32 = 3;
+/// The pause between two of those reads.
+const FEE_READ_PAUSE: std::time::Duration = std::time::Duration::from_millis(500);
+
 impl Executor {
+    /// The fees of a filled order from its trades: up to [`FEE_READS`] reads, [`FEE_READ_PAUSE`]
+    /// apart, while the trades are not all listed yet or the read failed for a reason that may
+    /// pass (a timeout, the rate budget held); not longer, because the result waits for it.
+    async fn read_fees(
+        &self,
+        symbol: &str,
+        outcome: &Outcome,
+    ) -> Result<(Decimal, String), String> {
+        let mut why = String::new();
+        for attempt in 1..=FEE_READS {
+            match self
+                .venue
+                .fees(symbol, outcome.order_id, outcome.executed_qty)
+                .await
+            {
+                Ok(Some(fees)) => return Ok(fees),
+                Ok(None) => why = "its trades are not all listed yet".to_string(),
+                Err(e) => {
+                    why = format!("its trades could not be read ({e})");
+                    if !(e.is_transient() || e.is_ambiguous()) || e.retry_after().is_some() {
+                        // A refusal, or a 429/418 ban: asking again now would only cost weight.
+                        break;
+                    }
+                }
+            }
+            if attempt < FEE_READS {
+                tokio::time::sleep(FEE_READ_PAUSE).await;
+            }
+        }
+        Err(why)
+    }
+
     pub(super) async fn build_result(
         &self,
         intent: &TradeIntent,
@@ -20,18 +57,17 @@ impl Executor {
     ) -> ExecutionResult {
         let symbol = intent.symbol.as_str();
         if outcome.status.has_fill() && outcome.commission.is_none() {
-            // The confirming report had no per-fill fees (REST or RESULT reply): ask for the trades.
-            match self.venue.fees(symbol, outcome.order_id).await {
-                Ok(Some((commission, asset))) => {
+            // The confirming report had no per-fill fees (REST or RESULT reply): ask for the
+            // trades, a few times. What cannot be read is published as unknown (null), never as
+            // 0 (regression: chaos seed 11 found `commission 0` for a fill charged 0.0748, its
+            // trades held back by a 418 ban).
+            match self.read_fees(symbol, &outcome).await {
+                Ok((commission, asset)) => {
                     outcome.commission = Some(commission);
                     outcome.commission_asset = asset;
                 }
-                Ok(None) => warn!(
-                    "no trades listed yet for order {}; commission reported as 0",
-                    outcome.order_id
-                ),
-                Err(e) => warn!(
-                    "cannot read the trades of order {}: {e}; commission reported as 0",
+                Err(why) => warn!(
+                    "order {} filled, but its fees are not known: {why}; the result says commission null (unknown)",
                     outcome.order_id
                 ),
             }
@@ -47,7 +83,7 @@ impl Executor {
                 order_id: outcome.order_id,
                 avg_price: outcome.avg_price,
                 executed_qty: outcome.executed_qty,
-                commission: outcome.commission.unwrap_or(Decimal::ZERO),
+                commission: outcome.commission,
                 commission_asset: outcome.commission_asset.clone(),
                 filled_at: outcome.final_time,
             };

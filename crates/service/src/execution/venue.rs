@@ -146,15 +146,18 @@ impl Venue {
         Ok(found(ReportSource::RestPoll, &order))
     }
 
-    /// The fees of the order's trades (`userTrades`): their sum and asset, `None` when no trade
-    /// is listed yet.
+    /// The fees of the order's trades (`userTrades`): their sum and asset, `None` while the
+    /// trades listed do not yet add up to `executed_qty` (a fee summed over part of the fills
+    /// would be a wrong figure, not a smaller one).
     pub(super) async fn fees(
         &self,
         symbol: &str,
         order_id: i64,
+        executed_qty: Decimal,
     ) -> Result<Option<(Decimal, String)>, binance::Error> {
         let trades = self.rest.user_trades(symbol, Some(order_id)).await?;
-        Ok((!trades.is_empty()).then(|| {
+        let listed: Decimal = trades.iter().map(|t| t.qty).sum();
+        Ok((!trades.is_empty() && listed >= executed_qty).then(|| {
             (
                 trades.iter().map(|t| t.commission).sum(),
                 trades[0].commission_asset.clone(),
