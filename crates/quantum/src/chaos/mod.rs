@@ -102,6 +102,12 @@ pub struct ChaosArgs {
     /// The redis-server binary.
     #[arg(long, default_value = "redis-server")]
     pub redis_server: PathBuf,
+    /// Run the services from this quantum binary instead of this one (another build, e.g. an
+    /// older commit, to see which seeds find its defects). It must take the same service
+    /// options (`execution`/`exit-monitor` with --config, --redis-url, --rest-url, --ws-url,
+    /// --fill-timeout, --consumer-name). The simulator and the checks stay this build's.
+    #[arg(long, value_name = "PATH")]
+    pub services_exe: Option<PathBuf>,
 }
 
 /// Runs `quantum chaos`: Ok(true) when every invariant held.
@@ -354,7 +360,10 @@ async fn run_in(
     )?;
     let fill_timeout = Duration::from(args.fill_timeout);
     let launch = Launch {
-        exe: std::env::current_exe().context("cannot find this executable")?,
+        exe: match &args.services_exe {
+            Some(path) => path.clone(),
+            None => std::env::current_exe().context("cannot find this executable")?,
+        },
         config,
         redis_url: redis_url.clone(),
         rest_url: sim.base_url(),
