@@ -37,6 +37,10 @@ pub use config::{SimConfig, DEFAULT_API_KEY, DEFAULT_API_SECRET};
 pub use error::ApiError;
 pub use faults::Faults;
 
+/// How soon after a 429 a request still counts as already in flight (not towards a ban).
+pub const IN_FLIGHT_GRACE: std::time::Duration =
+    std::time::Duration::from_millis(ratelimit::IN_FLIGHT_GRACE_MS as u64);
+
 /// Why the simulator could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

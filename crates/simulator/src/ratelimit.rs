@@ -18,6 +18,14 @@ pub(crate) const ORDER_LIMIT_1M: u32 = 1200;
 /// small enough that a client ignoring `Retry-After` is banned within a few milliseconds of
 /// hammering, which is what a test wants to see.
 pub(crate) const BAN_AFTER_REQUESTS_IN_BACKOFF: u32 = 3;
+/// Requests arriving this soon after a 429 do not count towards a ban: they were on their way
+/// before the client could have read the 429 (every task of every process on the IP may have one
+/// in flight: quantum runs two execution workers of up to 8 intents each and an exit monitor).
+/// Binance documents nothing finer than "failing to back off"; without this window a chaos run's
+/// injected 429 met four requests already in flight and became a two-minute 418 ban the clients
+/// had not earned. 50 ms is many round trips on one host and still far shorter than any
+/// Retry-After (at least 1 s), so a client that ignores one is banned all the same.
+pub(crate) const IN_FLIGHT_GRACE_MS: i64 = 50;
 /// First ban: Binance's documented minimum ("from 2 minutes to 3 days").
 pub(crate) const FIRST_BAN_MS: i64 = 120_000;
 /// Longest ban: Binance's documented maximum.
@@ -176,6 +184,10 @@ pub(crate) enum Admission {
 pub(crate) struct IpBan {
     /// Requests before this time (ms) ignore a 429's `Retry-After`.
     backoff_until_ms: i64,
+    /// When the 429 that started the current back-off went out: requests within
+    /// [`IN_FLIGHT_GRACE_MS`] of it are not counted. Later 429s of the same back-off do not move
+    /// it, or a client hammering through 429s would never be banned.
+    backoff_started_ms: i64,
     /// Requests that arrived during the current back-off.
     requests_in_backoff: u32,
     banned_until_ms: Option<i64>,
@@ -205,6 +217,9 @@ impl IpBan {
             self.requests_in_backoff = 0;
             return Admission::Go;
         }
+        if now_ms < self.backoff_started_ms.saturating_add(IN_FLIGHT_GRACE_MS) {
+            return Admission::Go;
+        }
         self.requests_in_backoff += 1;
         if self.requests_in_backoff < BAN_AFTER_REQUESTS_IN_BACKOFF {
             return Admission::Go;
@@ -228,6 +243,7 @@ impl IpBan {
         if now_ms >= self.backoff_until_ms {
             // A new back-off, not an extension of one still in force.
             self.requests_in_backoff = 0;
+            self.backoff_started_ms = now_ms;
         }
         let secs = i64::try_from(retry_after).unwrap_or(i64::MAX);
         let until = now_ms.saturating_add(secs.saturating_mul(1000));
@@ -344,33 +360,50 @@ mod tests {
 
     #[test]
     fn the_threshold_request_during_a_back_off_is_banned_for_two_minutes() {
+        // Past the in-flight grace: these requests were sent after the 429 could be read.
+        const LATE: i64 = IN_FLIGHT_GRACE_MS + 10;
         let mut ban = IpBan::default();
         ban.sent_429(T0, 1);
         assert_eq!(
-            admitted_before_ban(&mut ban, T0 + 10),
+            admitted_before_ban(&mut ban, T0 + LATE),
             BAN_AFTER_REQUESTS_IN_BACKOFF - 1
         );
-        assert_eq!(ban.banned_until(T0 + 10), Some(T0 + 10 + FIRST_BAN_MS));
+        assert_eq!(ban.banned_until(T0 + LATE), Some(T0 + LATE + FIRST_BAN_MS));
         // Every request during the ban is refused, with the seconds left.
         assert_eq!(
-            ban.admit(T0 + 60_010),
+            ban.admit(T0 + LATE + 60_000),
             Admission::Banned {
-                until_ms: T0 + 10 + FIRST_BAN_MS,
+                until_ms: T0 + LATE + FIRST_BAN_MS,
                 retry_after: 60
             }
         );
         assert_eq!(
-            ban.admit(T0 + 10 + FIRST_BAN_MS - 1),
+            ban.admit(T0 + LATE + FIRST_BAN_MS - 1),
             Admission::Banned {
-                until_ms: T0 + 10 + FIRST_BAN_MS,
+                until_ms: T0 + LATE + FIRST_BAN_MS,
                 retry_after: 1
             }
         );
         assert_eq!(ban.sent_418, 3);
         // It ends by itself, with no back-off left over.
-        assert_eq!(ban.admit(T0 + 10 + FIRST_BAN_MS), Admission::Go);
-        assert_eq!(ban.banned_until(T0 + 10 + FIRST_BAN_MS), None);
-        assert_eq!(ban.admit(T0 + 10 + FIRST_BAN_MS), Admission::Go);
+        assert_eq!(ban.admit(T0 + LATE + FIRST_BAN_MS), Admission::Go);
+        assert_eq!(ban.banned_until(T0 + LATE + FIRST_BAN_MS), None);
+        assert_eq!(ban.admit(T0 + LATE + FIRST_BAN_MS), Admission::Go);
+    }
+
+    /// Regression (chaos long run): a 429 met four requests of three processes already on
+    /// their way, and the third of them started a two-minute ban.
+    #[test]
+    fn requests_already_in_flight_when_the_429_went_out_do_not_count() {
+        let mut ban = IpBan::default();
+        ban.sent_429(T0, 1);
+        for _ in 0..20 {
+            assert_eq!(ban.admit(T0 + IN_FLIGHT_GRACE_MS - 1), Admission::Go);
+        }
+        assert_eq!(
+            admitted_before_ban(&mut ban, T0 + IN_FLIGHT_GRACE_MS),
+            BAN_AFTER_REQUESTS_IN_BACKOFF - 1
+        );
     }
 
     #[test]
@@ -408,9 +441,10 @@ mod tests {
         let mut lengths = Vec::new();
         for _ in 0..14 {
             ban.sent_429(t, 1);
-            admitted_before_ban(&mut ban, t);
-            let until = ban.banned_until(t).expect("banned");
-            lengths.push(until - t);
+            let late = t + IN_FLIGHT_GRACE_MS;
+            admitted_before_ban(&mut ban, late);
+            let until = ban.banned_until(late).expect("banned");
+            lengths.push(until - late);
             ban.lift();
             assert_eq!(ban.banned_until(t), None);
             t = until;
@@ -421,8 +455,9 @@ mod tests {
         assert_eq!(lengths[13], MAX_BAN_MS);
         ban.forget();
         ban.sent_429(t, 1);
-        admitted_before_ban(&mut ban, t);
-        assert_eq!(ban.banned_until(t), Some(t + FIRST_BAN_MS));
+        let late = t + IN_FLIGHT_GRACE_MS;
+        admitted_before_ban(&mut ban, late);
+        assert_eq!(ban.banned_until(late), Some(late + FIRST_BAN_MS));
     }
 
     #[test]

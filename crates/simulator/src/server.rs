@@ -511,7 +511,11 @@ async fn handle(shared: &Arc<Shared>, request: Request) -> Response {
         .unwrap_or_else(|e| e.into_inner())
         .entry(format!("{} {}", parts.method, parts.uri.path()))
         .or_default() += 1;
-    let arrived = shared.now_ms();
+    // The back-off and ban clock is real time, as the weight windows are: the clock_skew_ms
+    // fault moves the timestamps the exchange checks and shows, not how long a Retry-After
+    // lasts. (On the skewed clock, a skew change right after a 429 stretched or shrank its
+    // back-off under the clients' feet, and chaos runs got 418s the clients had not earned.)
+    let arrived = wall_ms();
     let admission = shared.limits().ban.admit(arrived);
     if let Admission::Banned {
         until_ms,
@@ -522,6 +526,8 @@ async fn handle(shared: &Arc<Shared>, request: Request) -> Response {
             .extensions
             .get::<PeerAddr>()
             .map_or_else(|| "127.0.0.1".to_string(), |p| p.0.ip().to_string());
+        // Announced on the exchange's (skewed) clock, as Binance's message uses its own time.
+        let until_ms = until_ms.saturating_add(shared.now_ms() - arrived);
         info!(target: "quantum_sim::ratelimit", "418: IP banned until {until_ms} ({retry_after} s)");
         let mut err = ApiError::new(
             StatusCode::IM_A_TEAPOT,
@@ -561,7 +567,7 @@ async fn handle(shared: &Arc<Shared>, request: Request) -> Response {
     let usage = match weighed {
         Ok(usage) => usage,
         Err((_, usage)) if !shared.config.enforce_rate_limits => usage,
-        Err((exceeded, usage)) => return with_usage(limited(shared, now, exceeded), usage),
+        Err((exceeded, usage)) => return with_usage(limited(shared, exceeded), usage),
     };
 
     let injected_429 = {
@@ -577,7 +583,7 @@ async fn handle(shared: &Arc<Shared>, request: Request) -> Response {
     if let Some(retry_after) = injected_429 {
         info!(target: "quantum_sim::faults", "{} {}: injected 429, Retry-After {retry_after}", parts.method, parts.uri.path());
         let exceeded = Exceeded::Weight { retry_after };
-        return with_usage(limited(shared, now, exceeded), usage);
+        return with_usage(limited(shared, exceeded), usage);
     }
 
     if let Err(err) =
@@ -592,7 +598,7 @@ async fn handle(shared: &Arc<Shared>, request: Request) -> Response {
         match counted {
             Ok(usage) => usage,
             Err((_, usage)) if !shared.config.enforce_rate_limits => usage,
-            Err((exceeded, usage)) => return with_usage(limited(shared, now, exceeded), usage),
+            Err((exceeded, usage)) => return with_usage(limited(shared, exceeded), usage),
         }
     } else {
         usage
@@ -610,7 +616,7 @@ async fn handle(shared: &Arc<Shared>, request: Request) -> Response {
 
 /// The 429 for a crossed limit (or an injected one, which says it crossed the weight limit), with
 /// `Retry-After`; the IP's back-off starts here, so requests that ignore it count towards a ban.
-fn limited(shared: &Shared, now: i64, exceeded: Exceeded) -> Response {
+fn limited(shared: &Shared, exceeded: Exceeded) -> Response {
     let (code, msg, retry_after) = match exceeded {
         Exceeded::Weight { retry_after } => (
             -1003,
@@ -627,7 +633,7 @@ fn limited(shared: &Shared, now: i64, exceeded: Exceeded) -> Response {
             retry_after,
         ),
     };
-    shared.limits().ban.sent_429(now, retry_after);
+    shared.limits().ban.sent_429(wall_ms(), retry_after);
     let mut err = ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, msg);
     err.retry_after = Some(retry_after);
     err.into_response()
@@ -1005,8 +1011,9 @@ async fn get_requests(State(shared): State<Arc<Shared>>) -> Response {
     let limits = shared.limits();
     reply.insert("http_429".into(), json!(limits.ban.sent_429));
     reply.insert("http_418".into(), json!(limits.ban.sent_418));
-    if let Some(until) = limits.ban.banned_until(now) {
-        reply.insert("banned_until".into(), json!(until));
+    if let Some(until) = limits.ban.banned_until(wall_ms()) {
+        // On the exchange's clock, as the 418 message says it.
+        reply.insert("banned_until".into(), json!(until + (now - wall_ms())));
     }
     Json(Value::Object(reply)).into_response()
 }

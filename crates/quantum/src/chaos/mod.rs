@@ -108,6 +108,12 @@ pub struct ChaosArgs {
     /// --fill-timeout, --consumer-name). The simulator and the checks stay this build's.
     #[arg(long, value_name = "PATH")]
     pub services_exe: Option<PathBuf>,
+    /// The services' config file instead of the one the harness writes (claim_idle 15s,
+    /// cancel_window 10s, reconcile_every 10s): your own settings, or a file an older build
+    /// accepts. The command line still sets Redis, the simulator's URLs, the fill timeout and
+    /// the consumer names.
+    #[arg(long, value_name = "PATH")]
+    pub services_config: Option<PathBuf>,
 }
 
 /// Runs `quantum chaos`: Ok(true) when every invariant held.
@@ -354,10 +360,16 @@ async fn run_in(
     let redis = Arc::new(Mutex::new(redis));
     started.lock().unwrap_or_else(|e| e.into_inner()).redis = Some(redis.clone());
     let config = run_dir.join("quantum.toml");
-    std::fs::write(
-        &config,
-        "# written by quantum chaos\n[execution]\nclaim_idle = \"15s\"\ncancel_window = \"10s\"\n\n[exit]\nreconcile_every = \"10s\"\n",
-    )?;
+    match &args.services_config {
+        Some(path) => {
+            std::fs::copy(path, &config)
+                .with_context(|| format!("cannot copy {}", path.display()))?;
+        }
+        None => std::fs::write(
+            &config,
+            "# written by quantum chaos\n[execution]\nclaim_idle = \"15s\"\ncancel_window = \"10s\"\n\n[exit]\nreconcile_every = \"10s\"\n",
+        )?,
+    }
     let fill_timeout = Duration::from(args.fill_timeout);
     let launch = Launch {
         exe: match &args.services_exe {

@@ -148,7 +148,9 @@ impl Executor {
 
     /// Waits `wait` between two cancel attempts at the fill deadline, applying the user
     /// stream's reports and refreshing the heartbeat meanwhile. False when the order became
-    /// final (no need to wait longer) or the service is stopping.
+    /// final (no need to wait longer). A stop does not end the wait: publishing now would say
+    /// OUTCOME UNKNOWN for an order that may fill; the shutdown bound ends the task instead, the
+    /// intent stays pending, and the next start looks the order up.
     async fn settle_wait(
         &self,
         coid: &ClientOrderId,
@@ -166,7 +168,6 @@ impl Executor {
                 return true;
             }
             tokio::select! {
-                _ = self.stop.cancelled() => return false,
                 signal = signals.recv() => match signal {
                     Some(Signal::Report(report)) => {
                         if let Err(e) = tracker.apply(&report) {

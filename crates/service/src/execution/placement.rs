@@ -165,23 +165,7 @@ impl Executor {
                 }
             };
             self.set_leverage(job, approved.get()).await?;
-            if let Err(e) = self
-                .bus
-                .progress_set(
-                    job.progress_key,
-                    &Progress::working(&self.exec().consumer_name),
-                    PROGRESS_TTL,
-                )
-                .await
-            {
-                return Err(self
-                    .failed(
-                        intent,
-                        coid,
-                        format!("cannot record progress before placing: {e}"),
-                    )
-                    .into());
-            }
+            self.record_working(job).await?;
             // When the order went out (the send that was answered, after any wait for rate
             // capacity), not when the wait began.
             order_sent_at = self.place(job, approved, &mut tracker).await?;
@@ -198,7 +182,59 @@ impl Executor {
             .await)
     }
 
-    /// Calls `op` until it answers. What the exchange refuses for now (nothing executed: a rate
+    /// Records that this consumer is about to place the order (the record a redelivery looks
+    /// at). Redis being away for a moment (a restart) is waited out like the exchange holding a
+    /// request back: nothing was sent, so it is not a failure. The intent expires when its
+    /// lifetime ends first; a redelivered intent (no lifetime) waits until the service stops.
+    /// Regression: chaos seed 11 found a close published as `failed` ("cannot record progress
+    /// before placing: ... Connection reset by peer") during Redis's restart.
+    async fn record_working(&self, job: &Job<'_>) -> Result<(), Stop> {
+        let mut wait = Duration::from_millis(100);
+        let mut logged = false;
+        loop {
+            let error = match self
+                .bus
+                .progress_set(
+                    job.progress_key,
+                    &Progress::working(&self.exec().consumer_name),
+                    PROGRESS_TTL,
+                )
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_retryable() => e,
+                Err(e) => {
+                    return Err(self
+                        .failed(
+                            job.intent,
+                            &job.coid,
+                            format!("cannot record progress before placing: {e}; nothing was sent"),
+                        )
+                        .into())
+                }
+            };
+            if job.act_by.is_some_and(|by| now_ms() + millis(wait) > by) {
+                return Err(self.expired(
+                    job,
+                    format!("Redis could not record its progress before its lifetime ran out (last: {error}); nothing was sent"),
+                ));
+            }
+            if !logged {
+                warn!(
+                    "intent {}: cannot record progress before placing ({error}); nothing was sent, trying again",
+                    job.intent.intent_id
+                );
+                logged = true;
+            }
+            tokio::select! {
+                _ = self.stop.cancelled() => return Err(Stop::Abandoned),
+                _ = tokio::time::sleep(wait) => {}
+            }
+            wait = (wait * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// Calls `op` until it answers.    /// Calls `op` until it answers. What the exchange refuses for now (nothing executed: a rate
     /// limit, a definite 5xx, no connection) is waited out, heartbeat refreshed, until `until`
     /// (ms since the epoch; `None`: until the service stops).
     pub(super) async fn patiently<T, F, Fut>(

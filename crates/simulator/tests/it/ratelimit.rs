@@ -76,6 +76,7 @@ async fn crossing_the_weight_limit_gets_429_with_retry_after() {
             assert!(header(&headers, "retry-after").is_some_and(|s| (1..=60).contains(&s)));
             assert!(header(&headers, "x-mbx-used-weight-1m").unwrap() > 2400);
             // Carrying on through the 429 bans the IP; a minute boundary may let one through.
+            past_in_flight_grace().await;
             let mut answers = Vec::new();
             loop {
                 let (status, headers, body) = client
@@ -114,6 +115,7 @@ async fn requests(client: &Client) -> Value {
 
 /// Pings until one is refused with 418; returns that reply and how many pings got through first.
 async fn ping_until_banned(client: &Client) -> (reqwest::header::HeaderMap, Value, u32) {
+    past_in_flight_grace().await;
     let mut through = 0;
     loop {
         let (status, headers, body) = client.public(Method::GET, "/fapi/v1/ping", &[]).await;
@@ -124,6 +126,12 @@ async fn ping_until_banned(client: &Client) -> (reqwest::header::HeaderMap, Valu
         through += 1;
         assert!(through < 10, "still not banned after {through} pings");
     }
+}
+
+/// Waits until requests no longer count as already in flight when the last 429 went out (they
+/// do not count towards a ban), so the next ones are requests that ignore it.
+async fn past_in_flight_grace() {
+    tokio::time::sleep(simulator::IN_FLIGHT_GRACE + std::time::Duration::from_millis(5)).await;
 }
 
 /// The epoch ms in "... banned until <ms>. ...".
@@ -142,6 +150,7 @@ async fn ignoring_retry_after_gets_the_ip_banned_with_418_and_bans_double() {
     faults(&client, json!({"rate_limit_429": 1})).await;
     let (status, _, _) = client.public(Method::GET, "/fapi/v1/ping", &[]).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    past_in_flight_grace().await;
     // The IP, not the connection, is what counts: a request from another client is one more.
     let other = reqwest::Client::new()
         .get(format!("{}/fapi/v1/ping", sim.base_url()))
