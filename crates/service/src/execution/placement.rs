@@ -28,6 +28,9 @@ use super::reports::Signal;
 use super::venue::Rules;
 use super::{Executor, OUTCOME_PATIENCE};
 
+/// Binance's "Invalid symbol." code.
+const INVALID_SYMBOL: i64 = -1121;
+
 /// Lookups of an ambiguous submit before concluding the order is not on the exchange.
 const AMBIGUOUS_LOOKUPS: u32 = 4;
 /// How long a close waits for the user stream to report the position it closes (a fill's
@@ -123,6 +126,11 @@ impl Executor {
             {
                 Ok(found) => found,
                 Err(Patience::Stopped) => return Err(Stop::Abandoned),
+                // -1121 "Invalid symbol": no order can exist on a symbol the exchange does not
+                // list; the intent goes on and is refused by the symbol rules like a first
+                // delivery (regression: a chaos long run published a redelivered intent for
+                // an unlisted symbol as failed, OUTCOME UNKNOWN).
+                Err(Patience::Answered(e)) if e.code() == Some(INVALID_SYMBOL) => None,
                 Err(Patience::Answered(e) | Patience::OutOfTime(e)) => {
                     return Err(self
                         .failed(

@@ -720,3 +720,29 @@ fn now_ms() -> i64 {
         .unwrap()
         .as_millis() as i64
 }
+
+/// Regression (chaos long run, seed 7): an intent for a symbol the exchange does not list, left
+/// unfinished by a dead instance, was published as `failed` (OUTCOME UNKNOWN) because the lookup
+/// of its earlier order answered -1121 "Invalid symbol". No order can exist there: it is refused
+/// like a first delivery.
+#[tokio::test]
+async fn a_redelivered_intent_for_an_unlisted_symbol_is_rejected_not_failed() {
+    let stack = Stack::start(Options::default()).await;
+    // The record a consumer that died before placing leaves behind, its heartbeat long stale.
+    stack
+        .bus
+        .progress_set(
+            &bus::keys::progress("u-1"),
+            "working|dead-instance|1000",
+            Duration::from_secs(600),
+        )
+        .await
+        .unwrap();
+    stack.publish(&buy("u-1", "FOOUSDT", 50)).await;
+    let result = stack.result("u-1").await;
+    assert_eq!(result["status"], "rejected", "{result}");
+    let why = result["error"].as_str().unwrap_or("");
+    assert!(!why.contains("OUTCOME UNKNOWN"), "{result}");
+    assert_eq!(stack.sim_requests().await.get("POST /fapi/v1/order"), None);
+    stack.stop().await;
+}
