@@ -295,16 +295,21 @@ impl Bus {
     }
 
     /// Takes `windows` from the rate budget shared by every process on this bus, in one atomic
-    /// step at `now_ms` (the caller's estimate of the exchange's clock): either every counter is
-    /// raised by its cost ([`RateDecision::Granted`]) or none is and the answer says how long to
-    /// wait (a full window, or the ban deadline `ban` in force). See the `rate` module.
+    /// step at `now_ms` (the caller's estimate of the exchange's clock, which the windows are
+    /// aligned to): either every counter is raised by its cost ([`RateDecision::Granted`]) or
+    /// none is and the answer says how long to wait (a full window, or the ban deadline `ban` in
+    /// force at `ban_now_ms`). Ban deadlines are kept on the local wall clock, which every
+    /// process on a host shares, rather than on each process's own estimate of the exchange's
+    /// clock: two estimates seconds apart let one process see a ban as over and earn a 418.
+    /// See the `rate` module.
     pub async fn rate_take(
         &self,
         ban: &str,
         windows: &[RateWindow],
         now_ms: i64,
+        ban_now_ms: i64,
     ) -> Result<RateDecision> {
-        dispatch!(self.rate_take(ban, windows, now_ms))
+        dispatch!(self.rate_take(ban, windows, now_ms, ban_now_ms))
     }
 
     /// Raises ban deadline `ban` to `until_ms` (a later deadline already set stays), so every

@@ -440,6 +440,7 @@ impl MemoryBus {
         ban: &str,
         windows: &[RateWindow],
         now_ms: i64,
+        ban_now_ms: i64,
     ) -> Result<RateDecision> {
         let mut state = self.lock();
         let banned_until = state.rate_bans.get(ban).copied().unwrap_or(0);
@@ -450,7 +451,7 @@ impl MemoryBus {
                 _ => 0,
             })
             .collect();
-        let decision = rate::decide(now_ms, banned_until, windows, &used);
+        let decision = rate::decide(now_ms, ban_now_ms, banned_until, windows, &used);
         if decision == RateDecision::Granted {
             for (w, used) in windows.iter().zip(used) {
                 state.rate_counters.insert(

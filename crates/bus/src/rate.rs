@@ -49,12 +49,13 @@ pub(crate) fn until_roll(now_ms: i64, len_ms: i64) -> i64 {
 /// `Granted` (the caller then adds the costs). A zero cost never waits.
 pub(crate) fn decide(
     now_ms: i64,
+    ban_now_ms: i64,
     banned_until_ms: i64,
     windows: &[RateWindow],
     used: &[u64],
 ) -> RateDecision {
-    if banned_until_ms > now_ms {
-        return RateDecision::Banned(ms(banned_until_ms - now_ms));
+    if banned_until_ms > ban_now_ms {
+        return RateDecision::Banned(ms(banned_until_ms - ban_now_ms));
     }
     let wait = windows
         .iter()
@@ -73,16 +74,18 @@ pub(crate) fn ms(value: i64) -> Duration {
 }
 
 /// The Redis side of [`decide`]. KEYS[1] is the ban key, KEYS[2..] the counters (already
-/// suffixed with their window index); ARGV[1] is the time, then `len, limit, cost` per counter.
+/// suffixed with their window index); ARGV[1] is the time of the windows, ARGV[2] the time the
+/// ban deadline is compared with, then `len, limit, cost` per counter.
 /// Replies `{0, 0}` granted, `{1, ms}` wait, `{2, ms}` banned. Counters expire two windows after
 /// their own, so nothing piles up. Lua numbers are doubles: milliseconds since 1970 are exact.
 pub(crate) const TAKE_SCRIPT: &str = r"
 local now = tonumber(ARGV[1])
+local ban_now = tonumber(ARGV[2])
 local ban = tonumber(redis.call('GET', KEYS[1]) or '0')
-if ban > now then return {2, ban - now} end
+if ban > ban_now then return {2, ban - ban_now} end
 local wait = 0
 for i = 2, #KEYS do
-  local at = 2 + (i - 2) * 3
+  local at = 3 + (i - 2) * 3
   local len, limit, cost = tonumber(ARGV[at]), tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2])
   local used = tonumber(redis.call('GET', KEYS[i]) or '0')
   if cost > 0 and used + cost > limit then
@@ -92,7 +95,7 @@ for i = 2, #KEYS do
 end
 if wait > 0 then return {1, wait} end
 for i = 2, #KEYS do
-  local at = 2 + (i - 2) * 3
+  local at = 3 + (i - 2) * 3
   local len, cost = tonumber(ARGV[at]), tonumber(ARGV[at + 2])
   if cost > 0 then
     redis.call('INCRBY', KEYS[i], cost)
@@ -129,11 +132,11 @@ mod tests {
     #[test]
     fn grants_up_to_the_limit_and_waits_for_the_roll_beyond_it() {
         assert_eq!(
-            decide(T0 + 1_000, 0, &[window(10, 1)], &[9]),
+            decide(T0 + 1_000, T0 + 1_000, 0, &[window(10, 1)], &[9]),
             RateDecision::Granted
         );
         assert_eq!(
-            decide(T0 + 1_000, 0, &[window(10, 1)], &[10]),
+            decide(T0 + 1_000, T0 + 1_000, 0, &[window(10, 1)], &[10]),
             RateDecision::Wait(Duration::from_millis(59_000))
         );
     }
@@ -145,7 +148,7 @@ mod tests {
             ..window(1, 1)
         };
         assert_eq!(
-            decide(T0 + 2_000, 0, &[ten_s, window(1, 1)], &[1, 1]),
+            decide(T0 + 2_000, T0 + 2_000, 0, &[ten_s, window(1, 1)], &[1, 1]),
             RateDecision::Wait(Duration::from_millis(58_000))
         );
     }
@@ -153,11 +156,11 @@ mod tests {
     #[test]
     fn a_ban_beats_everything_and_a_zero_cost_never_waits() {
         assert_eq!(
-            decide(T0, T0 + 500, &[window(10, 0)], &[0]),
+            decide(T0, T0, T0 + 500, &[window(10, 0)], &[0]),
             RateDecision::Banned(Duration::from_millis(500))
         );
         assert_eq!(
-            decide(T0, 0, &[window(10, 0)], &[10]),
+            decide(T0, T0, 0, &[window(10, 0)], &[10]),
             RateDecision::Granted
         );
     }

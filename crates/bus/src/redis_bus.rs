@@ -593,6 +593,7 @@ impl RedisBus {
         ban: &str,
         windows: &[RateWindow],
         now_ms: i64,
+        ban_now_ms: i64,
     ) -> Result<RateDecision> {
         let mut cmd = redis::cmd("EVAL");
         cmd.arg(rate::TAKE_SCRIPT)
@@ -604,7 +605,7 @@ impl RedisBus {
                 rate::window_index(now_ms, w.len_ms),
             ));
         }
-        cmd.arg(now_ms);
+        cmd.arg(now_ms).arg(ban_now_ms);
         for w in windows {
             cmd.arg(w.len_ms.max(1)).arg(w.limit).arg(w.cost);
         }

@@ -15,6 +15,8 @@ use binance::{Limits, RestClient, SharedBudget, Verdict};
 use bus::{Bus, RateDecision, RateWindow};
 use futures_util::future::BoxFuture;
 
+use crate::clock;
+
 /// The shared budget of one account on one bus.
 #[derive(Debug, Clone)]
 pub struct BusBudget {
@@ -70,7 +72,12 @@ impl SharedBudget for BusBudget {
     ) -> BoxFuture<'_, Result<Verdict, String>> {
         Box::pin(async move {
             let windows = self.windows(weight, is_order, limits);
-            match self.bus.rate_take(BAN, &windows, now_ms).await {
+            // Windows on the exchange's clock, the ban on the wall clock (see `Bus::rate_take`).
+            match self
+                .bus
+                .rate_take(BAN, &windows, now_ms, clock::now_ms())
+                .await
+            {
                 Ok(RateDecision::Granted) => Ok(Verdict::Go),
                 Ok(RateDecision::Wait(wait)) => Ok(Verdict::Wait(wait)),
                 Ok(RateDecision::Banned(wait)) => Ok(Verdict::Banned(wait)),
@@ -81,8 +88,10 @@ impl SharedBudget for BusBudget {
 
     fn ban(&self, now_ms: i64, until_ms: i64) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
+            // The ban's length, counted on the wall clock that every taker compares it with.
+            let wall = clock::now_ms();
             self.bus
-                .rate_ban(BAN, until_ms, now_ms)
+                .rate_ban(BAN, wall.saturating_add(until_ms - now_ms), wall)
                 .await
                 .map_err(|e| e.to_string())
         })

@@ -831,6 +831,7 @@ pub async fn rate_budget_is_shared_exact_and_windowed(backend: Backend) {
                 budget_window("acct:orders:10s", 10_000, 3, 1),
             ],
             at,
+            at,
         )
         .await
         .unwrap()
@@ -862,7 +863,8 @@ pub async fn rate_budget_is_shared_exact_and_windowed(backend: Backend) {
         a.rate_take(
             "ip",
             &[budget_window("ip:weight:1m", 60_000, 10, 0)],
-            t0 + 20_000
+            t0 + 20_000,
+            t0 + 20_000,
         )
         .await
         .unwrap(),
@@ -880,15 +882,23 @@ pub async fn rate_ban_stops_every_taker_until_it_ends(backend: Backend) {
     a.rate_ban("ip", t0 + 5_000, t0).await.unwrap();
     a.rate_ban("ip", t0 + 1_000, t0).await.unwrap();
     assert_eq!(
-        b.rate_take("ip", &w, t0 + 2_000).await.unwrap(),
+        b.rate_take("ip", &w, t0 + 2_000, t0 + 2_000).await.unwrap(),
+        bus::RateDecision::Banned(Duration::from_millis(3_000))
+    );
+    // The ban goes by the clock it was set on, whatever a taker believes the exchange's clock
+    // says (regression: a process whose estimate was seconds ahead saw the ban as over).
+    assert_eq!(
+        b.rate_take("ip", &w, t0 + 9_000, t0 + 2_000).await.unwrap(),
         bus::RateDecision::Banned(Duration::from_millis(3_000))
     );
     assert_eq!(
-        b.rate_take("other-ip", &w, t0 + 2_000).await.unwrap(),
+        b.rate_take("other-ip", &w, t0 + 2_000, t0 + 2_000)
+            .await
+            .unwrap(),
         bus::RateDecision::Granted
     );
     assert_eq!(
-        b.rate_take("ip", &w, t0 + 5_000).await.unwrap(),
+        b.rate_take("ip", &w, t0 + 5_000, t0 + 5_000).await.unwrap(),
         bus::RateDecision::Granted
     );
 }

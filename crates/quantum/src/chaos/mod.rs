@@ -152,9 +152,13 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<bool> {
     // The services, once started, so that an interruption or an error can stop them: the
     // process exits without running destructors.
     let started: Arc<Mutex<Started>> = Arc::default();
+    // SIGTERM too (a `kill`, a CI timeout): without it the children outlived the harness.
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot listen for SIGTERM")?;
     let outcome = tokio::select! {
         outcome = run_in(&args, &run_dir, named, epoch, started.clone()) => outcome,
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        _ = terminate.recv() => Err(anyhow::anyhow!("terminated (SIGTERM)")),
     };
     if outcome.is_err() {
         let mut started = started.lock().unwrap_or_else(|e| e.into_inner());
