@@ -62,9 +62,9 @@ fn help_names_the_options_and_the_exit_status() {
     }
 }
 
-/// Two to four minutes on a 2-core machine (60 s of scenario, then the finale; a 418 ban the
-/// services earn takes two minutes to pass). The run directory is kept when it fails (its path
-/// is in the report).
+/// About 90 s on a 2-core machine (60 s of scenario, then the finale); longer only if the
+/// services earn a 418 ban, which itself lasts two minutes. The run directory is kept when it
+/// fails (its path is in the report).
 #[test]
 fn a_short_seeded_chaos_run_keeps_every_promise() {
     let dir: PathBuf =
