@@ -180,9 +180,9 @@ impl Executor {
                     // A reconcile request: the next attempt polls anyway.
                     Some(_) => {}
                     // No sender left (the router is gone): only the clock remains.
-                    None => tokio::time::sleep(left.min(Duration::from_secs(5))).await,
+                    None => tokio::time::sleep(self.nap(left)).await,
                 },
-                _ = tokio::time::sleep(left.min(Duration::from_secs(5))) => {}
+                _ = tokio::time::sleep(self.nap(left)) => {}
             }
         }
     }

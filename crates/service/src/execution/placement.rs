@@ -294,6 +294,12 @@ impl Executor {
         self.pause_for(job.progress_key, job.intent, wait).await
     }
 
+    /// How long a wait may sleep before the heartbeat is refreshed again: often enough that no
+    /// other instance takes the intent as abandoned (`claim_idle`).
+    pub(super) fn nap(&self, left: Duration) -> Duration {
+        left.min(HEARTBEAT_EVERY).min(self.exec().claim_idle / 3)
+    }
+
     /// [`Executor::pause`] for an intent by its progress key.
     pub(super) async fn pause_for(
         &self,
@@ -310,7 +316,7 @@ impl Executor {
             }
             tokio::select! {
                 _ = self.stop.cancelled() => return false,
-                _ = tokio::time::sleep(left.min(HEARTBEAT_EVERY).min(self.exec().claim_idle / 3)) => {}
+                _ = tokio::time::sleep(self.nap(left)) => {}
             }
         }
     }
