@@ -348,6 +348,53 @@ impl Exchange {
         })
     }
 
+    /// `GET /fapi/v1/symbolConfig`: margin type and leverage per symbol (one with `symbol`, else
+    /// every symbol), the shape of `rest__symbol_config.json`.
+    pub(crate) fn symbol_config(&self, params: &Params) -> Result<Value, ApiError> {
+        let row = |symbol: &str| {
+            let leverage = self.leverage_of(symbol);
+            json!({
+                "symbol": symbol,
+                "marginType": self.margin_type_of(symbol).as_str(),
+                "isAutoAddMargin": false,
+                "leverage": leverage,
+                "maxNotionalValue": max_notional(leverage),
+            })
+        };
+        Ok(Value::Array(match self.optional_symbol(params)? {
+            Some(symbol) => vec![row(&symbol)],
+            None => self.markets.keys().map(|s| row(s)).collect(),
+        }))
+    }
+
+    /// `GET /fapi/v1/accountConfig`: the account's trading flags, the shape of
+    /// `rest__account_config.json` (fee tier 0, every permission, one-way or hedge mode as set).
+    pub(crate) fn account_config(&self) -> Value {
+        json!({
+            "feeTier": 0,
+            "canTrade": true,
+            "canDeposit": true,
+            "canWithdraw": true,
+            "dualSidePosition": self.dual_side,
+            "updateTime": 0,
+            "multiAssetsMargin": false,
+            "tradeGroupId": -1,
+        })
+    }
+
+    /// `GET /fapi/v1/commissionRate` (`symbol` required): the fee rates every fill here pays,
+    /// the shape of `rest__commission_rate.json`. The simulator has no RPI orders; it states
+    /// Binance's documented example RPI rate, 0.00005, so clients that read it find a number.
+    pub(crate) fn commission_rate(&self, params: &Params) -> Result<Value, ApiError> {
+        let symbol = self.symbol_param(params)?;
+        Ok(json!({
+            "symbol": symbol,
+            "makerCommissionRate": MAKER_FEE.normalize().to_string(),
+            "takerCommissionRate": TAKER_FEE.normalize().to_string(),
+            "rpiCommissionRate": "0.00005",
+        }))
+    }
+
     /// Events queued since the last call.
     pub(crate) fn drain_outbox(&mut self) -> Vec<Outgoing> {
         std::mem::take(&mut self.outbox)

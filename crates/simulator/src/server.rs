@@ -347,6 +347,9 @@ enum Endpoint {
     Leverage,
     MarginType,
     GetDualSide,
+    SymbolConfig,
+    AccountConfig,
+    CommissionRate,
     SetDualSide,
     PositionRiskV2,
     PositionRiskV3,
@@ -395,6 +398,9 @@ fn route(method: &Method, path: &str) -> Option<(Endpoint, Security)> {
         ("POST", "/fapi/v1/leverage") => (Leverage, Signed),
         ("POST", "/fapi/v1/marginType") => (MarginType, Signed),
         ("GET", "/fapi/v1/positionSide/dual") => (GetDualSide, Signed),
+        ("GET", "/fapi/v1/symbolConfig") => (SymbolConfig, Signed),
+        ("GET", "/fapi/v1/accountConfig") => (AccountConfig, Signed),
+        ("GET", "/fapi/v1/commissionRate") => (CommissionRate, Signed),
         ("POST", "/fapi/v1/positionSide/dual") => (SetDualSide, Signed),
         ("GET", "/fapi/v2/positionRisk") => (PositionRiskV2, Signed),
         ("GET", "/fapi/v3/positionRisk") => (PositionRiskV3, Signed),
@@ -469,7 +475,8 @@ fn weight(endpoint: Endpoint, params: &Params) -> u32 {
         }
         NewOrder | NewAlgo => 0,
         AllOrders | UserTrades | PositionRiskV2 | PositionRiskV3 | AccountV2 | AccountV3
-        | Balance | AllAlgos => 5,
+        | Balance | AllAlgos | SymbolConfig | AccountConfig => 5,
+        CommissionRate => 20,
         GetDualSide => 30,
         CountdownCancelAll => 10,
         _ => 1,
@@ -820,6 +827,9 @@ fn call(shared: &Arc<Shared>, endpoint: Endpoint, params: &Params) -> Result<Val
         Leverage => ex.set_leverage(params),
         MarginType => ex.set_margin_type(params),
         GetDualSide => Ok(json!({ "dualSidePosition": ex.dual_side() })),
+        SymbolConfig => ex.symbol_config(params),
+        AccountConfig => Ok(ex.account_config()),
+        CommissionRate => ex.commission_rate(params),
         SetDualSide => ex.set_dual_side(params),
         PositionRiskV2 | PositionRiskV3 => {
             let symbol = ex.optional_symbol(params)?;

@@ -784,3 +784,63 @@ async fn subscribe_list_and_unsubscribe_reply_in_the_documented_shapes() {
     assert_matches_fixture(&reply, "ws__unsubscribe_response.json", &Allow::none());
     sim.shutdown().await;
 }
+
+/// Issue 12: clients that call these on every connect could not start (404, -5000).
+#[tokio::test]
+async fn symbol_config_account_config_and_commission_rate_reply_in_the_documented_shapes() {
+    let (sim, client) = start().await;
+    let one = signed(
+        &client,
+        Method::GET,
+        "/fapi/v1/symbolConfig",
+        &[("symbol", "BTCUSDT")],
+    )
+    .await;
+    assert_matches_fixture(&one, "rest__symbol_config.json", &Allow::none());
+    assert_eq!(one.as_array().map(Vec::len), Some(1), "{one}");
+    let all = signed(&client, Method::GET, "/fapi/v1/symbolConfig", &[]).await;
+    assert_matches_fixture(&all, "rest__symbol_config.json", &Allow::none());
+    assert!(all.as_array().is_some_and(|rows| rows.len() > 1), "{all}");
+
+    // What the account changed shows: leverage and margin type per symbol, the position mode.
+    signed(
+        &client,
+        Method::POST,
+        "/fapi/v1/leverage",
+        &[("symbol", "BTCUSDT"), ("leverage", "7")],
+    )
+    .await;
+    signed(
+        &client,
+        Method::POST,
+        "/fapi/v1/marginType",
+        &[("symbol", "BTCUSDT"), ("marginType", "ISOLATED")],
+    )
+    .await;
+    let changed = signed(
+        &client,
+        Method::GET,
+        "/fapi/v1/symbolConfig",
+        &[("symbol", "BTCUSDT")],
+    )
+    .await;
+    assert_eq!(changed[0]["leverage"], 7, "{changed}");
+    assert_eq!(changed[0]["marginType"], "ISOLATED", "{changed}");
+
+    let account = signed(&client, Method::GET, "/fapi/v1/accountConfig", &[]).await;
+    assert_matches_fixture(&account, "rest__account_config.json", &Allow::none());
+    assert_eq!(account["dualSidePosition"], false, "{account}");
+
+    let fees = signed(
+        &client,
+        Method::GET,
+        "/fapi/v1/commissionRate",
+        &[("symbol", "ETHUSDT")],
+    )
+    .await;
+    assert_matches_fixture(&fees, "rest__commission_rate.json", &Allow::none());
+    assert_eq!(fees["symbol"], "ETHUSDT");
+    assert_eq!(fees["takerCommissionRate"], "0.0005", "{fees}");
+    assert_eq!(fees["makerCommissionRate"], "0.0002", "{fees}");
+    sim.shutdown().await;
+}
