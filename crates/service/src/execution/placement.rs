@@ -242,7 +242,7 @@ impl Executor {
         }
     }
 
-    /// Calls `op` until it answers.    /// Calls `op` until it answers. What the exchange refuses for now (nothing executed: a rate
+    /// Calls `op` until it answers. What the exchange refuses for now (nothing executed: a rate
     /// limit, a definite 5xx, no connection) is waited out, heartbeat refreshed, until `until`
     /// (ms since the epoch; `None`: until the service stops).
     pub(super) async fn patiently<T, F, Fut>(

@@ -148,7 +148,8 @@ impl Venue {
 
     /// The fees of the order's trades (`userTrades`): their sum and asset, `None` while the
     /// trades listed do not yet add up to `executed_qty` (a fee summed over part of the fills
-    /// would be a wrong figure, not a smaller one).
+    /// would be a wrong figure, not a smaller one). Sums that overflow are a decode error, not
+    /// a panic: the figures are the exchange's, outside input.
     pub(super) async fn fees(
         &self,
         symbol: &str,
@@ -156,13 +157,22 @@ impl Venue {
         executed_qty: Decimal,
     ) -> Result<Option<(Decimal, String)>, binance::Error> {
         let trades = self.rest.user_trades(symbol, Some(order_id)).await?;
-        let listed: Decimal = trades.iter().map(|t| t.qty).sum();
-        Ok((!trades.is_empty() && listed >= executed_qty).then(|| {
-            (
-                trades.iter().map(|t| t.commission).sum(),
-                trades[0].commission_asset.clone(),
-            )
-        }))
+        let overflow = |what: &str| binance::Error::Decode {
+            endpoint: "GET /fapi/v1/userTrades".into(),
+            error: format!("the trades' {what} of order {order_id} overflow a decimal"),
+            body: String::new(),
+        };
+        let sum = |field: fn(&binance::types::UserTrade) -> Decimal| {
+            trades
+                .iter()
+                .try_fold(Decimal::ZERO, |acc, t| acc.checked_add(field(t)))
+        };
+        let listed = sum(|t| t.qty).ok_or_else(|| overflow("quantities"))?;
+        if trades.is_empty() || listed < executed_qty {
+            return Ok(None);
+        }
+        let commission = sum(|t| t.commission).ok_or_else(|| overflow("fees"))?;
+        Ok(Some((commission, trades[0].commission_asset.clone())))
     }
 }
 
