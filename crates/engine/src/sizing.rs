@@ -47,12 +47,14 @@ pub fn round_down(qty: Decimal, step: Decimal) -> Option<Decimal> {
     if step <= Decimal::ZERO {
         return Some(qty);
     }
-    Some(
-        qty.checked_div(step)?
-            .floor()
-            .checked_mul(step)?
-            .normalize(),
-    )
+    let rounded = qty.checked_div(step)?.floor().checked_mul(step)?;
+    // At the 28-digit edge the quotient and the product are themselves rounded to fit, and can
+    // land above `qty` (7922816251426433759354395033.5 in steps of 0.3597930 came back as
+    // ...034): a quantity is never rounded up, so such figures do not fit.
+    if rounded > qty {
+        return None;
+    }
+    Some(rounded.normalize())
 }
 
 /// Sizes an opening order: from `usd` at `mark`, or from an explicit `qty`.
@@ -183,6 +185,30 @@ mod tests {
         assert!(matches!(
             size_close(None, Decimal::from(5), &odd),
             Err(SizingError::AboveMaxQty { .. })
+        ));
+    }
+
+    /// Regression (CI, found by the fuzz test with a random seed): at the 28-digit edge the
+    /// rounding of `qty / step` and of its product carried a close above the position
+    /// (7922816251426433759354395033.5 closed as ...034). A size is never rounded up.
+    #[test]
+    fn a_close_at_the_decimal_edge_is_never_above_the_position() {
+        let position: Decimal = "7922816251426433759354395033.5".parse().unwrap();
+        let step: Decimal = "0.3597930".parse().unwrap();
+        assert_eq!(round_down(position, step), None);
+        let rules = SymbolRules {
+            step_size: step,
+            min_qty: Decimal::MIN,
+            max_qty: Decimal::MAX,
+            min_notional: Decimal::ZERO,
+        };
+        assert!(matches!(
+            size_close(None, position, &rules),
+            Err(SizingError::Overflow(_))
+        ));
+        assert!(matches!(
+            size_order(None, Some(position), Decimal::ONE, &rules),
+            Err(SizingError::Overflow(_))
         ));
     }
 
