@@ -91,6 +91,30 @@ impl Params {
     pub(crate) fn symbol(&self) -> Option<String> {
         self.get("symbol").map(str::to_ascii_uppercase)
     }
+
+    /// The parameters of one element of a batch (`batchOrders=[{...},...]`): a JSON object whose
+    /// values are strings, numbers or booleans, read as a single request's parameters. `None`
+    /// for anything else (a nested object or list, `null`): Binance refuses such a batch.
+    pub(crate) fn from_json(element: &serde_json::Value) -> Option<Params> {
+        let object = element.as_object()?;
+        let mut values = HashMap::new();
+        for (key, value) in object {
+            let text = match value {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Number(n) => n.to_string(),
+                serde_json::Value::Bool(b) => b.to_string(),
+                _ => return None,
+            };
+            values.insert(key.clone(), text);
+        }
+        Some(Params { values })
+    }
+
+    /// A copy with one more parameter (a batch element inherits the request's `symbol`).
+    pub(crate) fn with(mut self, key: &str, value: impl Into<String>) -> Params {
+        self.values.insert(key.to_string(), value.into());
+        self
+    }
 }
 
 /// Parses a plain decimal (no exponent, no sign other than '-').

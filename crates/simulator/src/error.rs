@@ -83,9 +83,16 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The JSON body, also one element of a batch reply when that element failed.
+    pub(crate) fn body(&self) -> serde_json::Value {
+        serde_json::json!({ "code": self.code, "msg": self.msg })
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "code": self.code, "msg": self.msg });
+        let body = self.body();
         let mut response = (self.status, axum::Json(body)).into_response();
         if let Some(secs) = self.retry_after {
             if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {

@@ -21,6 +21,10 @@ use crate::model::{
 use crate::symbols::{self, SymbolSpec};
 use crate::wire::{self, OrderShape};
 
+mod amend;
+
+pub(crate) use amend::ModifyRequest;
+
 /// Taker and maker fee rates (Binance's base tier for USD-M).
 const TAKER_FEE: Decimal = Decimal::from_parts(5, 0, 0, false, 4);
 const MAKER_FEE: Decimal = Decimal::from_parts(2, 0, 0, false, 4);
@@ -76,6 +80,9 @@ pub(crate) struct Exchange {
     listen_keys: HashMap<String, ListenKey>,
     listen_key_ttl_ms: i64,
     countdowns: HashMap<String, (i64, i64)>,
+    /// Every order modification, oldest first (`GET /fapi/v1/orderAmendment`).
+    amendments: Vec<amend::Amendment>,
+    next_amendment_id: i64,
     next_order_id: i64,
     next_trade_id: i64,
     next_algo_id: i64,
@@ -151,6 +158,8 @@ impl Exchange {
             listen_keys: HashMap::new(),
             listen_key_ttl_ms: duration_ms(config.listen_key_ttl) as i64,
             countdowns: HashMap::new(),
+            amendments: Vec::new(),
+            next_amendment_id: 5_001,
             // Ids above 2^32, as on the live exchange, so clients that use 32-bit ids fail here too.
             next_order_id: 5_000_000_001,
             next_trade_id: 700_000_001,
@@ -514,6 +523,38 @@ impl Exchange {
     /// `POST /fapi/v1/order`: validates like Binance, records the order as `NEW`, and queues the
     /// `NEW` user event. Fills never happen here: taker orders go to the async filler.
     pub(crate) fn place_order(&mut self, params: &Params, now: i64) -> Result<i64, ApiError> {
+        let (order, marketable) = self.new_order(params, now)?;
+        let order_id = order.order_id;
+        let time_in_force = order.time_in_force;
+        self.next_order_id += 1;
+        self.orders.insert(order_id, order);
+        self.emit_order(order_id, "NEW", None, now);
+        if marketable {
+            self.to_fill.push(order_id);
+        } else if matches!(time_in_force, TimeInForce::Ioc | TimeInForce::Fok) {
+            // Nothing to take and nothing may rest.
+            self.finish(order_id, OrderStatus::Expired, 2, now);
+        }
+        Ok(order_id)
+    }
+
+    /// `POST /fapi/v1/order/test`: every check `place_order` makes, and nothing else: no order is
+    /// stored, sent to the book or announced. The reply is the order as it would have been
+    /// accepted (Binance's documented shape for this endpoint), with `orderId` 0 since none exists.
+    pub(crate) fn test_order(&mut self, params: &Params, now: i64) -> Result<Value, ApiError> {
+        let (mut order, _) = self.new_order(params, now)?;
+        order.order_id = 0;
+        Ok(wire::order(
+            &order,
+            &self.markets[&order.symbol].spec,
+            OrderShape::Reply,
+        ))
+    }
+
+    /// A new order as `POST /fapi/v1/order` would accept it (Binance's checks, in Binance's order),
+    /// with the id it would get, and whether it takes liquidity at once. Nothing is changed but the
+    /// random source of generated client order ids.
+    fn new_order(&mut self, params: &Params, now: i64) -> Result<(Order, bool), ApiError> {
         let symbol = self.symbol_param(params)?;
         let side = Side::parse(params.required("side")?)?;
         let order_type = OrderType::parse(params.required("type")?)?;
@@ -669,10 +710,8 @@ impl Exchange {
                 "Due to the order could not be executed as maker, the Post Only order will be rejected.",
             ));
         }
-        let order_id = self.next_order_id;
-        self.next_order_id += 1;
         let order = Order {
-            order_id,
+            order_id: self.next_order_id,
             symbol: symbol.clone(),
             client_order_id,
             side,
@@ -698,15 +737,7 @@ impl Exchange {
             taker_pending: marketable,
             algo_id: None,
         };
-        self.orders.insert(order_id, order);
-        self.emit_order(order_id, "NEW", None, now);
-        if marketable {
-            self.to_fill.push(order_id);
-        } else if matches!(time_in_force, TimeInForce::Ioc | TimeInForce::Fok) {
-            // Nothing to take and nothing may rest.
-            self.finish(order_id, OrderStatus::Expired, 2, now);
-        }
-        Ok(order_id)
+        Ok((order, marketable))
     }
 
     fn client_order_id(&mut self, params: &Params, key: &str) -> Result<String, ApiError> {

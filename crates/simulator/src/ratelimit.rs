@@ -113,19 +113,32 @@ impl RateLimits {
     }
 
     /// Counts one order against the account, adding the counts to `usage`.
+    #[cfg(test)]
     pub(crate) fn record_order(
         &mut self,
         now_ms: i64,
         usage: Usage,
     ) -> Result<Usage, (Exceeded, Usage)> {
+        self.record_orders(now_ms, usage, 1, 1)
+    }
+
+    /// Counts an order-entry request that costs `ten_s` on the 10-second count and `one_m` on the
+    /// minute count (a batch costs 5 and 1), adding the counts to `usage`.
+    pub(crate) fn record_orders(
+        &mut self,
+        now_ms: i64,
+        usage: Usage,
+        ten_s: u32,
+        one_m: u32,
+    ) -> Result<Usage, (Exceeded, Usage)> {
         let ten = {
             let c = self.orders_10s.current(now_ms, 10_000);
-            *c = c.saturating_add(1);
+            *c = c.saturating_add(ten_s);
             *c
         };
         let one = {
             let c = self.orders_1m.current(now_ms, 60_000);
-            *c = c.saturating_add(1);
+            *c = c.saturating_add(one_m);
             *c
         };
         let usage = Usage {

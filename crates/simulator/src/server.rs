@@ -26,7 +26,7 @@ use tracing::{info, warn};
 use crate::auth::{parse_decimal, Credentials, Params, Security};
 use crate::config::SimConfig;
 use crate::error::ApiError;
-use crate::exchange::{Exchange, FillStep, Outgoing};
+use crate::exchange::{Exchange, FillStep, ModifyRequest, Outgoing};
 use crate::faults::{Faults, FaultsUpdate};
 use crate::ratelimit::{
     Admission, Exceeded, RateLimits, Usage, ORDER_LIMIT_10S, ORDER_LIMIT_1M, WEIGHT_LIMIT_1M,
@@ -366,6 +366,12 @@ enum Endpoint {
     CreateListenKey,
     KeepaliveListenKey,
     CloseListenKey,
+    TestOrder,
+    ModifyOrder,
+    OrderAmendment,
+    BatchPlace,
+    BatchModify,
+    BatchCancel,
 }
 
 /// Every REST endpoint served, by method and path: the router's table, which the endpoint
@@ -430,6 +436,12 @@ const ROUTES: &[(&str, &str, Endpoint, Security)] = {
         ("POST", "/fapi/v1/listenKey", CreateListenKey, UserStream),
         ("PUT", "/fapi/v1/listenKey", KeepaliveListenKey, UserStream),
         ("DELETE", "/fapi/v1/listenKey", CloseListenKey, UserStream),
+        ("POST", "/fapi/v1/order/test", TestOrder, Signed),
+        ("PUT", "/fapi/v1/order", ModifyOrder, Signed),
+        ("GET", "/fapi/v1/orderAmendment", OrderAmendment, Signed),
+        ("POST", "/fapi/v1/batchOrders", BatchPlace, Signed),
+        ("PUT", "/fapi/v1/batchOrders", BatchModify, Signed),
+        ("DELETE", "/fapi/v1/batchOrders", BatchCancel, Signed),
     ]
 };
 
@@ -492,7 +504,9 @@ fn weight(endpoint: Endpoint, params: &Params) -> u32 {
                 40
             }
         }
-        NewOrder | NewAlgo => 0,
+        // Order entry costs the account's order counts instead (see `order_cost`).
+        NewOrder | NewAlgo | ModifyOrder | TestOrder => 0,
+        BatchPlace | BatchModify => 5,
         AllOrders | UserTrades | PositionRiskV2 | PositionRiskV3 | AccountV2 | AccountV3
         | Balance | AllAlgos | SymbolConfig | AccountConfig => 5,
         CommissionRate => 20,
@@ -584,7 +598,8 @@ async fn handle(shared: &Arc<Shared>, request: Request) -> Response {
     };
     let query = parts.uri.query().unwrap_or("").to_string();
     let params = Params::parse(&query, &body);
-    let is_order = matches!(endpoint, Endpoint::NewOrder | Endpoint::NewAlgo);
+    let order_cost = order_cost(endpoint);
+    let is_order = order_cost.is_some();
     let now = shared.now_ms();
 
     let weighed = shared
@@ -619,8 +634,10 @@ async fn handle(shared: &Arc<Shared>, request: Request) -> Response {
     {
         return with_usage(err.into_response(), usage);
     }
-    let usage = if is_order {
-        let counted = shared.limits().record_order(wall_ms(), usage);
+    let usage = if let Some((ten_s, one_m)) = order_cost {
+        let counted = shared
+            .limits()
+            .record_orders(wall_ms(), usage, ten_s, one_m);
         match counted {
             Ok(usage) => usage,
             Err((_, usage)) if !shared.config.enforce_rate_limits => usage,
@@ -637,6 +654,17 @@ async fn handle(shared: &Arc<Shared>, request: Request) -> Response {
     match result {
         Ok(value) => with_usage(Json(value).into_response(), usage),
         Err(err) => with_usage(err.into_response(), usage),
+    }
+}
+
+/// What an order-entry request costs on the account's order counts (10 s, 1 min), as Binance
+/// documents it; `None` for requests that are not counted.
+fn order_cost(endpoint: Endpoint) -> Option<(u32, u32)> {
+    use Endpoint::*;
+    match endpoint {
+        NewOrder | NewAlgo | ModifyOrder => Some((1, 1)),
+        BatchPlace | BatchModify => Some((5, 1)),
+        _ => None,
     }
 }
 
@@ -721,10 +749,12 @@ async fn new_order_request(
         }
         OrderFault::None | OrderFault::DropResponse | OrderFault::UnknownExecuted => {}
     }
-    let result = if endpoint == Endpoint::NewAlgo {
-        shared.with_exchange(|ex, now| ex.place_algo(params, now))
-    } else {
-        place_order(shared, params).await
+    let result = match endpoint {
+        Endpoint::NewAlgo => shared.with_exchange(|ex, now| ex.place_algo(params, now)),
+        Endpoint::ModifyOrder => modify_order(shared, params),
+        Endpoint::BatchPlace => place_batch(shared, params).await,
+        Endpoint::BatchModify => modify_batch(shared, params),
+        _ => place_order(shared, params).await,
     };
     match fault {
         OrderFault::DropResponse => {
@@ -766,6 +796,99 @@ async fn place_order(shared: &Arc<Shared>, params: &Params) -> Result<Value, Api
         // The ACK shows the order as accepted: NEW, nothing executed, average price zero.
         Ok(ack)
     }
+}
+
+/// `PUT /fapi/v1/order`.
+fn modify_order(shared: &Arc<Shared>, params: &Params) -> Result<Value, ApiError> {
+    let request = ModifyRequest::from_params(params)?;
+    shared.with_exchange(|ex, now| {
+        let order_id = ex.modify(&request, now)?;
+        Ok(ex.modify_reply(order_id))
+    })
+}
+
+/// Binance's cap on the orders of one `batchOrders` request (place and modify).
+const MAX_BATCH_ORDERS: usize = 5;
+/// Binance's cap on the ids of one `DELETE /fapi/v1/batchOrders`.
+const MAX_BATCH_CANCELS: usize = 10;
+
+/// The `batchOrders` parameter: a JSON list of 1 to 5 objects, each one order's parameters.
+fn batch_elements(params: &Params) -> Result<Vec<Params>, ApiError> {
+    let text = params.required("batchOrders")?;
+    let list: Vec<Value> =
+        serde_json::from_str(text).map_err(|_| ApiError::malformed("batchOrders"))?;
+    if list.is_empty() || list.len() > MAX_BATCH_ORDERS {
+        return Err(ApiError::bad(
+            -4082,
+            format!("Invalid number of batch place orders: {}", list.len()),
+        ));
+    }
+    list.iter()
+        .map(|element| Params::from_json(element).ok_or_else(|| ApiError::malformed("batchOrders")))
+        .collect()
+}
+
+/// One element of a batch reply: the order, or Binance's `{code,msg}` for that element.
+fn element(result: Result<Value, ApiError>) -> Value {
+    result.unwrap_or_else(|err| err.body())
+}
+
+/// `POST /fapi/v1/batchOrders`: each element as `POST /fapi/v1/order` would take it, in list
+/// order (Binance matches a batch's orders concurrently; here they go one after another, which
+/// is one of the orders Binance may pick). The order faults apply to the request as a whole.
+async fn place_batch(shared: &Arc<Shared>, params: &Params) -> Result<Value, ApiError> {
+    let mut replies = Vec::new();
+    for order in batch_elements(params)? {
+        replies.push(element(place_order(shared, &order).await));
+    }
+    Ok(Value::Array(replies))
+}
+
+/// `PUT /fapi/v1/batchOrders`: each element as `PUT /fapi/v1/order` would take it.
+fn modify_batch(shared: &Arc<Shared>, params: &Params) -> Result<Value, ApiError> {
+    let replies = batch_elements(params)?
+        .iter()
+        .map(|order| element(modify_order(shared, order)))
+        .collect();
+    Ok(Value::Array(replies))
+}
+
+/// `DELETE /fapi/v1/batchOrders`: `symbol` and `orderIdList` (JSON list of ids) or
+/// `origClientOrderIdList` (JSON list of strings), at most 10; one reply element per id.
+fn cancel_batch(ex: &mut Exchange, params: &Params, now: i64) -> Result<Value, ApiError> {
+    let symbol = ex.symbol_param(params)?;
+    let refs: Vec<(&str, String)> = if let Some(text) = params.get("orderIdList") {
+        let ids: Vec<i64> =
+            serde_json::from_str(text).map_err(|_| ApiError::malformed("orderIdList"))?;
+        ids.into_iter()
+            .map(|id| ("orderId", id.to_string()))
+            .collect()
+    } else if let Some(text) = params.get("origClientOrderIdList") {
+        let ids: Vec<String> =
+            serde_json::from_str(text).map_err(|_| ApiError::malformed("origClientOrderIdList"))?;
+        ids.into_iter()
+            .map(|id| ("origClientOrderId", id))
+            .collect()
+    } else {
+        return Err(ApiError::bad(
+            -1102,
+            "Either orderIdList or origClientOrderIdList must be sent.",
+        ));
+    };
+    if refs.is_empty() || refs.len() > MAX_BATCH_CANCELS {
+        return Err(ApiError::bad(
+            -1130,
+            "Data sent for parameter 'orderIdList' is not valid.",
+        ));
+    }
+    let replies = refs
+        .into_iter()
+        .map(|(key, id)| {
+            let one = Params::default().with("symbol", &symbol).with(key, id);
+            element(ex.cancel_order(&one, now))
+        })
+        .collect();
+    Ok(Value::Array(replies))
 }
 
 fn call(shared: &Arc<Shared>, endpoint: Endpoint, params: &Params) -> Result<Value, ApiError> {
@@ -880,7 +1003,12 @@ fn call(shared: &Arc<Shared>, endpoint: Endpoint, params: &Params) -> Result<Val
         CloseListenKey => ex
             .close_listen_key(params.get("listenKey"), now)
             .map(|()| json!({})),
-        NewOrder | NewAlgo => unreachable!("new-order requests go through new_order_request"),
+        TestOrder => ex.test_order(params, now),
+        OrderAmendment => ex.order_amendments(params).map(Value::Array),
+        BatchCancel => cancel_batch(ex, params, now),
+        NewOrder | NewAlgo | ModifyOrder | BatchPlace | BatchModify => {
+            unreachable!("order-entry requests go through new_order_request")
+        }
     })
 }
 

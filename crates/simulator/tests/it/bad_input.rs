@@ -36,8 +36,9 @@ async fn unknown_paths_and_methods_get_404_json() {
         body,
         json!({"code": -5000, "msg": "Path /fapi/v1/nothing, Method GET is invalid"})
     );
+    // A known path with a method it does not take (PATCH on the order endpoint).
     let (status, body) = raw(
-        Method::PUT,
+        Method::PATCH,
         format!("{}/fapi/v1/order", sim.base_url()),
         vec![],
     )

@@ -1,4 +1,5 @@
 mod algo;
+mod amend;
 mod auth;
 mod bad_input;
 mod config;
