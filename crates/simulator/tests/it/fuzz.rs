@@ -56,6 +56,12 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("POST", "/fapi/v1/listenKey"),
     ("PUT", "/fapi/v1/listenKey"),
     ("DELETE", "/fapi/v1/listenKey"),
+    ("PUT", "/fapi/v1/order"),
+    ("POST", "/fapi/v1/order/test"),
+    ("GET", "/fapi/v1/orderAmendment"),
+    ("POST", "/fapi/v1/batchOrders"),
+    ("PUT", "/fapi/v1/batchOrders"),
+    ("DELETE", "/fapi/v1/batchOrders"),
     ("PATCH", "/fapi/v1/order"),
     ("GET", "/sim/v1/price"),
     ("DELETE", "/sim/v1/faults"),
@@ -97,6 +103,9 @@ const PARAM_KEYS: &[&str] = &[
     "listenKey",
     "interval",
     "recvWindow",
+    "batchOrders",
+    "orderIdList",
+    "origClientOrderIdList",
 ];
 
 /// A value for `key`: mostly one the endpoint accepts (so requests get past the first check),
@@ -164,6 +173,28 @@ fn param_value(key: &'static str) -> BoxedStrategy<String> {
             .prop_map(str::to_string)
             .boxed(),
         "recvWindow" => (1u64..=60_000).prop_map(|n| n.to_string()).boxed(),
+        // Batches: lists of orders as clients send them (strings, numbers), of 0 to 7 elements,
+        // and lists of ids; other values come from the nasty-text strategies below.
+        "batchOrders" => prop::collection::vec(
+            prop::sample::select(
+                &[
+                    r#"{"symbol":"BTCUSDT","side":"BUY","type":"LIMIT","timeInForce":"GTC","quantity":"0.01","price":"95000"}"#,
+                    r#"{"symbol":"ETHUSDT","side":"SELL","type":"MARKET","quantity":1}"#,
+                    r#"{"symbol":"BTCUSDT","orderId":5000000001,"side":"BUY","quantity":"0.02","price":"94000"}"#,
+                    r#"{"symbol":{"nested":true}}"#,
+                    r#"null"#,
+                ][..],
+            ),
+            0..7,
+        )
+        .prop_map(|elements| format!("[{}]", elements.join(",")))
+        .boxed(),
+        "orderIdList" => prop::collection::vec(5_000_000_000i64..5_000_000_020, 0..12)
+            .prop_map(|ids| format!("{ids:?}").replace(' ', ""))
+            .boxed(),
+        "origClientOrderIdList" => prop::sample::select(&[r#"["a","b"]"#, "[]", r#"[1]"#][..])
+            .prop_map(str::to_string)
+            .boxed(),
         "countdownTime" => prop::sample::select(&["0", "1000", "120000"][..])
             .prop_map(str::to_string)
             .boxed(),
@@ -192,6 +223,13 @@ fn template(method: &str, path: &str) -> &'static [&'static str] {
             "timeInForce",
             "newOrderRespType",
         ],
+        ("POST", "/fapi/v1/order/test") => {
+            &["symbol", "side", "type", "quantity", "price", "timeInForce"]
+        }
+        ("PUT", "/fapi/v1/order") => &["symbol", "orderId", "side", "quantity", "price"],
+        (_, "/fapi/v1/orderAmendment") => &["symbol", "orderId", "limit"],
+        ("DELETE", "/fapi/v1/batchOrders") => &["symbol", "orderIdList", "origClientOrderIdList"],
+        (_, "/fapi/v1/batchOrders") => &["batchOrders"],
         (_, "/fapi/v1/order" | "/fapi/v1/openOrder") => &["symbol", "orderId", "origClientOrderId"],
         ("POST", "/fapi/v1/algoOrder") => &[
             "algoType",
