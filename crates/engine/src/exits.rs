@@ -127,10 +127,15 @@ impl Levels {
             if p <= Decimal::ZERO || factor <= Decimal::ZERO {
                 return Err(PlanError::Percent(p));
             }
-            entry
+            let level = entry
                 .checked_mul(factor)
                 .and_then(|v| v.checked_div(Decimal::ONE_HUNDRED))
-                .ok_or(PlanError::Overflow)
+                .ok_or(PlanError::Overflow)?;
+            // At the 28-digit edge the product rounds: 49.5 % under an entry of 1e-28 is zero.
+            if level <= Decimal::ZERO {
+                return Err(PlanError::Percent(p));
+            }
+            Ok(level)
         };
         let level =
             |l: Option<ExitLevel>, favourable: bool| -> Result<Option<Decimal>, PlanError> {
@@ -270,6 +275,26 @@ mod tests {
             take_profit: tp.map(|p| ExitLevel::Pct(d(p))),
             stop_loss: sl.map(|p| ExitLevel::Pct(d(p))),
             trailing_pct: trail.map(d),
+        }
+    }
+
+    /// Regression (found by the fuzz test with a random seed): a 49.5 % stop under an entry of
+    /// 1e-28 rounded to a stop at 0, a level no price can cross. It is refused with its reason.
+    #[test]
+    fn a_percentage_level_that_rounds_to_zero_is_refused() {
+        let tiny = d("0.0000000000000000000000000001");
+        for direction in [Direction::Long, Direction::Short] {
+            let favourable = direction == Direction::Short;
+            let p = if favourable {
+                plan(Some("49.5"), None, None)
+            } else {
+                plan(None, Some("49.5"), None)
+            };
+            assert_eq!(
+                Levels::resolve_at_fill(direction, tiny, &p),
+                Err(PlanError::Percent(d("49.5"))),
+                "{direction:?}"
+            );
         }
     }
 

@@ -382,3 +382,42 @@ fn addition_overflowed_in_protection_is_a_missing_target() {
         },
     );
 }
+
+/// Regression (found by the fuzz test with a random seed, `Addition overflowed` in the monitor's
+/// reconciliation): two fills on one symbol whose quantities sum past the largest decimal
+/// (79228162514264337593543950335 and 90) made summing the book's lots panic on the next
+/// position read. The sums saturate, and the core keeps answering.
+#[test]
+fn lots_whose_sum_overflows_do_not_stop_the_monitor() {
+    let mut core = Core::new(MonitorConfig::default());
+    let none = ExitPlan {
+        take_profit: None,
+        stop_loss: None,
+        trailing_pct: None,
+    };
+    let huge: Decimal = "79228162514264337593543950335".parse().unwrap();
+    for (id, price, qty) in [
+        (2, Decimal::ONE, huge),
+        (0, Decimal::from(90), Decimal::from(90)),
+    ] {
+        let result =
+            result_doc(id, "BTCUSDT", "SELL", "filled", price, qty, &none).expect("a valid result");
+        core.apply(0, Event::from(result));
+    }
+    assert_eq!(core.net_qty("BTCUSDT"), Decimal::MIN);
+    core.apply(
+        1,
+        Event::Positions {
+            seq: 0,
+            requested_at: 1,
+            positions: vec![],
+        },
+    );
+    core.apply(
+        2,
+        Event::Mark {
+            symbol: "BTCUSDT".into(),
+            price: Decimal::from(95_000),
+        },
+    );
+}
