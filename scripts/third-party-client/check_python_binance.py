@@ -600,6 +600,105 @@ class Check:
         expect(after == 0, f"positionAmt after reduceOnly close = {after}")
         return f"sold {fmt(amt)} reduceOnly; statuses {seen}; avgPrice={o['avgPrice']}; positionAmt now {after}"
 
+    # ---------------------------------------------------------------- modify, batches, hedge mode
+    def _resting_bid(self, qty_factor=Decimal("1.2")):
+        """Price and quantity of a LIMIT bid that rests well under the mark (inside PERCENT_PRICE)."""
+        s = self.spec()
+        price = floor_to(self.mark() * max(s["mult_down"] + Decimal("0.01"), Decimal("0.90")), s["tick"])
+        qty = max(s["min_qty"], ceil_to(s["min_notional"] * qty_factor / price, s["step"]), dec("0.002"))
+        return price, qty
+
+    def step_modify_order(self):
+        s = self.spec()
+        price, qty = self._resting_bid()
+        r = self.client.futures_create_order(
+            symbol=self.symbol, side="BUY", type="LIMIT", timeInForce="GTC", quantity=fmt(qty), price=fmt(price),
+        )
+        lower = price - s["tick"] * 10
+        bigger = qty + s["step"]
+        m = self.client.futures_modify_order(
+            symbol=self.symbol, orderId=r["orderId"], side="BUY", quantity=fmt(bigger), price=fmt(lower),
+        )
+        expect(m.get("orderId") == r["orderId"], f"modify kept the order id? {m}")
+        expect(dec(m["price"]) == lower and dec(m["origQty"]) == bigger, f"modify reply figures: {m}")
+        o = self.client.futures_get_order(symbol=self.symbol, orderId=r["orderId"])
+        expect(dec(o["price"]) == lower and o["status"] == "NEW", f"query after modify: {o}")
+        try:
+            self.client.futures_modify_order(
+                symbol=self.symbol, orderId=r["orderId"], side="BUY", quantity=fmt(bigger), price=fmt(lower),
+            )
+            raise CheckFailed("an unchanged modification was accepted")
+        except BinanceAPIException as e:
+            expect(e.code == -5027, f"unchanged modification: code {e.code} {e.message!r}, expected -5027")
+        self.client.futures_cancel_order(symbol=self.symbol, orderId=r["orderId"])
+        return f"orderId={m['orderId']} price {fmt(price)} -> {m['price']}, qty {fmt(qty)} -> {m['origQty']}; unchanged -> -5027"
+
+    def step_test_order(self):
+        price, qty = self._resting_bid()
+        before = len(self.client.futures_get_open_orders(symbol=self.symbol))
+        r = self.client.futures_create_test_order(
+            symbol=self.symbol, side="BUY", type="LIMIT", timeInForce="GTC", quantity=fmt(qty), price=fmt(price),
+        )
+        expect(isinstance(r, dict), f"test order reply: {r!r}")
+        after = len(self.client.futures_get_open_orders(symbol=self.symbol))
+        expect(after == before, f"a test order left an open order ({before} -> {after})")
+        return f"validated, nothing placed (reply status {r.get('status')!r})"
+
+    def step_batch_orders(self):
+        price, qty = self._resting_bid()
+        tick = self.spec()["tick"]
+        orders = [
+            {"symbol": self.symbol, "side": "BUY", "type": "LIMIT", "timeInForce": "GTC",
+             "quantity": fmt(qty), "price": fmt(price - tick * n)}
+            for n in (0, 1)
+        ]
+        # Reduce-only with no position to reduce: refused on its own, the others go through.
+        orders.append({"symbol": self.symbol, "side": "SELL", "type": "LIMIT", "timeInForce": "GTC",
+                       "quantity": fmt(qty), "price": fmt(floor_to(self.mark() * Decimal("1.05"), tick)),
+                       "reduceOnly": "true"})
+        placed = self.client.futures_place_batch_order(batchOrders=orders)
+        expect(isinstance(placed, list) and len(placed) == 3, f"batch reply: {placed!r}")
+        expect(all(p.get("status") == "NEW" for p in placed[:2]), f"first two not NEW: {placed}")
+        expect(placed[2].get("code") == -2022, f"reduce-only element: {placed[2]}")
+        ids = [p["orderId"] for p in placed[:2]]
+        # python-binance's spelling: the lower-case key, which it JSON-encodes before signing
+        # (`orderIdList=[...]` is signed unencoded and sent encoded, which Binance refuses -1022).
+        cancelled = self.client.futures_cancel_orders(symbol=self.symbol, orderidlist=ids)
+        expect([c.get("status") for c in cancelled] == ["CANCELED", "CANCELED"], f"batch cancel: {cancelled}")
+        return f"placed {ids} (third refused -2022), cancelled both in one request"
+
+    def step_hedge_mode(self):
+        if self.position_amt() != 0 or self.client.futures_get_open_orders(symbol=self.symbol):
+            raise Skip("the account is not flat; the position mode cannot change")
+        self.client.futures_change_position_mode(dualSidePosition="true")
+        try:
+            expect(self.client.futures_get_position_mode()["dualSidePosition"] is True, "mode did not change")
+            try:
+                self.client.futures_create_order(symbol=self.symbol, side="BUY", type="MARKET", quantity="0.002")
+                raise CheckFailed("an order without positionSide was accepted in hedge mode")
+            except BinanceAPIException as e:
+                expect(e.code == -4061, f"no positionSide in hedge mode: code {e.code}, expected -4061")
+            long_ = self.client.futures_create_order(symbol=self.symbol, side="BUY", positionSide="LONG",
+                                                     type="MARKET", quantity="0.002")
+            short = self.client.futures_create_order(symbol=self.symbol, side="SELL", positionSide="SHORT",
+                                                     type="MARKET", quantity="0.003")
+            self.wait_order(long_["orderId"])
+            self.wait_order(short["orderId"])
+            rows = {r["positionSide"]: dec(r["positionAmt"])
+                    for r in self.client.futures_position_information(symbol=self.symbol)}
+            expect(rows.get("LONG") == dec("0.002") and rows.get("SHORT") == dec("-0.003"),
+                   f"hedge positions: {rows}")
+            for side, ps, q in (("SELL", "LONG", "0.002"), ("BUY", "SHORT", "0.003")):
+                c = self.client.futures_create_order(symbol=self.symbol, side=side, positionSide=ps,
+                                                     type="MARKET", quantity=q)
+                self.wait_order(c["orderId"])
+            rows_after = {r["positionSide"]: dec(r["positionAmt"])
+                          for r in self.client.futures_position_information(symbol=self.symbol)}
+            expect(all(v == 0 for v in rows_after.values()), f"not flat after closing both sides: {rows_after}")
+            return f"LONG and SHORT held apart {rows}; both closed; no positionSide -> -4061"
+        finally:
+            self.client.futures_change_position_mode(dualSidePosition="false")
+
     def step_stream_close(self):
         r = self.client.futures_stream_close(self.ctx["listen_key"])  # DELETE /fapi/v1/listenKey
         expect(isinstance(r, dict), f"close reply {r!r}")
@@ -744,6 +843,10 @@ class Check:
         R("user_data_stream_order_update", self.step_user_stream)
         R("reduce_only_close", self.step_close_position, needs=["futures_exchange_info"])
         R("futures_stream_close", self.step_stream_close, needs=["futures_stream_get_listen_key"])
+        R("futures_modify_order", self.step_modify_order, needs=["futures_exchange_info"])
+        R("futures_create_test_order", self.step_test_order, needs=["futures_exchange_info"])
+        R("futures_place_batch_order", self.step_batch_orders, needs=["futures_exchange_info"])
+        R("hedge_mode", self.step_hedge_mode, needs=["reduce_only_close"])
         R("ws_mark_price_stream", self.step_ws_mark_price, extra=True)
         R("ws_depth_stream", self.step_ws_depth, extra=True)
         R("ws_book_ticker_stream", self.step_ws_book_ticker, extra=True)

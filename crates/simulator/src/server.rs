@@ -857,13 +857,19 @@ fn modify_batch(shared: &Arc<Shared>, params: &Params) -> Result<Value, ApiError
 /// `origClientOrderIdList` (JSON list of strings), at most 10; one reply element per id.
 fn cancel_batch(ex: &mut Exchange, params: &Params, now: i64) -> Result<Value, ApiError> {
     let symbol = ex.symbol_param(params)?;
-    let refs: Vec<(&str, String)> = if let Some(text) = params.get("orderIdList") {
+    // Binance also takes the lower-case spellings, which ccxt and python-binance send (ccxt's
+    // PR #22890 shows testnet answering 200 to `orderidlist=%5B...%5D`).
+    let id_list = params.get("orderIdList").or(params.get("orderidlist"));
+    let client_id_list = params
+        .get("origClientOrderIdList")
+        .or(params.get("origclientorderidlist"));
+    let refs: Vec<(&str, String)> = if let Some(text) = id_list {
         let ids: Vec<i64> =
             serde_json::from_str(text).map_err(|_| ApiError::malformed("orderIdList"))?;
         ids.into_iter()
             .map(|id| ("orderId", id.to_string()))
             .collect()
-    } else if let Some(text) = params.get("origClientOrderIdList") {
+    } else if let Some(text) = client_id_list {
         let ids: Vec<String> =
             serde_json::from_str(text).map_err(|_| ApiError::malformed("origClientOrderIdList"))?;
         ids.into_iter()

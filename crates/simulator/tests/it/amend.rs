@@ -335,6 +335,17 @@ async fn a_batch_modify_and_a_batch_cancel_answer_per_order() {
     );
     assert_eq!(cancelled[0]["status"], "CANCELED");
     assert_eq!(cancelled[1]["code"], -2011);
+    // The lower-case spelling ccxt and python-binance send is taken too.
+    let third = place_bid(&client).await;
+    let ids = json!([third]).to_string();
+    let cancelled = ok(
+        &client,
+        Method::DELETE,
+        "/fapi/v1/batchOrders",
+        &[("symbol", "BTCUSDT"), ("orderidlist", &ids)],
+    )
+    .await;
+    assert_eq!(cancelled[0]["status"], "CANCELED");
     sim.shutdown().await;
 }
 
