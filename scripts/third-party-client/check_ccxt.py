@@ -179,6 +179,23 @@ class Check:
         expect(c["status"] == "canceled", f"cancel {c['info']}")
         return f"limit {o['id']} @ {price}: open -> listed -> fetched -> canceled"
 
+    async def s_edit_and_batch(self):
+        mark = self.ctx.get("mark") or (await self.ex.fetch_ticker(SYMBOL))["last"]
+        price = float(self.ex.price_to_precision(SYMBOL, mark * 0.96))
+        lower = float(self.ex.price_to_precision(SYMBOL, mark * 0.95))
+        o = await self.ex.create_order(SYMBOL, "limit", "buy", 0.002, price)
+        e = await self.ex.edit_order(o["id"], SYMBOL, "limit", "buy", 0.003, lower)  # PUT /fapi/v1/order
+        expect(e["id"] == o["id"] and e["price"] == lower and e["amount"] == 0.003, f"edit_order {e['info']}")
+        batch = await self.ex.create_orders([  # POST /fapi/v1/batchOrders
+            {"symbol": SYMBOL, "type": "limit", "side": "buy", "amount": 0.002, "price": lower},
+            {"symbol": SYMBOL, "type": "limit", "side": "buy", "amount": 0.002, "price": price},
+        ])
+        expect(len(batch) == 2 and all(b["status"] == "open" for b in batch), f"create_orders {[b['info'] for b in batch]}")
+        ids = [o["id"]] + [b["id"] for b in batch]
+        cancelled = await self.ex.cancel_orders(ids, SYMBOL)  # DELETE /fapi/v1/batchOrders
+        expect([c["status"] for c in cancelled] == ["canceled"] * 3, f"cancel_orders {[c['info'] for c in cancelled]}")
+        return f"edit {o['id']} -> {lower} x 0.003; create_orders {[b['id'] for b in batch]}; cancel_orders all 3"
+
     async def s_my_trades(self):
         ts = await self.ex.fetch_my_trades(SYMBOL)
         mine = [t for t in ts if t["order"] == self.ctx["market"]["id"]]
@@ -257,6 +274,7 @@ class Check:
             await R("fetch_position_mode", self.s_fetch_position_mode)
             await R("market_buy_and_fetch_order", self.s_market_buy)
             await R("limit_open_list_fetch_cancel", self.s_limit_cycle)
+            await R("edit_order_create_orders_cancel_orders", self.s_edit_and_batch)
             await R("fetch_my_trades", self.s_my_trades)
             await R("fetch_positions", self.s_positions)
             await R("fetch_balance", self.s_balance)
