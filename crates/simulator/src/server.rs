@@ -130,6 +130,24 @@ impl Shared {
         self.lock().faults.clone()
     }
 
+    /// The depth timer's work: the depth streams that are due, published. Not
+    /// [`Shared::with_exchange`], which would also wake every waiting `RESULT` reply 20 times a
+    /// second for nothing: no order changes here.
+    fn publish_depth(&self) {
+        let events = {
+            let mut exchange = self.lock();
+            if !exchange.has_depth_streams() {
+                return;
+            }
+            let now = wall_ms() + exchange.faults.clock_skew_ms;
+            exchange.publish_depth(now);
+            exchange.drain_outbox()
+        };
+        for event in events {
+            let _ = self.events.send(Arc::new(event));
+        }
+    }
+
     fn limits(&self) -> MutexGuard<'_, RateLimits> {
         // As for the exchange: a panic while counting must not stop the counting.
         self.limits.lock().unwrap_or_else(|e| e.into_inner())
@@ -307,6 +325,24 @@ async fn serve_connection(
     }
 }
 
+/// How often the depth timer looks for book-depth streams that are due. Every speed (100, 250,
+/// 500 ms) is a multiple of it, so a stream sends within this much of its slot.
+const DEPTH_CHECK: Duration = Duration::from_millis(50);
+
+/// Sends the book-depth streams at their own speeds until shutdown. They have a timer of their own
+/// because their speeds (100 to 500 ms) are shorter than the default price tick; it costs one
+/// uncontended lock every [`DEPTH_CHECK`] when nobody watches a depth stream.
+pub(crate) async fn depth_loop(shared: Arc<Shared>) {
+    let mut interval = tokio::time::interval(DEPTH_CHECK);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = interval.tick() => shared.publish_depth(),
+        }
+    }
+}
+
 /// Advances prices every tick until shutdown.
 pub(crate) async fn tick_loop(shared: Arc<Shared>) {
     let mut interval = tokio::time::interval(shared.config.tick_interval);
@@ -366,6 +402,9 @@ enum Endpoint {
     CreateListenKey,
     KeepaliveListenKey,
     CloseListenKey,
+    RecentTrades,
+    HistoricalTrades,
+    AggTrades,
 }
 
 /// Every REST endpoint served, by method and path: the router's table, which the endpoint
@@ -430,6 +469,16 @@ const ROUTES: &[(&str, &str, Endpoint, Security)] = {
         ("POST", "/fapi/v1/listenKey", CreateListenKey, UserStream),
         ("PUT", "/fapi/v1/listenKey", KeepaliveListenKey, UserStream),
         ("DELETE", "/fapi/v1/listenKey", CloseListenKey, UserStream),
+        // Public trades (issue 12, market data). historicalTrades is MARKET_DATA: the API key
+        // without a signature, checked as USER_STREAM is.
+        ("GET", "/fapi/v1/trades", RecentTrades, Public),
+        (
+            "GET",
+            "/fapi/v1/historicalTrades",
+            HistoricalTrades,
+            UserStream,
+        ),
+        ("GET", "/fapi/v1/aggTrades", AggTrades, Public),
     ]
 };
 
@@ -496,6 +545,8 @@ fn weight(endpoint: Endpoint, params: &Params) -> u32 {
         AllOrders | UserTrades | PositionRiskV2 | PositionRiskV3 | AccountV2 | AccountV3
         | Balance | AllAlgos | SymbolConfig | AccountConfig => 5,
         CommissionRate => 20,
+        RecentTrades => 5,
+        HistoricalTrades | AggTrades => 20,
         GetDualSide => 30,
         CountdownCancelAll => 10,
         _ => 1,
@@ -880,6 +931,9 @@ fn call(shared: &Arc<Shared>, endpoint: Endpoint, params: &Params) -> Result<Val
         CloseListenKey => ex
             .close_listen_key(params.get("listenKey"), now)
             .map(|()| json!({})),
+        RecentTrades => ex.recent_trades(params),
+        HistoricalTrades => ex.historical_trades(params),
+        AggTrades => ex.agg_trades(params),
         NewOrder | NewAlgo => unreachable!("new-order requests go through new_order_request"),
     })
 }
@@ -1062,6 +1116,7 @@ async fn post_faults(State(shared): State<Arc<Shared>>, body: Bytes) -> Response
     let faults = shared.with_exchange(|ex, now| {
         let startup = ex.startup_faults.clone();
         ex.faults.apply(&update, &startup);
+        ex.apply_book_knob(now);
         if update.expire_listen_keys {
             ex.expire_all_listen_keys(now);
         }
