@@ -337,7 +337,7 @@ impl Market {
         let mut buys = Vec::new();
         let mut sells = Vec::new();
         for _ in 0..self.flow_rng.next_u64() % 4 {
-            let taker_buys = self.flow_rng.next_u64() % 2 == 0;
+            let taker_buys = self.flow_rng.next_u64().is_multiple_of(2);
             for _ in 0..1 + self.flow_rng.next_u64() % 3 {
                 let percent = Decimal::from(1 + self.flow_rng.next_u64() % 25);
                 // Checked: the level quantity comes from a fault knob, which may be huge.

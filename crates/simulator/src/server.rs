@@ -1160,6 +1160,19 @@ mod tests {
     }
 
     #[test]
+    fn public_trade_lists_weigh_what_binance_documents() {
+        let none = Params::default();
+        assert_eq!(weight(Endpoint::RecentTrades, &none), 5);
+        assert_eq!(weight(Endpoint::HistoricalTrades, &none), 20);
+        assert_eq!(weight(Endpoint::AggTrades, &none), 20);
+        assert_eq!(
+            route(&Method::GET, "/fapi/v1/historicalTrades").map(|(_, s)| s),
+            Some(Security::UserStream),
+            "MARKET_DATA: the key, no signature"
+        );
+    }
+
+    #[test]
     fn the_coverage_table_matches_the_router() {
         let rows = coverage_rows();
         assert!(rows.len() >= ROUTES.len(), "{} rows", rows.len());
