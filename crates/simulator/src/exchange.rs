@@ -13,7 +13,7 @@ use crate::auth::Params;
 use crate::config::{PriceFileSpec, SimConfig};
 use crate::error::ApiError;
 use crate::faults::Faults;
-use crate::market::{self, parse_price_csv, AggTrade, Level, Market, PriceSource, SplitMix64};
+use crate::market::{self, parse_price_csv, AggTrade, Bar, Level, Market, PriceSource, SplitMix64};
 use crate::model::{
     AlgoOrder, AlgoStatus, MarginType, Order, OrderStatus, OrderType, Position, PositionSide, Side,
     TimeInForce, Trade,
@@ -355,46 +355,144 @@ impl Exchange {
         })
     }
 
-    /// `GET /fapi/v1/klines`.
-    pub(crate) fn klines(&self, params: &Params) -> Result<Value, ApiError> {
-        let symbol = self.symbol_param(params)?;
+    /// The candles a klines request asks for (`interval`, `startTime`, `endTime`, `limit` 1 to
+    /// 1500, default 500), oldest first, with the interval's length.
+    fn candle_page(&self, symbol: &str, params: &Params) -> Result<(Vec<Bar>, i64), ApiError> {
         let interval = params.required("interval")?;
         let interval_ms =
             interval_ms(interval).ok_or_else(|| ApiError::bad(-1120, "Invalid interval."))?;
-        let limit = params.int("limit")?.unwrap_or(500);
-        if !(1..=1500).contains(&limit) {
-            return Err(ApiError::bad(-1130, "Invalid data sent for a parameter."));
-        }
+        let limit = limit_param(params, 500, 1500)?;
         let start = params.int("startTime")?;
         let end = params.int("endTime")?;
-        let market = &self.markets[&symbol];
-        let spec = &market.spec;
-        let rows: Vec<Value> = market
+        let mut rows: Vec<Bar> = self.markets[symbol]
             .candles(interval_ms, crate::market::MAX_BARS)
             .into_iter()
             .filter(|b| {
                 start.is_none_or(|t| b.open_time + interval_ms > t)
                     && end.is_none_or(|t| b.open_time <= t)
             })
-            .map(|b| {
-                json!([
-                    b.open_time,
-                    spec.fmt_price(b.open),
-                    spec.fmt_price(b.high),
-                    spec.fmt_price(b.low),
-                    spec.fmt_price(b.close),
-                    spec.fmt_qty(b.volume),
-                    b.open_time + interval_ms - 1,
-                    crate::symbols::fixed(b.quote_volume, 5),
-                    b.trades,
-                    spec.fmt_qty(b.taker_buy_volume),
-                    crate::symbols::fixed(b.taker_buy_quote, 5),
-                    "0",
-                ])
-            })
             .collect();
-        let skip = rows.len().saturating_sub(limit as usize);
-        Ok(Value::Array(rows.into_iter().skip(skip).collect()))
+        page(&mut rows, false, limit);
+        Ok((rows, interval_ms))
+    }
+
+    /// `GET /fapi/v1/klines`.
+    pub(crate) fn klines(&self, params: &Params) -> Result<Value, ApiError> {
+        let symbol = self.symbol_param(params)?;
+        self.trade_klines(&symbol, params)
+    }
+
+    fn trade_klines(&self, symbol: &str, params: &Params) -> Result<Value, ApiError> {
+        let (bars, interval_ms) = self.candle_page(symbol, params)?;
+        let spec = &self.markets[symbol].spec;
+        Ok(Value::Array(
+            bars.iter()
+                .map(|b| {
+                    json!([
+                        b.open_time,
+                        spec.fmt_price(b.open),
+                        spec.fmt_price(b.high),
+                        spec.fmt_price(b.low),
+                        spec.fmt_price(b.close),
+                        spec.fmt_qty(b.volume),
+                        b.open_time + interval_ms - 1,
+                        crate::symbols::fixed(b.quote_volume, 5),
+                        b.trades,
+                        spec.fmt_qty(b.taker_buy_volume),
+                        crate::symbols::fixed(b.taker_buy_quote, 5),
+                        "0",
+                    ])
+                })
+                .collect(),
+        ))
+    }
+
+    /// `GET /fapi/v1/continuousKlines` (`pair`, `contractType`): the simulator lists perpetuals
+    /// only, each its own pair, so `PERPETUAL` gives the symbol's klines and the other documented
+    /// contract types (`CURRENT_QUARTER`, `NEXT_QUARTER`, `TRADIFI_PERPETUAL`) an empty list.
+    pub(crate) fn continuous_klines(&self, params: &Params) -> Result<Value, ApiError> {
+        let pair = params
+            .get("pair")
+            .map(str::to_ascii_uppercase)
+            .ok_or_else(|| ApiError::mandatory("pair"))?;
+        self.market(&pair)?;
+        match params.required("contractType")? {
+            "PERPETUAL" => self.trade_klines(&pair, params),
+            "CURRENT_QUARTER" | "NEXT_QUARTER" | "TRADIFI_PERPETUAL" => {
+                self.candle_page(&pair, params)?;
+                Ok(json!([]))
+            }
+            _ => Err(ApiError::malformed("contractType")),
+        }
+    }
+
+    /// `GET /fapi/v1/markPriceKlines` (`symbol`), `indexPriceKlines` (`pair`) and
+    /// `premiumIndexKlines` (`symbol`): candles of the mark price, which here is also the index
+    /// price (the simulator has no basis), so the premium index is 0 throughout. The fields
+    /// Binance marks "ignore" are `"0"`, except the count, which is the number of price updates
+    /// in the candle.
+    pub(crate) fn price_klines(
+        &self,
+        params: &Params,
+        kind: PriceKline,
+    ) -> Result<Value, ApiError> {
+        let symbol = match kind {
+            PriceKline::Index => {
+                let pair = params
+                    .get("pair")
+                    .map(str::to_ascii_uppercase)
+                    .ok_or_else(|| ApiError::mandatory("pair"))?;
+                self.market(&pair)?;
+                pair
+            }
+            PriceKline::Mark | PriceKline::Premium => self.symbol_param(params)?,
+        };
+        let (bars, interval_ms) = self.candle_page(&symbol, params)?;
+        let f = wire::fmt8;
+        Ok(Value::Array(
+            bars.iter()
+                .map(|b| {
+                    let (open, high, low, close) = match kind {
+                        PriceKline::Premium => {
+                            (Decimal::ZERO, Decimal::ZERO, Decimal::ZERO, Decimal::ZERO)
+                        }
+                        _ => (b.mark_open, b.mark_high, b.mark_low, b.mark_close),
+                    };
+                    json!([
+                        b.open_time,
+                        f(open),
+                        f(high),
+                        f(low),
+                        f(close),
+                        "0",
+                        b.open_time + interval_ms - 1,
+                        "0",
+                        b.mark_updates,
+                        "0",
+                        "0",
+                        "0",
+                    ])
+                })
+                .collect(),
+        ))
+    }
+
+    /// `GET /fapi/v1/openInterest`: the contracts open on the symbol. The synthetic flow opens
+    /// no positions, so they are the account's: its position (one-way), or its long and short
+    /// positions together (hedge mode).
+    pub(crate) fn open_interest(&self, params: &Params, now: i64) -> Result<Value, ApiError> {
+        let symbol = self.symbol_param(params)?;
+        let open: Decimal = self
+            .positions
+            .iter()
+            .filter(|((s, _), _)| *s == symbol)
+            .map(|(_, p)| p.amount.abs())
+            .sum();
+        Ok(json!({
+            "openInterest": self.markets[&symbol].spec.fmt_qty(open),
+            "symbol": symbol,
+            "time": now,
+        }))
     }
 
     /// `GET /fapi/v1/trades`: the most recent public trades, oldest first (`limit` 1 to 1000,
@@ -2202,6 +2300,14 @@ impl Exchange {
         }
         self.outbox.extend(out);
     }
+}
+
+/// The price candles besides the trade candles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PriceKline {
+    Mark,
+    Index,
+    Premium,
 }
 
 /// What a book-depth stream last sent: the ids its next event chains from and, for a diff stream,

@@ -141,6 +141,12 @@ pub(crate) struct Bar {
     /// ticker's `firstId`/`lastId`).
     pub(crate) first_trade_id: i64,
     pub(crate) last_trade_id: i64,
+    /// The mark price's candle (mark and index price klines), and how many price updates it saw.
+    pub(crate) mark_open: Decimal,
+    pub(crate) mark_high: Decimal,
+    pub(crate) mark_low: Decimal,
+    pub(crate) mark_close: Decimal,
+    pub(crate) mark_updates: u64,
 }
 
 /// One level of the synthetic book.
@@ -401,6 +407,7 @@ impl Market {
         let price = traded.map_or(self.last, |t| t.price);
         if self.bars.back().is_none_or(|b| b.open_time < minute) {
             let open = self.bars.back().map_or(price, |b| b.close);
+            let mark_open = self.bars.back().map_or(self.mark, |b| b.mark_close);
             self.bars.push_back(Bar {
                 open_time: minute,
                 open,
@@ -414,6 +421,11 @@ impl Market {
                 taker_buy_quote: Decimal::ZERO,
                 first_trade_id: -1,
                 last_trade_id: -1,
+                mark_open,
+                mark_high: mark_open,
+                mark_low: mark_open,
+                mark_close: mark_open,
+                mark_updates: 0,
             });
             if self.bars.len() > MAX_BARS {
                 self.bars.pop_front();
@@ -423,6 +435,12 @@ impl Market {
         bar.high = bar.high.max(price);
         bar.low = bar.low.min(price);
         bar.close = price;
+        bar.mark_high = bar.mark_high.max(self.mark);
+        bar.mark_low = bar.mark_low.min(self.mark);
+        bar.mark_close = self.mark;
+        if traded.is_none() {
+            bar.mark_updates += 1;
+        }
         if let Some(trade) = traded {
             let quote = trade.price * trade.qty;
             bar.volume += trade.qty;
@@ -461,6 +479,10 @@ impl Market {
                     if bar.last_trade_id >= 0 {
                         last.last_trade_id = bar.last_trade_id;
                     }
+                    last.mark_high = last.mark_high.max(bar.mark_high);
+                    last.mark_low = last.mark_low.min(bar.mark_low);
+                    last.mark_close = bar.mark_close;
+                    last.mark_updates += bar.mark_updates;
                 }
                 _ => out.push(Bar {
                     open_time: start,

@@ -26,7 +26,7 @@ use tracing::{info, warn};
 use crate::auth::{parse_decimal, Credentials, Params, Security};
 use crate::config::SimConfig;
 use crate::error::ApiError;
-use crate::exchange::{Exchange, FillStep, Outgoing};
+use crate::exchange::{Exchange, FillStep, Outgoing, PriceKline};
 use crate::faults::{Faults, FaultsUpdate};
 use crate::ratelimit::{
     Admission, Exceeded, RateLimits, Usage, ORDER_LIMIT_10S, ORDER_LIMIT_1M, WEIGHT_LIMIT_1M,
@@ -405,6 +405,11 @@ enum Endpoint {
     RecentTrades,
     HistoricalTrades,
     AggTrades,
+    ContinuousKlines,
+    MarkPriceKlines,
+    IndexPriceKlines,
+    PremiumIndexKlines,
+    OpenInterest,
 }
 
 /// Every REST endpoint served, by method and path: the router's table, which the endpoint
@@ -479,6 +484,16 @@ const ROUTES: &[(&str, &str, Endpoint, Security)] = {
             UserStream,
         ),
         ("GET", "/fapi/v1/aggTrades", AggTrades, Public),
+        ("GET", "/fapi/v1/continuousKlines", ContinuousKlines, Public),
+        ("GET", "/fapi/v1/markPriceKlines", MarkPriceKlines, Public),
+        ("GET", "/fapi/v1/indexPriceKlines", IndexPriceKlines, Public),
+        (
+            "GET",
+            "/fapi/v1/premiumIndexKlines",
+            PremiumIndexKlines,
+            Public,
+        ),
+        ("GET", "/fapi/v1/openInterest", OpenInterest, Public),
     ]
 };
 
@@ -528,12 +543,14 @@ fn weight(endpoint: Endpoint, params: &Params) -> u32 {
                 40
             }
         }
-        Klines => match params.int("limit").ok().flatten().unwrap_or(500) {
-            ..=99 => 1,
-            100..=499 => 2,
-            500..=1000 => 5,
-            _ => 10,
-        },
+        Klines | ContinuousKlines | MarkPriceKlines | IndexPriceKlines | PremiumIndexKlines => {
+            match params.int("limit").ok().flatten().unwrap_or(500) {
+                ..=99 => 1,
+                100..=499 => 2,
+                500..=1000 => 5,
+                _ => 10,
+            }
+        }
         OpenOrders | OpenAlgos => {
             if has_symbol {
                 1
@@ -934,6 +951,11 @@ fn call(shared: &Arc<Shared>, endpoint: Endpoint, params: &Params) -> Result<Val
         RecentTrades => ex.recent_trades(params),
         HistoricalTrades => ex.historical_trades(params),
         AggTrades => ex.agg_trades(params),
+        ContinuousKlines => ex.continuous_klines(params),
+        MarkPriceKlines => ex.price_klines(params, PriceKline::Mark),
+        IndexPriceKlines => ex.price_klines(params, PriceKline::Index),
+        PremiumIndexKlines => ex.price_klines(params, PriceKline::Premium),
+        OpenInterest => ex.open_interest(params, now),
         NewOrder | NewAlgo => unreachable!("new-order requests go through new_order_request"),
     })
 }
