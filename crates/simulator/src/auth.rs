@@ -16,7 +16,8 @@ use crate::error::ApiError;
 pub(crate) enum Security {
     /// Public market data.
     None,
-    /// API key only (listenKey endpoints).
+    /// API key only: USER_STREAM (listenKey endpoints) and MARKET_DATA (historicalTrades), which
+    /// Binance checks alike.
     UserStream,
     /// API key and signature (`TRADE`, `USER_DATA`).
     Signed,

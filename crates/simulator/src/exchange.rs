@@ -13,7 +13,7 @@ use crate::auth::Params;
 use crate::config::{PriceFileSpec, SimConfig};
 use crate::error::ApiError;
 use crate::faults::Faults;
-use crate::market::{parse_price_csv, Market, PriceSource, SplitMix64};
+use crate::market::{self, parse_price_csv, AggTrade, Bar, Level, Market, PriceSource, SplitMix64};
 use crate::model::{
     AlgoOrder, AlgoStatus, MarginType, Order, OrderStatus, OrderType, Position, PositionSide, Side,
     TimeInForce, Trade,
@@ -84,12 +84,13 @@ pub(crate) struct Exchange {
     amendments: Vec<amend::Amendment>,
     next_amendment_id: i64,
     next_order_id: i64,
-    next_trade_id: i64,
     next_algo_id: i64,
     rng: SplitMix64,
     tick_count: u64,
     /// Market streams with at least one subscriber, and how many.
     wanted: BTreeMap<String, usize>,
+    /// The book-depth streams someone watches, by stream name, with what each last sent.
+    depth_streams: BTreeMap<String, DepthCursor>,
     /// Events for the server to publish, in order.
     outbox: Vec<Outgoing>,
     /// Orders that need the asynchronous filler (taker orders, triggered algo orders).
@@ -129,6 +130,7 @@ impl Exchange {
                         .spec
                         .round_price_down(first)
                         .max(market.spec.tick_size),
+                    0,
                 );
                 market.source = PriceSource::Replay {
                     rows,
@@ -162,72 +164,138 @@ impl Exchange {
             next_amendment_id: 5_001,
             // Ids above 2^32, as on the live exchange, so clients that use 32-bit ids fail here too.
             next_order_id: 5_000_000_001,
-            next_trade_id: 700_000_001,
             next_algo_id: 3_000_001,
             rng: SplitMix64::new(config.seed ^ 0x5EED),
             tick_count: 0,
             wanted: BTreeMap::new(),
+            depth_streams: BTreeMap::new(),
             outbox: Vec::new(),
             to_fill: Vec::new(),
         })
     }
 
-    /// Counts subscribers of market streams (`on` adds, otherwise removes).
+    /// Counts subscribers of market streams (`on` adds, otherwise removes). A book-depth stream
+    /// starts its record of what it sent when its first subscriber comes, from the book as it is
+    /// then, and forgets it when the last one leaves.
     pub(crate) fn watch(&mut self, streams: &std::collections::BTreeSet<String>, on: bool) {
         for stream in streams {
             if on {
-                *self.wanted.entry(stream.clone()).or_default() += 1;
+                let count = self.wanted.entry(stream.clone()).or_default();
+                *count += 1;
+                if *count == 1 {
+                    if let Some(cursor) = self.depth_cursor(stream) {
+                        self.depth_streams.insert(stream.clone(), cursor);
+                    }
+                }
             } else if let Some(count) = self.wanted.get_mut(stream) {
                 *count -= 1;
                 if *count == 0 {
                     self.wanted.remove(stream);
+                    self.depth_streams.remove(stream);
                 }
             }
         }
     }
 
-    /// Partial book depth streams (`<symbol>@depth<5|10|20>[@100ms|@250ms|@500ms]`), for the
-    /// streams someone watches; every tick, whatever the speed suffix asks for.
-    fn publish_depth(&mut self, only: Option<&str>, now: i64) {
-        let mut out = Vec::new();
-        for stream in self.wanted.keys() {
-            let mut parts = stream.split('@');
-            let (Some(symbol), Some(depth)) = (parts.next(), parts.next()) else {
-                continue;
-            };
-            let Some(levels) = depth
-                .strip_prefix("depth")
-                .and_then(|n| n.parse::<usize>().ok())
-            else {
-                continue;
-            };
-            if ![5, 10, 20].contains(&levels) {
+    /// A new record for `stream` if it names a book-depth stream of a known symbol.
+    fn depth_cursor(&self, stream: &str) -> Option<DepthCursor> {
+        let (symbol, levels, speed_ms) = parse_depth_stream(stream)?;
+        let market = self.markets.get(&symbol)?;
+        let (bids, asks) = if levels.is_none() {
+            market.book(crate::symbols::BOOK_LEVELS)
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        Some(DepthCursor {
+            symbol,
+            levels,
+            speed_ms,
+            next_due: i64::MIN,
+            last_u: market.book_update_id,
+            sent: false,
+            bids,
+            asks,
+        })
+    }
+
+    /// True when some book-depth stream has a subscriber (the depth timer does nothing else).
+    pub(crate) fn has_depth_streams(&self) -> bool {
+        !self.depth_streams.is_empty()
+    }
+
+    /// The book-depth streams whose time has come (each at its speed: 100, 250 or 500 ms, slots
+    /// aligned to the clock). A diff stream (`<symbol>@depth[@speed]`) sends the levels that
+    /// changed since its previous event, and nothing when the book did not change; its `U` is
+    /// the first update after its previous event (`pu + 1`), `u` the book's id now, `pu` its
+    /// previous event's `u`. A partial stream (`<symbol>@depth<5|10|20>[@speed]`) sends its
+    /// levels when the book changed and once when it is first subscribed, with `u` and `pu` as
+    /// a diff stream's and `U = pu + 1` (or `u` when the book did not change).
+    pub(crate) fn publish_depth(&mut self, now: i64) {
+        for (stream, cursor) in &mut self.depth_streams {
+            // A clock moved back (the clock_skew_ms knob) must not silence a stream until it
+            // catches up: a slot further away than one period is recomputed.
+            if now < cursor.next_due && cursor.next_due - now <= cursor.speed_ms {
                 continue;
             }
-            let symbol = symbol.to_ascii_uppercase();
-            if only.is_some_and(|o| o != symbol) {
-                continue;
-            }
-            let Some(market) = self.markets.get(&symbol) else {
+            cursor.next_due = now
+                .div_euclid(cursor.speed_ms)
+                .saturating_add(1)
+                .saturating_mul(cursor.speed_ms);
+            let Some(market) = self.markets.get(&cursor.symbol) else {
                 continue;
             };
-            let (bids, asks) = market.book(levels);
-            let spec = &market.spec;
-            let level =
-                |l: &crate::market::Level| json!([spec.fmt_price(l.price), spec.fmt_qty(l.qty)]);
             let id = market.book_update_id;
-            let payload = json!({
-                "e": "depthUpdate", "E": now, "T": now, "s": symbol,
-                "U": id, "u": id, "pu": id - 1,
-                "b": bids.iter().map(level).collect::<Vec<_>>(),
-                "a": asks.iter().map(level).collect::<Vec<_>>(),
-            });
-            out.push(Outgoing::Market {
+            let changed = id != cursor.last_u;
+            let spec = &market.spec;
+            let level = |l: &Level| json!([spec.fmt_price(l.price), spec.fmt_qty(l.qty)]);
+            let payload = match cursor.levels {
+                None => {
+                    if !changed {
+                        continue;
+                    }
+                    let (bids, asks) = market.book(crate::symbols::BOOK_LEVELS);
+                    let b = market::diff_side(&cursor.bids, &bids);
+                    let a = market::diff_side(&cursor.asks, &asks);
+                    cursor.bids = bids;
+                    cursor.asks = asks;
+                    json!({
+                        "e": "depthUpdate", "E": now, "T": market.book_changed_at,
+                        "s": cursor.symbol, "U": cursor.last_u + 1, "u": id, "pu": cursor.last_u,
+                        "b": b.iter().map(level).collect::<Vec<_>>(),
+                        "a": a.iter().map(level).collect::<Vec<_>>(),
+                    })
+                }
+                Some(levels) => {
+                    if !changed && cursor.sent {
+                        continue;
+                    }
+                    let (bids, asks) = market.book(levels);
+                    json!({
+                        "e": "depthUpdate", "E": now, "T": market.book_changed_at,
+                        "s": cursor.symbol,
+                        "U": if changed { cursor.last_u + 1 } else { id },
+                        "u": id, "pu": cursor.last_u,
+                        "b": bids.iter().map(level).collect::<Vec<_>>(),
+                        "a": asks.iter().map(level).collect::<Vec<_>>(),
+                    })
+                }
+            };
+            cursor.last_u = id;
+            cursor.sent = true;
+            self.outbox.push(Outgoing::Market {
                 stream: stream.clone(),
                 payload,
             });
         }
-        self.outbox.extend(out);
+    }
+
+    /// Applies the `book_level_notional` knob to every book (it changes their quantities, so
+    /// their update ids move and the depth streams report it).
+    pub(crate) fn apply_book_knob(&mut self, now: i64) {
+        let notional = self.faults.book_level_notional;
+        for market in self.markets.values_mut() {
+            market.set_level_notional(notional, now);
+        }
     }
 
     /// Opens the first candle of every symbol at its starting price.
@@ -264,18 +332,25 @@ impl Exchange {
         } else {
             quote / volume
         };
-        let last_trade = self.trades.iter().rev().find(|t| t.symbol == symbol);
-        let first_trade = self
-            .trades
+        let last_qty = market.tape.back().map_or(Decimal::ZERO, |t| t.qty);
+        let first_id = bars
             .iter()
-            .find(|t| t.symbol == symbol && t.time >= since);
+            .map(|b| b.first_trade_id)
+            .find(|id| *id >= 0)
+            .unwrap_or(-1);
+        let last_id = bars
+            .iter()
+            .rev()
+            .map(|b| b.last_trade_id)
+            .find(|id| *id >= 0)
+            .unwrap_or(-1);
         json!({
             "symbol": symbol,
             "priceChange": spec.fmt_price(change),
             "priceChangePercent": crate::symbols::fixed(percent, 3),
             "weightedAvgPrice": spec.fmt_price(weighted),
             "lastPrice": spec.fmt_price(market.last),
-            "lastQty": spec.fmt_qty(last_trade.map_or(Decimal::ZERO, |t| t.qty)),
+            "lastQty": spec.fmt_qty(last_qty),
             "openPrice": spec.fmt_price(open),
             "highPrice": spec.fmt_price(high),
             "lowPrice": spec.fmt_price(low),
@@ -283,52 +358,223 @@ impl Exchange {
             "quoteVolume": crate::symbols::fixed(quote, 2),
             "openTime": since,
             "closeTime": now,
-            "firstId": first_trade.map_or(-1, |t| t.id),
-            "lastId": last_trade.map_or(-1, |t| t.id),
+            "firstId": first_id,
+            "lastId": last_id,
             "count": count,
         })
     }
 
-    /// `GET /fapi/v1/klines`.
-    pub(crate) fn klines(&self, params: &Params) -> Result<Value, ApiError> {
-        let symbol = self.symbol_param(params)?;
+    /// The candles a klines request asks for (`interval`, `startTime`, `endTime`, `limit` 1 to
+    /// 1500, default 500), oldest first, with the interval's length.
+    fn candle_page(&self, symbol: &str, params: &Params) -> Result<(Vec<Bar>, i64), ApiError> {
         let interval = params.required("interval")?;
         let interval_ms =
             interval_ms(interval).ok_or_else(|| ApiError::bad(-1120, "Invalid interval."))?;
-        let limit = params.int("limit")?.unwrap_or(500);
-        if !(1..=1500).contains(&limit) {
-            return Err(ApiError::bad(-1130, "Invalid data sent for a parameter."));
-        }
+        let limit = limit_param(params, 500, 1500)?;
         let start = params.int("startTime")?;
         let end = params.int("endTime")?;
-        let market = &self.markets[&symbol];
-        let spec = &market.spec;
-        let rows: Vec<Value> = market
+        let mut rows: Vec<Bar> = self.markets[symbol]
             .candles(interval_ms, crate::market::MAX_BARS)
             .into_iter()
             .filter(|b| {
                 start.is_none_or(|t| b.open_time + interval_ms > t)
                     && end.is_none_or(|t| b.open_time <= t)
             })
-            .map(|b| {
-                json!([
-                    b.open_time,
-                    spec.fmt_price(b.open),
-                    spec.fmt_price(b.high),
-                    spec.fmt_price(b.low),
-                    spec.fmt_price(b.close),
-                    spec.fmt_qty(b.volume),
-                    b.open_time + interval_ms - 1,
-                    crate::symbols::fixed(b.quote_volume, 5),
-                    b.trades,
-                    spec.fmt_qty(b.taker_buy_volume),
-                    crate::symbols::fixed(b.taker_buy_quote, 5),
-                    "0",
-                ])
-            })
             .collect();
-        let skip = rows.len().saturating_sub(limit as usize);
-        Ok(Value::Array(rows.into_iter().skip(skip).collect()))
+        page(&mut rows, false, limit);
+        Ok((rows, interval_ms))
+    }
+
+    /// `GET /fapi/v1/klines`.
+    pub(crate) fn klines(&self, params: &Params) -> Result<Value, ApiError> {
+        let symbol = self.symbol_param(params)?;
+        self.trade_klines(&symbol, params)
+    }
+
+    fn trade_klines(&self, symbol: &str, params: &Params) -> Result<Value, ApiError> {
+        let (bars, interval_ms) = self.candle_page(symbol, params)?;
+        let spec = &self.markets[symbol].spec;
+        Ok(Value::Array(
+            bars.iter()
+                .map(|b| {
+                    json!([
+                        b.open_time,
+                        spec.fmt_price(b.open),
+                        spec.fmt_price(b.high),
+                        spec.fmt_price(b.low),
+                        spec.fmt_price(b.close),
+                        spec.fmt_qty(b.volume),
+                        b.open_time + interval_ms - 1,
+                        crate::symbols::fixed(b.quote_volume, 5),
+                        b.trades,
+                        spec.fmt_qty(b.taker_buy_volume),
+                        crate::symbols::fixed(b.taker_buy_quote, 5),
+                        "0",
+                    ])
+                })
+                .collect(),
+        ))
+    }
+
+    /// `GET /fapi/v1/continuousKlines` (`pair`, `contractType`): the simulator lists perpetuals
+    /// only, each its own pair, so `PERPETUAL` gives the symbol's klines and the other documented
+    /// contract types (`CURRENT_QUARTER`, `NEXT_QUARTER`, `TRADIFI_PERPETUAL`) an empty list.
+    pub(crate) fn continuous_klines(&self, params: &Params) -> Result<Value, ApiError> {
+        let pair = params
+            .get("pair")
+            .map(str::to_ascii_uppercase)
+            .ok_or_else(|| ApiError::mandatory("pair"))?;
+        self.market(&pair)?;
+        match params.required("contractType")? {
+            "PERPETUAL" => self.trade_klines(&pair, params),
+            "CURRENT_QUARTER" | "NEXT_QUARTER" | "TRADIFI_PERPETUAL" => {
+                self.candle_page(&pair, params)?;
+                Ok(json!([]))
+            }
+            _ => Err(ApiError::malformed("contractType")),
+        }
+    }
+
+    /// `GET /fapi/v1/markPriceKlines` (`symbol`), `indexPriceKlines` (`pair`) and
+    /// `premiumIndexKlines` (`symbol`): candles of the mark price, which here is also the index
+    /// price (the simulator has no basis), so the premium index is 0 throughout. The fields
+    /// Binance marks "ignore" are `"0"`, except the count, which is the number of price updates
+    /// in the candle.
+    pub(crate) fn price_klines(
+        &self,
+        params: &Params,
+        kind: PriceKline,
+    ) -> Result<Value, ApiError> {
+        let symbol = match kind {
+            PriceKline::Index => {
+                let pair = params
+                    .get("pair")
+                    .map(str::to_ascii_uppercase)
+                    .ok_or_else(|| ApiError::mandatory("pair"))?;
+                self.market(&pair)?;
+                pair
+            }
+            PriceKline::Mark | PriceKline::Premium => self.symbol_param(params)?,
+        };
+        let (bars, interval_ms) = self.candle_page(&symbol, params)?;
+        let f = wire::fmt8;
+        Ok(Value::Array(
+            bars.iter()
+                .map(|b| {
+                    let (open, high, low, close) = match kind {
+                        PriceKline::Premium => {
+                            (Decimal::ZERO, Decimal::ZERO, Decimal::ZERO, Decimal::ZERO)
+                        }
+                        _ => (b.mark_open, b.mark_high, b.mark_low, b.mark_close),
+                    };
+                    json!([
+                        b.open_time,
+                        f(open),
+                        f(high),
+                        f(low),
+                        f(close),
+                        "0",
+                        b.open_time + interval_ms - 1,
+                        "0",
+                        b.mark_updates,
+                        "0",
+                        "0",
+                        "0",
+                    ])
+                })
+                .collect(),
+        ))
+    }
+
+    /// `GET /fapi/v1/openInterest`: the contracts open on the symbol. The synthetic flow opens
+    /// no positions, so they are the account's: its position (one-way), or its long and short
+    /// positions together (hedge mode).
+    pub(crate) fn open_interest(&self, params: &Params, now: i64) -> Result<Value, ApiError> {
+        let symbol = self.symbol_param(params)?;
+        let open: Decimal = self
+            .positions
+            .iter()
+            .filter(|((s, _), _)| *s == symbol)
+            .map(|(_, p)| p.amount.abs())
+            .sum();
+        Ok(json!({
+            "openInterest": self.markets[&symbol].spec.fmt_qty(open),
+            "symbol": symbol,
+            "time": now,
+        }))
+    }
+
+    /// `GET /fapi/v1/trades`: the most recent public trades, oldest first (`limit` 1 to 1000,
+    /// default 500).
+    pub(crate) fn recent_trades(&self, params: &Params) -> Result<Value, ApiError> {
+        let symbol = self.symbol_param(params)?;
+        let limit = limit_param(params, 500, 1000)?;
+        let market = &self.markets[&symbol];
+        let skip = market.tape.len().saturating_sub(limit);
+        Ok(Value::Array(
+            market
+                .tape
+                .iter()
+                .skip(skip)
+                .map(|t| wire::public_trade(t, &market.spec))
+                .collect(),
+        ))
+    }
+
+    /// `GET /fapi/v1/historicalTrades` (MARKET_DATA: the API key, no signature): from trade id
+    /// `fromId` on, the first `limit` trades (1 to 500, default 100); without `fromId`, the most
+    /// recent ones. Only the trades the tape still holds are found (see [`market::TAPE_LEN`]): a
+    /// `fromId` older than those starts at the oldest kept.
+    pub(crate) fn historical_trades(&self, params: &Params) -> Result<Value, ApiError> {
+        let symbol = self.symbol_param(params)?;
+        let limit = limit_param(params, 100, 500)?;
+        let from_id = params.int("fromId")?;
+        let market = &self.markets[&symbol];
+        let mut rows: Vec<&market::PublicTrade> = market
+            .tape
+            .iter()
+            .filter(|t| from_id.is_none_or(|id| t.id >= id))
+            .collect();
+        page(&mut rows, from_id.is_some(), limit);
+        Ok(Value::Array(
+            rows.into_iter()
+                .map(|t| wire::public_trade(t, &market.spec))
+                .collect(),
+        ))
+    }
+
+    /// `GET /fapi/v1/aggTrades`: aggregate trades (`limit` 1 to 1000, default 500), oldest first.
+    /// From `fromId` and/or `startTime` on, the first `limit` that also meet `endTime`; with
+    /// neither, the most recent `limit` (at or before `endTime` when sent). `startTime` and
+    /// `endTime` together must be less than an hour apart (-1127). Binance advises sending
+    /// `fromId` or a time range, not both; the simulator applies both.
+    pub(crate) fn agg_trades(&self, params: &Params) -> Result<Value, ApiError> {
+        let symbol = self.symbol_param(params)?;
+        let limit = limit_param(params, 500, 1000)?;
+        let from_id = params.int("fromId")?;
+        let start = params.int("startTime")?;
+        let end = params.int("endTime")?;
+        if let (Some(start), Some(end)) = (start, end) {
+            if end.checked_sub(start).is_none_or(|span| span >= 3_600_000) {
+                return Err(ApiError::bad(
+                    -1127,
+                    "More than 1 hours between startTime and endTime.",
+                ));
+            }
+        }
+        let market = &self.markets[&symbol];
+        let mut rows: Vec<AggTrade> = market
+            .agg_trades()
+            .into_iter()
+            .filter(|a| from_id.is_none_or(|id| a.id >= id))
+            .filter(|a| start.is_none_or(|t| a.time >= t) && end.is_none_or(|t| a.time <= t))
+            .collect();
+        page(&mut rows, from_id.is_some() || start.is_some(), limit);
+        Ok(Value::Array(
+            rows.iter()
+                .map(|a| wire::agg_trade(a, &market.spec))
+                .collect(),
+        ))
     }
 
     /// `GET /fapi/v1/leverageBracket`: one object with `symbol`, else a list of all symbols.
@@ -811,7 +1057,7 @@ impl Exchange {
         let Some(market) = self.markets.get_mut(&order.symbol) else {
             return FillStep::Done;
         };
-        market.level_notional_override = self.faults.book_level_notional;
+        market.set_level_notional(self.faults.book_level_notional, now);
         let market = market.clone();
         let spec = &market.spec;
         let mut qty = order.remaining();
@@ -940,8 +1186,15 @@ impl Exchange {
         let commission = (price * qty * fee_rate).round_dp(8);
         self.wallet += realized - commission;
 
+        // The fill is a trade of the market: on the public tape (which gives it its id), in the
+        // candles and on the aggTrade stream.
+        let printed = self
+            .markets
+            .get_mut(&symbol)
+            .expect("known symbol")
+            .print_fill(price, qty, side == Side::Buy, now);
         let trade = Trade {
-            id: self.next_trade_id,
+            id: printed.first_id,
             order_id,
             symbol: symbol.clone(),
             side,
@@ -953,7 +1206,6 @@ impl Exchange {
             maker,
             time: now,
         };
-        self.next_trade_id += 1;
         self.emit_order(order_id, "TRADE", Some(&trade), now);
         let order = &self.orders[&order_id];
         let spec = &self.markets[&symbol].spec;
@@ -962,11 +1214,7 @@ impl Exchange {
             payload: wire::trade_lite(order, spec, &trade, now),
         });
         self.trades.push(trade);
-        self.markets
-            .get_mut(&symbol)
-            .expect("known symbol")
-            .record(now, Some((price, qty, side == Side::Buy)));
-        self.emit_agg_trade(&symbol, price, qty, side == Side::Sell, now);
+        self.emit_agg_trades(&symbol, &[printed], now);
         self.emit_account_update(&symbol, position_side, now);
         if let Some(algo_id) = self.orders[&order_id].algo_id {
             if !self.orders[&order_id].is_open() {
@@ -1036,24 +1284,27 @@ impl Exchange {
         });
     }
 
-    fn emit_agg_trade(
-        &mut self,
-        symbol: &str,
-        price: Decimal,
-        qty: Decimal,
-        buyer_is_maker: bool,
-        now: i64,
-    ) {
-        let market = self.markets.get_mut(symbol).expect("known symbol");
-        market.agg_trade_id += 1;
-        let spec = &market.spec;
-        let payload = json!({
-            "e": "aggTrade", "E": now, "s": symbol, "a": market.agg_trade_id,
-            "p": spec.fmt_price(price), "q": spec.fmt_qty(qty), "nq": spec.fmt_qty(qty),
-            "f": market.agg_trade_id * 3, "l": market.agg_trade_id * 3, "T": now, "m": buyer_is_maker,
-        });
+    /// `<symbol>@aggTrade` events, built only when someone watches the stream (the synthetic
+    /// flow makes them on every tick for every symbol).
+    fn emit_agg_trades(&mut self, symbol: &str, aggs: &[AggTrade], now: i64) {
         let stream = format!("{}@aggTrade", symbol.to_ascii_lowercase());
-        self.outbox.push(Outgoing::Market { stream, payload });
+        if aggs.is_empty() || !self.wanted.contains_key(&stream) {
+            return;
+        }
+        let spec = &self.markets[symbol].spec;
+        for agg in aggs {
+            let payload = json!({
+                "e": "aggTrade", "E": now, "s": symbol, "a": agg.id,
+                "p": spec.fmt_price(agg.price), "q": spec.fmt_qty(agg.qty),
+                // No RPI orders here: the quantity without them is all of it.
+                "nq": spec.fmt_qty(agg.qty),
+                "f": agg.first_id, "l": agg.last_id, "T": agg.time, "m": agg.buyer_maker,
+            });
+            self.outbox.push(Outgoing::Market {
+                stream: stream.clone(),
+                payload,
+            });
+        }
     }
 
     /// Finds an order by `orderId` or `origClientOrderId` (client ids may repeat once closed: the
@@ -1905,9 +2156,11 @@ impl Exchange {
             if changed {
                 self.on_price_change(symbol, now);
             }
+            // Other traders trade after the price moved, at the new price.
+            let aggs = self.markets.get_mut(symbol).expect("known").flow(now);
+            self.emit_agg_trades(symbol, &aggs, now);
         }
         self.publish_mark_prices(None, now);
-        self.publish_depth(None, now);
         let due: Vec<String> = self
             .countdowns
             .iter()
@@ -1961,7 +2214,7 @@ impl Exchange {
                     .spec
                     .round_price_down(price)
                     .max(market.spec.tick_size);
-                market.set_price(price);
+                market.set_price(price, now);
                 market.pinned = true;
             }
             None => market.pinned = false,
@@ -1974,8 +2227,8 @@ impl Exchange {
         if price.is_some() {
             self.on_price_change(symbol, now);
             // Publish at once so tests that pin a price see the tick without waiting for the timer.
+            // (Depth streams follow their own speeds: the depth timer sends the new book.)
             self.publish_mark_prices(Some(symbol), now);
-            self.publish_depth(Some(symbol), now);
         }
         Ok(reply)
     }
@@ -2080,6 +2333,56 @@ impl Exchange {
     }
 }
 
+/// The price candles besides the trade candles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PriceKline {
+    Mark,
+    Index,
+    Premium,
+}
+
+/// What a book-depth stream last sent: the ids its next event chains from and, for a diff stream,
+/// the book its next diff is taken against.
+#[derive(Debug, Clone)]
+struct DepthCursor {
+    symbol: String,
+    /// `Some(n)` for a partial stream of `n` levels a side, `None` for a diff stream.
+    levels: Option<usize>,
+    speed_ms: i64,
+    /// The start of the next slot at which the stream may send.
+    next_due: i64,
+    /// The `u` of the previous event (before the first one, the book's id at subscription).
+    last_u: i64,
+    sent: bool,
+    bids: Vec<Level>,
+    asks: Vec<Level>,
+}
+
+/// `<symbol>@depth[<5|10|20>][@100ms|@250ms|@500ms]` as (symbol, partial levels, speed in ms).
+/// Without a suffix a stream runs at 250 ms, as Binance's do. Binance documents `@100ms` and
+/// `@500ms` only; `@250ms` (the default spelled out) is served too.
+fn parse_depth_stream(stream: &str) -> Option<(String, Option<usize>, i64)> {
+    let mut parts = stream.split('@');
+    let symbol = parts.next()?;
+    let levels = match parts.next()?.strip_prefix("depth")? {
+        "" => None,
+        "5" => Some(5),
+        "10" => Some(10),
+        "20" => Some(20),
+        _ => return None,
+    };
+    let speed_ms = match parts.next() {
+        None | Some("250ms") => 250,
+        Some("100ms") => 100,
+        Some("500ms") => 500,
+        Some(_) => return None,
+    };
+    if parts.next().is_some() || symbol.is_empty() {
+        return None;
+    }
+    Some((symbol.to_ascii_uppercase(), levels, speed_ms))
+}
+
 /// Binance's paging of history lists: from a given id, the first `limit` rows; otherwise the
 /// most recent `limit` rows.
 fn page<T>(rows: &mut Vec<T>, from_an_id: bool, limit: usize) {
@@ -2088,6 +2391,16 @@ fn page<T>(rows: &mut Vec<T>, from_an_id: bool, limit: usize) {
     } else if rows.len() > limit {
         rows.drain(..rows.len() - limit);
     }
+}
+
+/// A `limit` parameter between 1 and `max`, `default` when not sent; out of range is -1130, as
+/// `klines` answers.
+fn limit_param(params: &Params, default: i64, max: i64) -> Result<usize, ApiError> {
+    let limit = params.int("limit")?.unwrap_or(default);
+    if !(1..=max).contains(&limit) {
+        return Err(ApiError::bad(-1130, "Invalid data sent for a parameter."));
+    }
+    Ok(limit as usize)
 }
 
 /// STOP fires when the price moves against the order's side beyond the trigger (a SELL stop when
@@ -2254,4 +2567,222 @@ fn next_funding_time(now: i64) -> i64 {
 
 fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    const T0: i64 = 1_700_000_000_000;
+
+    fn exchange(seed: u64) -> Exchange {
+        let config = SimConfig {
+            seed,
+            ..SimConfig::default()
+        };
+        let mut ex = Exchange::new(&config).expect("the default configuration is valid");
+        ex.start(T0);
+        ex
+    }
+
+    fn streams(names: &[&str]) -> BTreeSet<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// Every symbol's tape: (symbol, id, aggregate, price, qty, time, buyer is maker).
+    fn tapes(ex: &Exchange) -> Vec<(String, i64, i64, Decimal, Decimal, i64, bool)> {
+        ex.markets
+            .iter()
+            .flat_map(|(s, m)| {
+                m.tape.iter().map(move |t| {
+                    (
+                        s.clone(),
+                        t.id,
+                        t.agg_id,
+                        t.price,
+                        t.qty,
+                        t.time,
+                        t.buyer_maker,
+                    )
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn two_exchanges_with_the_same_seed_and_ticks_trade_the_same_flow() {
+        let (mut a, mut b, mut c) = (exchange(42), exchange(42), exchange(43));
+        for i in 1..=120 {
+            let now = T0 + i * 1000;
+            a.tick(now);
+            b.tick(now);
+            c.tick(now);
+        }
+        assert!(tapes(&a).len() > 500, "{} trades", tapes(&a).len());
+        assert_eq!(tapes(&a), tapes(&b));
+        assert_ne!(tapes(&a), tapes(&c), "another seed, another flow");
+        let klines = |ex: &Exchange| {
+            let params = Params::parse("symbol=ETHUSDT&interval=1m", "");
+            ex.klines(&params).expect("klines")
+        };
+        assert_eq!(klines(&a), klines(&b), "the same candles");
+    }
+
+    #[test]
+    fn an_own_fill_is_a_trade_of_the_public_tape() {
+        let mut ex = exchange(42);
+        ex.tick(T0 + 1000);
+        let params = Params::parse("symbol=DOGEUSDT&side=BUY&type=MARKET&quantity=100", "");
+        let order_id = ex.place_order(&params, T0 + 1100).expect("order accepted");
+        assert_eq!(ex.fill_batch(order_id, T0 + 1200), FillStep::Done);
+        let own = ex.trades.last().expect("a fill").clone();
+        let market = &ex.markets["DOGEUSDT"];
+        let public = market.tape.back().expect("on the tape");
+        assert_eq!(
+            (public.id, public.price, public.qty, public.buyer_maker),
+            (own.id, own.price, own.qty, false)
+        );
+    }
+
+    #[test]
+    fn the_flow_leaves_the_account_alone() {
+        let mut ex = exchange(42);
+        let params = Params::parse(
+            "symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.010&price=50000",
+            "",
+        );
+        ex.place_order(&params, T0).expect("a resting bid");
+        for i in 1..=60 {
+            ex.tick(T0 + i * 1000);
+        }
+        assert!(ex.trades.is_empty(), "no fill of the account's");
+        assert_eq!(ex.open_orders(Some("BTCUSDT")).len(), 1);
+        assert!(!ex.markets["BTCUSDT"].tape.is_empty());
+    }
+
+    /// Runs `ticks` price ticks, one a second, with the depth timer every 50 ms in between and
+    /// for half a second after, and returns the events sent on `stream`.
+    fn run_depth(ex: &mut Exchange, stream: &str, ticks: i64) -> Vec<Value> {
+        let mut events = Vec::new();
+        for i in 0..ticks * 20 + 10 {
+            let now = T0 + i * 50;
+            if i % 20 == 19 && i < ticks * 20 {
+                ex.tick(now);
+            }
+            ex.publish_depth(now);
+            for out in ex.drain_outbox() {
+                if let Outgoing::Market { stream: s, payload } = out {
+                    if s == stream {
+                        events.push(payload);
+                    }
+                }
+            }
+        }
+        events
+    }
+
+    fn side_map(levels: &Value) -> BTreeMap<String, String> {
+        levels
+            .as_array()
+            .expect("levels")
+            .iter()
+            .map(|l| (l[0].as_str().unwrap().into(), l[1].as_str().unwrap().into()))
+            .collect()
+    }
+
+    #[test]
+    fn a_diff_depth_stream_chains_its_ids_and_rebuilds_the_book() {
+        let mut ex = exchange(42);
+        ex.watch(&streams(&["ethusdt@depth@100ms"]), true);
+        let market = &ex.markets["ETHUSDT"];
+        let (bids, asks) = market.book(crate::symbols::BOOK_LEVELS);
+        let spec = market.spec.clone();
+        let to_map = |side: &[Level]| -> BTreeMap<String, String> {
+            side.iter()
+                .map(|l| (spec.fmt_price(l.price), spec.fmt_qty(l.qty)))
+                .collect()
+        };
+        let (mut local_bids, mut local_asks) = (to_map(&bids), to_map(&asks));
+        let mut last_u = market.book_update_id;
+        let events = run_depth(&mut ex, "ethusdt@depth@100ms", 20);
+        assert!(events.len() >= 10, "{} events in 20 ticks", events.len());
+        for event in &events {
+            assert_eq!(event["pu"], last_u, "pu chains: {event}");
+            assert_eq!(event["U"], last_u + 1);
+            last_u = event["u"].as_i64().unwrap();
+            for (side, local) in [("b", &mut local_bids), ("a", &mut local_asks)] {
+                for (price, qty) in side_map(&event[side]) {
+                    if dec(&qty).is_zero() {
+                        local.remove(&price);
+                    } else {
+                        local.insert(price, qty);
+                    }
+                }
+            }
+        }
+        let market = &ex.markets["ETHUSDT"];
+        let (bids, asks) = market.book(crate::symbols::BOOK_LEVELS);
+        assert_eq!(last_u, market.book_update_id);
+        assert_eq!(local_bids, to_map(&bids));
+        assert_eq!(local_asks, to_map(&asks));
+    }
+
+    fn dec(text: &str) -> Decimal {
+        text.parse().expect("a decimal")
+    }
+
+    #[test]
+    fn depth_streams_keep_to_their_speeds_and_send_only_changes() {
+        let mut ex = exchange(42);
+        ex.markets.get_mut("BTCUSDT").unwrap().pinned = true;
+        ex.watch(&streams(&["btcusdt@depth@500ms", "btcusdt@depth10"]), true);
+        // Pinned: one snapshot for the partial stream's new subscriber, then nothing.
+        let quiet = run_depth(&mut ex, "btcusdt@depth10", 3);
+        assert_eq!(quiet.len(), 1, "{quiet:?}");
+        assert_eq!(quiet[0]["b"].as_array().map(Vec::len), Some(10));
+        assert!(run_depth(&mut ex, "btcusdt@depth@500ms", 3).is_empty());
+        // A price moved every 50 ms: the 500 ms stream sends twice a second, no more.
+        let mut sent = Vec::new();
+        for i in 0..40 {
+            let now = T0 + 10_000 + i * 50;
+            let price = Decimal::from(60_000 + i);
+            ex.markets.get_mut("BTCUSDT").unwrap().set_price(price, now);
+            ex.publish_depth(now);
+            for out in ex.drain_outbox() {
+                if let Outgoing::Market { stream, payload } = out {
+                    if stream == "btcusdt@depth@500ms" {
+                        sent.push(payload["E"].as_i64().unwrap());
+                    }
+                }
+            }
+        }
+        assert_eq!(sent.len(), 4, "{sent:?}");
+        assert!(sent.windows(2).all(|w| w[1] - w[0] == 500), "{sent:?}");
+    }
+
+    #[test]
+    fn depth_stream_names_parse_to_symbol_levels_and_speed() {
+        assert_eq!(
+            parse_depth_stream("btcusdt@depth"),
+            Some(("BTCUSDT".into(), None, 250))
+        );
+        assert_eq!(
+            parse_depth_stream("btcusdt@depth@100ms"),
+            Some(("BTCUSDT".into(), None, 100))
+        );
+        assert_eq!(
+            parse_depth_stream("ethusdt@depth20@500ms"),
+            Some(("ETHUSDT".into(), Some(20), 500))
+        );
+        for silent in [
+            "btcusdt@depth7",
+            "btcusdt@depth@1000ms",
+            "btcusdt@depth@100ms@x",
+            "btcusdt@aggTrade",
+            "@depth",
+        ] {
+            assert_eq!(parse_depth_stream(silent), None, "{silent}");
+        }
+    }
 }

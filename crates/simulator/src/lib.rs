@@ -109,6 +109,7 @@ pub async fn spawn(config: SimConfig) -> Result<SimHandle, StartError> {
         .tasks
         .spawn(server::accept_loop(listener, Arc::clone(&shared)));
     shared.tasks.spawn(server::tick_loop(Arc::clone(&shared)));
+    shared.tasks.spawn(server::depth_loop(Arc::clone(&shared)));
     Ok(SimHandle { addr, shared })
 }
 

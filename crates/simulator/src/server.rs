@@ -26,7 +26,7 @@ use tracing::{info, warn};
 use crate::auth::{parse_decimal, Credentials, Params, Security};
 use crate::config::SimConfig;
 use crate::error::ApiError;
-use crate::exchange::{Exchange, FillStep, ModifyRequest, Outgoing};
+use crate::exchange::{Exchange, FillStep, ModifyRequest, Outgoing, PriceKline};
 use crate::faults::{Faults, FaultsUpdate};
 use crate::ratelimit::{
     Admission, Exceeded, RateLimits, Usage, ORDER_LIMIT_10S, ORDER_LIMIT_1M, WEIGHT_LIMIT_1M,
@@ -128,6 +128,24 @@ impl Shared {
 
     fn faults(&self) -> Faults {
         self.lock().faults.clone()
+    }
+
+    /// The depth timer's work: the depth streams that are due, published. Not
+    /// [`Shared::with_exchange`], which would also wake every waiting `RESULT` reply 20 times a
+    /// second for nothing: no order changes here.
+    fn publish_depth(&self) {
+        let events = {
+            let mut exchange = self.lock();
+            if !exchange.has_depth_streams() {
+                return;
+            }
+            let now = wall_ms() + exchange.faults.clock_skew_ms;
+            exchange.publish_depth(now);
+            exchange.drain_outbox()
+        };
+        for event in events {
+            let _ = self.events.send(Arc::new(event));
+        }
     }
 
     fn limits(&self) -> MutexGuard<'_, RateLimits> {
@@ -307,6 +325,24 @@ async fn serve_connection(
     }
 }
 
+/// How often the depth timer looks for book-depth streams that are due. Every speed (100, 250,
+/// 500 ms) is a multiple of it, so a stream sends within this much of its slot.
+const DEPTH_CHECK: Duration = Duration::from_millis(50);
+
+/// Sends the book-depth streams at their own speeds until shutdown. They have a timer of their own
+/// because their speeds (100 to 500 ms) are shorter than the default price tick; it costs one
+/// uncontended lock every [`DEPTH_CHECK`] when nobody watches a depth stream.
+pub(crate) async fn depth_loop(shared: Arc<Shared>) {
+    let mut interval = tokio::time::interval(DEPTH_CHECK);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = interval.tick() => shared.publish_depth(),
+        }
+    }
+}
+
 /// Advances prices every tick until shutdown.
 pub(crate) async fn tick_loop(shared: Arc<Shared>) {
     let mut interval = tokio::time::interval(shared.config.tick_interval);
@@ -372,6 +408,14 @@ enum Endpoint {
     BatchPlace,
     BatchModify,
     BatchCancel,
+    RecentTrades,
+    HistoricalTrades,
+    AggTrades,
+    ContinuousKlines,
+    MarkPriceKlines,
+    IndexPriceKlines,
+    PremiumIndexKlines,
+    OpenInterest,
 }
 
 /// Every REST endpoint served, by method and path: the router's table, which the endpoint
@@ -442,6 +486,26 @@ const ROUTES: &[(&str, &str, Endpoint, Security)] = {
         ("POST", "/fapi/v1/batchOrders", BatchPlace, Signed),
         ("PUT", "/fapi/v1/batchOrders", BatchModify, Signed),
         ("DELETE", "/fapi/v1/batchOrders", BatchCancel, Signed),
+        // Public trades (issue 12, market data). historicalTrades is MARKET_DATA: the API key
+        // without a signature, checked as USER_STREAM is.
+        ("GET", "/fapi/v1/trades", RecentTrades, Public),
+        (
+            "GET",
+            "/fapi/v1/historicalTrades",
+            HistoricalTrades,
+            UserStream,
+        ),
+        ("GET", "/fapi/v1/aggTrades", AggTrades, Public),
+        ("GET", "/fapi/v1/continuousKlines", ContinuousKlines, Public),
+        ("GET", "/fapi/v1/markPriceKlines", MarkPriceKlines, Public),
+        ("GET", "/fapi/v1/indexPriceKlines", IndexPriceKlines, Public),
+        (
+            "GET",
+            "/fapi/v1/premiumIndexKlines",
+            PremiumIndexKlines,
+            Public,
+        ),
+        ("GET", "/fapi/v1/openInterest", OpenInterest, Public),
     ]
 };
 
@@ -491,12 +555,14 @@ fn weight(endpoint: Endpoint, params: &Params) -> u32 {
                 40
             }
         }
-        Klines => match params.int("limit").ok().flatten().unwrap_or(500) {
-            ..=99 => 1,
-            100..=499 => 2,
-            500..=1000 => 5,
-            _ => 10,
-        },
+        Klines | ContinuousKlines | MarkPriceKlines | IndexPriceKlines | PremiumIndexKlines => {
+            match params.int("limit").ok().flatten().unwrap_or(500) {
+                ..=99 => 1,
+                100..=499 => 2,
+                500..=1000 => 5,
+                _ => 10,
+            }
+        }
         OpenOrders | OpenAlgos => {
             if has_symbol {
                 1
@@ -510,6 +576,8 @@ fn weight(endpoint: Endpoint, params: &Params) -> u32 {
         AllOrders | UserTrades | PositionRiskV2 | PositionRiskV3 | AccountV2 | AccountV3
         | Balance | AllAlgos | SymbolConfig | AccountConfig => 5,
         CommissionRate => 20,
+        RecentTrades => 5,
+        HistoricalTrades | AggTrades => 20,
         GetDualSide => 30,
         CountdownCancelAll => 10,
         _ => 1,
@@ -1009,6 +1077,14 @@ fn call(shared: &Arc<Shared>, endpoint: Endpoint, params: &Params) -> Result<Val
         CloseListenKey => ex
             .close_listen_key(params.get("listenKey"), now)
             .map(|()| json!({})),
+        RecentTrades => ex.recent_trades(params),
+        HistoricalTrades => ex.historical_trades(params),
+        AggTrades => ex.agg_trades(params),
+        ContinuousKlines => ex.continuous_klines(params),
+        MarkPriceKlines => ex.price_klines(params, PriceKline::Mark),
+        IndexPriceKlines => ex.price_klines(params, PriceKline::Index),
+        PremiumIndexKlines => ex.price_klines(params, PriceKline::Premium),
+        OpenInterest => ex.open_interest(params, now),
         TestOrder => ex.test_order(params, now),
         OrderAmendment => ex.order_amendments(params).map(Value::Array),
         BatchCancel => cancel_batch(ex, params, now),
@@ -1196,6 +1272,7 @@ async fn post_faults(State(shared): State<Arc<Shared>>, body: Bytes) -> Response
     let faults = shared.with_exchange(|ex, now| {
         let startup = ex.startup_faults.clone();
         ex.faults.apply(&update, &startup);
+        ex.apply_book_knob(now);
         if update.expire_listen_keys {
             ex.expire_all_listen_keys(now);
         }
@@ -1236,6 +1313,19 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn public_trade_lists_weigh_what_binance_documents() {
+        let none = Params::default();
+        assert_eq!(weight(Endpoint::RecentTrades, &none), 5);
+        assert_eq!(weight(Endpoint::HistoricalTrades, &none), 20);
+        assert_eq!(weight(Endpoint::AggTrades, &none), 20);
+        assert_eq!(
+            route(&Method::GET, "/fapi/v1/historicalTrades").map(|(_, s)| s),
+            Some(Security::UserStream),
+            "MARKET_DATA: the key, no signature"
+        );
     }
 
     #[test]

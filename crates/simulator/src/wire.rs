@@ -5,6 +5,7 @@
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
+use crate::market::{AggTrade, PublicTrade};
 use crate::model::{AlgoOrder, Order, Position, PositionSide, Trade};
 use crate::symbols::{fixed, SymbolSpec};
 
@@ -81,6 +82,33 @@ pub(crate) fn trade(trade: &Trade, spec: &SymbolSpec) -> Value {
         "positionSide": trade.position_side.as_str(),
         "symbol": trade.symbol,
         "time": trade.time,
+    })
+}
+
+/// A public trade, as `GET /fapi/v1/trades` and `historicalTrades` list it. The simulator has no
+/// RPI orders, so no trade is an RPI trade.
+pub(crate) fn public_trade(trade: &PublicTrade, spec: &SymbolSpec) -> Value {
+    json!({
+        "id": trade.id,
+        "price": spec.fmt_price(trade.price),
+        "qty": spec.fmt_qty(trade.qty),
+        "quoteQty": fmt_quote(trade.price * trade.qty),
+        "time": trade.time,
+        "isBuyerMaker": trade.buyer_maker,
+        "isRPITrade": false,
+    })
+}
+
+/// An aggregate trade, as `GET /fapi/v1/aggTrades` lists it.
+pub(crate) fn agg_trade(agg: &AggTrade, spec: &SymbolSpec) -> Value {
+    json!({
+        "a": agg.id,
+        "p": spec.fmt_price(agg.price),
+        "q": spec.fmt_qty(agg.qty),
+        "f": agg.first_id,
+        "l": agg.last_id,
+        "T": agg.time,
+        "m": agg.buyer_maker,
     })
 }
 

@@ -7,6 +7,7 @@ mod faults;
 mod fixtures;
 mod fuzz;
 mod market_data;
+mod market_flow;
 mod orders;
 mod ratelimit;
 mod shape;

@@ -109,11 +109,11 @@ async fn leverage_brackets_have_the_documented_shape() {
 async fn a_partial_depth_stream_sends_the_documented_shape() {
     let (sim, client) = support::start().await;
     let mut ws = ws_connect(&format!("{}/public/ws/btcusdt@depth5@100ms", sim.ws_url())).await;
-    // Give the subscription a moment to register, then move the price to force an update.
-    tokio::time::sleep(Duration::from_millis(100)).await;
     client.pin_price("BTCUSDT", "94000.00").await;
-    let update: Value = next_json_where(&mut ws, Duration::from_secs(5), "a depth update", |v| {
-        v["e"] == "depthUpdate"
+    // A new subscriber first gets the book as it is, which may be from before the pin; wait for
+    // the pinned one.
+    let update: Value = next_json_where(&mut ws, Duration::from_secs(5), "the pinned book", |v| {
+        v["e"] == "depthUpdate" && v["b"][0][0] == "93999.90"
     })
     .await;
     assert_matches_fixture(&update, "ws__depth_update_partial.json", &Allow::none());
