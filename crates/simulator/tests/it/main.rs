@@ -11,3 +11,4 @@ mod ratelimit;
 mod shape;
 mod streams;
 mod support;
+mod ws_api;
