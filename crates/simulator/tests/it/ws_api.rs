@@ -787,18 +787,13 @@ async fn an_order_missing_its_quantity_gets_the_documented_error_reply() {
     sim.shutdown().await;
 }
 
-#[tokio::test]
-async fn account_replies_have_the_documented_shapes() {
-    let (sim, _) = start().await;
-    let mut ws = connect(&sim, "").await;
-    // A position, so positions lists are not empty.
-    let market = json!({ "symbol": "BTCUSDT", "side": "BUY", "type": "MARKET", "quantity": QTY });
-    ok(&call(&mut ws, "buy", "order.place", signed(Key::Hmac, market)).await);
-    // Polled over the same connection, so no `wait_until` (its closure cannot lend the socket).
+/// Polls `v2/account.position` over `ws` until BTCUSDT has a non-zero position. Polled over the
+/// same connection, so not with `wait_until` (its closure cannot lend the socket).
+async fn wait_for_position(ws: &mut Ws) {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let params = signed(Key::Hmac, json!({ "symbol": "BTCUSDT" }));
-        let reply = call(&mut ws, "pos", "v2/account.position", params).await;
+        let reply = call(ws, "pos", "v2/account.position", params).await;
         let open = ok(&reply).as_array().is_some_and(|rows| {
             rows.iter().any(|r| {
                 r["positionAmt"]
@@ -808,7 +803,7 @@ async fn account_replies_have_the_documented_shapes() {
             })
         });
         if open {
-            break;
+            return;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -816,6 +811,16 @@ async fn account_replies_have_the_documented_shapes() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test]
+async fn account_replies_have_the_documented_shapes() {
+    let (sim, _) = start().await;
+    let mut ws = connect(&sim, "").await;
+    // A position, so positions lists are not empty.
+    let market = json!({ "symbol": "BTCUSDT", "side": "BUY", "type": "MARKET", "quantity": QTY });
+    ok(&call(&mut ws, "buy", "order.place", signed(Key::Hmac, market)).await);
+    wait_for_position(&mut ws).await;
 
     let status = call(
         &mut ws,
@@ -863,6 +868,36 @@ async fn account_replies_have_the_documented_shapes() {
     assert_matches_fixture(
         &position,
         "wsapi__account_position_v2_response_oneway.json",
+        &Allow::none(),
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn positions_in_hedge_mode_have_the_documented_hedge_shape() {
+    let (sim, client) = start().await;
+    let (status, _, body) = client
+        .signed(
+            Method::POST,
+            "/fapi/v1/positionSide/dual",
+            &[("dualSidePosition", "true")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let mut ws = connect(&sim, "").await;
+    let long = json!({ "symbol": "BTCUSDT", "side": "BUY", "positionSide": "LONG", "type": "MARKET", "quantity": QTY });
+    ok(&call(&mut ws, "buy", "order.place", signed(Key::Hmac, long)).await);
+    wait_for_position(&mut ws).await;
+    let position = call(
+        &mut ws,
+        "1",
+        "v2/account.position",
+        signed(Key::Hmac, json!({ "symbol": "BTCUSDT" })),
+    )
+    .await;
+    assert_matches_fixture(
+        &position,
+        "wsapi__account_position_v2_response_hedge.json",
         &Allow::none(),
     );
     sim.shutdown().await;
