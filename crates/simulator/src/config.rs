@@ -12,6 +12,10 @@ use rust_decimal::Decimal;
 pub const DEFAULT_API_KEY: &str = "quantum-sim-key";
 /// The secret paired with [`DEFAULT_API_KEY`].
 pub const DEFAULT_API_SECRET: &str = "quantum-sim-secret";
+/// The API key `quantum sim` gives an Ed25519 public key when none is named.
+pub const DEFAULT_ED25519_API_KEY: &str = "quantum-sim-ed25519-key";
+/// The API key `quantum sim` gives an RSA public key when none is named.
+pub const DEFAULT_RSA_API_KEY: &str = "quantum-sim-rsa-key";
 
 /// How the simulator is set up. `SimConfig::default()` is what `quantum sim` runs with.
 #[derive(Clone)]
