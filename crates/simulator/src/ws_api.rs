@@ -263,7 +263,13 @@ async fn serve(mut socket: WebSocket, shared: Arc<Shared>, mut session: Session)
                         let err = ApiError::bad(-1102, "Requests must be sent as JSON in text frames.");
                         Outcome::Reply(error_frame(&Value::Null, &err, None, false))
                     }
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                    Some(Ok(Message::Close(_))) => {
+                        // Flushes the close frame the WebSocket layer queued in answer, so the
+                        // client's close handshake completes instead of waiting for its timeout.
+                        let _ = futures_util::SinkExt::close(&mut socket).await;
+                        break;
+                    }
+                    None | Some(Err(_)) => break,
                     Some(Ok(_)) => continue, // Pings (axum answers them) and pongs.
                 };
                 match outcome {
@@ -455,7 +461,7 @@ fn authenticate(
                 let key = params.required("apiKey")?;
                 credentials.scheme_of(key)?;
                 let window = TimeWindow::of(params)?;
-                credentials.verify(key, &params.sorted_payload(), signature)?;
+                credentials.verify(key, &params.sorted_payload(), &unescape(signature))?;
                 return window.check(now);
             }
             match (&session.authorized, params.get("apiKey")) {
@@ -493,10 +499,26 @@ fn logon(
             "Signature for this request is not valid.",
         ));
     }
-    credentials.verify(key, &params.sorted_payload(), signature)?;
+    credentials.verify(key, &params.sorted_payload(), &unescape(signature))?;
     window.check(now)?;
     session.authorized = Some((key.to_string(), now));
     Ok(session.status(now))
+}
+
+/// A signature as the checks read it. Binance's WebSocket API takes the base64 of an Ed25519 or
+/// RSA signature as a plain JSON string; python-binance 1.0.36 sends it percent-encoded, as for
+/// REST (`_sign_ws_params` calls `_generate_signature` with `uri_encode=True`). Binance documents
+/// neither acceptance nor refusal; the simulator accepts both, which is unambiguous: `%` is not a
+/// base64 character (nor a hex one, so HMAC signatures never change here).
+fn unescape(signature: &str) -> std::borrow::Cow<'_, str> {
+    if !signature.contains('%') {
+        return std::borrow::Cow::Borrowed(signature);
+    }
+    let decoded: String = form_urlencoded::parse(format!("s={signature}").as_bytes())
+        .map(|(_, value)| value.into_owned())
+        .next()
+        .unwrap_or_default();
+    std::borrow::Cow::Owned(decoded)
 }
 
 /// Runs an authorized request. `None` means: close the connection without a reply.
@@ -752,6 +774,13 @@ mod tests {
         assert!(err.msg.contains("'orderId'"), "{}", err.msg);
         let (id, _) = parse_request(r#"{"id":{"a":1},"method":"session.status"}"#).unwrap_err();
         assert_eq!(id, Value::Null);
+    }
+
+    #[test]
+    fn a_percent_encoded_base64_signature_is_read_as_its_base64() {
+        assert_eq!(unescape("ab%2Bcd%2F%3D%3D"), "ab+cd/==");
+        assert_eq!(unescape("ab+cd/=="), "ab+cd/==");
+        assert_eq!(unescape("0f04368b"), "0f04368b");
     }
 
     #[test]
