@@ -3,13 +3,15 @@
 
 The client is only *configured*: the URL attributes python-binance builds every request from
 (`FUTURES_URL`, `FUTURES_DATA_URL`, `API_URL` on the client; `FSTREAM_URL`/`STREAM_URL` on the
-websocket manager) are pointed at the simulator. No request logic is patched.
+websocket manager; the client's `ws_future` WebSocket API connection, built from a URL) are
+pointed at the simulator. No request logic is patched.
 
 Each step prints PASS/FAIL/SKIP with details; a failure prints the HTTP request the client sent
 (method, URL with query, content type, body) and the simulator's reply. Steps marked [extra] go
 beyond the issue's requirement and do not change the exit code unless --strict is given.
 
 Usage: check_python_binance.py --http http://127.0.0.1:PORT --api-key K --api-secret S
+       [--ed25519-api-key K2 --ed25519-private-key PEM]   (the simulator knows K2's public key)
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from binance.async_client import AsyncClient
 from binance.client import Client
 from binance.exceptions import BinanceAPIException, BinanceRequestException
 from binance.ws.streams import BinanceSocketManager, ThreadedWebsocketManager
+from binance.ws.websocket_api import WebsocketAPI
+from pathlib import Path
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "AXSUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT", "DOGEUSDT"]
 REQUIRED_FILTERS = ["PRICE_FILTER", "LOT_SIZE", "MARKET_LOT_SIZE", "MIN_NOTIONAL"]
@@ -111,6 +115,12 @@ class Check:
         client.API_URL = self.http + "/api"
         client.FUTURES_URL = self.http + "/fapi"
         client.FUTURES_DATA_URL = self.http + "/futures/data"
+
+    def configure_ws_api(self, client):
+        """The futures WebSocket API connection: python-binance builds `ws_future` in its constructor
+        from `WS_FUTURES_URL` (wss://ws-fapi.binance.<tld>/ws-fapi/v1); replace it with one to the
+        simulator's `/ws-fapi/v1` (configuration: the request and signing code stays python-binance's)."""
+        client.ws_future = WebsocketAPI(url=self.ws + "ws-fapi/v1", tld="com")
 
     def configure_bsm(self, bsm):
         bsm.FSTREAM_URL = self.ws
@@ -807,6 +817,81 @@ class Check:
             twm.stop()
             twm.join(timeout=5)
 
+    # ---------------------------------------------------------------- WebSocket API (/ws-fapi/v1)
+    def limit_params(self, coid_prefix):
+        """A GTC LIMIT bid that rests: under the mark, inside PERCENT_PRICE, above min notional."""
+        s = self.spec()
+        price = floor_to(self.mark() * max(s["mult_down"] + Decimal("0.01"), Decimal("0.90")), s["tick"])
+        qty = max(s["min_qty"], ceil_to(s["min_notional"] * Decimal("1.2") / price, s["step"]), dec("0.002"))
+        coid = f"{coid_prefix}-{int(time.time() * 1000)}"
+        return dict(symbol=self.symbol, side="BUY", type="LIMIT", timeInForce="GTC",
+                    quantity=fmt(qty), price=fmt(price), newClientOrderId=coid), coid
+
+    async def _ws_api_place_query_cancel(self, ac, coid_prefix):
+        """order.place, order.status, order.cancel through python-binance's ws_futures_* calls."""
+        self.configure_ws_api(ac)
+        params, coid = self.limit_params(coid_prefix)
+        try:
+            placed = await ac.ws_futures_create_order(**params)
+            expect(placed.get("clientOrderId") == coid, f"order.place result {placed}")
+            expect(placed.get("status") == "NEW", f"order.place status {placed.get('status')!r}: {placed}")
+            oid = placed["orderId"]
+            got = await ac.ws_futures_get_order(symbol=self.symbol, orderId=oid)
+            expect(got.get("orderId") == oid and got.get("status") == "NEW", f"order.status result {got}")
+            cancelled = await ac.ws_futures_cancel_order(symbol=self.symbol, orderId=oid)
+            expect(cancelled.get("status") == "CANCELED", f"order.cancel result {cancelled}")
+        finally:
+            await ac.ws_future.close()
+            await ac.close_connection()
+        # And REST sees the same order, cancelled.
+        o = self.client.futures_get_order(symbol=self.symbol, origClientOrderId=coid)
+        expect(o.get("status") == "CANCELED", f"REST query after order.cancel: {o}")
+        return f"ws {self.ws}ws-fapi/v1: orderId={oid} NEW -> order.status NEW -> order.cancel CANCELED (REST agrees)"
+
+    def step_ws_api_order(self):
+        return asyncio.run(self._ws_api_place_query_cancel(self.async_client(), "qpc-wsapi"))
+
+    def step_ws_api_account(self):
+        async def run():
+            ac = self.async_client()
+            self.configure_ws_api(ac)
+            try:
+                balances = await ac.ws_futures_account_balance()
+                positions = await ac.ws_futures_v2_account_position(symbol=self.symbol)
+                status = await ac.ws_futures_v2_account_status()
+            finally:
+                await ac.ws_future.close()
+                await ac.close_connection()
+            expect(isinstance(balances, list) and any(b.get("asset") == "USDT" for b in balances),
+                   f"account.balance result {balances}")
+            expect(isinstance(positions, list), f"v2/account.position result {positions}")
+            expect("totalWalletBalance" in status and "assets" in status, f"v2/account.status result {status}")
+            return f"USDT balance {[b['balance'] for b in balances if b.get('asset') == 'USDT']}; {len(positions)} position rows"
+        return asyncio.run(run())
+
+    def ed25519_key(self):
+        # A Path: python-binance reads the file, and tells RSA from Ed25519 by the text's length.
+        return Path(self.args.ed25519_private_key)
+
+    def step_ed25519_rest(self):
+        client = Client(self.args.ed25519_api_key, private_key=self.ed25519_key(), ping=False,
+                        verbose=self.args.verbose)
+        self.configure(client)
+        balances = client.futures_account_balance()  # GET /fapi/v3/balance, Ed25519-signed
+        expect(any(b.get("asset") == "USDT" for b in balances), f"balance reply {balances}")
+        coid = f"qpc-ed25519-rest-{int(time.time() * 1000)}"
+        params, _ = self.limit_params("unused")
+        params["newClientOrderId"] = coid
+        placed = client.futures_create_order(**params)  # POST /fapi/v1/order, Ed25519-signed body
+        cancelled = client.futures_cancel_order(symbol=self.symbol, orderId=placed["orderId"])
+        expect(cancelled.get("status") == "CANCELED", f"cancel reply {cancelled}")
+        return f"balance and order {placed['orderId']} NEW -> CANCELED with Ed25519 signatures"
+
+    def step_ed25519_ws_api(self):
+        ac = AsyncClient(self.args.ed25519_api_key, private_key=self.ed25519_key(), verbose=self.args.verbose)
+        self.configure(ac)
+        return asyncio.run(self._ws_api_place_query_cancel(ac, "qpc-ed25519-ws"))
+
     # ---------------------------------------------------------------- main
     def main(self) -> int:
         print(f"python-binance {binance.__version__} against {self.http} (ws {self.ws}), symbol {self.symbol}", flush=True)
@@ -847,6 +932,13 @@ class Check:
         R("futures_create_test_order", self.step_test_order, needs=["futures_exchange_info"])
         R("futures_place_batch_order", self.step_batch_orders, needs=["futures_exchange_info"])
         R("hedge_mode", self.step_hedge_mode, needs=["reduce_only_close"])
+        R("ws_api_order_place_status_cancel", self.step_ws_api_order, needs=["futures_exchange_info"])
+        R("ws_api_account", self.step_ws_api_account)
+        if self.args.ed25519_private_key:
+            R("ed25519_rest_balance_and_order", self.step_ed25519_rest, needs=["futures_exchange_info"])
+            R("ed25519_ws_api_order", self.step_ed25519_ws_api, needs=["futures_exchange_info"])
+        else:
+            print("    (no --ed25519-private-key: the Ed25519 steps are not run)", flush=True)
         R("ws_mark_price_stream", self.step_ws_mark_price, extra=True)
         R("ws_depth_stream", self.step_ws_depth, extra=True)
         R("ws_book_ticker_stream", self.step_ws_book_ticker, extra=True)
@@ -882,6 +974,10 @@ def main() -> int:
     p.add_argument("--ws", default=None, help="websocket base, default ws://<same host:port>/")
     p.add_argument("--api-key", default=os.environ.get("QUANTUM_SIM_API_KEY", "quantum-sim-key"))
     p.add_argument("--api-secret", default=os.environ.get("QUANTUM_SIM_API_SECRET", "quantum-sim-secret"))
+    p.add_argument("--ed25519-api-key", default=os.environ.get("QUANTUM_SIM_ED25519_API_KEY", "quantum-sim-ed25519-key"),
+                   help="API key whose Ed25519 public key the simulator was started with")
+    p.add_argument("--ed25519-private-key", default=None,
+                   help="PEM file of that key's private half; without it the Ed25519 steps are not run")
     p.add_argument("--symbol", default="BTCUSDT")
     p.add_argument("--strict", action="store_true", help="extra steps count towards the exit code too")
     p.add_argument("--skip-threaded", action="store_true", help="skip the ThreadedWebsocketManager extra step")

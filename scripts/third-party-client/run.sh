@@ -22,6 +22,11 @@ fi
 PYTHON="${PYTHON:-python3}"
 API_KEY="pyclient-check-key"
 API_SECRET="pyclient-check-secret"
+# An Ed25519 API key for the Ed25519 steps: the simulator gets the public half, the check the
+# private half (test-only keys, see crates/simulator/testdata/README.md).
+ED25519_API_KEY="pyclient-check-ed25519-key"
+ED25519_PUBLIC="$ROOT/crates/simulator/testdata/test-ed25519-public.pem"
+ED25519_PRIVATE="$ROOT/crates/simulator/testdata/test-ed25519-private.pem"
 
 # 1. Python environment (reused when present).
 if [ ! -x "$VENV/bin/python" ]; then
@@ -46,8 +51,9 @@ PORT="$("$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.
 BASE="http://127.0.0.1:$PORT"
 LOG="$(mktemp "${TMPDIR:-/tmp}/quantum-sim-pyclient.XXXXXX.log")"
 
-echo "== starting: $BIN sim --listen 127.0.0.1:$PORT --api-key $API_KEY --api-secret *** (log $LOG)"
-"$BIN" sim --listen "127.0.0.1:$PORT" --api-key "$API_KEY" --api-secret "$API_SECRET" >"$LOG" 2>&1 &
+echo "== starting: $BIN sim --listen 127.0.0.1:$PORT --api-key $API_KEY --api-secret *** --ed25519-api-key $ED25519_API_KEY --ed25519-public-key $ED25519_PUBLIC (log $LOG)"
+"$BIN" sim --listen "127.0.0.1:$PORT" --api-key "$API_KEY" --api-secret "$API_SECRET" \
+    --ed25519-api-key "$ED25519_API_KEY" --ed25519-public-key "$ED25519_PUBLIC" >"$LOG" 2>&1 &
 SIM_PID=$!
 cleanup() {
     if kill -0 "$SIM_PID" 2>/dev/null; then
@@ -85,7 +91,8 @@ fi
 # 4. The check.
 status=0
 "$VENV/bin/python" "$HERE/check_python_binance.py" \
-    --http "$BASE" --api-key "$API_KEY" --api-secret "$API_SECRET" "$@" || status=$?
+    --http "$BASE" --api-key "$API_KEY" --api-secret "$API_SECRET" \
+    --ed25519-api-key "$ED25519_API_KEY" --ed25519-private-key "$ED25519_PRIVATE" "$@" || status=$?
 if [ -n "$WITH_CCXT" ]; then
     echo "== ccxt binanceusdm"
     "$CCXT_VENV/bin/python" "$HERE/check_ccxt.py" \

@@ -89,6 +89,18 @@ struct SimArgs {
     /// HMAC-SHA256 secret paired with --api-key.
     #[arg(long, env = "QUANTUM_SIM_API_SECRET", default_value = simulator::DEFAULT_API_SECRET, hide_default_value = false)]
     api_secret: String,
+    /// Ed25519 public key (PEM file) of --ed25519-api-key; only such keys can session.logon.
+    #[arg(long, env = "QUANTUM_SIM_ED25519_PUBLIC_KEY", value_name = "PEM_FILE")]
+    ed25519_public_key: Option<std::path::PathBuf>,
+    /// API key of --ed25519-public-key.
+    #[arg(long, env = "QUANTUM_SIM_ED25519_API_KEY", value_name = "KEY", default_value = simulator::DEFAULT_ED25519_API_KEY)]
+    ed25519_api_key: String,
+    /// RSA public key (PEM file) of --rsa-api-key (PKCS#1 v1.5 signatures, SHA-256).
+    #[arg(long, env = "QUANTUM_SIM_RSA_PUBLIC_KEY", value_name = "PEM_FILE")]
+    rsa_public_key: Option<std::path::PathBuf>,
+    /// API key of --rsa-public-key.
+    #[arg(long, env = "QUANTUM_SIM_RSA_API_KEY", value_name = "KEY", default_value = simulator::DEFAULT_RSA_API_KEY)]
+    rsa_api_key: String,
     /// Delay before a MARKET order's first fill. The ACK reply never carries the fill.
     #[arg(long, default_value_t = 300, env = "QUANTUM_SIM_FILL_DELAY_MS")]
     fill_delay_ms: u64,
@@ -189,10 +201,35 @@ fn init_logging(format: LogFormat, default_filter: &str) {
 }
 
 async fn run_sim(args: SimArgs) -> anyhow::Result<()> {
+    let mut public_keys = Vec::new();
+    for (path, api_key, scheme) in [
+        (
+            &args.ed25519_public_key,
+            &args.ed25519_api_key,
+            simulator::KeyScheme::Ed25519,
+        ),
+        (
+            &args.rsa_public_key,
+            &args.rsa_api_key,
+            simulator::KeyScheme::Rsa,
+        ),
+    ] {
+        if let Some(path) = path {
+            let public_key_pem = std::fs::read_to_string(path).with_context(|| {
+                format!("cannot read the {scheme} public key {}", path.display())
+            })?;
+            public_keys.push(simulator::PublicApiKey {
+                api_key: api_key.clone(),
+                scheme,
+                public_key_pem,
+            });
+        }
+    }
     let config = simulator::SimConfig {
         listen: args.listen,
         api_key: args.api_key,
         api_secret: args.api_secret,
+        public_keys,
         fill_delay: Duration::from_millis(args.fill_delay_ms),
         partial_fills: args.partial_fills.max(1),
         seed: args.seed,
@@ -204,6 +241,11 @@ async fn run_sim(args: SimArgs) -> anyhow::Result<()> {
         ..simulator::SimConfig::default()
     };
     let api_key = config.api_key.clone();
+    let public_keys: Vec<(String, simulator::KeyScheme)> = config
+        .public_keys
+        .iter()
+        .map(|k| (k.api_key.clone(), k.scheme))
+        .collect();
     let custom_secret = config.api_secret != simulator::DEFAULT_API_SECRET;
     simulator::run(config, shutdown_signal(), |handle| {
         let addr = handle.addr();
@@ -211,12 +253,16 @@ async fn run_sim(args: SimArgs) -> anyhow::Result<()> {
         println!("quantum sim: Binance USDⓈ-M Futures simulator");
         println!("  REST       http://{addr}/fapi/v1/...");
         println!("  WebSocket  ws://{addr}/ws/<stream>  ws://{addr}/stream?streams=a/b  ws://{addr}/private/ws?listenKey=<key>");
+        println!("  WS API     ws://{addr}/ws-fapi/v1");
         println!("  control    http://{addr}/sim/v1/price  http://{addr}/sim/v1/faults");
         println!("  api key    {api_key}");
         if custom_secret {
             println!("  api secret (as configured; not printed)");
         } else {
             println!("  api secret {} (the documented default)", simulator::DEFAULT_API_SECRET);
+        }
+        for (key, scheme) in &public_keys {
+            println!("  api key    {key} ({scheme} public key)");
         }
         println!("  symbols    {}", handle.symbols().join(" "));
         println!("Ctrl-C stops it.");

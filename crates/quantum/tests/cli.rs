@@ -20,9 +20,44 @@ fn help_lists_the_sim_subcommand_and_its_flags() {
         "--seed",
         "--symbols",
         "--price-file",
+        "--ed25519-public-key",
+        "--ed25519-api-key",
+        "--rsa-public-key",
+        "--rsa-api-key",
     ] {
         assert!(text.contains(flag), "help mentions {flag}:\n{text}");
     }
+}
+
+#[test]
+fn a_private_key_given_as_the_public_key_stops_the_start_without_echoing_it() {
+    let private = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../simulator/testdata/test-ed25519-private.pem"
+    );
+    let out = Command::new(BIN)
+        .args([
+            "sim",
+            "--listen",
+            "127.0.0.1:0",
+            "--ed25519-public-key",
+            private,
+        ])
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("not an Ed25519 public key") && text.contains("quantum-sim-ed25519-key"),
+        "{text}"
+    );
+    let pem = std::fs::read_to_string(private).unwrap();
+    let body = pem.lines().nth(1).unwrap();
+    assert!(
+        !text.contains(body),
+        "the key's text reached the output: {text}"
+    );
 }
 
 fn stops_cleanly_on(signal: &str) {

@@ -12,6 +12,10 @@ use rust_decimal::Decimal;
 pub const DEFAULT_API_KEY: &str = "quantum-sim-key";
 /// The secret paired with [`DEFAULT_API_KEY`].
 pub const DEFAULT_API_SECRET: &str = "quantum-sim-secret";
+/// The API key `quantum sim` gives an Ed25519 public key when none is named.
+pub const DEFAULT_ED25519_API_KEY: &str = "quantum-sim-ed25519-key";
+/// The API key `quantum sim` gives an RSA public key when none is named.
+pub const DEFAULT_RSA_API_KEY: &str = "quantum-sim-rsa-key";
 
 /// How the simulator is set up. `SimConfig::default()` is what `quantum sim` runs with.
 #[derive(Clone)]
@@ -22,6 +26,10 @@ pub struct SimConfig {
     pub api_key: String,
     /// The HMAC-SHA256 secret paired with `api_key`.
     pub api_secret: String,
+    /// Further API keys of the same account, signed with an asymmetric key pair (Binance's Ed25519
+    /// and RSA API keys). Only the public half is configured. The WebSocket API's `session.logon`
+    /// takes Ed25519 keys only, as Binance's.
+    pub public_keys: Vec<PublicApiKey>,
     /// Delay between accepting a MARKET order (reply `NEW`) and its first fill. Like the testnet, the
     /// ACK reply never carries the fill, whatever this is set to.
     pub fill_delay: Duration,
@@ -61,6 +69,7 @@ impl std::fmt::Debug for SimConfig {
             .field("listen", &self.listen)
             .field("api_key", &self.api_key)
             .field("api_secret", &"<redacted>")
+            .field("public_keys", &self.public_keys)
             .field("fill_delay", &self.fill_delay)
             .field("partial_fills", &self.partial_fills)
             .field("seed", &self.seed)
@@ -77,6 +86,7 @@ impl Default for SimConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             api_key: DEFAULT_API_KEY.to_string(),
             api_secret: DEFAULT_API_SECRET.to_string(),
+            public_keys: Vec::new(),
             fill_delay: Duration::from_millis(300),
             partial_fills: 1,
             seed: 42,
@@ -91,6 +101,41 @@ impl Default for SimConfig {
             enforce_rate_limits: true,
         }
     }
+}
+
+/// How an API key's requests are signed (Binance's three API key types).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyScheme {
+    /// HMAC-SHA256 with a shared secret, hex signature.
+    Hmac,
+    /// Ed25519, base64 signature.
+    Ed25519,
+    /// RSASSA-PKCS1-v1_5 with SHA-256, base64 signature.
+    Rsa,
+}
+
+impl std::fmt::Display for KeyScheme {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            KeyScheme::Hmac => "HMAC",
+            KeyScheme::Ed25519 => "Ed25519",
+            KeyScheme::Rsa => "RSA",
+        })
+    }
+}
+
+/// An API key whose requests are signed with a private key the client keeps; the simulator holds
+/// the public key, as Binance does after the user uploads it. Public keys are not secrets, so
+/// `Debug` shows them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicApiKey {
+    /// The API key clients send (`X-MBX-APIKEY`, or `apiKey` on the WebSocket API).
+    pub api_key: String,
+    /// [`KeyScheme::Ed25519`] or [`KeyScheme::Rsa`].
+    pub scheme: KeyScheme,
+    /// The public key as PEM text: `-----BEGIN PUBLIC KEY-----` (SPKI, both types), or
+    /// `-----BEGIN RSA PUBLIC KEY-----` (PKCS#1) for RSA.
+    pub public_key_pem: String,
 }
 
 /// A price file named on the command line, resolved.

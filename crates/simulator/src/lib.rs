@@ -9,7 +9,7 @@
 //! Layout: [`config`] (settings), `symbols` and `market` (instruments, prices, book), `model`
 //! (orders, positions, trades), `exchange` (the rules, synchronous), `wire` (JSON shapes),
 //! `auth` and `ratelimit` (Binance's request checks), `faults` (knobs), `server` and `ws` (HTTP
-//! and WebSocket).
+//! and WebSocket streams), `ws_api` (the WebSocket API, `/ws-fapi/v1`).
 
 mod auth;
 pub mod config;
@@ -25,6 +25,7 @@ mod server;
 mod symbols;
 mod wire;
 mod ws;
+mod ws_api;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -33,7 +34,10 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{SimConfig, DEFAULT_API_KEY, DEFAULT_API_SECRET};
+pub use config::{
+    KeyScheme, PublicApiKey, SimConfig, DEFAULT_API_KEY, DEFAULT_API_SECRET,
+    DEFAULT_ED25519_API_KEY, DEFAULT_RSA_API_KEY,
+};
 pub use error::ApiError;
 pub use faults::Faults;
 
@@ -71,7 +75,8 @@ impl SimHandle {
         format!("http://{}", self.addr)
     }
 
-    /// `ws://127.0.0.1:PORT`, the WebSocket base URL (paths `/ws/..`, `/stream`, `/private/..`).
+    /// `ws://127.0.0.1:PORT`, the WebSocket base URL (paths `/ws/..`, `/stream`, `/private/..`, and
+    /// the WebSocket API at `/ws-fapi/v1`).
     pub fn ws_url(&self) -> String {
         format!("ws://{}", self.addr)
     }

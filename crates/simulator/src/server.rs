@@ -49,7 +49,7 @@ pub(crate) struct Shared {
     /// Requests received, by `METHOD path` of a known endpoint (`GET /sim/v1/requests`), so a
     /// test or a benchmark can count what an operation cost the exchange.
     requests: Mutex<std::collections::BTreeMap<String, u64>>,
-    credentials: Credentials,
+    pub(crate) credentials: Credentials,
     pub(crate) config: SimConfig,
     /// Every stream event, to every WebSocket connection, which filters what it subscribed to.
     pub(crate) events: broadcast::Sender<Arc<Outgoing>>,
@@ -82,10 +82,7 @@ impl Shared {
             exchange: Mutex::new(exchange),
             limits: Mutex::new(RateLimits::default()),
             requests: Mutex::new(std::collections::BTreeMap::new()),
-            credentials: Credentials {
-                api_key: config.api_key.clone(),
-                api_secret: config.api_secret.clone(),
-            },
+            credentials: Credentials::from_config(&config)?,
             config,
             events,
             order_changed: Notify::new(),
@@ -148,7 +145,7 @@ impl Shared {
         }
     }
 
-    fn limits(&self) -> MutexGuard<'_, RateLimits> {
+    pub(crate) fn limits(&self) -> MutexGuard<'_, RateLimits> {
         // As for the exchange: a panic while counting must not stop the counting.
         self.limits.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -232,6 +229,7 @@ pub(crate) fn app(shared: Arc<Shared>) -> Router {
         )
         .route("/sim/v1/requests", get(get_requests).fallback(wrong_method))
         .merge(ws::routes())
+        .merge(crate::ws_api::routes())
         .fallback(any(dispatch))
         .with_state(shared)
 }
@@ -763,7 +761,7 @@ fn limited(shared: &Shared, exceeded: Exceeded) -> Response {
 
 /// What the order faults do to one new-order request; at most one fires per request, in this
 /// order of precedence.
-enum OrderFault {
+pub(crate) enum OrderFault {
     None,
     /// `reject_orders`: refused with this code, not executed.
     Reject(i64),
@@ -778,7 +776,7 @@ enum OrderFault {
 }
 
 impl OrderFault {
-    fn take(faults: &mut Faults) -> OrderFault {
+    pub(crate) fn take(faults: &mut Faults) -> OrderFault {
         if let Some(code) = faults.take_reject() {
             OrderFault::Reject(code)
         } else if Faults::take(&mut faults.drop_order_requests) {
@@ -847,7 +845,7 @@ async fn drop_connection(parts: &axum::http::request::Parts) {
     std::future::pending::<()>().await;
 }
 
-async fn place_order(shared: &Arc<Shared>, params: &Params) -> Result<Value, ApiError> {
+pub(crate) async fn place_order(shared: &Arc<Shared>, params: &Params) -> Result<Value, ApiError> {
     let result_reply = match params.get("newOrderRespType") {
         None | Some("ACK") => false,
         Some("RESULT") => true,
@@ -866,8 +864,8 @@ async fn place_order(shared: &Arc<Shared>, params: &Params) -> Result<Value, Api
     }
 }
 
-/// `PUT /fapi/v1/order`.
-fn modify_order(shared: &Arc<Shared>, params: &Params) -> Result<Value, ApiError> {
+/// `PUT /fapi/v1/order` (and the WebSocket API's `order.modify`).
+pub(crate) fn modify_order(shared: &Arc<Shared>, params: &Params) -> Result<Value, ApiError> {
     let request = ModifyRequest::from_params(params)?;
     shared.with_exchange(|ex, now| {
         let order_id = ex.modify(&request, now)?;
@@ -1295,10 +1293,12 @@ async fn post_faults(State(shared): State<Arc<Shared>>, body: Bytes) -> Response
 mod tests {
     use super::*;
 
-    /// `ENDPOINTS.md`'s rows: method, path, security, status.
+    /// `ENDPOINTS.md`'s REST rows (the table before the first `## ` section): method, path,
+    /// security, status.
     fn coverage_rows() -> Vec<(String, String, String, String)> {
         include_str!("../ENDPOINTS.md")
             .lines()
+            .take_while(|line| !line.starts_with("## "))
             .filter(|line| line.starts_with("| `"))
             .map(|line| {
                 let cells: Vec<String> = line

@@ -13,3 +13,4 @@ mod ratelimit;
 mod shape;
 mod streams;
 mod support;
+mod ws_api;
