@@ -245,6 +245,26 @@ class Check:
             task.cancel()
         raise CheckFailed(f"no closed update for {o['id']} within 15 s; returned {returned}, cache {cached}")
 
+    async def s_watch_order_book(self):
+        # ccxt.pro keeps a local book from <symbol>@depth diffs and a REST snapshot, Binance's
+        # procedure: it checks U/u/pu itself and raises on a gap. Updates come as the price ticks.
+        nonces, same = [], None
+        deadline = time.time() + 15
+        while time.time() < deadline and (len(nonces) < 4 or same is None):
+            ob = await self.ex.watch_order_book(SYMBOL)
+            expect(ob["bids"] and ob["asks"] and ob["bids"][0][0] < ob["asks"][0][0], f"crossed or empty book {ob}")
+            if not nonces or ob["nonce"] != nonces[-1]:
+                nonces.append(ob["nonce"])
+            rest = await self.ex.fetch_order_book(SYMBOL, 20)
+            if rest["nonce"] == ob["nonce"]:
+                # The same book id: the local book must be the exchange's book, level by level.
+                same = ob["bids"][:20] == rest["bids"][:20] and ob["asks"][:20] == rest["asks"][:20]
+                expect(same, f"local book at {ob['nonce']} differs from the snapshot: {ob['bids'][:3]} vs {rest['bids'][:3]}")
+        expect(len(nonces) >= 4, f"only {len(nonces)} book updates in 15 s: {nonces}")
+        expect(nonces == sorted(nonces), f"update ids went back: {nonces}")
+        expect(same is not None, "never caught the REST snapshot at the local book's update id")
+        return f"{len(nonces)} updates, ids {nonces[0]}..{nonces[-1]}; local book == snapshot at one id"
+
     async def s_close(self):
         amt = await self.position_amt()
         expect(amt > 0, f"position {amt}")
@@ -280,6 +300,7 @@ class Check:
             await R("fetch_balance", self.s_balance)
             await R("stop_market_close_position", self.s_stop_market)
             await R("watch_orders", self.s_watch_orders)
+            await R("watch_order_book", self.s_watch_order_book)
             await R("reduce_only_close", self.s_close)
         finally:
             await self.ex.close()

@@ -30,6 +30,7 @@ import binance
 from binance.async_client import AsyncClient
 from binance.client import Client
 from binance.exceptions import BinanceAPIException, BinanceRequestException
+from binance.ws.depthcache import FuturesDepthCacheManager
 from binance.ws.streams import BinanceSocketManager, ThreadedWebsocketManager
 from binance.ws.websocket_api import WebsocketAPI
 from pathlib import Path
@@ -741,6 +742,29 @@ class Check:
                 await ac.close_connection()
         return asyncio.run(go())
 
+    def step_futures_depth_cache(self):
+        # python-binance's FuturesDepthCacheManager: <symbol>@depth10 on the combined public stream,
+        # each event replacing the cached levels. Two updates (the book moves with the price).
+        async def go():
+            ac = self.async_client()
+            bsm = BinanceSocketManager(ac)
+            self.configure_bsm(bsm)
+            seen = []
+            try:
+                async with FuturesDepthCacheManager(ac, self.symbol, bm=bsm, conv_type=Decimal) as dcm:
+                    for _ in range(2):
+                        dc = await asyncio.wait_for(dcm.recv(), timeout=10)
+                        expect(not (isinstance(dc, dict) and dc.get("e") == "error"), f"depth cache error: {dc}")
+                        bids, asks = dc.get_bids(), dc.get_asks()
+                        expect(len(bids) == 10 and len(asks) == 10, f"{len(bids)} bids, {len(asks)} asks")
+                        expect(bids == sorted(bids, reverse=True) and asks == sorted(asks), "levels out of order")
+                        expect(bids[0][0] < asks[0][0], f"crossed book {bids[0]} / {asks[0]}")
+                        seen.append((dc.update_time, bids[0][0], asks[0][0]))
+            finally:
+                await ac.close_connection()
+            return f"updates (E, best bid, best ask): {seen}"
+        return asyncio.run(go())
+
     def step_ws_mark_price(self):
         # python-binance: <FSTREAM_URL>market/stream?streams=btcusdt@markPrice@1s (combined payload)
         def check(m):
@@ -941,6 +965,7 @@ class Check:
             print("    (no --ed25519-private-key: the Ed25519 steps are not run)", flush=True)
         R("ws_mark_price_stream", self.step_ws_mark_price, extra=True)
         R("ws_depth_stream", self.step_ws_depth, extra=True)
+        R("futures_depth_cache", self.step_futures_depth_cache)
         R("ws_book_ticker_stream", self.step_ws_book_ticker, extra=True)
         R("ws_multiplex_stream", self.step_ws_multiplex, extra=True)
         if not self.args.skip_threaded:
