@@ -22,6 +22,7 @@ use crate::symbols::{self, SymbolSpec};
 use crate::wire::{self, OrderShape};
 
 mod amend;
+mod tickers;
 
 pub(crate) use amend::ModifyRequest;
 
@@ -2161,6 +2162,7 @@ impl Exchange {
             self.emit_agg_trades(symbol, &aggs, now);
         }
         self.publish_mark_prices(None, now);
+        self.publish_tickers(now);
         let due: Vec<String> = self
             .countdowns
             .iter()
@@ -2249,6 +2251,7 @@ impl Exchange {
             "a": spec.fmt_price(asks[0].price), "A": spec.fmt_qty(asks[0].qty),
         });
         let stream = format!("{}@bookTicker", symbol.to_ascii_lowercase());
+        self.publish_all_book_ticker(&payload);
         self.outbox.push(Outgoing::Market { stream, payload });
     }
 

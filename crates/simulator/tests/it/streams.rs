@@ -7,7 +7,8 @@ use reqwest::Method;
 use serde_json::json;
 
 use crate::orders::order;
-use crate::support::{self, next_json_where, send_json, ws_connect};
+use crate::shape::{assert_matches_fixture, Allow};
+use crate::support::{self, next_json, next_json_where, send_json, ws_connect};
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -125,5 +126,92 @@ async fn the_user_stream_is_also_served_on_the_raw_ws_path_and_an_unknown_key_is
         tokio_tungstenite::connect_async(format!("{}/private/ws?listenKey=nope", sim.ws_url()))
             .await;
     assert!(refused.is_err(), "an unknown listenKey is refused");
+    sim.shutdown().await;
+}
+
+/// The rows of the stream coverage table in `ENDPOINTS.md`: (example stream, event type,
+/// implemented?). The user-data row is checked by the user-stream tests, not here.
+fn stream_rows() -> Vec<(String, String, bool)> {
+    let text = include_str!("../../ENDPOINTS.md");
+    let section = text
+        .split("## Market and user-data streams")
+        .nth(1)
+        .expect("ENDPOINTS.md has the stream coverage table");
+    let section = section.split("\n## ").next().unwrap_or(section);
+    let cell = |c: &str| c.trim().trim_matches('`').to_string();
+    section
+        .lines()
+        .filter(|l| l.starts_with("| `") && !l.starts_with("| user data"))
+        .map(|l| {
+            let cells: Vec<&str> = l.split('|').collect();
+            (
+                cell(cells[2]),
+                cell(cells[3]),
+                match cells[4].trim() {
+                    "implemented" => true,
+                    "not yet" => false,
+                    other => panic!("unknown status {other:?} in {l}"),
+                },
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn every_stream_of_the_coverage_table_behaves_as_its_row_says() {
+    let rows = stream_rows();
+    assert!(rows.len() >= 15, "{} rows", rows.len());
+    let (sim, _) = support::start_with(simulator::SimConfig {
+        tick_interval: Duration::from_millis(50),
+        ..simulator::SimConfig::default()
+    })
+    .await;
+    for (stream, event, _) in rows.iter().filter(|r| r.2) {
+        let mut ws = ws_connect(&format!("{}/stream?streams={stream}", sim.ws_url())).await;
+        let frame = next_json_where(&mut ws, WAIT, &format!("a {event} on {stream}"), |v| {
+            let data = &v["data"];
+            let first = if data.is_array() { &data[0] } else { data };
+            v["stream"] == stream.as_str() && first["e"] == event.as_str()
+        })
+        .await;
+        assert!(
+            frame["data"].is_object() || frame["data"].is_array(),
+            "{frame}"
+        );
+    }
+    // Binance acknowledges any name, so only silence tells a stream is not served. The
+    // simulator ticks every 50 ms here: 20 ticks without a frame is silence.
+    let silent: Vec<&str> = rows.iter().filter(|r| !r.2).map(|r| r.0.as_str()).collect();
+    assert!(!silent.is_empty());
+    let mut ws = ws_connect(&format!(
+        "{}/stream?streams={}",
+        sim.ws_url(),
+        silent.join("/")
+    ))
+    .await;
+    let heard = tokio::time::timeout(Duration::from_secs(1), next_json(&mut ws, WAIT)).await;
+    assert!(
+        heard.is_err(),
+        "a stream the table says is not served sent {heard:?}"
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn ticker_and_kline_streams_have_the_documented_shapes() {
+    let (sim, _) = support::start_with(simulator::SimConfig {
+        tick_interval: Duration::from_millis(50),
+        ..simulator::SimConfig::default()
+    })
+    .await;
+    for (stream, fixture) in [
+        ("btcusdt@kline_1m", "ws__kline.json"),
+        ("btcusdt@ticker", "ws__ticker.json"),
+        ("btcusdt@miniTicker", "ws__mini_ticker.json"),
+    ] {
+        let mut ws = ws_connect(&format!("{}/ws/{stream}", sim.ws_url())).await;
+        let event = next_json_where(&mut ws, WAIT, stream, |v| v["s"] == "BTCUSDT").await;
+        assert_matches_fixture(&event, fixture, &Allow::none());
+    }
     sim.shutdown().await;
 }
