@@ -22,6 +22,7 @@ use crate::symbols::{self, SymbolSpec};
 use crate::wire::{self, OrderShape};
 
 mod amend;
+mod history;
 mod tickers;
 
 pub(crate) use amend::ModifyRequest;

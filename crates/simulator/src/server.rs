@@ -400,6 +400,10 @@ enum Endpoint {
     CreateListenKey,
     KeepaliveListenKey,
     CloseListenKey,
+    Income,
+    ForceOrders,
+    GetMultiAssetsMargin,
+    OrderRateLimit,
     TestOrder,
     ModifyOrder,
     OrderAmendment,
@@ -478,6 +482,15 @@ const ROUTES: &[(&str, &str, Endpoint, Security)] = {
         ("POST", "/fapi/v1/listenKey", CreateListenKey, UserStream),
         ("PUT", "/fapi/v1/listenKey", KeepaliveListenKey, UserStream),
         ("DELETE", "/fapi/v1/listenKey", CloseListenKey, UserStream),
+        ("GET", "/fapi/v1/income", Income, Signed),
+        ("GET", "/fapi/v1/forceOrders", ForceOrders, Signed),
+        (
+            "GET",
+            "/fapi/v1/multiAssetsMargin",
+            GetMultiAssetsMargin,
+            Signed,
+        ),
+        ("GET", "/fapi/v1/rateLimit/order", OrderRateLimit, Signed),
         ("POST", "/fapi/v1/order/test", TestOrder, Signed),
         ("PUT", "/fapi/v1/order", ModifyOrder, Signed),
         ("GET", "/fapi/v1/orderAmendment", OrderAmendment, Signed),
@@ -574,6 +587,14 @@ fn weight(endpoint: Endpoint, params: &Params) -> u32 {
         AllOrders | UserTrades | PositionRiskV2 | PositionRiskV3 | AccountV2 | AccountV3
         | Balance | AllAlgos | SymbolConfig | AccountConfig => 5,
         CommissionRate => 20,
+        Income | GetMultiAssetsMargin => 30,
+        ForceOrders => {
+            if has_symbol {
+                20
+            } else {
+                50
+            }
+        }
         RecentTrades => 5,
         HistoricalTrades | AggTrades => 20,
         GetDualSide => 30,
@@ -1084,6 +1105,10 @@ fn call(shared: &Arc<Shared>, endpoint: Endpoint, params: &Params) -> Result<Val
         PremiumIndexKlines => ex.price_klines(params, PriceKline::Premium),
         OpenInterest => ex.open_interest(params, now),
         TestOrder => ex.test_order(params, now),
+        Income => ex.income(params, now).map(Value::Array),
+        ForceOrders => ex.force_orders(params).map(Value::Array),
+        GetMultiAssetsMargin => Ok(ex.multi_assets_margin()),
+        OrderRateLimit => Ok(ex.order_rate_limits()),
         OrderAmendment => ex.order_amendments(params).map(Value::Array),
         BatchCancel => cancel_batch(ex, params, now),
         NewOrder | NewAlgo | ModifyOrder | BatchPlace | BatchModify => {

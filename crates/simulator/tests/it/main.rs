@@ -6,6 +6,7 @@ mod config;
 mod faults;
 mod fixtures;
 mod fuzz;
+mod history;
 mod market_data;
 mod market_flow;
 mod orders;
