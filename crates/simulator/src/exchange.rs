@@ -25,6 +25,7 @@ mod algo;
 mod amend;
 mod history;
 mod listen_keys;
+mod new_order;
 mod tickers;
 
 pub(crate) use amend::ModifyRequest;
@@ -770,244 +771,10 @@ impl Exchange {
 
     // ----- orders ---------------------------------------------------------------------------
 
-    /// `POST /fapi/v1/order`: validates like Binance, records the order as `NEW`, and queues the
-    /// `NEW` user event. Fills never happen here: taker orders go to the async filler.
-    pub(crate) fn place_order(&mut self, params: &Params, now: i64) -> Result<i64, ApiError> {
-        let (order, marketable) = self.new_order(params, now)?;
-        let order_id = order.order_id;
-        let time_in_force = order.time_in_force;
-        self.next_order_id += 1;
-        self.orders.insert(order_id, order);
-        self.emit_order(order_id, "NEW", None, now);
-        if marketable {
-            self.to_fill.push(order_id);
-        } else if matches!(time_in_force, TimeInForce::Ioc | TimeInForce::Fok) {
-            // Nothing to take and nothing may rest.
-            self.finish(order_id, OrderStatus::Expired, 2, now);
-        }
-        Ok(order_id)
-    }
-
-    /// `POST /fapi/v1/order/test`: every check `place_order` makes, and nothing else: no order is
-    /// stored, sent to the book or announced. The reply is the order as it would have been
-    /// accepted (Binance's documented shape for this endpoint), with `orderId` 0 since none exists.
-    pub(crate) fn test_order(&mut self, params: &Params, now: i64) -> Result<Value, ApiError> {
-        let (mut order, _) = self.new_order(params, now)?;
-        order.order_id = 0;
-        Ok(wire::order(
-            &order,
-            &self.markets[&order.symbol].spec,
-            OrderShape::Reply,
-        ))
-    }
-
-    /// A new order as `POST /fapi/v1/order` would accept it (Binance's checks, in Binance's order),
-    /// with the id it would get, and whether it takes liquidity at once. Nothing is changed but the
-    /// random source of generated client order ids.
-    fn new_order(&mut self, params: &Params, now: i64) -> Result<(Order, bool), ApiError> {
-        let symbol = self.symbol_param(params)?;
-        let side = Side::parse(params.required("side")?)?;
-        let order_type = OrderType::parse(params.required("type")?)?;
-        if order_type.is_conditional() {
-            return Err(ApiError::bad(
-                -4120,
-                "Order type not supported for this endpoint. Please use the Algo Order API endpoints instead.",
-            ));
-        }
-        let client_order_id = self.client_order_id(params, "newClientOrderId")?;
-        if self
-            .orders
-            .values()
-            .any(|o| o.is_open() && o.client_order_id == client_order_id)
-        {
-            return Err(ApiError::bad(-4116, "ClientOrderId is duplicated."));
-        }
-        let position_side = self.position_side_param(params)?;
-        let reduce_only = params.boolean("reduceOnly")?.unwrap_or(false);
-        if reduce_only && self.dual_side {
-            return Err(ApiError::bad(
-                -1106,
-                "Parameter 'reduceonly' sent when not required.",
-            ));
-        }
-        if params.get("closePosition").is_some() {
-            return Err(ApiError::bad(
-                -1106,
-                "Parameter 'closePosition' sent when not required.",
-            ));
-        }
-        let spec = self.spec(&symbol)?.clone();
-        let market = self.market(&symbol)?.clone();
-        let quantity = params
-            .decimal("quantity")?
-            .ok_or_else(|| ApiError::mandatory("quantity"))?;
-        let (time_in_force, price) = match order_type {
-            OrderType::Limit => {
-                let tif = TimeInForce::parse(params.required("timeInForce")?)?;
-                let price = params
-                    .decimal("price")?
-                    .ok_or_else(|| ApiError::mandatory("price"))?;
-                (tif, price)
-            }
-            _ => {
-                if params.get("price").is_some() {
-                    return Err(ApiError::bad(
-                        -1106,
-                        "Parameter 'price' sent when not required.",
-                    ));
-                }
-                (TimeInForce::Gtc, Decimal::ZERO)
-            }
-        };
-        check_quantity(&spec, quantity, order_type == OrderType::Market)?;
-        if order_type == OrderType::Limit {
-            check_price(&spec, price)?;
-            if side == Side::Buy && price > market.mark * spec.multiplier_up {
-                let cap = spec.fmt_price(spec.round_price_down(market.mark * spec.multiplier_up));
-                return Err(ApiError::bad(
-                    -4016,
-                    format!("Limit price can't be higher than {cap}."),
-                ));
-            }
-            if side == Side::Sell && price < market.mark * spec.multiplier_down {
-                let floor = spec.fmt_price(spec.round_price_up(market.mark * spec.multiplier_down));
-                return Err(ApiError::bad(
-                    -4024,
-                    format!("Limit price can't be lower than {floor}."),
-                ));
-            }
-        } else {
-            let counter = if side == Side::Buy {
-                market.best_ask()
-            } else {
-                market.best_bid()
-            };
-            if counter > market.mark * spec.multiplier_up
-                || counter < market.mark * spec.multiplier_down
-            {
-                return Err(ApiError::bad(
-                    -4131,
-                    "The counterparty's best price does not meet the PERCENT_PRICE filter limit.",
-                ));
-            }
-        }
-        let good_till_date = if time_in_force == TimeInForce::Gtd {
-            let gtd = params
-                .int("goodTillDate")?
-                .ok_or_else(|| ApiError::mandatory("goodTillDate"))?;
-            if gtd <= now + 600_000 {
-                return Err(ApiError::bad(
-                    -4187,
-                    "goodTillDate must be greater than current time plus 600 seconds.",
-                ));
-            }
-            gtd
-        } else {
-            0
-        };
-        let reference_price = if price.is_zero() { market.mark } else { price };
-        let notional = reference_price * quantity;
-        if !reduce_only && notional < spec.min_notional {
-            return Err(ApiError::bad(
-                -4164,
-                format!(
-                    "Order's notional must be no smaller than {} (unless you choose reduce only).",
-                    spec.min_notional.normalize()
-                ),
-            ));
-        }
-        let position = self.position(&symbol, position_side);
-        let increases = match position_side {
-            PositionSide::Both => {
-                position.amount.is_zero()
-                    || position.amount.is_sign_positive() == (side == Side::Buy)
-            }
-            PositionSide::Long => side == Side::Buy,
-            PositionSide::Short => side == Side::Sell,
-        };
-        if reduce_only && increases {
-            return Err(ApiError::bad(-2022, "ReduceOnly Order is rejected."));
-        }
-        // In hedge mode a closing order (SELL LONG, BUY SHORT) may not exceed its position.
-        if position_side != PositionSide::Both && !increases && quantity > position.amount.abs() {
-            return Err(ApiError::bad(-2022, "ReduceOnly Order is rejected."));
-        }
-        let open_for_symbol = self
-            .orders
-            .values()
-            .filter(|o| o.is_open() && o.symbol == symbol)
-            .count();
-        if open_for_symbol >= spec.max_num_orders as usize {
-            return Err(ApiError::bad(-2025, "Reach max open order limit."));
-        }
-        if increases && !reduce_only {
-            let required = notional / Decimal::from(self.leverage_of(&symbol));
-            if required > self.available_balance() {
-                return Err(ApiError::bad(-2019, "Margin is insufficient."));
-            }
-        }
-        // Which part of a LIMIT order would take liquidity at once.
-        let marketable = match order_type {
-            OrderType::Market => true,
-            _ => {
-                (side == Side::Buy && price >= market.best_ask())
-                    || (side == Side::Sell && price <= market.best_bid())
-            }
-        };
-        if time_in_force == TimeInForce::Gtx && marketable {
-            return Err(ApiError::bad(
-                -5022,
-                "Due to the order could not be executed as maker, the Post Only order will be rejected.",
-            ));
-        }
-        let order = Order {
-            order_id: self.next_order_id,
-            symbol: symbol.clone(),
-            client_order_id,
-            side,
-            position_side,
-            order_type,
-            orig_type: order_type,
-            time_in_force,
-            orig_qty: quantity,
-            price,
-            stop_price: Decimal::ZERO,
-            status: OrderStatus::New,
-            executed_qty: Decimal::ZERO,
-            cum_quote: Decimal::ZERO,
-            reduce_only,
-            close_position: false,
-            working_type: "CONTRACT_PRICE",
-            price_protect: false,
-            good_till_date,
-            time: now,
-            update_time: now,
-            expire_reason: 0,
-            chunks_left: self.faults.partial_fills.max(1),
-            taker_pending: marketable,
-            algo_id: None,
-        };
-        Ok((order, marketable))
-    }
-
     fn client_order_id(&mut self, params: &Params, key: &str) -> Result<String, ApiError> {
         match params.get(key) {
             None => Ok(self.random_id(22)),
-            Some(id) => {
-                if id.len() > 36 {
-                    return Err(ApiError::bad(
-                        -4015,
-                        "Client order id length should be less than 36 chars",
-                    ));
-                }
-                if !id
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '/' | '_' | '-'))
-                {
-                    return Err(ApiError::bad(-1100, format!("Illegal characters found in parameter '{key}'; legal range is '^[\\.A-Z\\:/a-z0-9_-]{{1,36}}$'.")));
-                }
-                Ok(id.to_string())
-            }
+            Some(id) => check_client_id(id, key).map(|()| id.to_string()),
         }
     }
 
@@ -1953,6 +1720,23 @@ fn limit_param(params: &Params, default: i64, max: i64) -> Result<usize, ApiErro
         return Err(ApiError::bad(-1130, "Invalid data sent for a parameter."));
     }
     Ok(limit as usize)
+}
+
+/// The client order id rule: `^[\.A-Z\:/a-z0-9_-]{1,36}$`.
+pub(crate) fn check_client_id(id: &str, key: &str) -> Result<(), ApiError> {
+    if id.len() > 36 {
+        return Err(ApiError::bad(
+            -4015,
+            "Client order id length should be less than 36 chars",
+        ));
+    }
+    if !id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '/' | '_' | '-'))
+    {
+        return Err(ApiError::bad(-1100, format!("Illegal characters found in parameter '{key}'; legal range is '^[\\.A-Z\\:/a-z0-9_-]{{1,36}}$'.")));
+    }
+    Ok(())
 }
 
 /// LOT_SIZE (or MARKET_LOT_SIZE) checks, in Binance's order: sign, precision, range, step.
