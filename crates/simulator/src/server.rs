@@ -695,7 +695,9 @@ async fn handle(shared: &Arc<Shared>, request: Request) -> Response {
     let usage = match weighed {
         Ok(usage) => usage,
         Err((_, usage)) if !shared.config.enforce_rate_limits => usage,
-        Err((exceeded, usage)) => return with_usage(limited(shared, exceeded), usage),
+        Err((exceeded, usage)) => {
+            return with_usage(limited(shared, exceeded).into_response(), usage)
+        }
     };
 
     let injected_429 = {
@@ -711,7 +713,7 @@ async fn handle(shared: &Arc<Shared>, request: Request) -> Response {
     if let Some(retry_after) = injected_429 {
         info!(target: "quantum_sim::faults", "{} {}: injected 429, Retry-After {retry_after}", parts.method, parts.uri.path());
         let exceeded = Exceeded::Weight { retry_after };
-        return with_usage(limited(shared, exceeded), usage);
+        return with_usage(limited(shared, exceeded).into_response(), usage);
     }
 
     if let Err(err) =
@@ -728,7 +730,9 @@ async fn handle(shared: &Arc<Shared>, request: Request) -> Response {
         match counted {
             Ok(usage) => usage,
             Err((_, usage)) if !shared.config.enforce_rate_limits => usage,
-            Err((exceeded, usage)) => return with_usage(limited(shared, exceeded), usage),
+            Err((exceeded, usage)) => {
+                return with_usage(limited(shared, exceeded).into_response(), usage)
+            }
         }
     } else {
         usage
@@ -757,7 +761,7 @@ fn order_cost(endpoint: Endpoint) -> Option<(u32, u32)> {
 
 /// The 429 for a crossed limit (or an injected one, which says it crossed the weight limit), with
 /// `Retry-After`; the IP's back-off starts here, so requests that ignore it count towards a ban.
-fn limited(shared: &Shared, exceeded: Exceeded) -> Response {
+pub(crate) fn limited(shared: &Shared, exceeded: Exceeded) -> ApiError {
     let (code, msg, retry_after) = match exceeded {
         Exceeded::Weight { retry_after } => (
             -1003,
@@ -777,12 +781,12 @@ fn limited(shared: &Shared, exceeded: Exceeded) -> Response {
     shared.limits().ban.sent_429(wall_ms(), retry_after);
     let mut err = ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, msg);
     err.retry_after = Some(retry_after);
-    err.into_response()
+    err
 }
 
 /// What the order faults do to one new-order request; at most one fires per request, in this
 /// order of precedence.
-pub(crate) enum OrderFault {
+enum OrderFault {
     None,
     /// `reject_orders`: refused with this code, not executed.
     Reject(i64),
@@ -797,7 +801,7 @@ pub(crate) enum OrderFault {
 }
 
 impl OrderFault {
-    pub(crate) fn take(faults: &mut Faults) -> OrderFault {
+    fn take(faults: &mut Faults) -> OrderFault {
         if let Some(code) = faults.take_reject() {
             OrderFault::Reject(code)
         } else if Faults::take(&mut faults.drop_order_requests) {
@@ -814,47 +818,72 @@ impl OrderFault {
     }
 }
 
-/// New-order requests, where the order faults apply: reject; lose the request (drop the
-/// connection, or answer 503 "Unknown error") without executing it; or execute it and lose the
-/// reply the same two ways.
+/// What an order-entry request gets under the order faults: a reply, or none at all (the
+/// connection is closed without one).
+pub(crate) enum Faulted {
+    Reply(Result<Value, ApiError>),
+    Lost,
+}
+
+/// Runs an order-entry request (`execute`) under the order faults, for REST and the WebSocket
+/// API alike: reject; lose the request (no reply, or 503 "Unknown error") without executing it;
+/// or execute it and lose the reply the same two ways. At most one fires per request.
+pub(crate) async fn under_order_faults<F, Fut>(shared: &Arc<Shared>, execute: F) -> Faulted
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<Value, ApiError>>,
+{
+    let fault = OrderFault::take(&mut shared.lock().faults);
+    match fault {
+        OrderFault::Reject(code) => return Faulted::Reply(Err(ApiError::for_code(code))),
+        OrderFault::DropRequest => {
+            info!(target: "quantum_sim::faults", "drop_order_requests: closing the connection without executing the order request");
+            return Faulted::Lost;
+        }
+        OrderFault::UnknownNotExecuted => {
+            info!(target: "quantum_sim::faults", "unknown_status_503_not_executed: answering 503 Unknown error without executing the order request");
+            return Faulted::Reply(Err(ApiError::unknown_status()));
+        }
+        OrderFault::None | OrderFault::DropResponse | OrderFault::UnknownExecuted => {}
+    }
+    let result = execute().await;
+    match fault {
+        OrderFault::DropResponse => {
+            info!(target: "quantum_sim::faults", "drop_order_responses: executed the order request, closing the connection without a reply");
+            Faulted::Lost
+        }
+        OrderFault::UnknownExecuted => {
+            info!(target: "quantum_sim::faults", "unknown_status_503: executed the order request, answering 503 Unknown error");
+            Faulted::Reply(Err(ApiError::unknown_status()))
+        }
+        _ => Faulted::Reply(result),
+    }
+}
+
+/// REST's order-entry requests, under the order faults; a lost reply closes the connection.
 async fn new_order_request(
     shared: &Arc<Shared>,
     endpoint: Endpoint,
     params: &Params,
     parts: &axum::http::request::Parts,
 ) -> Result<Value, ApiError> {
-    let fault = OrderFault::take(&mut shared.lock().faults);
-    match fault {
-        OrderFault::Reject(code) => return Err(ApiError::for_code(code)),
-        OrderFault::DropRequest => {
-            info!(target: "quantum_sim::faults", "drop_order_requests: closing the connection without executing the order request");
+    let faulted = under_order_faults(shared, || async {
+        match endpoint {
+            Endpoint::NewAlgo => shared.with_exchange(|ex, now| ex.place_algo(params, now)),
+            Endpoint::ModifyOrder => modify_order(shared, params),
+            Endpoint::BatchPlace => place_batch(shared, params).await,
+            Endpoint::BatchModify => modify_batch(shared, params),
+            _ => place_order(shared, params).await,
+        }
+    })
+    .await;
+    match faulted {
+        Faulted::Reply(result) => result,
+        Faulted::Lost => {
             drop_connection(parts).await;
+            unreachable!("drop_connection never returns")
         }
-        OrderFault::UnknownNotExecuted => {
-            info!(target: "quantum_sim::faults", "unknown_status_503_not_executed: answering 503 Unknown error without executing the order request");
-            return Err(ApiError::unknown_status());
-        }
-        OrderFault::None | OrderFault::DropResponse | OrderFault::UnknownExecuted => {}
     }
-    let result = match endpoint {
-        Endpoint::NewAlgo => shared.with_exchange(|ex, now| ex.place_algo(params, now)),
-        Endpoint::ModifyOrder => modify_order(shared, params),
-        Endpoint::BatchPlace => place_batch(shared, params).await,
-        Endpoint::BatchModify => modify_batch(shared, params),
-        _ => place_order(shared, params).await,
-    };
-    match fault {
-        OrderFault::DropResponse => {
-            info!(target: "quantum_sim::faults", "drop_order_responses: executed the order request, closing the connection without a reply");
-            drop_connection(parts).await;
-        }
-        OrderFault::UnknownExecuted => {
-            info!(target: "quantum_sim::faults", "unknown_status_503: executed the order request, answering 503 Unknown error");
-            return Err(ApiError::unknown_status());
-        }
-        _ => {}
-    }
-    result
 }
 
 /// Closes the request's connection with no reply written, and never returns: the connection task

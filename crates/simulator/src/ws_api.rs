@@ -34,7 +34,7 @@ use crate::faults::Faults;
 use crate::ratelimit::{
     Admission, Exceeded, Usage, ORDER_LIMIT_10S, ORDER_LIMIT_1M, WEIGHT_LIMIT_1M,
 };
-use crate::server::{place_order, wall_ms, OrderFault, Shared};
+use crate::server::{limited, place_order, under_order_faults, wall_ms, Faulted, Shared};
 use crate::wire::OrderShape;
 
 /// Where the WebSocket API is served.
@@ -610,34 +610,17 @@ async fn place(
     method: WsMethod,
     params: &Params,
 ) -> Option<Result<Value, ApiError>> {
-    let fault = shared.with_exchange(|ex, _| OrderFault::take(&mut ex.faults));
-    match fault {
-        OrderFault::Reject(code) => return Some(Err(ApiError::for_code(code))),
-        OrderFault::DropRequest => {
-            info!(target: "quantum_sim::faults", "drop_order_requests: closing the WebSocket API connection without executing the order request");
-            return None;
+    let faulted = under_order_faults(shared, || async {
+        match method {
+            WsMethod::AlgoOrderPlace => shared.with_exchange(|ex, now| ex.place_algo(params, now)),
+            WsMethod::OrderModify => crate::server::modify_order(shared, params),
+            _ => place_order(shared, params).await,
         }
-        OrderFault::UnknownNotExecuted => {
-            info!(target: "quantum_sim::faults", "unknown_status_503_not_executed: answering the order request 503 without executing it");
-            return Some(Err(ApiError::unknown_status()));
-        }
-        OrderFault::None | OrderFault::DropResponse | OrderFault::UnknownExecuted => {}
-    }
-    let result = match method {
-        WsMethod::AlgoOrderPlace => shared.with_exchange(|ex, now| ex.place_algo(params, now)),
-        WsMethod::OrderModify => crate::server::modify_order(shared, params),
-        _ => place_order(shared, params).await,
-    };
-    match fault {
-        OrderFault::DropResponse => {
-            info!(target: "quantum_sim::faults", "drop_order_responses: executed the order request, closing the WebSocket API connection without a reply");
-            None
-        }
-        OrderFault::UnknownExecuted => {
-            info!(target: "quantum_sim::faults", "unknown_status_503: executed the order request, answering 503");
-            Some(Err(ApiError::unknown_status()))
-        }
-        _ => Some(result),
+    })
+    .await;
+    match faulted {
+        Faulted::Reply(result) => Some(result),
+        Faulted::Lost => None,
     }
 }
 
@@ -656,30 +639,6 @@ fn per_symbol(
             .collect::<Result<Vec<_>, _>>()
             .map(Value::Array),
     }
-}
-
-/// The 429 for a crossed (or injected) limit. The IP's back-off starts here, shared with REST.
-fn limited(shared: &Shared, exceeded: Exceeded) -> ApiError {
-    let (code, msg, retry_after) = match exceeded {
-        Exceeded::Weight { retry_after } => (
-            -1003,
-            format!("Too many requests; current limit is {WEIGHT_LIMIT_1M} requests per minute. Please use the websocket for live updates to avoid polling the API."),
-            retry_after,
-        ),
-        Exceeded::Orders {
-            retry_after,
-            interval,
-            limit,
-        } => (
-            -1015,
-            format!("Too many new orders; current limit is {limit} orders per {interval}."),
-            retry_after,
-        ),
-    };
-    shared.limits().ban.sent_429(wall_ms(), retry_after);
-    let mut err = ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, msg);
-    err.retry_after = Some(retry_after);
-    err
 }
 
 /// The 418 of a banned IP, announced on the exchange's (skewed) clock as REST announces it.
