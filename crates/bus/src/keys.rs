@@ -24,6 +24,16 @@ pub const PROGRESS_PREFIX: &str = "quantum:intent:";
 /// from ever meeting under one key, and lets the old blob be read once for migration.
 pub const MONITOR_LOTS: &str = "quantum:monitor:lots:v2";
 
+/// The operator's controls (a Redis hash). Field [`TRADING_FIELD`] holds the trading state as one
+/// JSON document (`model::TradingControl`), so a change is written in one step.
+pub const CONTROL: &str = "quantum:control";
+
+/// The field of [`CONTROL`] that holds the trading state.
+pub const TRADING_FIELD: &str = "trading";
+
+/// Every change of the trading state, oldest first (an audit trail for `quantum trading-state`).
+pub const CONTROL_LOG: &str = "quantum:stream:control";
+
 /// The field of a stream entry that holds its JSON document.
 pub const PAYLOAD_FIELD: &str = "payload";
 

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use model::{Action, ClientOrderId, Side, Symbol, TradeIntent};
+use model::{Action, ClientOrderId, Side, Symbol, TradeIntent, TradingState};
 use rust_decimal::Decimal;
 
 /// A sized order waiting for approval.
@@ -60,6 +60,10 @@ impl<T> RiskApproved<T> {
 pub enum RiskRefused {
     #[error("kill switch is on: opening orders are refused")]
     KillSwitch,
+    #[error("trading is {0}: opening orders are refused (quantum resume to trade again)")]
+    NoEntries(TradingState),
+    #[error("trading is halted: nothing new is sent, closes included (quantum resume, or quantum halt --reduce-only to let closes through)")]
+    Halted,
     #[error("symbol {0} is not in the allowed symbols")]
     SymbolNotAllowed(Symbol),
     #[error("notional {notional} USDT is above the limit of {limit} USDT")]
@@ -68,12 +72,17 @@ pub enum RiskRefused {
     LeverageTooHigh { leverage: u32, limit: u32 },
 }
 
-/// Checks a sized order for an intent against the limits.
+/// Checks a sized order for an intent against the limits and the operator's trading state
+/// (as the caller last read it).
 pub fn check(
     intent: &TradeIntent,
     plan: OrderPlan,
     limits: &RiskLimits,
+    state: TradingState,
 ) -> Result<RiskApproved<OrderPlan>, RiskRefused> {
+    if !state.allows_reductions() {
+        return Err(RiskRefused::Halted);
+    }
     if let Some(allowed) = &limits.allowed_symbols {
         if !allowed.contains(&plan.symbol) {
             return Err(RiskRefused::SymbolNotAllowed(plan.symbol));
@@ -85,6 +94,9 @@ pub fn check(
     }
     if limits.kill_switch {
         return Err(RiskRefused::KillSwitch);
+    }
+    if !state.allows_entries() {
+        return Err(RiskRefused::NoEntries(state));
     }
     if let Some(leverage) = plan.leverage {
         if leverage > limits.max_leverage {
@@ -143,26 +155,42 @@ mod tests {
 
     #[test]
     fn an_order_within_limits_is_approved() {
-        assert!(check(&intent("BUY"), plan(10, Some(10), false), &limits()).is_ok());
+        assert!(check(
+            &intent("BUY"),
+            plan(10, Some(10), false),
+            &limits(),
+            TradingState::Active
+        )
+        .is_ok());
     }
 
     #[test]
     fn each_limit_refuses_with_its_reason() {
         assert_eq!(
-            check(&intent("BUY"), plan(10, Some(50), false), &limits()),
+            check(
+                &intent("BUY"),
+                plan(10, Some(50), false),
+                &limits(),
+                TradingState::Active
+            ),
             Err(RiskRefused::LeverageTooHigh {
                 leverage: 50,
                 limit: 20
             })
         );
         assert!(matches!(
-            check(&intent("BUY"), plan(200, None, false), &limits()),
+            check(
+                &intent("BUY"),
+                plan(200, None, false),
+                &limits(),
+                TradingState::Active
+            ),
             Err(RiskRefused::NotionalTooLarge { .. })
         ));
         let mut other = plan(10, None, false);
         other.symbol = Symbol::new("BTCUSDT").unwrap();
         assert!(matches!(
-            check(&intent("BUY"), other, &limits()),
+            check(&intent("BUY"), other, &limits(), TradingState::Active),
             Err(RiskRefused::SymbolNotAllowed(_))
         ));
     }
@@ -174,9 +202,39 @@ mod tests {
             ..limits()
         };
         assert_eq!(
-            check(&intent("BUY"), plan(10, None, false), &killed),
+            check(
+                &intent("BUY"),
+                plan(10, None, false),
+                &killed,
+                TradingState::Active
+            ),
             Err(RiskRefused::KillSwitch)
         );
-        assert!(check(&intent("CLOSE"), plan(10, None, true), &killed).is_ok());
+        assert!(check(
+            &intent("CLOSE"),
+            plan(10, None, true),
+            &killed,
+            TradingState::Active
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn reducing_stops_entries_and_halted_stops_everything() {
+        let buy = || plan(10, None, false);
+        let close = || plan(10, None, true);
+        assert_eq!(
+            check(&intent("BUY"), buy(), &limits(), TradingState::Reducing),
+            Err(RiskRefused::NoEntries(TradingState::Reducing))
+        );
+        assert!(check(&intent("CLOSE"), close(), &limits(), TradingState::Reducing).is_ok());
+        assert_eq!(
+            check(&intent("BUY"), buy(), &limits(), TradingState::Halted),
+            Err(RiskRefused::Halted)
+        );
+        assert_eq!(
+            check(&intent("CLOSE"), close(), &limits(), TradingState::Halted),
+            Err(RiskRefused::Halted)
+        );
     }
 }

@@ -6,11 +6,13 @@
 //! Money is `rust_decimal::Decimal` throughout. On the bus, prices and quantities are JSON numbers
 //! that keep their exact decimal digits (serde_json's `arbitrary_precision`), never floats.
 
+pub mod control;
 pub mod ids;
 pub mod intent;
 pub mod order;
 pub mod result;
 
+pub use control::{ControlError, TradingControl, TradingState};
 pub use ids::{ClientOrderId, IdError, IntentId, Symbol};
 pub use intent::{Action, ExitLevel, ExitPlan, IntentBuilder, IntentError, TradeIntent};
 pub use order::{OrderEvent, OrderStatus, Side, TransitionError};

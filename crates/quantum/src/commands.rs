@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use bus::{keys, Bus};
-use model::{Action, ClientOrderId, ExitLevel, IntentId, Symbol, TradeIntent};
+use model::{Action, ClientOrderId, ExitLevel, IntentId, Symbol, TradeIntent, TradingState};
 use rust_decimal::Decimal;
 use service::{FileConfig, Overrides, Settings};
 
@@ -292,6 +292,130 @@ pub async fn results(connection: ConnectionArgs, count: usize) -> anyhow::Result
     Ok(())
 }
 
+/// `quantum halt`.
+#[derive(Debug, clap::Args)]
+pub struct HaltArgs {
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+    /// Let closes and exits through (trading state `reducing`) instead of stopping everything new.
+    #[arg(long)]
+    pub reduce_only: bool,
+    /// Why, for the logs, `quantum doctor` and whoever looks next.
+    #[arg(long, default_value = "")]
+    pub reason: String,
+}
+
+/// `quantum resume`.
+#[derive(Debug, clap::Args)]
+pub struct ResumeArgs {
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+    /// Why, for the logs and the audit trail.
+    #[arg(long, default_value = "")]
+    pub reason: String,
+}
+
+/// `quantum trading-state`.
+#[derive(Debug, clap::Args)]
+pub struct TradingStateArgs {
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+    /// How many recent changes to list.
+    #[arg(long, default_value_t = 5)]
+    pub history: usize,
+    /// One JSON document on stdout (the state as stored, `null` when never set).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `quantum halt`: writes the state every process reads before its next order.
+pub async fn halt(args: HaltArgs) -> anyhow::Result<()> {
+    let state = if args.reduce_only {
+        TradingState::Reducing
+    } else {
+        TradingState::Halted
+    };
+    set_trading_state(&args.connection, state, &args.reason).await
+}
+
+/// `quantum resume`.
+pub async fn resume(args: ResumeArgs) -> anyhow::Result<()> {
+    set_trading_state(&args.connection, TradingState::Active, &args.reason).await
+}
+
+async fn set_trading_state(
+    connection: &ConnectionArgs,
+    state: TradingState,
+    reason: &str,
+) -> anyhow::Result<()> {
+    let settings = connection.settings()?;
+    let bus = connect_bus(&settings).await?;
+    let before = service::control::read(&bus).await?;
+    let by = service::control::operator();
+    let control = service::control::set(&bus, state, &by, reason).await?;
+    let was = before.map_or(TradingState::Active, |c| c.state);
+    println!("trading state: {control} (was {was})");
+    eprintln!(
+        "{}",
+        match state {
+            TradingState::Active => "every quantum process on this bus trades again from its next order",
+            TradingState::Reducing => "every quantum process refuses new entries from its next decision (within a second); closes and exits go on",
+            TradingState::Halted => "every quantum process sends nothing new from its next decision (within a second), closes and exits included; orders already at the exchange and its protective orders stay",
+        }
+    );
+    if settings.risk.kill_switch && state == TradingState::Active {
+        eprintln!("note: risk.kill_switch is on in this configuration, so the services it configures stay at `reducing`");
+    }
+    Ok(())
+}
+
+/// `quantum trading-state`: the state and its recent changes.
+pub async fn trading_state(args: TradingStateArgs) -> anyhow::Result<()> {
+    let settings = args.connection.settings()?;
+    let bus = connect_bus(&settings).await?;
+    let control = service::control::read(&bus).await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&control)?);
+        return Ok(());
+    }
+    match &control {
+        Some(c) => println!("trading state: {c}, {}", age(c.at_ms)),
+        None => println!("trading state: active (never set)"),
+    }
+    if settings.risk.kill_switch {
+        println!(
+            "risk.kill_switch is on in this configuration: at most `reducing` for its services"
+        );
+    }
+    let log = bus.latest(keys::CONTROL_LOG, args.history).await?;
+    if !log.is_empty() {
+        println!("recent changes (newest first):");
+    }
+    for entry in log {
+        match entry
+            .payload
+            .ok()
+            .map(|p| model::TradingControl::from_json(&p))
+        {
+            Some(Ok(c)) => println!("  {c}, {}", age(c.at_ms)),
+            _ => println!("  {} <not readable>", entry.id),
+        }
+    }
+    Ok(())
+}
+
+/// "12 s ago" / "3 h ago" for a time in ms.
+fn age(at_ms: i64) -> String {
+    let secs = (service::clock::now_ms() - at_ms).max(0) / 1000;
+    if secs < 120 {
+        format!("{secs} s ago")
+    } else if secs < 7_200 {
+        format!("{} min ago", secs / 60)
+    } else {
+        format!("{} h ago", secs / 3600)
+    }
+}
+
 /// `quantum orders`: recent orders of a symbol.
 pub async fn orders(connection: ConnectionArgs, symbol: &str, limit: u32) -> anyhow::Result<()> {
     let settings = connection.settings()?;
@@ -351,6 +475,13 @@ pub async fn positions(connection: ConnectionArgs) -> anyhow::Result<()> {
     let bus = connect_bus(&settings).await?;
     let rest = rest_client(&settings)?;
     rest.sync_time().await?;
+    match service::control::read(&bus).await {
+        Ok(Some(c)) if c.state != TradingState::Active => {
+            println!("TRADING IS {}: {c}", c.state.as_str().to_uppercase())
+        }
+        Ok(_) => println!("trading state: active"),
+        Err(e) => eprintln!("trading state: cannot read it: {e}"),
+    }
     let saved = service::monitor_state::load(&bus).await?;
     for problem in &saved.unreadable {
         eprintln!("saved monitor state: {problem}");

@@ -69,6 +69,12 @@ enum Command {
     Positions(commands::ConnectionArgs),
     /// Check the exchange, the keys, Redis and the recent orders; one line per check, non-zero exit on a failure.
     Doctor(commands::DoctorArgs),
+    /// Stop new trading on every quantum process within a second: `halted` sends nothing new (closes and exits included; exchange-side stops stay), `--reduce-only` sends closes and exits only.
+    Halt(commands::HaltArgs),
+    /// Let every quantum process trade again (trading state `active`).
+    Resume(commands::ResumeArgs),
+    /// Show the trading state, who set it and why, and its recent changes.
+    TradingState(commands::TradingStateArgs),
     /// Show the latest execution results on the bus.
     Results {
         #[command(flatten)]
@@ -181,6 +187,9 @@ fn main() -> anyhow::Result<()> {
             order_id,
             client_id,
         } => runtime.block_on(commands::order(connection, &symbol, order_id, client_id)),
+        Command::Halt(args) => runtime.block_on(commands::halt(args)),
+        Command::Resume(args) => runtime.block_on(commands::resume(args)),
+        Command::TradingState(args) => runtime.block_on(commands::trading_state(args)),
         Command::Results { connection, count } => {
             runtime.block_on(commands::results(connection, count))
         }

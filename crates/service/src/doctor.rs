@@ -216,6 +216,40 @@ pub async fn run(
     report
 }
 
+/// The operator's trading state: `active` passes; `reducing` and `halted` warn (an operator chose
+/// them, so they are not a fault, but nobody should forget them); unreadable warns too.
+pub fn trading_state_verdict(
+    read: Result<Option<model::TradingControl>, String>,
+    kill_switch: bool,
+) -> Check {
+    let floor = if kill_switch {
+        " (risk.kill_switch is on: at most reducing)"
+    } else {
+        ""
+    };
+    match read {
+        Ok(None) if !kill_switch => Check::pass("trading-state", "active (never set)"),
+        Ok(Some(c)) if c.state == model::TradingState::Active && !kill_switch => {
+            Check::pass("trading-state", c.to_string())
+        }
+        Ok(control) => Check::with(
+            "trading-state",
+            Level::Warn,
+            format!(
+                "{}{floor}",
+                control.map_or_else(|| "active (never set)".to_string(), |c| c.to_string())
+            ),
+            "new entries are refused while not active: `quantum resume` when it is time to trade again",
+        ),
+        Err(e) => Check::with(
+            "trading-state",
+            Level::Warn,
+            format!("cannot read the trading state: {e}"),
+            "`quantum trading-state` shows it; `quantum halt` / `quantum resume` rewrite it",
+        ),
+    }
+}
+
 fn venue_check(settings: &Settings) -> Check {
     let ex = &settings.exchange;
     let detail = format!(
@@ -558,6 +592,10 @@ async fn bus_checks(
     ] {
         report.push(group_check(bus, stream, group, service).await);
     }
+    report.push(trading_state_verdict(
+        crate::control::read(bus).await.map_err(|e| e.to_string()),
+        settings.risk.kill_switch,
+    ));
     report.push(match crate::monitor_state::load_alarms(bus).await {
         Ok(saved) => alarms_verdict(saved.as_ref(), now_ms()),
         Err(e) => Check::with(
@@ -928,6 +966,34 @@ pub fn orders_verdict(orders: &[OrderSummary], now: i64, options: &Options) -> C
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_trading_state_other_than_active_is_a_warning_with_the_way_back() {
+        use model::{TradingControl, TradingState};
+        let set = |state| Ok(Some(TradingControl::new(state, "ops@vps", "news", 0)));
+        assert_eq!(trading_state_verdict(Ok(None), false).level, Level::Pass);
+        assert_eq!(
+            trading_state_verdict(set(TradingState::Active), false).level,
+            Level::Pass
+        );
+        let reducing = trading_state_verdict(set(TradingState::Reducing), false);
+        assert_eq!(reducing.level, Level::Warn);
+        assert!(
+            reducing.detail.contains("reducing (set by ops@vps: news)"),
+            "{}",
+            reducing.detail
+        );
+        assert!(reducing.hint.unwrap().contains("quantum resume"));
+        assert_eq!(
+            trading_state_verdict(Ok(None), true).level,
+            Level::Warn,
+            "the kill switch"
+        );
+        assert_eq!(
+            trading_state_verdict(Err("down".into()), false).level,
+            Level::Warn
+        );
+    }
 
     #[test]
     fn exit_alarms_pass_when_none_fail_when_raised_or_stale_and_warn_when_never_written() {

@@ -4,6 +4,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod control;
 pub mod doctor;
 mod error;
 pub mod execution;

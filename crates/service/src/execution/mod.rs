@@ -107,6 +107,8 @@ pub struct Executor {
     /// Bus entries this process is working on. A periodic claim can hand this consumer its own
     /// long-running entries back; those are skipped, not started twice.
     in_flight: Arc<Mutex<std::collections::HashSet<String>>>,
+    /// The operator's trading state (`quantum halt` / `resume`), read before each order.
+    gate: crate::control::TradingGate,
     /// Cancelled when the service stops: an intent still waiting to send its order (held back
     /// by the rate budget) gives up and stays pending for the next start.
     stop: CancellationToken,
@@ -115,7 +117,13 @@ pub struct Executor {
 impl Executor {
     pub fn new(rest: RestClient, bus: Bus, settings: Settings) -> Executor {
         let account = account::AccountView::default();
+        let floor = if settings.risk.kill_switch {
+            model::TradingState::Reducing
+        } else {
+            model::TradingState::Active
+        };
         Executor {
+            gate: crate::control::TradingGate::new(bus.clone(), floor),
             venue: venue::Venue::new(rest.clone()),
             rest,
             bus,
@@ -142,6 +150,8 @@ impl Executor {
         let consumer = self.exec().consumer_name.clone();
         metrics::register_execution();
         self.bus.ensure_group(keys::TRADE_INTENT, &group).await?;
+        // Says the trading state at start (and sets its gauge) before any intent is read.
+        self.gate.refresh().await;
         let Some(snapshot) =
             crate::startup::exchange_ready(&self.rest, &shutdown, "execution service").await?
         else {

@@ -166,7 +166,8 @@ impl Executor {
             }
             let rules = self.rules(job).await?;
             let plan = self.plan(job, &rules).await?;
-            let approved = match risk::check(intent, plan, &self.settings.risk) {
+            let state = self.gate.state().await;
+            let approved = match risk::check(intent, plan, &self.settings.risk, state) {
                 Ok(approved) => approved,
                 Err(refused) => {
                     return Err(self.reject(job, None, format!("risk check: {refused}")))

@@ -3,6 +3,7 @@
 //! simulator's own order list.
 
 mod catalogue;
+mod control;
 mod execution;
 mod exit_path;
 mod exits;
