@@ -534,6 +534,15 @@ impl Core {
             .is_none_or(|s| s.pending.is_none() && s.placed == Some(s.wanted))
     }
 
+    /// Symbols where the exchange holds more than the book explains (seen in a position read,
+    /// not yet adopted): positions quantum does not track.
+    pub fn untracked_count(&self) -> usize {
+        self.symbols
+            .values()
+            .filter(|s| s.unexplained.is_some())
+            .count()
+    }
+
     /// Lots tracked.
     pub fn len(&self) -> usize {
         self.lots.len()

@@ -513,6 +513,17 @@ pub async fn positions(connection: ConnectionArgs) -> anyhow::Result<()> {
             println!("the exit monitor has not reported alarms (is it running against this Redis?)")
         }
     }
+    match service::exposure::read(&rest, &bus).await {
+        Ok(found) if found.is_empty() => {}
+        Ok(found) => {
+            println!("NOT WATCHED ({}): positions on the exchange quantum does not track, or without a stop there:", found.len());
+            for f in &found {
+                println!("  {f}");
+            }
+            println!("  (`quantum exit-monitor` adopts untracked positions and places their stops; `quantum doctor` fails until then)");
+        }
+        Err(e) => eprintln!("cannot compare the exchange's positions with the tracked ones: {e}"),
+    }
     if lots.is_empty() {
         println!("no tracked positions (is `quantum exit-monitor` running against this Redis?)");
     }

@@ -77,6 +77,28 @@ async fn doctor_passes_every_check_after_a_confirmed_trade() {
     let (monitor, _) = service::exit_monitor::start(settings).await.unwrap();
     let result = trade(&bus, "doc-ok").await;
     assert_eq!(result["status"], "filled", "{result}");
+    // The exit monitor places the position's stop on the exchange shortly after the fill; the
+    // exposure check looks for it.
+    let rest = binance::RestClient::new(
+        support::sim_settings(&sim, &redis.url())
+            .binance_config()
+            .unwrap(),
+    )
+    .unwrap();
+    rest.sync_time().await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while rest
+        .open_algo_orders(Some("AXSUSDT"))
+        .await
+        .unwrap()
+        .is_empty()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no exchange-side stop was placed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     let (ok, report) = tokio::task::block_in_place(|| {
         doctor(&sim, &redis.url(), simulator::DEFAULT_API_SECRET, &[])
@@ -96,6 +118,7 @@ async fn doctor_passes_every_check_after_a_confirmed_trade() {
         "results",
         "dead-letters",
         "recent-orders",
+        "exposure",
     ] {
         assert!(
             line(&report, name).starts_with("[pass]"),
@@ -219,6 +242,74 @@ async fn doctor_fails_on_a_wrong_secret_a_skewed_clock_and_an_unreachable_redis(
     assert!(
         !report.contains("not-the-secret"),
         "the secret never reaches the output:\n{report}"
+    );
+    sim.shutdown().await;
+}
+
+/// Regression (issue 13): after the README's walk-through a position was open with no stop, and
+/// `quantum doctor` exited 0 and `quantum positions` said only "no tracked positions". A position
+/// opened outside quantum, with no exit monitor running, now fails doctor and is listed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_position_nobody_tracks_or_protects_fails_doctor_and_is_listed() {
+    let sim = simulator::spawn(simulator::SimConfig {
+        fill_delay: Duration::from_millis(0),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let redis = testkit::RedisServer::start();
+    let settings = support::sim_settings(&sim, &redis.url());
+    let rest = binance::RestClient::new(settings.binance_config().unwrap()).unwrap();
+    rest.sync_time().await.unwrap();
+    rest.place_order(&binance::NewOrder::market(
+        "ETHUSDT",
+        binance::Side::Sell,
+        "0.05".parse().unwrap(),
+        "by-hand-1",
+    ))
+    .await
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while rest
+        .position_risk(Some("ETHUSDT"))
+        .await
+        .unwrap()
+        .iter()
+        .all(|p| p.position_amt.is_zero())
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the order never filled"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let (ok, report) = tokio::task::block_in_place(|| {
+        doctor(&sim, &redis.url(), simulator::DEFAULT_API_SECRET, &[])
+    });
+    assert!(!ok, "doctor must exit non-zero:\n{report}");
+    let exposure = line(&report, "exposure");
+    assert!(exposure.starts_with("[FAIL]"), "{report}");
+    assert!(
+        exposure.contains("ETHUSDT: the exchange holds -0.05 but quantum tracks 0"),
+        "{report}"
+    );
+    assert!(
+        exposure.contains("ETHUSDT: position -0.05 has no stop on the exchange"),
+        "{report}"
+    );
+
+    let out = tokio::task::block_in_place(|| {
+        support::quantum("positions", &sim, &redis.url())
+            .env("BINANCE_SECRET_KEY", simulator::DEFAULT_API_SECRET)
+            .output()
+            .expect("run quantum positions")
+    });
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(listed.contains("NOT WATCHED (2)"), "{listed}");
+    assert!(
+        listed.contains("ETHUSDT: position -0.05 has no stop on the exchange"),
+        "{listed}"
     );
     sim.shutdown().await;
 }

@@ -187,16 +187,19 @@ pub async fn run(
         Err(e) => Err(e),
     };
     let redacted = settings.bus_config().redacted_url();
-    let symbols = match bus {
+    let symbols = match &bus {
         Ok(bus) => {
             report.push(redis_check(&redacted, Ok(())));
             bus_checks(settings, bus, options, &mut report).await
         }
         Err(e) => {
-            report.push(redis_check(&redacted, Err(e)));
+            report.push(redis_check(&redacted, Err(e.clone())));
             BTreeSet::new()
         }
     };
+    if let (Some(rest), Ok(bus)) = (rest, &bus) {
+        report.push(exposure_verdict(crate::exposure::read(rest, bus).await));
+    }
     match (rest, account_positions) {
         (Some(rest), Some(positions)) => {
             report.push(leverage_verdict(settings, &positions, &symbols));
@@ -214,6 +217,33 @@ pub async fn run(
         }
     }
     report
+}
+
+/// Positions quantum does not track, or that have no stop on the exchange: a failure, since
+/// nothing watches or limits them.
+pub fn exposure_verdict(found: Result<Vec<crate::exposure::Finding>, String>) -> Check {
+    match found {
+        Ok(found) if found.is_empty() => Check::pass(
+            "exposure",
+            "every position on the exchange is tracked and has an exchange-side stop",
+        ),
+        Ok(found) => Check::with(
+            "exposure",
+            Level::Fail,
+            found
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+            "is `quantum exit-monitor` running against this Redis? It adopts untracked positions and places their stops; or close them: `quantum intent --symbol S --action CLOSE`",
+        ),
+        Err(e) => Check::with(
+            "exposure",
+            Level::Warn,
+            format!("not checked: {e}"),
+            "`quantum positions` lists the exchange's positions against the tracked ones",
+        ),
+    }
 }
 
 /// The operator's trading state: `active` passes; `reducing` and `halted` warn (an operator chose

@@ -336,6 +336,11 @@ impl Shell<'_> {
             self.run(core, command, entry).await;
         }
         self.flush(entry.map(|e| e.id.clone()));
+        metrics::global().set(
+            "quantum_untracked_positions",
+            &[],
+            core.untracked_count() as f64,
+        );
         if core.symbol_count() != held_before || self.subscribed.is_empty() {
             self.sync_streams(core).await;
         }

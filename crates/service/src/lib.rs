@@ -9,6 +9,7 @@ pub mod doctor;
 mod error;
 pub mod execution;
 pub mod exit_monitor;
+pub mod exposure;
 pub mod health;
 pub mod metrics;
 pub mod monitor_state;
