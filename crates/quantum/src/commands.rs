@@ -328,6 +328,97 @@ pub struct TradingStateArgs {
     pub json: bool,
 }
 
+/// `quantum flatten`.
+#[derive(Debug, clap::Args)]
+pub struct FlattenArgs {
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+    /// Only this symbol (default: every symbol of the account).
+    #[arg(long)]
+    pub symbol: Option<String>,
+    /// Print what would be done, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// How long to wait for each close's confirmed result.
+    #[arg(long, default_value = "60s")]
+    pub wait: humantime::Duration,
+}
+
+/// `quantum flatten`: see `service::flatten`.
+pub async fn flatten(args: FlattenArgs) -> anyhow::Result<()> {
+    let settings = args.connection.settings()?;
+    let rest = rest_client(&settings)?;
+    rest.sync_time().await?;
+    let only = args.symbol.as_ref().map(|s| s.to_ascii_uppercase());
+    let plans = service::flatten::plan(&rest, only.as_deref()).await?;
+    if plans.is_empty() {
+        println!("nothing to do: no position, no resting order, no conditional order");
+        return Ok(());
+    }
+    for p in &plans {
+        println!(
+            "{}: position {}; {} resting order(s) to cancel; {} conditional order(s) to cancel once flat",
+            p.symbol,
+            p.position.normalize(),
+            p.resting.len(),
+            p.conditional.len()
+        );
+    }
+    if args.dry_run {
+        println!("dry run: nothing was changed");
+        return Ok(());
+    }
+    let bus = connect_bus(&settings).await?;
+    eprintln!("trading goes to `reducing` (no new entries) until `quantum resume`");
+    let closed = service::flatten::run(
+        &rest,
+        &bus,
+        &plans,
+        &service::control::operator(),
+        Duration::from(args.wait),
+    )
+    .await?;
+    let mut failed = 0;
+    for c in &closed {
+        match c.status.as_str() {
+            "filled" => println!(
+                "{}: closed {} at {} ({})",
+                c.symbol,
+                c.qty.as_deref().unwrap_or("?"),
+                c.price.as_deref().unwrap_or("?"),
+                c.intent_id
+            ),
+            other => {
+                failed += 1;
+                println!(
+                    "{}: close {other}: {} ({})",
+                    c.symbol,
+                    c.error.as_deref().unwrap_or("-"),
+                    c.intent_id
+                )
+            }
+        }
+    }
+    let after = service::flatten::plan(&rest, only.as_deref()).await?;
+    if after.is_empty() {
+        println!("flat: no position, no resting order, no conditional order");
+    } else {
+        for p in &after {
+            println!(
+                "STILL OPEN {}: position {}, {} resting, {} conditional",
+                p.symbol,
+                p.position.normalize(),
+                p.resting.len(),
+                p.conditional.len()
+            );
+        }
+    }
+    if failed > 0 || !after.is_empty() {
+        bail!("the account is not flat and clean; run `quantum flatten` again or look at `quantum positions`");
+    }
+    Ok(())
+}
+
 /// `quantum halt`: writes the state every process reads before its next order.
 pub async fn halt(args: HaltArgs) -> anyhow::Result<()> {
     let state = if args.reduce_only {

@@ -71,6 +71,8 @@ enum Command {
     Doctor(commands::DoctorArgs),
     /// Stop new trading on every quantum process within a second: `halted` sends nothing new (closes and exits included; exchange-side stops stay), `--reduce-only` sends closes and exits only.
     Halt(commands::HaltArgs),
+    /// Get the account flat: trading to `reducing`, resting entries cancelled, every position closed through the execution service (confirmed prices reported), then its protective orders cancelled.
+    Flatten(commands::FlattenArgs),
     /// Let every quantum process trade again (trading state `active`).
     Resume(commands::ResumeArgs),
     /// Show the trading state, who set it and why, and its recent changes.
@@ -188,6 +190,7 @@ fn main() -> anyhow::Result<()> {
             client_id,
         } => runtime.block_on(commands::order(connection, &symbol, order_id, client_id)),
         Command::Halt(args) => runtime.block_on(commands::halt(args)),
+        Command::Flatten(args) => runtime.block_on(commands::flatten(args)),
         Command::Resume(args) => runtime.block_on(commands::resume(args)),
         Command::TradingState(args) => runtime.block_on(commands::trading_state(args)),
         Command::Results { connection, count } => {

@@ -10,6 +10,7 @@ mod error;
 pub mod execution;
 pub mod exit_monitor;
 pub mod exposure;
+pub mod flatten;
 pub mod health;
 pub mod metrics;
 pub mod monitor_state;

@@ -7,4 +7,5 @@ mod control;
 mod execution;
 mod exit_path;
 mod exits;
+mod flatten;
 mod stack;

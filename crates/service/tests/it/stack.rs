@@ -272,6 +272,46 @@ impl Stack {
             .unwrap()
     }
 
+    /// A resting GTC LIMIT order placed on the exchange outside quantum.
+    pub async fn place_limit_on_exchange(
+        &self,
+        symbol: &str,
+        side: &str,
+        qty: &str,
+        price: &str,
+    ) -> Value {
+        let payload = format!(
+            "symbol={symbol}&side={side}&type=LIMIT&timeInForce=GTC&quantity={qty}&price={price}&timestamp={}",
+            now_ms()
+        );
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(simulator::DEFAULT_API_SECRET.as_bytes()).unwrap();
+        mac.update(payload.as_bytes());
+        let sig = hex::encode(mac.finalize().into_bytes());
+        self.http
+            .post(format!("{}/fapi/v1/order", self.sim.base_url()))
+            .header("X-MBX-APIKEY", simulator::DEFAULT_API_KEY)
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(format!("{payload}&signature={sig}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// The simulator's open (non-conditional) orders of `symbol`.
+    pub async fn open_orders(&self, symbol: &str) -> Vec<Value> {
+        match self
+            .signed_get("/fapi/v1/openOrders", &format!("symbol={symbol}"))
+            .await
+        {
+            Value::Array(orders) => orders,
+            other => panic!("openOrders: {other}"),
+        }
+    }
+
     /// The simulator's open algo (conditional) orders of `symbol`.
     pub async fn open_algo_orders(&self, symbol: &str) -> Vec<Value> {
         match self
