@@ -208,6 +208,21 @@ impl RestClient {
         .await
     }
 
+    /// `POST /fapi/v1/countdownCancelAll` (weight 10): cancel the symbol's open orders unless
+    /// called again within `countdown_ms`; 0 stops the countdown.
+    pub async fn countdown_cancel_all(&self, symbol: &str, countdown_ms: u64) -> Result<(), Error> {
+        let call = Call::new(
+            Method::POST,
+            "/fapi/v1/countdownCancelAll",
+            Security::Signed,
+            10,
+        )
+        .param("symbol", symbol)
+        .param("countdownTime", countdown_ms.to_string());
+        let _: serde_json::Value = self.send(call).await?;
+        Ok(())
+    }
+
     /// `GET /fapi/v1/openOrders` for one symbol, or all (weight 40).
     ///
     /// # Errors

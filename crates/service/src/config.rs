@@ -94,6 +94,7 @@ pub struct ExecutionFile {
     pub claim_idle: Option<String>,
     pub max_age: Option<String>,
     pub cancel_window: Option<String>,
+    pub dead_man_countdown: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -203,6 +204,10 @@ pub struct ExecutionSettings {
     /// cancel refused by a rate limit is not an answer); an order still open then is reported
     /// with what is confirmed filled and watched until it is final.
     pub cancel_window: Duration,
+    /// The dead-man switch: while this service has an order working on a symbol, it keeps
+    /// Binance's `countdownCancelAll` armed with this countdown (renewed every quarter of it), so
+    /// a host that dies leaves no resting order behind. Zero: off.
+    pub dead_man_countdown: Duration,
 }
 
 /// Exit monitor settings.
@@ -386,7 +391,22 @@ impl Settings {
                 "cancel_window",
                 file.execution.cancel_window.as_deref().unwrap_or("30s"),
             )?,
+            dead_man_countdown: parse_duration(
+                "dead_man_countdown",
+                file.execution
+                    .dead_man_countdown
+                    .as_deref()
+                    .unwrap_or("120s"),
+            )?,
         };
+        if !execution.dead_man_countdown.is_zero()
+            && execution.dead_man_countdown < Duration::from_secs(1)
+        {
+            return Err(invalid(
+                "dead_man_countdown",
+                "must be 0 (off) or at least 1s: Binance checks countdowns about every 10 ms, and a shorter one would cancel working orders between heartbeats",
+            ));
+        }
         if execution.fill_timeout.is_zero() {
             return Err(invalid("fill_timeout", "must be longer than zero"));
         }

@@ -5,6 +5,7 @@
 pub mod clock;
 pub mod config;
 pub mod control;
+pub mod dead_man;
 pub mod doctor;
 mod error;
 pub mod execution;

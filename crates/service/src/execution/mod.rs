@@ -109,6 +109,8 @@ pub struct Executor {
     in_flight: Arc<Mutex<std::collections::HashSet<String>>>,
     /// The operator's trading state (`quantum halt` / `resume`), read before each order.
     gate: crate::control::TradingGate,
+    /// Symbols with an order of this service working, for the dead-man switch.
+    dead_man: crate::dead_man::DeadMan,
     /// Cancelled when the service stops: an intent still waiting to send its order (held back
     /// by the rate budget) gives up and stays pending for the next start.
     stop: CancellationToken,
@@ -124,6 +126,7 @@ impl Executor {
         };
         Executor {
             gate: crate::control::TradingGate::new(bus.clone(), floor),
+            dead_man: crate::dead_man::DeadMan::default(),
             venue: venue::Venue::new(rest.clone()),
             rest,
             bus,
@@ -168,6 +171,23 @@ impl Executor {
         );
         let marks_task = tokio::spawn(account::follow_marks(self.account.clone(), mark_events));
         let gauges_task = tokio::spawn(self.clone().export_gauges());
+        // The dead-man switch stops with the intents: after them, so it covers the orders still
+        // working during the shutdown's grace, and it disarms what it armed.
+        let dead_man_stop = CancellationToken::new();
+        let countdown = self.exec().dead_man_countdown;
+        let dead_man_task = (!countdown.is_zero()).then(|| {
+            tokio::spawn(crate::dead_man::run(
+                self.dead_man.clone(),
+                self.rest.clone(),
+                countdown,
+                dead_man_stop.clone(),
+            ))
+        });
+        // If this task is killed (aborted, as a crash would end it), the heartbeat dies with it:
+        // its countdowns then run out and cancel what was left working, which is its purpose.
+        let _heartbeat_dies_with_us = dead_man_task
+            .as_ref()
+            .map(|t| AbortOnDrop(t.abort_handle()));
 
         let limit = Arc::new(Semaphore::new(CONCURRENCY));
         let mut tasks = JoinSet::new();
@@ -334,6 +354,17 @@ impl Executor {
         {
             error!("intents still in flight after {grace:?}; they stay pending and are resumed on the next start");
         }
+        dead_man_stop.cancel();
+        if let Some(task) = dead_man_task {
+            // Let it disarm (the guard above aborts only a task that is still running when this
+            // function is dropped, i.e. killed).
+            if tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .is_err()
+            {
+                warn!("the dead-man switch did not disarm within 5 s; its countdowns run out on their own");
+            }
+        }
         stream.shutdown().await;
         marks.shutdown().await;
         marks_task.abort();
@@ -366,5 +397,14 @@ impl Executor {
                 );
             }
         }
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

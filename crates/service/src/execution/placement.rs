@@ -142,6 +142,9 @@ impl Executor {
                 }
             }
         };
+        // From here until the outcome is confirmed an order may be working on the exchange: the
+        // dead-man switch keeps the symbol's countdown armed meanwhile.
+        let _working = self.dead_man.hold(symbol);
         let order_sent_at;
         if let Some(order) = existing {
             info!(

@@ -4,6 +4,7 @@
 
 mod catalogue;
 mod control;
+mod dead_man;
 mod execution;
 mod exit_path;
 mod exits;

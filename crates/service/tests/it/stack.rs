@@ -103,6 +103,16 @@ impl Stack {
         self.service = Some(service::start(settings).await.expect("the service starts"));
     }
 
+    /// Restarts the execution service with adjusted settings.
+    pub async fn restart_service_with(&mut self, adjust: impl FnOnce(&mut Settings)) {
+        if let Some(running) = self.service.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(20), running.stop()).await;
+        }
+        let mut settings = self.settings();
+        adjust(&mut settings);
+        self.service = Some(service::start(settings).await.expect("the service starts"));
+    }
+
     /// Starts the exit monitor with adjusted settings.
     pub async fn start_monitor_with(&mut self, adjust: impl FnOnce(&mut Settings)) {
         let mut settings = self.settings();
