@@ -95,6 +95,9 @@ pub struct ExecutionFile {
     pub max_age: Option<String>,
     pub cancel_window: Option<String>,
     pub dead_man_countdown: Option<String>,
+    pub tripwire_failures: Option<usize>,
+    pub tripwire_window: Option<String>,
+    pub tripwire_stream_outage: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -208,6 +211,12 @@ pub struct ExecutionSettings {
     /// Binance's `countdownCancelAll` armed with this countdown (renewed every quarter of it), so
     /// a host that dies leaves no resting order behind. Zero: off.
     pub dead_man_countdown: Duration,
+    /// Tripwire: this many `failed` or `timeout` results within `tripwire_window` set trading to
+    /// `reducing` (see `tripwire`). 0: off.
+    pub tripwire_failures: usize,
+    pub tripwire_window: Duration,
+    /// Tripwire: the user data stream down this long sets trading to `reducing`. 0: off.
+    pub tripwire_stream_outage: Duration,
 }
 
 /// Exit monitor settings.
@@ -397,6 +406,18 @@ impl Settings {
                     .dead_man_countdown
                     .as_deref()
                     .unwrap_or("120s"),
+            )?,
+            tripwire_failures: file.execution.tripwire_failures.unwrap_or(5),
+            tripwire_window: parse_duration(
+                "tripwire_window",
+                file.execution.tripwire_window.as_deref().unwrap_or("5m"),
+            )?,
+            tripwire_stream_outage: parse_duration(
+                "tripwire_stream_outage",
+                file.execution
+                    .tripwire_stream_outage
+                    .as_deref()
+                    .unwrap_or("5m"),
             )?,
         };
         if !execution.dead_man_countdown.is_zero()

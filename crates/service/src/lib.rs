@@ -19,6 +19,7 @@ pub mod protection;
 pub mod rate_budget;
 mod running;
 pub mod startup;
+pub mod tripwire;
 
 pub use config::{ConfigError, FileConfig, Overrides, Settings};
 pub use execution::{start, start_with_bus, Executor, Running, ServiceError};

@@ -109,7 +109,7 @@ pub struct ChaosArgs {
     #[arg(long, value_name = "PATH")]
     pub services_exe: Option<PathBuf>,
     /// The services' config file instead of the one the harness writes (claim_idle 15s,
-    /// cancel_window 10s, reconcile_every 10s): your own settings, or a file an older build
+    /// cancel_window 10s, tripwires off, reconcile_every 10s): your own settings, or a file an older build
     /// accepts. The command line still sets Redis, the simulator's URLs, the fill timeout and
     /// the consumer names.
     #[arg(long, value_name = "PATH")]
@@ -371,7 +371,9 @@ async fn run_in(
         }
         None => std::fs::write(
             &config,
-            "# written by quantum chaos\n[execution]\nclaim_idle = \"15s\"\ncancel_window = \"10s\"\n\n[exit]\nreconcile_every = \"10s\"\n",
+            // The tripwires are off: the harness injects failures on purpose, and a tripwire
+            // would turn the rest of the run into closes only.
+            "# written by quantum chaos\n[execution]\nclaim_idle = \"15s\"\ncancel_window = \"10s\"\ntripwire_failures = 0\ntripwire_stream_outage = \"0s\"\n\n[exit]\nreconcile_every = \"10s\"\n",
         )?,
     }
     let fill_timeout = Duration::from(args.fill_timeout);

@@ -405,6 +405,25 @@ impl Executor {
             "quantum_results_total",
             &[("status", result.status().as_str())],
         );
+        if matches!(
+            result.status(),
+            ResultStatus::Failed | ResultStatus::Timeout
+        ) {
+            let tripped = self
+                .failures
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .record(now_ms());
+            if tripped {
+                let e = self.exec();
+                let reason = format!(
+                    "{} failed or timed-out results within {}",
+                    e.tripwire_failures,
+                    humantime::format_duration(e.tripwire_window)
+                );
+                crate::tripwire::trip(&self.bus, "failures", &reason).await;
+            }
+        }
         debug!(
             "result for intent {} published: {}",
             result.intent_id_str(),

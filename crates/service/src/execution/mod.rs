@@ -111,6 +111,8 @@ pub struct Executor {
     gate: crate::control::TradingGate,
     /// Symbols with an order of this service working, for the dead-man switch.
     dead_man: crate::dead_man::DeadMan,
+    /// The `failures` tripwire's count.
+    failures: Arc<Mutex<crate::tripwire::WindowCount>>,
     /// Cancelled when the service stops: an intent still waiting to send its order (held back
     /// by the rate budget) gives up and stays pending for the next start.
     stop: CancellationToken,
@@ -127,6 +129,10 @@ impl Executor {
         Executor {
             gate: crate::control::TradingGate::new(bus.clone(), floor),
             dead_man: crate::dead_man::DeadMan::default(),
+            failures: Arc::new(Mutex::new(crate::tripwire::WindowCount::new(
+                settings.execution.tripwire_failures,
+                settings.execution.tripwire_window,
+            ))),
             venue: venue::Venue::new(rest.clone()),
             rest,
             bus,
@@ -378,11 +384,30 @@ impl Executor {
     async fn export_gauges(self) {
         use std::sync::atomic::Ordering;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        // The `user-stream` tripwire: since when the stream has been down (tripped once per
+        // outage).
+        let mut down_since: Option<tokio::time::Instant> = None;
+        let mut tripped = false;
+        let outage = self.exec().tripwire_stream_outage;
         loop {
             tick.tick().await;
             let m = metrics::global();
             metrics::export_weight(&self.rest, "execution");
             let connected = self.router.connected.load(Ordering::Relaxed);
+            if connected {
+                down_since = None;
+                tripped = false;
+            } else {
+                let since = *down_since.get_or_insert_with(tokio::time::Instant::now);
+                if !outage.is_zero() && !tripped && since.elapsed() >= outage {
+                    tripped = true;
+                    let reason = format!(
+                        "the user data stream has been down for {} s",
+                        since.elapsed().as_secs()
+                    );
+                    crate::tripwire::trip(&self.bus, "user-stream", &reason).await;
+                }
+            }
             m.set(
                 "quantum_user_stream_connected",
                 &[],

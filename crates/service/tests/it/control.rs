@@ -119,3 +119,51 @@ async fn halted_refuses_closes_too_and_resume_trades_again() {
     assert_eq!(stack.position_amt("ETHUSDT").await, Decimal::ZERO);
     stack.stop().await;
 }
+
+#[tokio::test]
+async fn the_failures_tripwire_stops_entries_after_repeated_timeouts() {
+    let mut stack = Stack::start(Options {
+        fill_timeout: Duration::from_secs(1),
+        ..Options::default()
+    })
+    .await;
+    stack
+        .restart_service_with(|s| {
+            s.execution.tripwire_failures = 2;
+            s.execution.cancel_window = Duration::from_secs(2);
+        })
+        .await;
+    stack.pin("ETHUSDT", "3400.00").await;
+    stack.faults(json!({"never_fill": true})).await;
+    for id in ["t-1", "t-2"] {
+        stack
+            .publish(
+                &json!({"intent_id": id, "symbol": "ETHUSDT", "action": "BUY", "quantity": 0.02}),
+            )
+            .await;
+        assert_eq!(stack.result(id).await["status"], "timeout");
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let control = loop {
+        if let Some(c) = service::control::read(&stack.bus).await.unwrap() {
+            break c;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the tripwire never set a state"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(control.state, TradingState::Reducing);
+    assert_eq!(control.by, "tripwire:failures");
+    stack.faults(json!({"never_fill": false})).await;
+    tokio::time::sleep(WITHIN).await;
+    stack
+        .publish(
+            &json!({"intent_id": "t-3", "symbol": "ETHUSDT", "action": "BUY", "quantity": 0.02}),
+        )
+        .await;
+    let refused = stack.result("t-3").await;
+    assert_eq!(refused["status"], "rejected", "{refused}");
+    stack.stop().await;
+}
