@@ -33,6 +33,7 @@ pub mod types;
 pub mod user_stream;
 mod wire;
 mod ws;
+pub mod ws_api;
 
 pub use config::{Config, Secret, Venue};
 pub use error::Error;
@@ -58,3 +59,4 @@ pub use types::{
 };
 pub use user_stream::{UserEvent, UserStream, UserStreamConfig, UserStreamPath};
 pub use ws::Backoff;
+pub use ws_api::{WsApiClient, WsApiConfig};

@@ -7,3 +7,4 @@ mod market_stream;
 mod rest;
 mod support;
 mod user_stream;
+mod ws_api;
