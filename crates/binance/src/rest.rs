@@ -336,6 +336,17 @@ impl RestClient {
         }
     }
 
+    /// Waits for the account's order budget (this client's governor and the shared budget) for an
+    /// order sent through another door, the WebSocket API: the order limits are the account's,
+    /// whichever way an order goes. Fails like an order request held back (nothing sent).
+    ///
+    /// # Errors
+    /// [`Error::Transient`] when the budget is spent or a ban is in force.
+    pub async fn admit_order(&self) -> Result<(), Error> {
+        self.admit(&Call::new(Method::POST, "ws-fapi order.place", Security::Signed, 0).order())
+            .await
+    }
+
     /// Waits until the governor (and the shared budget) lets `call` go. A ban makes reads wait
     /// (briefly) and writes fail without sending, so the caller decides about orders.
     async fn admit(&self, call: &Call) -> Result<(), Error> {

@@ -74,6 +74,8 @@ impl std::fmt::Debug for WsApiConfig {
 #[derive(Clone)]
 pub struct WsApiClient {
     config: Arc<WsApiConfig>,
+    /// For the exchange's clock (timestamps) and the account's order budget, shared with REST.
+    rest: crate::RestClient,
     requests: mpsc::Sender<Pending>,
     connected: Arc<AtomicBool>,
     next_id: Arc<AtomicU64>,
@@ -91,13 +93,16 @@ impl std::fmt::Debug for WsApiClient {
 
 impl WsApiClient {
     /// Starts the connection task; calls made before it connects are [`Error::Transient`].
-    pub fn spawn(config: WsApiConfig) -> WsApiClient {
+    /// `rest` gives the exchange's clock (as measured by its `sync_time`) and the rate budget
+    /// that orders sent here count against, as REST's do.
+    pub fn spawn(config: WsApiConfig, rest: crate::RestClient) -> WsApiClient {
         let (requests, rx) = mpsc::channel(256);
         let connected = Arc::new(AtomicBool::new(false));
         let stop = CancellationToken::new();
         tokio::spawn(run(config.url.clone(), rx, connected.clone(), stop.clone()));
         WsApiClient {
             config: Arc::new(config),
+            rest,
             requests,
             connected,
             next_id: Arc::new(AtomicU64::new(1)),
@@ -133,6 +138,16 @@ impl WsApiClient {
     /// [`Error::Ambiguous`] when the request was written and not answered (look the order up);
     /// [`Error::Transient`] when nothing was sent (e.g. the connection is down: use REST).
     pub async fn place_order(&self, order: &crate::NewOrder) -> Result<Order, Error> {
+        if !crate::types::is_valid_client_id(&order.client_order_id) {
+            return Err(Error::InvalidRequest(format!(
+                "client order id {:?} does not match ^[.A-Z:/a-z0-9_-]{{1,36}}$",
+                order.client_order_id
+            )));
+        }
+        if !self.is_connected() {
+            return Err(not_sent("the WebSocket API is not connected"));
+        }
+        self.rest.admit_order().await?;
         let result = self
             .call("order.place", order.params(), Effect::Write)
             .await?;
@@ -163,8 +178,41 @@ impl WsApiClient {
         params: Vec<(&'static str, String)>,
         effect: Effect,
     ) -> Result<Value, Error> {
+        self.call_raw(method, params, effect)
+            .await
+            .map_err(|fail| match fail {
+                Fail::NotSent(reason) => not_sent(&reason),
+                Fail::Error(e) => e,
+            })
+    }
+
+    /// `order.place` when the connection can take it; `None` when it was down and nothing was
+    /// sent (send it over REST, with the same client order id). Otherwise as [`Self::place_order`].
+    pub async fn try_place_order(&self, order: &crate::NewOrder) -> Option<Result<Order, Error>> {
         if !self.is_connected() {
-            return Err(not_sent("the WebSocket API is not connected"));
+            return None;
+        }
+        if let Err(e) = self.rest.admit_order().await {
+            return Some(Err(e));
+        }
+        match self
+            .call_raw("order.place", order.params(), Effect::Write)
+            .await
+        {
+            Ok(result) => Some(decode(result)),
+            Err(Fail::NotSent(_)) => None,
+            Err(Fail::Error(e)) => Some(Err(e)),
+        }
+    }
+
+    async fn call_raw(
+        &self,
+        method: &str,
+        params: Vec<(&'static str, String)>,
+        effect: Effect,
+    ) -> Result<Value, Fail> {
+        if !self.is_connected() {
+            return Err(Fail::NotSent("the WebSocket API is not connected".into()));
         }
         let id = format!("q{}", self.next_id.fetch_add(1, Ordering::Relaxed));
         let frame = self.frame(&id, method, params);
@@ -176,15 +224,15 @@ impl WsApiClient {
                 reply,
             })
             .await
-            .map_err(|_| not_sent("the WebSocket API client is shut down"))?;
+            .map_err(|_| Fail::NotSent("the WebSocket API client is shut down".into()))?;
         let outcome = match tokio::time::timeout(self.config.request_timeout, answer).await {
             Ok(Ok(outcome)) => outcome,
             Ok(Err(_)) => Outcome::Lost("the connection task ended".into()),
             Err(_) => Outcome::Lost(format!("no reply within {:?}", self.config.request_timeout)),
         };
         match outcome {
-            Outcome::Unsent(reason) => Err(not_sent(&reason)),
-            Outcome::Lost(reason) => Err(match effect {
+            Outcome::Unsent(reason) => Err(Fail::NotSent(reason)),
+            Outcome::Lost(reason) => Err(Fail::Error(match effect {
                 Effect::Write => Error::Ambiguous {
                     reason: format!("{method} over the WebSocket API: {reason}"),
                     status: None,
@@ -192,7 +240,7 @@ impl WsApiClient {
                     body: None,
                 },
                 Effect::Read => not_sent(&reason),
-            }),
+            })),
             Outcome::Reply(reply) => {
                 let status = reply["status"].as_u64().unwrap_or(0) as u16;
                 if status == 200 {
@@ -201,12 +249,12 @@ impl WsApiClient {
                 let retry_after = reply["error"]["data"]["retryAfter"]
                     .as_i64()
                     .map(|ms| Duration::from_millis(ms.max(0) as u64));
-                Err(classify_reply(
+                Err(Fail::Error(classify_reply(
                     effect,
                     status,
                     retry_after,
                     &reply["error"].to_string(),
-                ))
+                )))
             }
         }
     }
@@ -215,9 +263,7 @@ impl WsApiClient {
     /// `k=v&...` sorted by name. Numbers are sent as JSON numbers (as the API's INT parameters
     /// are), everything else as strings, and signed in the spelling sent.
     fn frame(&self, id: &str, method: &str, params: Vec<(&'static str, String)>) -> String {
-        let timestamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+        let timestamp = self.rest.server_now_ms();
         let mut all: Vec<(&str, Value)> = params
             .into_iter()
             .map(|(k, v)| (k, Value::String(v)))
@@ -247,6 +293,12 @@ impl WsApiClient {
         );
         json!({ "id": id, "method": method, "params": map }).to_string()
     }
+}
+
+/// Why a call did not succeed: nothing was sent, or the error of what was sent.
+enum Fail {
+    NotSent(String),
+    Error(Error),
 }
 
 fn not_sent(reason: &str) -> Error {

@@ -72,6 +72,7 @@ pub struct ExchangeFile {
     pub venue: Option<String>,
     pub rest_url: Option<String>,
     pub ws_url: Option<String>,
+    pub ws_api_url: Option<String>,
     pub allow_mainnet: Option<bool>,
     pub recv_window: Option<String>,
     pub request_timeout: Option<String>,
@@ -98,6 +99,7 @@ pub struct ExecutionFile {
     pub tripwire_failures: Option<usize>,
     pub tripwire_window: Option<String>,
     pub tripwire_stream_outage: Option<String>,
+    pub order_transport: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -183,6 +185,8 @@ pub struct ExchangeSettings {
     pub rest_url: String,
     /// Stream base, e.g. `wss://fstream.binance.com` (paths `/private/ws`, `/market/stream` added).
     pub ws_url: String,
+    /// WebSocket API (order entry), e.g. `wss://ws-fapi.binance.com/ws-fapi/v1`.
+    pub ws_api_url: String,
     pub api_key: Secret,
     pub api_secret: Secret,
     pub recv_window: Duration,
@@ -217,6 +221,16 @@ pub struct ExecutionSettings {
     pub tripwire_window: Duration,
     /// Tripwire: the user data stream down this long sets trading to `reducing`. 0: off.
     pub tripwire_stream_outage: Duration,
+    /// How orders are sent: REST, or the WebSocket API with REST as the fallback.
+    pub order_transport: OrderTransport,
+}
+
+/// How the execution service sends orders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderTransport {
+    Rest,
+    /// One logged-on WebSocket API connection; REST when it is down (nothing was sent then).
+    WebSocket,
 }
 
 /// Exit monitor settings.
@@ -322,9 +336,17 @@ impl Settings {
         }
         let rest_url = rest_override.unwrap_or_else(|| default_rest.to_string());
         let ws_url = ws_override.unwrap_or_else(|| default_ws.to_string());
+        let ws_api_url = match (&file.exchange.ws_api_url, &venue) {
+            (Some(url), _) => url.clone(),
+            (None, Venue::Mainnet) => "wss://ws-fapi.binance.com/ws-fapi/v1".to_string(),
+            (None, Venue::Testnet) => "wss://testnet.binancefuture.com/ws-fapi/v1".to_string(),
+            // The simulator serves it on its one port.
+            (None, Venue::Custom) => format!("{}/ws-fapi/v1", ws_url.trim_end_matches('/')),
+        };
         for (key, url, schemes) in [
             ("rest_url", &rest_url, ["http", "https"]),
             ("ws_url", &ws_url, ["ws", "wss"]),
+            ("ws_api_url", &ws_api_url, ["ws", "wss"]),
         ] {
             let parsed = url::Url::parse(url).map_err(|e| invalid(key, format!("{url:?}: {e}")))?;
             if !schemes.contains(&parsed.scheme()) {
@@ -337,7 +359,11 @@ impl Settings {
         // The guard goes by host, whatever the venue is called: `--rest-url
         // https://fapi.binance.com` is mainnet too.
         if venue != Venue::Mainnet && !allow_mainnet {
-            for (key, url) in [("rest_url", &rest_url), ("ws_url", &ws_url)] {
+            for (key, url) in [
+                ("rest_url", &rest_url),
+                ("ws_url", &ws_url),
+                ("ws_api_url", &ws_api_url),
+            ] {
                 let host = url::Url::parse(url)
                     .ok()
                     .and_then(|u| u.host_str().map(str::to_ascii_lowercase));
@@ -353,6 +379,7 @@ impl Settings {
             venue,
             rest_url: rest_url.trim_end_matches('/').to_string(),
             ws_url: ws_url.trim_end_matches('/').to_string(),
+            ws_api_url,
             api_key: Secret::new(env("BINANCE_API_KEY").unwrap_or_default()),
             api_secret: Secret::new(env("BINANCE_SECRET_KEY").unwrap_or_default()),
             recv_window: parse_duration(
@@ -412,6 +439,16 @@ impl Settings {
                 "tripwire_window",
                 file.execution.tripwire_window.as_deref().unwrap_or("5m"),
             )?,
+            order_transport: match file.execution.order_transport.as_deref() {
+                None | Some("rest") => OrderTransport::Rest,
+                Some("websocket") => OrderTransport::WebSocket,
+                Some(other) => {
+                    return Err(invalid(
+                        "order_transport",
+                        format!("{other:?} is not \"rest\" or \"websocket\""),
+                    ))
+                }
+            },
             tripwire_stream_outage: parse_duration(
                 "tripwire_stream_outage",
                 file.execution
@@ -564,6 +601,20 @@ impl Settings {
         config.recv_window = ex.recv_window;
         config.request_timeout = ex.request_timeout;
         Ok(config)
+    }
+
+    /// The WebSocket API client's settings (order entry).
+    pub fn ws_api_config(&self) -> Result<binance::WsApiConfig, binance::Error> {
+        let ex = &self.exchange;
+        Ok(binance::WsApiConfig {
+            url: ex.ws_api_url.parse().map_err(|e| {
+                binance::Error::Config(format!("ws_api_url {:?}: {e}", ex.ws_api_url))
+            })?,
+            api_key: ex.api_key.expose().to_string(),
+            api_secret: binance::Secret::new(ex.api_secret.expose()),
+            recv_window: ex.recv_window,
+            request_timeout: ex.request_timeout,
+        })
     }
 
     /// The bus configuration these settings describe.

@@ -123,6 +123,17 @@ impl Shared {
         out
     }
 
+    /// Counts one request under `key` (`METHOD path` for REST, `WS <method>` for the WebSocket
+    /// API), for `GET /sim/v1/requests`.
+    pub(crate) fn count_request(&self, key: String) {
+        *self
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key)
+            .or_default() += 1;
+    }
+
     fn faults(&self) -> Faults {
         self.lock().faults.clone()
     }

@@ -192,6 +192,7 @@ async fn upgrade(
     State(shared): State<Arc<Shared>>,
     RawQuery(query): RawQuery,
 ) -> Response {
+    shared.count_request("GET /ws-fapi/v1".into());
     let admission = shared.limits().ban.admit(wall_ms());
     if let Admission::Banned {
         until_ms,
@@ -356,6 +357,7 @@ async fn handle(shared: &Arc<Shared>, session: &mut Session, text: &str) -> Outc
     };
     let id = &request.id;
     let params = &request.params;
+    shared.count_request(format!("WS {}", request.method));
     let Some((method, security)) = lookup(&request.method) else {
         info!(target: "quantum_sim::ws_api", "{:?}: unknown method -> -1020", request.method);
         let usage = shared.limits().usage(wall_ms());

@@ -11,13 +11,16 @@ use serde_json::json;
 use crate::support::{self, client_id, eventually, pin_price, WAIT};
 
 fn ws_api(sim: &simulator::SimHandle) -> WsApiClient {
-    WsApiClient::spawn(WsApiConfig {
-        url: format!("{}/ws-fapi/v1", sim.ws_url()).parse().unwrap(),
-        api_key: simulator::DEFAULT_API_KEY.into(),
-        api_secret: Secret::new(simulator::DEFAULT_API_SECRET),
-        recv_window: Duration::from_secs(5),
-        request_timeout: Duration::from_secs(5),
-    })
+    WsApiClient::spawn(
+        WsApiConfig {
+            url: format!("{}/ws-fapi/v1", sim.ws_url()).parse().unwrap(),
+            api_key: simulator::DEFAULT_API_KEY.into(),
+            api_secret: Secret::new(simulator::DEFAULT_API_SECRET),
+            recv_window: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(5),
+        },
+        support::client_for(sim),
+    )
 }
 
 #[tokio::test]

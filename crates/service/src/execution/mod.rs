@@ -167,6 +167,18 @@ impl Executor {
             return Ok(());
         };
         self.account.seed(&snapshot);
+        let ws_api = if self.exec().order_transport == crate::config::OrderTransport::WebSocket {
+            let client =
+                binance::WsApiClient::spawn(self.settings.ws_api_config()?, self.rest.clone());
+            info!(
+                "orders go over the WebSocket API ({}), REST when it is down",
+                self.settings.exchange.ws_api_url
+            );
+            self.venue = self.venue.clone().with_ws_api(client.clone());
+            Some(client)
+        } else {
+            None
+        };
         let (stream, events) = UserStream::spawn(self.rest.clone(), UserStreamConfig::default());
         let router_task = tokio::spawn(self.router.clone().run(events));
         // Every symbol's mark price once a second, for sizing without a request per intent.
@@ -370,6 +382,9 @@ impl Executor {
             {
                 warn!("the dead-man switch did not disarm within 5 s; its countdowns run out on their own");
             }
+        }
+        if let Some(client) = ws_api {
+            client.shutdown();
         }
         stream.shutdown().await;
         marks.shutdown().await;

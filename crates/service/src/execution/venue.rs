@@ -35,15 +35,24 @@ pub(super) struct Rules {
     pub(super) sizing: sizing::SymbolRules,
 }
 
-/// The Binance USDⓈ-M adapter. Cheap to clone (the client is shared).
+/// The Binance USDⓈ-M adapter. Cheap to clone (the clients are shared).
 #[derive(Debug, Clone)]
 pub(super) struct Venue {
     rest: RestClient,
+    /// Order entry over the WebSocket API (`execution.order_transport = "websocket"`); REST
+    /// places an order when this connection is down.
+    ws: Option<binance::WsApiClient>,
 }
 
 impl Venue {
     pub(super) fn new(rest: RestClient) -> Venue {
-        Venue { rest }
+        Venue { rest, ws: None }
+    }
+
+    /// Sends orders over the WebSocket API from now on (REST stays the fallback).
+    pub(super) fn with_ws_api(mut self, ws: binance::WsApiClient) -> Venue {
+        self.ws = Some(ws);
+        self
     }
 
     fn by_client_id(coid: &ClientOrderId) -> OrderRef {
@@ -114,8 +123,21 @@ impl Venue {
             plan.quantity,
             plan.client_order_id.as_str(),
         )
-        .reduce_only(plan.reduce_only)
-        .response_type(ResponseType::Result);
+        .reduce_only(plan.reduce_only);
+        if let Some(ws) = &self.ws {
+            // ACK over the WebSocket API: replies on one connection come in order, so a RESULT
+            // reply would hold back the other intents' requests; the fill is confirmed by the
+            // user stream or a lookup, as always.
+            let ack = order.clone().response_type(ResponseType::Ack);
+            match ws.try_place_order(&ack).await {
+                Some(reply) => return Ok(found(ReportSource::ResultReply, &reply?)),
+                None => tracing::debug!(
+                    "the WebSocket API is down; order {} goes over REST",
+                    plan.client_order_id
+                ),
+            }
+        }
+        let order = order.response_type(ResponseType::Result);
         let reply = self.rest.place_order(&order).await?;
         Ok(found(ReportSource::ResultReply, &reply))
     }

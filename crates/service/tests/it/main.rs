@@ -10,3 +10,4 @@ mod exit_path;
 mod exits;
 mod flatten;
 mod stack;
+mod ws_orders;
