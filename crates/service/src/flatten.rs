@@ -119,6 +119,11 @@ pub async fn run(
     if current != TradingState::Reducing {
         crate::control::set(bus, TradingState::Reducing, by, "quantum flatten").await?;
     }
+    if current == TradingState::Halted {
+        // The services re-read the state within REFRESH; a close sent before they have would
+        // still meet `halted` and be refused.
+        tokio::time::sleep(crate::control::REFRESH * 3).await;
+    }
     for plan in plans {
         for (id, _) in &plan.resting {
             // An order that filled or went away meanwhile is not a failure of flatten.

@@ -93,3 +93,39 @@ async fn flatten_leaves_the_account_flat_and_clean_with_each_close_confirmed() {
     );
     stack.stop().await;
 }
+
+/// From `halted` too: flatten lets its closes through (it sets `reducing` first and waits for the
+/// services to see it), so an operator who halted can still get flat.
+#[tokio::test]
+async fn flatten_works_when_trading_was_halted() {
+    let stack = Stack::start(Options::default()).await;
+    stack.pin("ETHUSDT", "3400.00").await;
+    stack
+        .publish(
+            &json!({"intent_id": "held", "symbol": "ETHUSDT", "action": "BUY", "quantity": 0.02}),
+        )
+        .await;
+    assert_eq!(stack.result("held").await["status"], "filled");
+    service::control::set(&stack.bus, TradingState::Halted, "test@ci", "incident")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rest = binance::RestClient::new(stack.settings().binance_config().unwrap()).unwrap();
+    rest.sync_time().await.unwrap();
+    let plans = service::flatten::plan(&rest, Some("ETHUSDT"))
+        .await
+        .unwrap();
+    let closed = service::flatten::run(
+        &rest,
+        &stack.bus,
+        &plans,
+        "test@ci",
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    assert_eq!(closed.len(), 1);
+    assert_eq!(closed[0].status, "filled", "{closed:?}");
+    assert_eq!(stack.position_amt("ETHUSDT").await, Decimal::ZERO);
+    stack.stop().await;
+}
