@@ -51,7 +51,7 @@ pub use market_stream::{
 pub use model::Side;
 pub use ratelimit::{Limits, SharedBudget, Verdict};
 pub use rest::RestClient;
-pub use sign::signature;
+pub use sign::{signature, Ed25519Key};
 pub use types::{
     Account, AccountPosition, AlgoOrder, AlgoOrderType, AlgoRef, AlgoStatus, NewAlgoOrder,
     NewOrder, NewOrderKind, Order, OrderRef, OrderStatus, OrderType, PositionSide, ResponseType,

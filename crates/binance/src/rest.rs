@@ -401,7 +401,10 @@ impl RestClient {
         }
         let mut encoded = sign::encode_params(&params);
         if call.security == Security::Signed {
-            encoded = sign::append_signature(config.api_secret.expose(), &encoded);
+            encoded = match &config.ed25519 {
+                Some(key) => sign::append_ed25519_signature(key, &encoded),
+                None => sign::append_signature(config.api_secret.expose(), &encoded),
+            };
         }
         let mut url = config
             .rest_url

@@ -56,6 +56,8 @@ pub struct WsApiConfig {
     pub url: Url,
     pub api_key: String,
     pub api_secret: Secret,
+    /// When set, requests are signed with this Ed25519 key (base64) instead of the HMAC secret.
+    pub ed25519: Option<crate::sign::Ed25519Key>,
     pub recv_window: Duration,
     /// How long a request waits for its reply.
     pub request_timeout: Duration,
@@ -289,7 +291,10 @@ impl WsApiClient {
         }
         map.insert(
             "signature".into(),
-            Value::String(signature(self.config.api_secret.expose(), &payload)),
+            Value::String(match &self.config.ed25519 {
+                Some(key) => key.sign_base64(&payload),
+                None => signature(self.config.api_secret.expose(), &payload),
+            }),
         );
         json!({ "id": id, "method": method, "params": map }).to_string()
     }

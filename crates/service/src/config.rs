@@ -73,6 +73,7 @@ pub struct ExchangeFile {
     pub rest_url: Option<String>,
     pub ws_url: Option<String>,
     pub ws_api_url: Option<String>,
+    pub ed25519_private_key_file: Option<String>,
     pub allow_mainnet: Option<bool>,
     pub recv_window: Option<String>,
     pub request_timeout: Option<String>,
@@ -187,6 +188,9 @@ pub struct ExchangeSettings {
     pub ws_url: String,
     /// WebSocket API (order entry), e.g. `wss://ws-fapi.binance.com/ws-fapi/v1`.
     pub ws_api_url: String,
+    /// An Ed25519 private key (PKCS#8 PEM file): requests are signed with it instead of the
+    /// HMAC secret (`BINANCE_API_KEY` is then the Ed25519 key's API key).
+    pub ed25519_private_key_file: Option<std::path::PathBuf>,
     pub api_key: Secret,
     pub api_secret: Secret,
     pub recv_window: Duration,
@@ -380,6 +384,11 @@ impl Settings {
             rest_url: rest_url.trim_end_matches('/').to_string(),
             ws_url: ws_url.trim_end_matches('/').to_string(),
             ws_api_url,
+            ed25519_private_key_file: file
+                .exchange
+                .ed25519_private_key_file
+                .as_ref()
+                .map(std::path::PathBuf::from),
             api_key: Secret::new(env("BINANCE_API_KEY").unwrap_or_default()),
             api_secret: Secret::new(env("BINANCE_SECRET_KEY").unwrap_or_default()),
             recv_window: parse_duration(
@@ -600,7 +609,28 @@ impl Settings {
         )?;
         config.recv_window = ex.recv_window;
         config.request_timeout = ex.request_timeout;
+        config.ed25519 = self.ed25519_key()?;
         Ok(config)
+    }
+
+    /// The Ed25519 signing key, when `exchange.ed25519_private_key_file` names one. The error
+    /// names the file, never its content.
+    fn ed25519_key(&self) -> Result<Option<binance::Ed25519Key>, binance::Error> {
+        let Some(path) = &self.exchange.ed25519_private_key_file else {
+            return Ok(None);
+        };
+        let pem = std::fs::read_to_string(path).map_err(|e| {
+            binance::Error::Config(format!(
+                "exchange.ed25519_private_key_file {}: {e}",
+                path.display()
+            ))
+        })?;
+        binance::Ed25519Key::from_pem(&pem).map(Some).map_err(|e| {
+            binance::Error::Config(format!(
+                "exchange.ed25519_private_key_file {}: {e}",
+                path.display()
+            ))
+        })
     }
 
     /// The WebSocket API client's settings (order entry).
@@ -612,6 +642,7 @@ impl Settings {
             })?,
             api_key: ex.api_key.expose().to_string(),
             api_secret: binance::Secret::new(ex.api_secret.expose()),
+            ed25519: self.ed25519_key()?,
             recv_window: ex.recv_window,
             request_timeout: ex.request_timeout,
         })
@@ -642,6 +673,57 @@ mod tests {
         assert_eq!(s.exchange.rest_url, TESTNET_REST);
         assert_eq!(s.redis_url, "redis://127.0.0.1:6379");
         assert_eq!(s.execution.fill_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn an_ed25519_key_file_signs_and_a_missing_one_is_named_not_printed() {
+        let dir = std::env::temp_dir().join(format!("quantum-ed25519-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("key.pem");
+        std::fs::write(
+            &key,
+            include_str!("../../simulator/testdata/test-ed25519-private.pem"),
+        )
+        .unwrap();
+        let file = FileConfig::parse(&format!(
+            "[exchange]\ned25519_private_key_file = {:?}\n[execution]\norder_transport = \"websocket\"\n",
+            key.display().to_string()
+        ))
+        .unwrap();
+        let s = Settings::build(file, &Overrides::default(), no_env).unwrap();
+        assert!(s.binance_config().unwrap().ed25519.is_some());
+        assert!(s.ws_api_config().unwrap().ed25519.is_some());
+        assert_eq!(s.execution.order_transport, OrderTransport::WebSocket);
+        assert_eq!(
+            s.exchange.ws_api_url,
+            "wss://testnet.binancefuture.com/ws-fapi/v1"
+        );
+        let missing =
+            FileConfig::parse("[exchange]\ned25519_private_key_file = \"/nonexistent/k.pem\"\n")
+                .unwrap();
+        let s = Settings::build(missing, &Overrides::default(), no_env).unwrap();
+        let err = s.binance_config().unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/k.pem"), "{err}");
+        std::fs::write(
+            &key,
+            "-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let file = FileConfig::parse(&format!(
+            "[exchange]\ned25519_private_key_file = {:?}\n",
+            key.display().to_string()
+        ))
+        .unwrap();
+        let err = Settings::build(file, &Overrides::default(), no_env)
+            .unwrap()
+            .binance_config()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            !err.contains("not a key"),
+            "the key text never prints: {err}"
+        );
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]
