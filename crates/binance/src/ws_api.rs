@@ -241,7 +241,13 @@ impl WsApiClient {
                     code: None,
                     body: None,
                 },
-                Effect::Read => not_sent(&reason),
+                // A read changed nothing: it can be asked again, over REST or here.
+                Effect::Read => Error::Transient {
+                    reason: format!("{method} over the WebSocket API: {reason}"),
+                    status: None,
+                    code: None,
+                    retry_after: None,
+                },
             })),
             Outcome::Reply(reply) => {
                 let status = reply["status"].as_u64().unwrap_or(0) as u16;

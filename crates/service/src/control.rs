@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use bus::Bus;
 use model::{TradingControl, TradingState};
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use crate::clock::now_ms;
 use crate::metrics;
@@ -21,13 +21,19 @@ use crate::metrics;
 /// How old the last read may be before the next decision reads again.
 pub const REFRESH: Duration = Duration::from_millis(250);
 
-/// Reads the stored trading state: `None` when none was ever set (that is `active`).
+/// Reads the stored trading state: `None` when none was ever set (that is `active`). A stored
+/// state that is not readable is `halted`, with the reason saying so (a gate logs it when its
+/// state changes, not at every read).
 pub async fn read(bus: &Bus) -> Result<Option<TradingControl>, bus::Error> {
     let map = bus.map_all(bus::keys::CONTROL).await?;
     Ok(map.get(bus::keys::TRADING_FIELD).map(|text| {
         TradingControl::from_json(text).unwrap_or_else(|e| {
-            error!(target: "quantum::control", "{e}; treating trading as halted until `quantum resume` or `quantum halt` writes a readable one");
-            TradingControl::new(TradingState::Halted, "quantum", &e.to_string(), 0)
+            TradingControl::new(
+                TradingState::Halted,
+                "quantum",
+                &format!("{e}; treated as halted until `quantum resume` or `quantum halt` writes a readable one"),
+                0,
+            )
         })
     }))
 }

@@ -106,14 +106,17 @@ impl DeadMan {
     }
 }
 
-/// What one heartbeat must send: (symbols to arm, symbols to disarm), given what is working now
-/// and what was armed before.
+/// What one heartbeat must send: (symbols to arm, symbols to disarm), given the symbols with an
+/// order working long enough to arm (`working`), the symbols with any order working at all
+/// (`held`), and what was armed before. A symbol is disarmed only when nothing works there: a
+/// young order after an old one keeps the countdown, instead of a disarm and a re-arm.
 pub fn heartbeat_plan(
     working: &BTreeSet<String>,
+    held: &BTreeSet<String>,
     armed: &BTreeSet<String>,
 ) -> (Vec<String>, Vec<String>) {
     let arm = working.iter().cloned().collect();
-    let disarm = armed.difference(working).cloned().collect();
+    let disarm = armed.difference(held).cloned().collect();
     (arm, disarm)
 }
 
@@ -133,7 +136,9 @@ pub async fn run(
     let mut failed: BTreeSet<String> = BTreeSet::new();
     let mut next_renewal = tokio::time::Instant::now();
     loop {
-        let working = dead_man.working(ARM_AFTER, Instant::now());
+        let now = Instant::now();
+        let working = dead_man.working(ARM_AFTER, now);
+        let held = dead_man.working(Duration::ZERO, now);
         let due = tokio::time::Instant::now() >= next_renewal;
         if due {
             failed.clear();
@@ -141,8 +146,8 @@ pub async fn run(
         let newly = working
             .iter()
             .any(|s| !armed.contains(s) && !failed.contains(s));
-        if newly || due || armed.difference(&working).next().is_some() {
-            let (arm, disarm) = heartbeat_plan(&working, &armed);
+        if newly || due || armed.difference(&held).next().is_some() {
+            let (arm, disarm) = heartbeat_plan(&working, &held, &armed);
             // Between renewals only the symbols not armed yet are sent.
             let arm: Vec<String> = if due {
                 arm
@@ -240,10 +245,18 @@ mod tests {
 
     #[test]
     fn a_heartbeat_renews_what_works_and_stops_what_no_longer_does() {
-        let (arm, disarm) = heartbeat_plan(&set(&["BTCUSDT"]), &set(&["BTCUSDT", "ETHUSDT"]));
+        let (arm, disarm) = heartbeat_plan(
+            &set(&["BTCUSDT"]),
+            &set(&["BTCUSDT", "SOLUSDT"]),
+            &set(&["BTCUSDT", "ETHUSDT", "SOLUSDT"]),
+        );
         assert_eq!(arm, ["BTCUSDT"]);
-        assert_eq!(disarm, ["ETHUSDT"]);
-        let (arm, disarm) = heartbeat_plan(&set(&[]), &set(&[]));
+        assert_eq!(
+            disarm,
+            ["ETHUSDT"],
+            "SOLUSDT still has a (young) order working"
+        );
+        let (arm, disarm) = heartbeat_plan(&set(&[]), &set(&[]), &set(&[]));
         assert!(arm.is_empty() && disarm.is_empty());
     }
 }

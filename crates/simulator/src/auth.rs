@@ -29,6 +29,19 @@ pub(crate) enum Security {
     Signed,
 }
 
+#[cfg(test)]
+impl Security {
+    /// The security column of the coverage tables in `ENDPOINTS.md`.
+    pub(crate) fn from_table(name: &str) -> Option<Security> {
+        match name {
+            "public" => Some(Security::None),
+            "signed" => Some(Security::Signed),
+            "API key" => Some(Security::UserStream),
+            _ => None,
+        }
+    }
+}
+
 /// Parameters of one request: the query string and the form body merged, the query winning when
 /// a key is in both (as Binance documents).
 #[derive(Debug, Default, Clone)]

@@ -807,12 +807,8 @@ mod tests {
                 "implemented" => {
                     let (_, served) =
                         served.unwrap_or_else(|| panic!("{method} is marked implemented"));
-                    let expected = match security.as_str() {
-                        "public" => Security::None,
-                        "signed" => Security::Signed,
-                        "API key" => Security::UserStream,
-                        other => panic!("{method}: unknown security {other:?}"),
-                    };
+                    let expected = Security::from_table(security)
+                        .unwrap_or_else(|| panic!("{method}: unknown security {security:?}"));
                     assert_eq!(served, expected, "{method}");
                 }
                 "not yet" | "out of scope" => {

@@ -241,10 +241,15 @@ impl Stack {
 
     /// Places a MARKET order directly on the simulator, as a person would by hand.
     pub async fn place_on_exchange(&self, symbol: &str, side: &str, qty: &str) -> Value {
-        let payload = format!(
-            "symbol={symbol}&side={side}&type=MARKET&quantity={qty}&newOrderRespType=RESULT&timestamp={}",
-            now_ms()
-        );
+        self.signed_post_order(&format!(
+            "symbol={symbol}&side={side}&type=MARKET&quantity={qty}&newOrderRespType=RESULT"
+        ))
+        .await
+    }
+
+    /// `POST /fapi/v1/order` with `params`, signed with the simulator's default key.
+    async fn signed_post_order(&self, params: &str) -> Value {
+        let payload = format!("{params}&timestamp={}", now_ms());
         let mut mac =
             Hmac::<Sha256>::new_from_slice(simulator::DEFAULT_API_SECRET.as_bytes()).unwrap();
         mac.update(payload.as_bytes());
@@ -290,25 +295,10 @@ impl Stack {
         qty: &str,
         price: &str,
     ) -> Value {
-        let payload = format!(
-            "symbol={symbol}&side={side}&type=LIMIT&timeInForce=GTC&quantity={qty}&price={price}&timestamp={}",
-            now_ms()
-        );
-        let mut mac =
-            Hmac::<Sha256>::new_from_slice(simulator::DEFAULT_API_SECRET.as_bytes()).unwrap();
-        mac.update(payload.as_bytes());
-        let sig = hex::encode(mac.finalize().into_bytes());
-        self.http
-            .post(format!("{}/fapi/v1/order", self.sim.base_url()))
-            .header("X-MBX-APIKEY", simulator::DEFAULT_API_KEY)
-            .header("Content-Type", "application/x-www-form-urlencoded")
-            .body(format!("{payload}&signature={sig}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        self.signed_post_order(&format!(
+            "symbol={symbol}&side={side}&type=LIMIT&timeInForce=GTC&quantity={qty}&price={price}"
+        ))
+        .await
     }
 
     /// The simulator's open (non-conditional) orders of `symbol`.
