@@ -18,6 +18,28 @@ wire_enum! {
     PositionSide { Both = "BOTH", Long = "LONG", Short = "SHORT" }
 }
 
+impl PositionSide {
+    /// `model`'s position side; `None` for a value this client does not know.
+    pub fn to_model(&self) -> Option<model::PositionSide> {
+        match self {
+            PositionSide::Both => Some(model::PositionSide::Both),
+            PositionSide::Long => Some(model::PositionSide::Long),
+            PositionSide::Short => Some(model::PositionSide::Short),
+            PositionSide::Other(_) => None,
+        }
+    }
+}
+
+impl From<model::PositionSide> for PositionSide {
+    fn from(side: model::PositionSide) -> PositionSide {
+        match side {
+            model::PositionSide::Both => PositionSide::Both,
+            model::PositionSide::Long => PositionSide::Long,
+            model::PositionSide::Short => PositionSide::Short,
+        }
+    }
+}
+
 wire_enum! {
     /// Order type, as reported by Binance (including the conditional types of older orders and
     /// `LIQUIDATION` in stream events).

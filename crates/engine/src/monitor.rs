@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use model::{Action, ExecutionResult, ExitPlan, IntentId};
+use model::{Action, ExecutionResult, ExitPlan, IntentId, PositionSide};
 use rust_decimal::Decimal;
 
 use crate::exits::{evaluate, trailing_stop, Direction, Levels, TrailState, Trigger};
@@ -79,6 +79,49 @@ impl Default for Config {
     }
 }
 
+/// The position a lot belongs to: a symbol, and on a hedge-mode account one of its two sides
+/// (`Both` on a one-way account). Everything the core keeps per position (lots, protection,
+/// reconciliation, alarms) is kept per book, so a hedge account's LONG and SHORT of one symbol
+/// are two positions with their own protective orders, as Binance keeps them.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Book {
+    pub symbol: String,
+    pub side: PositionSide,
+}
+
+impl Book {
+    pub fn new(symbol: impl Into<String>, side: PositionSide) -> Book {
+        Book {
+            symbol: symbol.into(),
+            side,
+        }
+    }
+
+    /// One-way mode's book of `symbol`.
+    pub fn both(symbol: impl Into<String>) -> Book {
+        Book::new(symbol, PositionSide::Both)
+    }
+
+    /// Whether a lot of this direction can be in this book (a hedge side holds one direction).
+    fn admits(&self, direction: Direction) -> bool {
+        match self.side {
+            PositionSide::Both => true,
+            PositionSide::Long => direction == Direction::Long,
+            PositionSide::Short => direction == Direction::Short,
+        }
+    }
+}
+
+/// `AXSUSDT` in one-way mode, `AXSUSDT LONG` in hedge mode: what logs and alarms say.
+impl std::fmt::Display for Book {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.side {
+            PositionSide::Both => f.write_str(&self.symbol),
+            side => write!(f, "{} {side}", self.symbol),
+        }
+    }
+}
+
 /// Where a lot is in its life.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Phase {
@@ -108,6 +151,8 @@ pub struct Lot {
     /// The opening intent's id (or `exchange-<symbol>-<ms>` for an adopted position).
     pub id: String,
     pub symbol: String,
+    /// `Both` on a one-way account; the hedge side the lot is on otherwise.
+    pub side: PositionSide,
     pub direction: Direction,
     pub qty: Decimal,
     pub entry: Decimal,
@@ -127,6 +172,11 @@ pub struct Lot {
 }
 
 impl Lot {
+    /// The position the lot belongs to.
+    pub fn book(&self) -> Book {
+        Book::new(self.symbol.clone(), self.side)
+    }
+
     fn signed(&self) -> Decimal {
         match self.direction {
             Direction::Long => self.qty,
@@ -194,14 +244,16 @@ impl AlarmKind {
     ];
 }
 
-/// An alarm's key: one per kind and symbol (`""` for the whole account).
+/// An alarm's key: one per kind and book, as the book displays (`""` for the whole account).
 pub type AlarmKey = (String, AlarmKind);
 
 /// One exchange position, as read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Position {
     pub symbol: String,
-    /// Signed: positive long.
+    /// `Both` on a one-way account.
+    pub side: PositionSide,
+    /// Signed: positive long (a hedge account's SHORT side reads negative, as Binance sends it).
     pub amount: Decimal,
     pub entry: Decimal,
 }
@@ -222,15 +274,15 @@ pub enum Event {
     },
     /// `ReadPositions { seq }` failed.
     PositionsFailed { seq: u64, error: String },
-    /// The user stream says a symbol's position or one of its conditional orders changed;
+    /// The user stream says a position or one of its conditional orders changed;
     /// `exit_price` is the average price of a protective order of quantum's that filled.
     News {
-        symbol: String,
+        book: Book,
         exit_price: Option<Decimal>,
     },
     /// The outcome of `Protect { seq }`.
     Protected {
-        symbol: String,
+        book: Book,
         seq: u64,
         outcome: Result<(), String>,
     },
@@ -252,21 +304,21 @@ impl From<ExecutionResult> for Event {
 /// What the core asks the service to do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
-    /// Publish a reduce-only CLOSE intent for `qty` of `symbol`, closing `lots` (named after
+    /// Publish a reduce-only CLOSE intent for `qty` of `book`, closing `lots` (named after
     /// the first, `lot`).
     PublishClose {
         lot: String,
         lots: Vec<String>,
-        symbol: String,
+        book: Book,
         intent_id: String,
         qty: Decimal,
         trigger: Trigger,
         attempt: u32,
     },
-    /// Make the symbol's exchange-side protective orders match `net` (`None`: cancel them all),
-    /// then answer with `Event::Protected { seq }`. One per symbol at a time.
+    /// Make the book's exchange-side protective orders match `net` (`None`: cancel them all),
+    /// then answer with `Event::Protected { seq }`. One per book at a time.
     Protect {
-        symbol: String,
+        book: Book,
         seq: u64,
         net: Option<Net>,
     },
@@ -404,13 +456,13 @@ struct SymbolState {
 pub struct Core {
     config: Config,
     lots: BTreeMap<String, Lot>,
-    by_symbol: BTreeMap<String, BTreeSet<String>>,
+    by_symbol: BTreeMap<Book, BTreeSet<String>>,
     /// Close intent id → the lots it closes, for every attempt of every tracked lot. The lots of
     /// one symbol that trigger together are closed by one order.
     closes: BTreeMap<String, Vec<String>>,
     /// Result intent ids already applied (with when), so a redelivered result does nothing.
     applied: BTreeMap<String, i64>,
-    symbols: BTreeMap<String, SymbolState>,
+    symbols: BTreeMap<Book, SymbolState>,
     alarms: BTreeMap<AlarmKey, String>,
     next_seq: u64,
     /// A position read in flight: (seq, requested at, deadline).
@@ -425,7 +477,7 @@ pub struct Core {
     removed: BTreeSet<String>,
     newly_applied: Vec<(String, i64)>,
     forgotten: Vec<String>,
-    nets_dirty: BTreeSet<String>,
+    nets_dirty: BTreeSet<Book>,
 }
 
 /// Redeliveries come within minutes; a week is far beyond that.
@@ -456,7 +508,7 @@ impl Core {
     }
 
     /// Rebuilds a core from persisted lots and applied ids. Nothing is placed yet: the first
-    /// `Timer` reads the positions and asserts protection for every held symbol.
+    /// `Timer` reads the positions and asserts protection for every held book.
     pub fn restore(
         config: Config,
         lots: impl IntoIterator<Item = Lot>,
@@ -467,11 +519,11 @@ impl Core {
             core.insert(lot);
         }
         core.applied.extend(applied);
-        let symbols: Vec<String> = core.by_symbol.keys().cloned().collect();
-        for symbol in symbols {
+        let books: Vec<Book> = core.by_symbol.keys().cloned().collect();
+        for book in books {
             // What the exchange holds is unknown (`placed: None`), so protection is re-asserted
             // on the first event.
-            core.nets_dirty.insert(symbol);
+            core.nets_dirty.insert(book);
         }
         core.dirty.clear();
         core
@@ -489,36 +541,46 @@ impl Core {
         self.lots.get(id)
     }
 
-    pub fn lots_of<'a>(&'a self, symbol: &str) -> impl Iterator<Item = &'a Lot> + 'a {
+    pub fn lots_of<'a>(&'a self, book: &Book) -> impl Iterator<Item = &'a Lot> + 'a {
         self.by_symbol
-            .get(symbol)
+            .get(book)
             .into_iter()
             .flatten()
             .filter_map(|id| self.lots.get(id))
     }
 
-    pub fn symbols(&self) -> impl Iterator<Item = &String> {
+    /// The books (positions) held.
+    pub fn books(&self) -> impl Iterator<Item = &Book> {
         self.by_symbol.keys()
     }
 
-    /// Signed quantity the book holds for `symbol` (positive long).
-    pub fn net_qty(&self, symbol: &str) -> Decimal {
-        net(self.lots_of(symbol))
+    /// The books held on `symbol` (one in one-way mode, up to two in hedge mode).
+    pub fn books_of<'a>(&'a self, symbol: &'a str) -> impl Iterator<Item = &'a Book> + 'a {
+        self.by_symbol
+            .range(Book::both(symbol)..)
+            .map(|(book, _)| book)
+            .take_while(move |book| book.symbol == symbol)
+    }
+
+    /// Signed quantity the core holds in `book` (positive long).
+    pub fn net_qty(&self, book: &Book) -> Decimal {
+        net(self.lots_of(book))
     }
 
     pub fn alarms(&self) -> impl Iterator<Item = (&AlarmKey, &String)> {
         self.alarms.iter()
     }
 
-    /// Whether the symbol has a raised alarm.
-    pub fn alarmed(&self, symbol: &str) -> bool {
-        self.alarms.keys().any(|(s, _)| s == symbol || s.is_empty())
+    /// Whether the book has a raised alarm.
+    pub fn alarmed(&self, book: &Book) -> bool {
+        let name = book.to_string();
+        self.alarms.keys().any(|(s, _)| *s == name || s.is_empty())
     }
 
-    /// Whether the exchange was confirmed to hold a stop for the symbol on the side of its lots
+    /// Whether the exchange was confirmed to hold a stop for the book on the side of its lots
     /// (perhaps not yet at the level wanted now: adjustments are throttled).
-    pub fn protected(&self, symbol: &str) -> bool {
-        self.symbols.get(symbol).is_some_and(|s| {
+    pub fn protected(&self, book: &Book) -> bool {
+        self.symbols.get(book).is_some_and(|s| {
             // A request in flight may be changing what is placed.
             s.pending.is_none()
                 && s.placed.flatten().zip(s.wanted).is_some_and(|(p, w)| {
@@ -527,14 +589,14 @@ impl Core {
         })
     }
 
-    /// Whether the exchange holds exactly what the symbol should have now.
-    pub fn protection_settled(&self, symbol: &str) -> bool {
+    /// Whether the exchange holds exactly what the book should have now.
+    pub fn protection_settled(&self, book: &Book) -> bool {
         self.symbols
-            .get(symbol)
+            .get(book)
             .is_none_or(|s| s.pending.is_none() && s.placed == Some(s.wanted))
     }
 
-    /// Symbols where the exchange holds more than the book explains (seen in a position read,
+    /// Books where the exchange holds more than the core explains (seen in a position read,
     /// not yet adopted): positions quantum does not track.
     pub fn untracked_count(&self) -> usize {
         self.symbols
@@ -552,21 +614,21 @@ impl Core {
         self.lots.is_empty()
     }
 
-    /// Symbols held.
-    pub fn symbol_count(&self) -> usize {
+    /// Books held (symbols in one-way mode).
+    pub fn book_count(&self) -> usize {
         self.by_symbol.len()
     }
 
-    /// A protection request for the symbol in flight, with its deadline.
-    pub fn protecting_until(&self, symbol: &str) -> Option<i64> {
+    /// A protection request for the book in flight, with its deadline.
+    pub fn protecting_until(&self, book: &Book) -> Option<i64> {
         self.symbols
-            .get(symbol)
+            .get(book)
             .and_then(|s| s.pending.map(|(_, d)| d))
     }
 
-    /// The net the symbol should have on the exchange.
-    pub fn wanted(&self, symbol: &str) -> Option<Net> {
-        self.symbols.get(symbol).and_then(|s| s.wanted)
+    /// The net the book should have on the exchange.
+    pub fn wanted(&self, book: &Book) -> Option<Net> {
+        self.symbols.get(book).and_then(|s| s.wanted)
     }
 
     /// Applies one event at `now` (ms) and returns what to do.
@@ -585,19 +647,17 @@ impl Core {
                 positions,
             } => self.on_positions(now, seq, requested_at, positions, &mut out),
             Event::PositionsFailed { seq, error } => self.read_failed(seq, &error, &mut out),
-            Event::News { symbol, exit_price } => {
-                // A held symbol's position or protective order changed, or a position appeared
-                // on a symbol the book does not hold: read the positions (debounced).
-                if let (Some(price), Some(state)) = (exit_price, self.symbols.get_mut(&symbol)) {
+            Event::News { book, exit_price } => {
+                // A held book's position or protective order changed, or a position appeared
+                // where the core holds nothing: read the positions (debounced).
+                if let (Some(price), Some(state)) = (exit_price, self.symbols.get_mut(&book)) {
                     state.exchange_exit = Some(price);
                 }
                 self.news = true;
             }
-            Event::Protected {
-                symbol,
-                seq,
-                outcome,
-            } => self.on_protected(now, &symbol, seq, outcome, &mut out),
+            Event::Protected { book, seq, outcome } => {
+                self.on_protected(now, &book, seq, outcome, &mut out)
+            }
             Event::ClosePublished { intent_id, outcome } => {
                 if let Err(error) = outcome {
                     self.on_close_unanswered(
@@ -637,7 +697,10 @@ impl Core {
         };
         let answered = Answered {
             intent_id: intent_id.to_string(),
-            symbol: symbol.to_string(),
+            book: Book::new(
+                symbol.as_str(),
+                result.position_side().unwrap_or(PositionSide::Both),
+            ),
             result: &result,
         };
         let direction = match action {
@@ -682,18 +745,32 @@ impl Core {
         out: &mut Vec<Command>,
     ) {
         let result = answered.result;
-        let symbol = answered.symbol.clone();
+        let book = answered.book.clone();
+        if !book.admits(direction) {
+            // A hedge side holds one direction: a result that says otherwise was not written by
+            // quantum's execution service. The position it claims is found by the next read.
+            out.push(Command::Refuse {
+                intent_id: answered.intent_id.clone(),
+                reason: format!(
+                    "a {} fill on the {} side: a hedge side holds one direction; not tracked from this result (the position read adopts what the exchange holds)",
+                    result.action().map_or("", Action::as_str),
+                    book.side
+                ),
+            });
+            return;
+        }
         let mut qty = result.executed_qty();
-        // One-way mode nets: a SELL on a symbol held long first reduces the long lots.
+        // One-way mode nets: a SELL on a symbol held long first reduces the long lots (a hedge
+        // side holds one direction, so there is nothing opposite in its book).
         let opposite: Vec<String> = self
-            .lots_of(&symbol)
+            .lots_of(&book)
             .filter(|l| l.direction != direction)
             .map(|l| l.id.clone())
             .collect();
         if !opposite.is_empty() {
             let taken = self.reduce_lots(
                 now,
-                &symbol,
+                &book,
                 &opposite,
                 qty,
                 "netted by an opposite entry",
@@ -702,7 +779,7 @@ impl Core {
             );
             out.push(Command::Note(Box::new(Note::Netted {
                 intent_id: answered.intent_id.clone(),
-                symbol: symbol.clone(),
+                symbol: book.to_string(),
                 qty: taken,
             })));
             qty -= taken;
@@ -714,14 +791,14 @@ impl Core {
         // (the adoption happened after the fill): the result's lot takes that quantity over.
         let filled_at = result.filled_at().unwrap_or(result.published_at());
         let adopted: Vec<String> = self
-            .lots_of(&symbol)
+            .lots_of(&book)
             .filter(|l| l.adopted && l.direction == direction && l.opened_at >= filled_at)
             .map(|l| l.id.clone())
             .collect();
         if !adopted.is_empty() {
             self.reduce_lots(
                 now,
-                &symbol,
+                &book,
                 &adopted,
                 qty,
                 "the result of an adopted position arrived",
@@ -732,7 +809,8 @@ impl Core {
         let (levels, plan) = self.resolve(answered, direction, out);
         let lot = Lot {
             id: answered.intent_id.clone(),
-            symbol: symbol.clone(),
+            symbol: book.symbol.clone(),
+            side: book.side,
             direction,
             qty,
             entry: result.entry_price(),
@@ -757,7 +835,7 @@ impl Core {
         let id = lot.id.clone();
         self.insert(lot);
         // A fill already past a level (slippage beyond the target or the stop) closes at once.
-        self.evaluate(now, &symbol, &[id], result.entry_price(), out);
+        self.evaluate(now, &book, &[id], result.entry_price(), out);
     }
 
     /// The lot's levels: the intent's plan, else the default; a plan that cannot apply is
@@ -815,7 +893,7 @@ impl Core {
 
     fn on_close_fill(&mut self, now: i64, answered: &Answered<'_>, out: &mut Vec<Command>) {
         let (result, intent_id) = (answered.result, &answered.intent_id);
-        let symbol = answered.symbol.clone();
+        let book = answered.book.clone();
         let ids = self.closes.get(intent_id).cloned().unwrap_or_default();
         let mut left = result.executed_qty();
         // The lots this close was sent for take the fill in order; those it was the live close
@@ -867,16 +945,16 @@ impl Core {
             }
         }
         if !continuing.is_empty() {
-            self.send_close(now, &symbol, continuing, out);
+            self.send_close(now, &book, continuing, out);
         }
-        self.clear_lot_alarms(&symbol, out);
+        self.clear_lot_alarms(&book, out);
         if left > Decimal::ZERO {
             // A late close of a lot already closed, or a CLOSE someone else sent: the exchange's
             // position shrank by this much, so the book does too.
-            let ids: Vec<String> = self.lots_of(&symbol).map(|l| l.id.clone()).collect();
+            let ids: Vec<String> = self.lots_of(&book).map(|l| l.id.clone()).collect();
             let taken = self.reduce_lots(
                 now,
-                &symbol,
+                &book,
                 &ids,
                 left,
                 "an unexpected close fill",
@@ -885,7 +963,7 @@ impl Core {
             );
             out.push(Command::Note(Box::new(Note::UnexpectedClose {
                 intent_id: intent_id.clone(),
-                symbol,
+                symbol: book.to_string(),
                 qty: taken,
                 unmatched: left - taken,
             })));
@@ -918,7 +996,7 @@ impl Core {
         out: &mut Vec<Command>,
     ) {
         let ids = self.closes.get(intent_id).cloned().unwrap_or_default();
-        let mut symbol = None;
+        let mut book = None;
         let mut worst = (0, 0);
         for id in &ids {
             let Some(lot) = self.lots.get_mut(id) else {
@@ -935,16 +1013,16 @@ impl Core {
             let until = now + backoff(lot.failed_closes);
             lot.phase = Phase::Backoff { until, trigger };
             worst = worst.max((lot.failed_closes, until - now));
-            symbol = Some(lot.symbol.clone());
+            book = Some(lot.book());
             self.dirty.insert(id.clone());
         }
-        let Some(symbol) = symbol else {
+        let Some(book) = book else {
             return;
         };
         self.alarm(
-            &symbol,
+            &book,
             AlarmKind::CloseFailed,
-            format!("close {intent_id} of {symbol} ({} lots) FAILED ({why}); the position is still open and protected by its exchange-side stop; retrying in {} ms (failure {})", ids.len(), worst.1, worst.0),
+            format!("close {intent_id} of {book} ({} lots) FAILED ({why}); the position is still open and protected by its exchange-side stop; retrying in {} ms (failure {})", ids.len(), worst.1, worst.0),
             out,
         );
         self.request_read(now, out);
@@ -956,10 +1034,18 @@ impl Core {
         if price <= Decimal::ZERO {
             return;
         }
-        let Some(ids) = self.by_symbol.get(symbol) else {
+        // A hedge account holds up to two books per symbol; one price moves both.
+        let books: Vec<Book> = self.books_of(symbol).cloned().collect();
+        for book in &books {
+            self.mark_book(now, book, price, out);
+        }
+    }
+
+    fn mark_book(&mut self, now: i64, book: &Book, price: Decimal, out: &mut Vec<Command>) {
+        let Some(ids) = self.by_symbol.get(book) else {
             return;
         };
-        let Some(state) = self.symbols.get_mut(symbol) else {
+        let Some(state) = self.symbols.get_mut(book) else {
             return;
         };
         state.mark = Some(price);
@@ -974,15 +1060,15 @@ impl Core {
         }
         state.evaluated_at = Some(price);
         let ids: Vec<String> = ids.iter().cloned().collect();
-        self.evaluate(now, symbol, &ids, price, out);
+        self.evaluate(now, book, &ids, price, out);
     }
 
-    /// Evaluates the lots `ids` of `symbol` at `price`; those that trigger are closed together,
+    /// Evaluates the lots `ids` of `book` at `price`; those that trigger are closed together,
     /// by one order.
     fn evaluate(
         &mut self,
         now: i64,
-        symbol: &str,
+        book: &Book,
         ids: &[String],
         price: Decimal,
         out: &mut Vec<Command>,
@@ -1002,7 +1088,7 @@ impl Core {
                 if e.peak_moved && levels.trailing_pct.is_some() {
                     out.push(Command::Note(Box::new(Note::TrailUpdate {
                         lot: id.clone(),
-                        symbol: symbol.to_string(),
+                        symbol: book.to_string(),
                         peak: e.state.peak,
                     })));
                 }
@@ -1015,23 +1101,23 @@ impl Core {
             }
             out.push(Command::Note(Box::new(Note::Triggered {
                 lot: id.clone(),
-                symbol: symbol.to_string(),
+                symbol: book.to_string(),
                 trigger,
                 mark: price,
             })));
             triggered.push((id.clone(), trigger));
         }
         if !triggered.is_empty() {
-            self.send_close(now, symbol, triggered, out);
+            self.send_close(now, book, triggered, out);
         }
     }
 
-    /// Sends one close for `lots` (all of `symbol`), named after the first of them and its
+    /// Sends one close for `lots` (all of `book`), named after the first of them and its
     /// attempt count, so every attempt has an id of its own.
     fn send_close(
         &mut self,
         now: i64,
-        symbol: &str,
+        book: &Book,
         lots: Vec<(String, Trigger)>,
         out: &mut Vec<Command>,
     ) {
@@ -1083,7 +1169,7 @@ impl Core {
         out.push(Command::PublishClose {
             lot: leader,
             lots: ids,
-            symbol: symbol.to_string(),
+            book: book.clone(),
             intent_id,
             qty,
             trigger: first_trigger,
@@ -1116,33 +1202,33 @@ impl Core {
         }
         self.read_failures = 0;
         self.clear_alarm("", AlarmKind::PositionsUnknown, out);
-        let mut held: BTreeMap<String, (Decimal, Decimal)> = BTreeMap::new();
+        let mut held: BTreeMap<Book, (Decimal, Decimal)> = BTreeMap::new();
         for p in positions.into_iter().filter(|p| !p.amount.is_zero()) {
-            let e = held.entry(p.symbol).or_default();
+            let e = held.entry(Book::new(p.symbol, p.side)).or_default();
             e.0 = e.0.checked_add(p.amount).unwrap_or(e.0);
             e.1 = p.entry;
         }
-        let symbols: BTreeSet<String> = held
+        let books: BTreeSet<Book> = held
             .keys()
             .cloned()
             .chain(self.by_symbol.keys().cloned())
             .collect();
-        for symbol in symbols {
-            let (amount, entry) = held.get(&symbol).copied().unwrap_or_default();
-            self.reconcile_symbol(now, &symbol, amount, entry, requested_at, out);
+        for book in books {
+            let (amount, entry) = held.get(&book).copied().unwrap_or_default();
+            self.reconcile_symbol(now, &book, amount, entry, requested_at, out);
         }
     }
 
     fn reconcile_symbol(
         &mut self,
         now: i64,
-        symbol: &str,
+        book: &Book,
         amount: Decimal,
         entry: Decimal,
         as_of: i64,
         out: &mut Vec<Command>,
     ) {
-        let lots: Vec<Lot> = self.lots_of(symbol).cloned().collect();
+        let lots: Vec<Lot> = self.lots_of(book).cloned().collect();
         // A close in flight settles itself (its result, or its deadline); a lot changed after the
         // read was sent cannot be judged by it.
         if lots
@@ -1153,7 +1239,7 @@ impl Core {
         }
         let tracked = net(lots.iter());
         if tracked == amount {
-            if let Some(s) = self.symbols.get_mut(symbol) {
+            if let Some(s) = self.symbols.get_mut(book) {
                 s.unexplained = None;
             }
             return;
@@ -1175,11 +1261,11 @@ impl Core {
             // The protective order's fill price, when the user stream reported it.
             let price = self
                 .symbols
-                .get_mut(symbol)
+                .get_mut(book)
                 .and_then(|s| s.exchange_exit.take());
             self.reduce_lots(
                 now,
-                symbol,
+                book,
                 &newest,
                 excess,
                 "closed on the exchange",
@@ -1193,14 +1279,14 @@ impl Core {
                 return;
             }
         }
-        let tracked = self.net_qty(symbol);
+        let tracked = self.net_qty(book);
         let extra = amount - tracked;
         if extra.is_zero() {
             return;
         }
-        // More on the exchange than the book explains: adopt it once it has been seen for
+        // More on the exchange than the core explains: adopt it once it has been seen for
         // `adopt_after` (a result on its way is applied first).
-        let state = self.symbols.entry(symbol.to_string()).or_default();
+        let state = self.symbols.entry(book.clone()).or_default();
         let since = match state.unexplained {
             Some((since, seen, _)) if seen == extra => since,
             _ => {
@@ -1212,13 +1298,13 @@ impl Core {
             return;
         }
         state.unexplained = None;
-        self.adopt(now, symbol, extra, entry, out);
+        self.adopt(now, book, extra, entry, out);
     }
 
     fn adopt(
         &mut self,
         now: i64,
-        symbol: &str,
+        book: &Book,
         amount: Decimal,
         entry: Decimal,
         out: &mut Vec<Command>,
@@ -1228,11 +1314,19 @@ impl Core {
         } else {
             Direction::Short
         };
-        let id = format!("exchange-{symbol}-{now}");
+        let id = match book.side {
+            PositionSide::Both => format!("exchange-{}-{now}", book.symbol),
+            side => format!(
+                "exchange-{}-{}-{now}",
+                book.symbol,
+                side.as_str().to_ascii_lowercase()
+            ),
+        };
         let levels = Levels::resolve_at_fill(direction, entry, &self.config.default_plan).ok();
         let lot = Lot {
             id: id.clone(),
-            symbol: symbol.to_string(),
+            symbol: book.symbol.clone(),
+            side: book.side,
             direction,
             qty: amount.abs(),
             entry,
@@ -1248,8 +1342,8 @@ impl Core {
         };
         out.push(Command::Note(Box::new(Note::Adopted { lot: lot.clone() })));
         self.insert(lot);
-        if let Some(mark) = self.symbols.get(symbol).and_then(|s| s.mark) {
-            self.evaluate(now, symbol, &[id], mark, out);
+        if let Some(mark) = self.symbols.get(book).and_then(|s| s.mark) {
+            self.evaluate(now, book, &[id], mark, out);
         }
     }
 
@@ -1258,7 +1352,7 @@ impl Core {
     fn reduce_lots(
         &mut self,
         now: i64,
-        symbol: &str,
+        book: &Book,
         ids: &[String],
         qty: Decimal,
         why: &str,
@@ -1284,7 +1378,7 @@ impl Core {
                 let realized_pnl = exit_price.and_then(|p| realized(lot, p, take, Decimal::ZERO));
                 out.push(Command::Note(Box::new(Note::Exited {
                     lot: id.clone(),
-                    symbol: symbol.to_string(),
+                    symbol: book.to_string(),
                     qty: take,
                     why: why.to_string(),
                     on_exchange,
@@ -1303,8 +1397,8 @@ impl Core {
                 })));
             }
         }
-        if !self.by_symbol.contains_key(symbol) {
-            self.clear_lot_alarms(symbol, out);
+        if !self.by_symbol.contains_key(book) {
+            self.clear_lot_alarms(book, out);
         }
         qty - left
     }
@@ -1314,12 +1408,12 @@ impl Core {
     fn on_protected(
         &mut self,
         now: i64,
-        symbol: &str,
+        book: &Book,
         seq: u64,
         outcome: Result<(), String>,
         out: &mut Vec<Command>,
     ) {
-        let Some(state) = self.symbols.get_mut(symbol) else {
+        let Some(state) = self.symbols.get_mut(book) else {
             return;
         };
         let Some((pending, _)) = state.pending else {
@@ -1335,21 +1429,21 @@ impl Core {
                 state.placed = Some(state.request);
                 state.failures = 0;
                 state.retry_at = None;
-                self.clear_alarm(symbol, AlarmKind::ProtectionFailed, out);
-                self.clear_alarm(symbol, AlarmKind::ProtectionOverdue, out);
-                self.forget_if_flat(symbol);
+                self.clear_alarm(book, AlarmKind::ProtectionFailed, out);
+                self.clear_alarm(book, AlarmKind::ProtectionOverdue, out);
+                self.forget_if_flat(book);
             }
             Err(error) => {
                 state.failures += 1;
                 state.placed = None;
                 state.retry_at = Some(now + backoff(state.failures));
                 let failures = state.failures;
-                let message = if self.by_symbol.contains_key(symbol) {
-                    format!("{symbol} is NOT protected on the exchange: {error} (failure {failures}); the monitor's own triggers still watch it")
+                let message = if self.by_symbol.contains_key(book) {
+                    format!("{book} is NOT protected on the exchange: {error} (failure {failures}); the monitor's own triggers still watch it")
                 } else {
-                    format!("{symbol} is flat but its protective orders could not be cancelled: {error} (failure {failures})")
+                    format!("{book} is flat but its protective orders could not be cancelled: {error} (failure {failures})")
                 };
-                self.alarm(symbol, AlarmKind::ProtectionFailed, message, out);
+                self.alarm(book, AlarmKind::ProtectionFailed, message, out);
             }
         }
     }
@@ -1361,7 +1455,7 @@ impl Core {
             return;
         }
         let every = self.config.protect_min_interval;
-        let due: Vec<String> = self
+        let due: Vec<Book> = self
             .symbols
             .iter()
             .filter(|(_, s)| {
@@ -1377,20 +1471,20 @@ impl Core {
                     && s.placed != Some(s.wanted)
                     && (!covered || now.saturating_sub(s.last_done) >= every)
             })
-            .map(|(symbol, _)| symbol.clone())
+            .map(|(book, _)| book.clone())
             .collect();
-        for symbol in due {
+        for book in due {
             let seq = self.seq();
             let deadline = now.saturating_add(self.config.protect_deadline);
-            let state = self.symbols.get_mut(&symbol).expect("listed");
+            let state = self.symbols.get_mut(&book).expect("listed");
             state.pending = Some((seq, deadline));
             let net = state.wanted;
             state.request = net;
-            out.push(Command::Protect { symbol, seq, net });
+            out.push(Command::Protect { book, seq, net });
         }
     }
 
-    /// Recomputes what is cached per symbol whose lots came or went: the net without the
+    /// Recomputes what is cached per book whose lots came or went: the net without the
     /// budget, when its oldest lot opened, and the band of prices inside which none of its lots
     /// can trigger. Then the budget, when protection is on. Returns whether anything changed.
     fn refresh(&mut self, out: &mut Vec<Command>) -> bool {
@@ -1398,11 +1492,11 @@ impl Core {
         if changed.is_empty() {
             return false;
         }
-        for symbol in &changed {
-            let full = self.full_net(symbol);
-            let first = self.lots_of(symbol).map(|l| l.opened_at).min().unwrap_or(0);
-            let band = self.band(symbol);
-            if let Some(state) = self.symbols.get_mut(symbol) {
+        for book in &changed {
+            let full = self.full_net(book);
+            let first = self.lots_of(book).map(|l| l.opened_at).min().unwrap_or(0);
+            let band = self.band(book);
+            if let Some(state) = self.symbols.get_mut(book) {
                 state.full = full;
                 state.first_opened = first;
                 state.band = band;
@@ -1416,12 +1510,12 @@ impl Core {
         true
     }
 
-    /// The prices strictly between which no lot of the symbol triggers: (highest level that
+    /// The prices strictly between which no lot of the book triggers: (highest level that
     /// fires when the price falls to it, lowest that fires when the price rises to it). `None`
     /// when a lot has a trailing stop (its peak moves with every price) or no levels.
-    fn band(&self, symbol: &str) -> Option<(Option<Decimal>, Option<Decimal>)> {
+    fn band(&self, book: &Book) -> Option<(Option<Decimal>, Option<Decimal>)> {
         let (mut below, mut above): (Option<Decimal>, Option<Decimal>) = (None, None);
-        for lot in self.lots_of(symbol) {
+        for lot in self.lots_of(book) {
             let levels = lot.levels?;
             if levels.trailing_pct.is_some() {
                 return None;
@@ -1443,15 +1537,15 @@ impl Core {
     /// Stops first, take-profits where budget is left; symbols in the order their oldest lot
     /// opened (a position keeps its orders when others come).
     fn budget(&mut self, out: &mut Vec<Command>) {
-        let mut order: Vec<(i64, &String, Option<Net>)> = self
+        let mut order: Vec<(i64, &Book, Option<Net>)> = self
             .by_symbol
             .keys()
             .filter_map(|s| self.symbols.get(s).map(|st| (st.first_opened, s, st.full)))
             .collect();
         order.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
         let mut left = self.config.conditional_budget;
-        let mut nets: Vec<(String, Option<Net>, Option<Net>)> = Vec::new();
-        for (_, symbol, full) in &order {
+        let mut nets: Vec<(Book, Option<Net>, Option<Net>)> = Vec::new();
+        for (_, book, full) in &order {
             let stop = full.and_then(|n| n.stop);
             let stop = if stop.is_some() && left > 0 {
                 left -= 1;
@@ -1459,7 +1553,7 @@ impl Core {
             } else {
                 None
             };
-            nets.push(((*symbol).clone(), full.map(|n| Net { stop, ..n }), *full));
+            nets.push(((*book).clone(), full.map(|n| Net { stop, ..n }), *full));
         }
         for (_, net, full) in nets.iter_mut() {
             let target = full.and_then(|n| n.target);
@@ -1472,39 +1566,39 @@ impl Core {
                 };
             }
         }
-        for (symbol, net, full) in nets {
+        for (book, net, full) in nets {
             let no_stop = net.is_none_or(|n| n.stop.is_none());
             if no_stop && full.is_some_and(|n| n.stop.is_some()) {
-                self.alarm(&symbol, AlarmKind::NoBudget, format!("{symbol} has NO exchange-side stop: the {} conditional orders of the budget are used; only the monitor's own triggers protect it", self.config.conditional_budget), out);
+                self.alarm(&book, AlarmKind::NoBudget, format!("{book} has NO exchange-side stop: the {} conditional orders of the budget are used; only the monitor's own triggers protect it", self.config.conditional_budget), out);
             } else {
-                self.clear_alarm(&symbol, AlarmKind::NoBudget, out);
+                self.clear_alarm(&book, AlarmKind::NoBudget, out);
             }
             if no_stop && full.is_none_or(|n| n.stop.is_none()) {
-                self.alarm(&symbol, AlarmKind::NoStop, format!("{symbol} has NO stop-loss (no plan gives one, or its level cannot be computed); only the take-profit or nothing protects it"), out);
+                self.alarm(&book, AlarmKind::NoStop, format!("{book} has NO stop-loss (no plan gives one, or its level cannot be computed); only the take-profit or nothing protects it"), out);
             } else {
-                self.clear_alarm(&symbol, AlarmKind::NoStop, out);
+                self.clear_alarm(&book, AlarmKind::NoStop, out);
             }
             // A net without any order is no net: nothing to place, everything to cancel.
             let net = net.filter(|n| n.stop.is_some() || n.target.is_some());
-            self.symbols.entry(symbol).or_default().wanted = net;
+            self.symbols.entry(book).or_default().wanted = net;
         }
         // Flat symbols want nothing.
-        let flat: Vec<String> = self
+        let flat: Vec<Book> = self
             .symbols
             .keys()
             .filter(|s| !self.by_symbol.contains_key(*s))
             .cloned()
             .collect();
-        for symbol in flat {
-            self.symbols.get_mut(&symbol).expect("listed").wanted = None;
-            self.forget_if_flat(&symbol);
+        for book in flat {
+            self.symbols.get_mut(&book).expect("listed").wanted = None;
+            self.forget_if_flat(&book);
         }
     }
 
-    /// The symbol's protection without the budget: the loosest stop and the farthest target
+    /// The book's protection without the budget: the loosest stop and the farthest target
     /// over its lots, `net_offset_pct` beyond; a level that cannot be computed is left out.
-    fn full_net(&self, symbol: &str) -> Option<Net> {
-        let lots: Vec<&Lot> = self.lots_of(symbol).collect();
+    fn full_net(&self, book: &Book) -> Option<Net> {
+        let lots: Vec<&Lot> = self.lots_of(book).collect();
         let direction = lots.first()?.direction;
         let long = direction == Direction::Long;
         let all = |f: fn(&Levels) -> Option<Decimal>| -> Option<Vec<Decimal>> {
@@ -1559,47 +1653,47 @@ impl Core {
             }
         }
         for (intent_id, lots) in overdue {
-            let symbol = self.lots[&lots[0].0].symbol.clone();
+            let book = self.lots[&lots[0].0].book();
             self.alarm(
-                &symbol,
+                &book,
                 AlarmKind::CloseOverdue,
-                format!("close {intent_id} of {symbol} ({} lots) got no answer by its deadline; protection re-asserted, retrying under a new id", lots.len()),
+                format!("close {intent_id} of {book} ({} lots) got no answer by its deadline; protection re-asserted, retrying under a new id", lots.len()),
                 out,
             );
-            if let Some(s) = self.symbols.get_mut(&symbol) {
+            if let Some(s) = self.symbols.get_mut(&book) {
                 // Ask the exchange again rather than trust what was placed.
                 s.placed = None;
             }
             self.request_read(now, out);
-            self.send_close(now, &symbol, lots, out);
+            self.send_close(now, &book, lots, out);
         }
-        let mut due: BTreeMap<String, Vec<(String, Trigger)>> = BTreeMap::new();
+        let mut due: BTreeMap<Book, Vec<(String, Trigger)>> = BTreeMap::new();
         for lot in self.lots.values() {
             if let Phase::Backoff { until, trigger } = lot.phase {
                 if now >= until {
-                    due.entry(lot.symbol.clone())
+                    due.entry(lot.book())
                         .or_default()
                         .push((lot.id.clone(), trigger));
                 }
             }
         }
-        for (symbol, lots) in due {
-            self.send_close(now, &symbol, lots, out);
+        for (book, lots) in due {
+            self.send_close(now, &book, lots, out);
         }
         // Protection requests past their deadline.
-        let late: Vec<String> = self
+        let late: Vec<Book> = self
             .symbols
             .iter()
             .filter(|(_, s)| s.pending.is_some_and(|(_, d)| now >= d))
-            .map(|(symbol, _)| symbol.clone())
+            .map(|(book, _)| book.clone())
             .collect();
-        for symbol in late {
-            let state = self.symbols.get_mut(&symbol).expect("listed");
+        for book in late {
+            let state = self.symbols.get_mut(&book).expect("listed");
             state.pending = None;
             state.placed = None;
             state.failures += 1;
-            if self.by_symbol.contains_key(&symbol) {
-                self.alarm(&symbol, AlarmKind::ProtectionOverdue, format!("{symbol}: the protection request got no answer by its deadline; asking again"), out);
+            if self.by_symbol.contains_key(&book) {
+                self.alarm(&book, AlarmKind::ProtectionOverdue, format!("{book}: the protection request got no answer by its deadline; asking again"), out);
             }
         }
         // Position reads: overdue, periodic, or after news.
@@ -1693,12 +1787,13 @@ impl Core {
                 lots.push(id.clone());
             }
         }
+        let book = lot.book();
         self.by_symbol
-            .entry(lot.symbol.clone())
+            .entry(book.clone())
             .or_default()
             .insert(id.clone());
-        self.nets_dirty.insert(lot.symbol.clone());
-        self.symbols.entry(lot.symbol.clone()).or_default();
+        self.nets_dirty.insert(book.clone());
+        self.symbols.entry(book).or_default();
         self.removed.remove(&id);
         self.dirty.insert(id.clone());
         self.lots.insert(id, lot);
@@ -1721,25 +1816,26 @@ impl Core {
                 }
             }
         }
-        if let Some(set) = self.by_symbol.get_mut(&lot.symbol) {
+        let book = lot.book();
+        if let Some(set) = self.by_symbol.get_mut(&book) {
             set.remove(id);
             if set.is_empty() {
-                self.by_symbol.remove(&lot.symbol);
+                self.by_symbol.remove(&book);
             }
         }
-        self.nets_dirty.insert(lot.symbol.clone());
+        self.nets_dirty.insert(book);
         self.dirty.remove(id);
         self.removed.insert(id.to_string());
         Some(lot)
     }
 
-    /// A flat symbol with nothing on the exchange and nothing in flight needs no state.
-    fn forget_if_flat(&mut self, symbol: &str) {
-        let idle = self.symbols.get(symbol).is_some_and(|s| {
+    /// A flat book with nothing on the exchange and nothing in flight needs no state.
+    fn forget_if_flat(&mut self, book: &Book) {
+        let idle = self.symbols.get(book).is_some_and(|s| {
             s.placed == Some(None) && s.pending.is_none() && s.unexplained.is_none()
         });
-        if idle && !self.by_symbol.contains_key(symbol) {
-            self.symbols.remove(symbol);
+        if idle && !self.by_symbol.contains_key(book) {
+            self.symbols.remove(book);
         }
     }
 
@@ -1749,8 +1845,15 @@ impl Core {
         s
     }
 
-    fn alarm(&mut self, symbol: &str, kind: AlarmKind, message: String, out: &mut Vec<Command>) {
-        let key = (symbol.to_string(), kind);
+    /// Raises the alarm `kind` on `on` (a book, or `""` for the whole account).
+    fn alarm(
+        &mut self,
+        on: impl std::fmt::Display,
+        kind: AlarmKind,
+        message: String,
+        out: &mut Vec<Command>,
+    ) {
+        let key = (on.to_string(), kind);
         if self.alarms.get(&key) == Some(&message) {
             return;
         }
@@ -1758,26 +1861,26 @@ impl Core {
         out.push(Command::Alarm { key, message });
     }
 
-    fn clear_alarm(&mut self, symbol: &str, kind: AlarmKind, out: &mut Vec<Command>) {
-        let key = (symbol.to_string(), kind);
+    fn clear_alarm(&mut self, on: impl std::fmt::Display, kind: AlarmKind, out: &mut Vec<Command>) {
+        let key = (on.to_string(), kind);
         if self.alarms.remove(&key).is_some() {
             out.push(Command::ClearAlarm { key });
         }
     }
 
-    /// The close alarms of a symbol end when it has no lot left in trouble.
-    fn clear_lot_alarms(&mut self, symbol: &str, out: &mut Vec<Command>) {
+    /// The close alarms of a book end when it has no lot left in trouble.
+    fn clear_lot_alarms(&mut self, book: &Book, out: &mut Vec<Command>) {
         let troubled = self
-            .lots_of(symbol)
+            .lots_of(book)
             .any(|l| l.failed_closes > 0 || l.attempts > 1);
         if !troubled {
-            self.clear_alarm(symbol, AlarmKind::CloseFailed, out);
-            self.clear_alarm(symbol, AlarmKind::CloseOverdue, out);
+            self.clear_alarm(book, AlarmKind::CloseFailed, out);
+            self.clear_alarm(book, AlarmKind::CloseOverdue, out);
         }
-        if !self.by_symbol.contains_key(symbol) {
+        if !self.by_symbol.contains_key(book) {
             // Protection alarms end only when the exchange confirms (see `on_protected`).
             for kind in [AlarmKind::NoBudget, AlarmKind::NoStop] {
-                self.clear_alarm(symbol, kind, out);
+                self.clear_alarm(book, kind, out);
             }
         }
     }
@@ -1788,7 +1891,7 @@ impl Core {
 #[derive(Debug)]
 struct Answered<'a> {
     intent_id: String,
-    symbol: String,
+    book: Book,
     result: &'a ExecutionResult,
 }
 
@@ -1918,6 +2021,131 @@ mod tests {
             .collect()
     }
 
+    /// Hedge mode: a LONG and a SHORT of one symbol are two books, each with its own stop on
+    /// the exchange; a price that stops the long out closes the LONG side only (a CLOSE that
+    /// names it), and a position read with both sides reconciles each against its own lots
+    /// rather than netting them.
+    #[test]
+    fn a_hedge_accounts_long_and_short_of_one_symbol_are_two_protected_books() {
+        let mut core = Core::new(config());
+        let long = Book::new("AXSUSDT", PositionSide::Long);
+        let short = Book::new("AXSUSDT", PositionSide::Short);
+        let out = core.apply(
+            1_000,
+            filled(
+                r#"{"intent_id":"h-long","symbol":"AXSUSDT","action":"BUY","quantity":10,"stop_loss_pct":2,"take_profit_pct":4,"position_side":"LONG"}"#,
+                "10",
+                "10",
+                1_000,
+            )
+            .into(),
+        );
+        assert_eq!(protects(&out).len(), 1);
+        let out = core.apply(
+            1_100,
+            filled(
+                r#"{"intent_id":"h-short","symbol":"AXSUSDT","action":"SELL","quantity":4,"stop_loss_pct":3,"position_side":"SHORT"}"#,
+                "10",
+                "4",
+                1_100,
+            )
+            .into(),
+        );
+        // No netting: the short is a lot of its own, the long keeps its 10.
+        assert_eq!(core.net_qty(&long), d("10"));
+        assert_eq!(core.net_qty(&short), d("-4"));
+        let asked: Vec<(Book, Option<Net>)> = out
+            .iter()
+            .filter_map(|c| match c {
+                Command::Protect { book, net, .. } => Some((book.clone(), *net)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(asked.len(), 1, "{out:?}");
+        assert_eq!(asked[0].0, short);
+        assert_eq!(asked[0].1.unwrap().direction, Direction::Short);
+        for (book, seq) in [(long.clone(), 1), (short.clone(), 2)] {
+            core.apply(
+                1_200,
+                Event::Protected {
+                    book,
+                    seq,
+                    outcome: Ok(()),
+                },
+            );
+        }
+        assert!(core.protected(&long) && core.protected(&short));
+        assert_eq!(core.books_of("AXSUSDT").count(), 2);
+        // The exchange holds both sides: nothing to adopt, nothing closed.
+        let out = core.apply(5_000, Event::Timer);
+        let Some(Command::ReadPositions { seq }) = out
+            .iter()
+            .find(|c| matches!(c, Command::ReadPositions { .. }))
+            .cloned()
+        else {
+            panic!("a position read: {out:?}")
+        };
+        let position = |side, amount: &str| Position {
+            symbol: "AXSUSDT".into(),
+            side,
+            amount: d(amount),
+            entry: d("10"),
+        };
+        let out = core.apply(
+            5_100,
+            Event::Positions {
+                seq,
+                requested_at: 5_000,
+                positions: vec![
+                    position(PositionSide::Long, "10"),
+                    position(PositionSide::Short, "-4"),
+                ],
+            },
+        );
+        assert!(
+            !out.iter().any(|c| matches!(c, Command::Note(n) if matches!(**n, Note::Exited { .. } | Note::Adopted { .. }))),
+            "{out:?}"
+        );
+        // The price falls through the long's stop (9.8), not the short's (10.3).
+        let out = core.apply(
+            6_000,
+            Event::Mark {
+                symbol: "AXSUSDT".into(),
+                price: d("9.7"),
+            },
+        );
+        let sent: Vec<(Book, Decimal)> = out
+            .iter()
+            .filter_map(|c| match c {
+                Command::PublishClose { book, qty, .. } => Some((book.clone(), *qty)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(sent, vec![(long.clone(), d("10"))]);
+        // Its result names the side; the short stays tracked and protected.
+        let out = core.apply(
+            6_500,
+            filled(
+                &format!(
+                    r#"{{"intent_id":"{}","symbol":"AXSUSDT","action":"CLOSE","position_side":"LONG"}}"#,
+                    IntentId::close_of("h-long", 1).as_str()
+                ),
+                "9.7",
+                "10",
+                6_500,
+            )
+            .into(),
+        );
+        assert!(
+            out.iter()
+                .any(|c| matches!(c, Command::Note(n) if matches!(**n, Note::Closed { .. }))),
+            "{out:?}"
+        );
+        assert_eq!(core.net_qty(&long), Decimal::ZERO);
+        assert_eq!(core.net_qty(&short), d("-4"));
+        assert!(core.protected(&short));
+    }
+
     /// A core with the AXS long of reproduction 1 open and protected.
     fn axs_long() -> Core {
         let mut core = Core::new(config());
@@ -1927,12 +2155,12 @@ mod tests {
         core.apply(
             10,
             Event::Protected {
-                symbol: "AXSUSDT".into(),
+                book: Book::both("AXSUSDT"),
                 seq,
                 outcome: Ok(()),
             },
         );
-        assert!(core.protected("AXSUSDT"));
+        assert!(core.protected(&Book::both("AXSUSDT")));
         core
     }
 
@@ -2014,7 +2242,7 @@ mod tests {
             protects(&out).is_empty(),
             "nothing is cancelled before the close"
         );
-        assert!(core.protected("AXSUSDT"));
+        assert!(core.protected(&Book::both("AXSUSDT")));
         // The execution service is down: no answer.
         assert!(closes(&core.apply(19_000, Event::Timer)).is_empty());
         let out = core.apply(20_100, Event::Timer);
@@ -2050,6 +2278,7 @@ mod tests {
             seq,
             requested_at: 0,
             positions: vec![Position {
+                side: PositionSide::Both,
                 symbol: "ETHUSDT".into(),
                 amount: d("0.15"),
                 entry: d("3400"),
@@ -2064,7 +2293,7 @@ mod tests {
         core.apply(
             1_200,
             Event::News {
-                symbol: "ETHUSDT".into(),
+                book: Book::both("ETHUSDT"),
                 exit_price: None,
             },
         );
@@ -2075,6 +2304,7 @@ mod tests {
                 seq: 2,
                 requested_at: 2_300,
                 positions: vec![Position {
+                    side: PositionSide::Both,
                     symbol: "ETHUSDT".into(),
                     amount: d("0.15"),
                     entry: d("3400"),
@@ -2085,7 +2315,7 @@ mod tests {
         // Now its result arrives: the intent's lot takes the quantity over, with its plan.
         core.apply(2_500, Event::from(filled(r#"{"intent_id":"e4","symbol":"ETHUSDT","action":"BUY","quantity":0.15,"stop_loss_pct":6}"#, "3400", "0.15", 50)));
         assert_eq!(
-            core.net_qty("ETHUSDT"),
+            core.net_qty(&Book::both("ETHUSDT")),
             d("0.15"),
             "tracked once, not twice"
         );
@@ -2179,7 +2409,7 @@ mod tests {
         let short = ExecutionResult::from_json(&doc.to_string()).unwrap();
         core.apply(0, Event::from(short));
         assert_eq!(
-            core.net_qty("ETHUSDT"),
+            core.net_qty(&Book::both("ETHUSDT")),
             d("-1"),
             "a lower-case sell is a short"
         );
@@ -2202,7 +2432,7 @@ mod tests {
                 "{out:?}"
             );
         }
-        assert_eq!(core.symbol_count(), 0);
+        assert_eq!(core.book_count(), 0);
     }
 
     #[test]
@@ -2241,7 +2471,7 @@ mod tests {
             core.apply(
                 now,
                 Event::News {
-                    symbol: "BNBUSDT".into(),
+                    book: Book::both("BNBUSDT"),
                     exit_price: None,
                 },
             );
@@ -2259,6 +2489,7 @@ mod tests {
                     seq,
                     requested_at: now + 1_000,
                     positions: vec![Position {
+                        side: PositionSide::Both,
                         symbol: "BNBUSDT".into(),
                         amount: d("0.2"),
                         entry: d("650"),
@@ -2271,7 +2502,7 @@ mod tests {
         assert!(out
             .iter()
             .any(|c| matches!(c, Command::Note(n) if matches!(**n, Note::Adopted { .. }))));
-        assert_eq!(core.net_qty("BNBUSDT"), d("0.2"));
+        assert_eq!(core.net_qty(&Book::both("BNBUSDT")), d("0.2"));
     }
 
     #[test]
@@ -2282,7 +2513,7 @@ mod tests {
         core.apply(
             1_000,
             Event::News {
-                symbol: "ETHUSDT".into(),
+                book: Book::both("ETHUSDT"),
                 exit_price: Some(d("97.4")),
             },
         );
@@ -2333,7 +2564,7 @@ mod tests {
         );
         core.apply(0, Event::from(r.clone()));
         core.apply(1, Event::from(r));
-        assert_eq!(core.net_qty("ETHUSDT"), d("1"));
+        assert_eq!(core.net_qty(&Book::both("ETHUSDT")), d("1"));
     }
 
     #[test]
@@ -2350,7 +2581,7 @@ mod tests {
         }
         let wanted: Vec<Option<Net>> = ["AXSUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT"]
             .iter()
-            .map(|s| core.wanted(s))
+            .map(|s| core.wanted(&Book::both(*s)))
             .collect();
         assert_eq!(
             wanted

@@ -15,6 +15,8 @@ pub struct OrderPlan {
     pub side: Side,
     pub quantity: Decimal,
     pub reduce_only: bool,
+    /// `Both` on a one-way account; the hedge side the order works on otherwise.
+    pub position_side: model::PositionSide,
     pub client_order_id: ClientOrderId,
     /// Leverage to set before placing, when the intent asks for one.
     pub leverage: Option<u32>,
@@ -147,6 +149,7 @@ mod tests {
             side: Side::Buy,
             quantity: Decimal::from(qty),
             reduce_only,
+            position_side: model::PositionSide::Both,
             client_order_id: ClientOrderId::new("q-r").unwrap(),
             leverage,
             mark_price: Decimal::from(6),

@@ -19,10 +19,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use engine::exits::Direction;
-use engine::monitor::{AlarmKind, Command, Config, Core, Event, Lot, Net, Note, Phase, Position};
+use engine::monitor::{
+    AlarmKind, Book, Command, Config, Core, Event, Lot, Net, Note, Phase, Position,
+};
 use model::{
-    ClientOrderId, ConfirmedBy, Execution, ExecutionResult, ExitLevel, ExitPlan, ResultStatus,
-    TradeIntent,
+    ClientOrderId, ConfirmedBy, Execution, ExecutionResult, ExitLevel, ExitPlan, PositionSide,
+    ResultStatus, TradeIntent,
 };
 use rust_decimal::Decimal;
 
@@ -163,7 +165,7 @@ impl World {
         match command {
             Command::PublishClose {
                 lots,
-                symbol,
+                book,
                 intent_id,
                 qty,
                 ..
@@ -192,12 +194,14 @@ impl World {
                 } else {
                     self.queue.push(Queued {
                         intent_id,
-                        symbol,
+                        symbol: book.symbol,
                         qty,
                     });
                 }
             }
-            Command::Protect { symbol, seq, net } => {
+            Command::Protect { book, seq, net } => {
+                // A one-way account: one book per symbol.
+                let symbol = book.symbol.clone();
                 let roll = self.rng.below(100);
                 let at = self.later(3000);
                 if faults && roll < 5 {
@@ -206,7 +210,7 @@ impl World {
                     self.due.push(Due {
                         at,
                         event: Event::Protected {
-                            symbol,
+                            book,
                             seq,
                             outcome: Err("-1003 too many requests".into()),
                         },
@@ -220,7 +224,7 @@ impl World {
                     self.due.push(Due {
                         at,
                         event: Event::Protected {
-                            symbol,
+                            book,
                             seq,
                             outcome: Ok(()),
                         },
@@ -288,17 +292,18 @@ impl World {
 
     /// The invariant of every step.
     fn check(&self) {
-        let symbols: Vec<String> = self.core.symbols().cloned().collect();
-        for symbol in symbols {
+        let books: Vec<Book> = self.core.books().cloned().collect();
+        for book in books {
+            let symbol = book.symbol.clone();
             let closing = self
                 .core
-                .lots_of(&symbol)
+                .lots_of(&book)
                 .any(|l| l.closing_until().is_some_and(|d| d >= self.last_timer));
             let protecting = self
                 .core
-                .protecting_until(&symbol)
+                .protecting_until(&book)
                 .is_some_and(|d| d >= self.last_timer);
-            let protected = self.core.protected(&symbol);
+            let protected = self.core.protected(&book);
             if protected {
                 let stop = self.orders.get(&symbol).and_then(|n| n.stop);
                 assert!(
@@ -307,10 +312,10 @@ impl World {
                 );
             }
             assert!(
-                protected || closing || protecting || self.core.alarmed(&symbol),
+                protected || closing || protecting || self.core.alarmed(&book),
                 "{symbol} at {}: tracked, not protected, nothing in flight, no alarm: lots {:?}",
                 self.now,
-                self.core.lots_of(&symbol).collect::<Vec<_>>()
+                self.core.lots_of(&book).collect::<Vec<_>>()
             );
         }
     }
@@ -447,7 +452,7 @@ impl World {
                 self.set_position(&symbol, Decimal::ZERO, Decimal::ZERO);
                 // The user stream reports the protective order's fill.
                 self.feed(Event::News {
-                    symbol: symbol.clone(),
+                    book: Book::both(symbol.clone()),
                     exit_price: Some(price),
                 });
             }
@@ -458,7 +463,7 @@ impl World {
         });
         // The monitor acts on its own levels: no lot still watching has a level this price
         // crossed.
-        for lot in self.core.lots_of(&symbol) {
+        for lot in self.core.lots_of(&Book::both(symbol.clone())) {
             if let (Phase::Watching, Some(levels)) = (&lot.phase, lot.levels) {
                 let e = engine::exits::evaluate(&levels, lot.trail, price);
                 assert!(
@@ -488,7 +493,7 @@ impl World {
             self.set_position(&symbol, Decimal::ZERO, Decimal::ZERO);
         }
         self.feed(Event::News {
-            symbol,
+            book: Book::both(symbol),
             exit_price: None,
         });
     }
@@ -519,6 +524,7 @@ impl World {
                     .exchange
                     .iter()
                     .map(|(symbol, (amount, entry))| Position {
+                        side: PositionSide::Both,
                         symbol: symbol.clone(),
                         amount: *amount,
                         entry: *entry,
@@ -560,9 +566,10 @@ impl World {
             self.feed(Event::Timer);
         }
         for symbol in SYMBOLS {
-            let lots: Vec<&Lot> = self.core.lots_of(symbol).collect();
+            let book = Book::both(symbol);
+            let lots: Vec<&Lot> = self.core.lots_of(&book).collect();
             assert_eq!(
-                self.core.net_qty(symbol),
+                self.core.net_qty(&book),
                 self.position(symbol),
                 "seed {seed}: {symbol} tracked vs exchange; lots {lots:?}"
             );
@@ -571,7 +578,7 @@ impl World {
                     .core
                     .alarms()
                     .any(|((s, k), _)| s == symbol && *k == AlarmKind::NoStop);
-                let settled = self.core.protected(symbol) && self.core.protection_settled(symbol);
+                let settled = self.core.protected(&book) && self.core.protection_settled(&book);
                 assert!(
                     settled || no_stop || lots.iter().any(|l| l.phase != Phase::Watching),
                     "seed {seed}: {symbol} held and not protected at rest: {lots:?}, alarms {:?}",

@@ -9,9 +9,9 @@
 //! `Division overflowed` in sizing and `Addition overflowed` in the monitor's protection.
 
 use engine::exits::{evaluate, trailing_stop, Direction, Levels, TrailState};
-use engine::monitor::{Command, Config as MonitorConfig, Core, Event, Position};
+use engine::monitor::{Book, Command, Config as MonitorConfig, Core, Event, Position};
 use engine::sizing::{round_down, size_close, size_order, SizingError, SymbolRules};
-use model::{ExecutionResult, ExitLevel, ExitPlan};
+use model::{ExecutionResult, ExitLevel, ExitPlan, PositionSide};
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 use rust_decimal::Decimal;
@@ -282,18 +282,19 @@ proptest! {
                         seq,
                         requested_at: now,
                         positions: list.into_iter().map(|(s, amount, entry)| Position {
-                            symbol: SYMBOLS[s].into(), amount, entry,
+                            side: PositionSide::Both,
+                symbol: SYMBOLS[s].into(), amount, entry,
                         }).collect(),
                     }
                 }
-                Step::News(s, exit_price) => Event::News { symbol: SYMBOLS[s].into(), exit_price },
+                Step::News(s, exit_price) => Event::News { book: Book::both(SYMBOLS[s]), exit_price },
                 Step::Answer(ok) => {
                     let Some(command) = (!pending.0.is_empty()).then(|| pending.0.remove(0)) else {
                         continue;
                     };
                     let outcome = if ok { Ok(()) } else { Err("fuzz".to_string()) };
                     match command {
-                        Command::Protect { symbol, seq, .. } => Event::Protected { symbol, seq, outcome },
+                        Command::Protect { book, seq, .. } => Event::Protected { book, seq, outcome },
                         Command::PublishClose { intent_id, .. } => Event::ClosePublished { intent_id, outcome },
                         Command::ReadPositions { seq } if ok => Event::Positions { seq, requested_at: now, positions: vec![] },
                         Command::ReadPositions { seq } => Event::PositionsFailed { seq, error: "fuzz".into() },
@@ -404,7 +405,7 @@ fn lots_whose_sum_overflows_do_not_stop_the_monitor() {
             result_doc(id, "BTCUSDT", "SELL", "filled", price, qty, &none).expect("a valid result");
         core.apply(0, Event::from(result));
     }
-    assert_eq!(core.net_qty("BTCUSDT"), Decimal::MIN);
+    assert_eq!(core.net_qty(&Book::both("BTCUSDT")), Decimal::MIN);
     core.apply(
         1,
         Event::Positions {

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::ids::{IdError, IntentId, Symbol};
+use crate::order::{PositionSide, Side};
 
 /// What to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -80,6 +81,10 @@ pub struct TradeIntent {
     pub created_at: Option<i64>,
     /// After this (ms since the epoch) the intent is not executed: its result is `expired`.
     pub expires_at: Option<i64>,
+    /// Hedge mode only: the side the intent works on. A BUY opens LONG and a SELL opens SHORT
+    /// (so either may leave it out); a CLOSE must name it on a hedge-mode account. `None` on a
+    /// one-way account, where giving it is refused by the execution service.
+    pub position_side: Option<PositionSide>,
 }
 
 /// Why an intent was refused, naming the field.
@@ -148,6 +153,7 @@ const FIELDS: &[&str] = &[
     "source",
     "created_at",
     "expires_at",
+    "position_side",
 ];
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> IntentError {
@@ -323,6 +329,37 @@ impl TradeIntent {
         };
         let created_at = millis("created_at")?;
         let expires_at = millis("expires_at")?;
+        let position_side = match string("position_side")? {
+            None => None,
+            Some(text) => match PositionSide::parse(text) {
+                Some(PositionSide::Both) | None => {
+                    return Err(invalid(
+                        "position_side",
+                        format!("{text:?} is not LONG or SHORT (leave it out in one-way mode)"),
+                    ))
+                }
+                Some(side) => Some(side),
+            },
+        };
+        // In hedge mode a BUY on the SHORT side closes it: a close is a CLOSE, so what an entry
+        // opens cannot be mistaken for what it reduces.
+        let opens = match action {
+            Action::Buy => Some(Side::Buy),
+            Action::Sell => Some(Side::Sell),
+            Action::Close => None,
+        };
+        if let (Some(side), Some(given)) = (opens, position_side) {
+            if PositionSide::opened_by(side) != given {
+                return Err(invalid(
+                    "position_side",
+                    format!(
+                        "a {} opens the {} side, not {given}; close a position with CLOSE and position_side",
+                        action.as_str(),
+                        PositionSide::opened_by(side)
+                    ),
+                ));
+            }
+        }
         Ok(TradeIntent {
             intent_id,
             symbol,
@@ -334,6 +371,17 @@ impl TradeIntent {
             source: string("source")?.map(str::to_string),
             created_at,
             expires_at,
+            position_side,
+        })
+    }
+
+    /// The side an entry opens in hedge mode, or the side a CLOSE names: what the intent gives,
+    /// else what a BUY or SELL implies. `None` for a CLOSE that names no side.
+    pub fn hedge_side(&self) -> Option<PositionSide> {
+        self.position_side.or(match self.action {
+            Action::Buy => Some(PositionSide::Long),
+            Action::Sell => Some(PositionSide::Short),
+            Action::Close => None,
         })
     }
 
@@ -377,6 +425,9 @@ impl TradeIntent {
         if let Some(t) = self.expires_at {
             obj.insert("expires_at".into(), Value::from(t));
         }
+        if let Some(side) = self.position_side {
+            obj.insert("position_side".into(), Value::String(side.as_str().into()));
+        }
         Value::Object(obj)
     }
 }
@@ -408,6 +459,7 @@ impl TradeIntent {
                 source: None,
                 created_at: None,
                 expires_at: None,
+                position_side: None,
             },
         }
     }
@@ -468,6 +520,12 @@ impl IntentBuilder {
     /// After this (ms since the epoch) the intent is not executed.
     pub fn expires_at(mut self, at: i64) -> IntentBuilder {
         self.draft.expires_at = Some(at);
+        self
+    }
+
+    /// Hedge mode: the side to work on (`None` in one-way mode).
+    pub fn position_side(mut self, side: impl Into<Option<PositionSide>>) -> IntentBuilder {
+        self.draft.position_side = side.into();
         self
     }
 
@@ -732,6 +790,50 @@ mod tests {
                 }
                 Err(e) => proptest::prop_assert!(!valid, "refused {e}"),
             }
+        }
+    }
+
+    /// Hedge mode: a BUY opens LONG and a SELL opens SHORT, so either may name its side but
+    /// not the other one (that would be a close); a CLOSE names the side it closes.
+    #[test]
+    fn position_side_is_the_side_an_entry_opens_or_a_close_closes() {
+        let buy =
+            parse(r#"{"intent_id":"h1","symbol":"BTCUSDT","action":"BUY","quantity":1}"#).unwrap();
+        assert_eq!(buy.position_side, None);
+        assert_eq!(buy.hedge_side(), Some(PositionSide::Long));
+        let sell = parse(
+            r#"{"intent_id":"h2","symbol":"BTCUSDT","action":"SELL","quantity":1,"position_side":"short"}"#,
+        )
+        .unwrap();
+        assert_eq!(sell.position_side, Some(PositionSide::Short));
+        let close = parse(
+            r#"{"intent_id":"h3","symbol":"BTCUSDT","action":"CLOSE","position_side":"LONG"}"#,
+        )
+        .unwrap();
+        assert_eq!(close.hedge_side(), Some(PositionSide::Long));
+        assert_eq!(
+            TradeIntent::from_json(&close.to_json().to_string()),
+            Ok(close)
+        );
+        let unnamed = parse(r#"{"intent_id":"h4","symbol":"BTCUSDT","action":"CLOSE"}"#).unwrap();
+        assert_eq!(unnamed.hedge_side(), None);
+        for (doc, says) in [
+            (
+                r#"{"intent_id":"h5","symbol":"BTCUSDT","action":"BUY","quantity":1,"position_side":"SHORT"}"#,
+                "a BUY opens the LONG side, not SHORT",
+            ),
+            (
+                r#"{"intent_id":"h6","symbol":"BTCUSDT","action":"CLOSE","position_side":"BOTH"}"#,
+                "is not LONG or SHORT",
+            ),
+            (
+                r#"{"intent_id":"h7","symbol":"BTCUSDT","action":"CLOSE","position_side":1}"#,
+                "expected a string",
+            ),
+        ] {
+            let e = parse(doc).unwrap_err().to_string();
+            assert!(e.contains(says), "{doc}: {e}");
+            assert!(e.contains("position_side"), "{doc}: {e}");
         }
     }
 

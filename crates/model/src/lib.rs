@@ -15,7 +15,7 @@ pub mod result;
 pub use control::{ControlError, TradingControl, TradingState};
 pub use ids::{ClientOrderId, IdError, IntentId, Symbol};
 pub use intent::{Action, ExitLevel, ExitPlan, IntentBuilder, IntentError, TradeIntent};
-pub use order::{OrderEvent, OrderStatus, Side, TransitionError};
+pub use order::{OrderEvent, OrderStatus, PositionSide, Side, TransitionError};
 pub use result::{
     ConfirmedBy, Execution, ExecutionResult, ResultDocError, ResultError, ResultStatus,
 };

@@ -32,6 +32,61 @@ impl fmt::Display for Side {
     }
 }
 
+/// Which position an order works on. `Both` is one-way mode's single netted position per
+/// symbol; `Long` and `Short` are hedge mode's two positions (`dualSidePosition=true`), which
+/// Binance keeps apart: a SELL on the LONG side closes it, a SELL on the SHORT side opens.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum PositionSide {
+    #[default]
+    Both,
+    Long,
+    Short,
+}
+
+impl PositionSide {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PositionSide::Both => "BOTH",
+            PositionSide::Long => "LONG",
+            PositionSide::Short => "SHORT",
+        }
+    }
+
+    /// Reads `LONG`, `SHORT` or `BOTH`, case-insensitively.
+    pub fn parse(text: &str) -> Option<PositionSide> {
+        [PositionSide::Both, PositionSide::Long, PositionSide::Short]
+            .into_iter()
+            .find(|s| s.as_str().eq_ignore_ascii_case(text))
+    }
+
+    /// The hedge-mode side an entry opens: a BUY opens the LONG side, a SELL the SHORT side.
+    pub fn opened_by(side: Side) -> PositionSide {
+        match side {
+            Side::Buy => PositionSide::Long,
+            Side::Sell => PositionSide::Short,
+        }
+    }
+
+    /// The order side that closes this hedge-mode side (`None` for one-way mode's `Both`, whose
+    /// closing side depends on the sign of the position).
+    pub fn closing_side(self) -> Option<Side> {
+        match self {
+            PositionSide::Both => None,
+            PositionSide::Long => Some(Side::Sell),
+            PositionSide::Short => Some(Side::Buy),
+        }
+    }
+}
+
+impl fmt::Display for PositionSide {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Binance's order status (`status` / `X`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum OrderStatus {

@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 
 use crate::ids::{ClientOrderId, IntentId, Symbol};
 use crate::intent::{decimal_number, write_exit_plan, Action, ExitPlan, TradeIntent};
+use crate::order::PositionSide;
 
 /// The outcome, as the exchange reported it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -107,6 +108,8 @@ pub struct ExecutionResult {
     intent_id: Option<IntentId>,
     symbol: Option<Symbol>,
     action: Option<Action>,
+    /// Hedge mode: the side the order worked on; `None` on a one-way account (not written).
+    position_side: Option<PositionSide>,
     status: ResultStatus,
     order_id: Option<i64>,
     client_order_id: Option<String>,
@@ -151,6 +154,7 @@ impl ExecutionResult {
             intent_id: Some(intent.intent_id.clone()),
             symbol: Some(intent.symbol.clone()),
             action: Some(intent.action),
+            position_side: intent.position_side,
             status: ResultStatus::Failed,
             order_id: None,
             client_order_id: coid.map(ToString::to_string),
@@ -245,6 +249,7 @@ impl ExecutionResult {
             intent_id: field("intent_id").and_then(|v| IntentId::new(v).ok()),
             symbol: field("symbol").and_then(|v| Symbol::new(v).ok()),
             action: field("action").and_then(Action::parse),
+            position_side: None,
             status: ResultStatus::Rejected,
             order_id: None,
             client_order_id: None,
@@ -302,6 +307,11 @@ impl ExecutionResult {
 
     pub fn action(&self) -> Option<Action> {
         self.action
+    }
+
+    /// The hedge-mode side (`None` on a one-way account).
+    pub fn position_side(&self) -> Option<PositionSide> {
+        self.position_side
     }
 
     pub fn status(&self) -> ResultStatus {
@@ -391,6 +401,9 @@ impl ExecutionResult {
             s(self.symbol.as_ref().map_or("", Symbol::as_str)),
         );
         obj.insert("action".into(), s(self.action.map_or("", Action::as_str)));
+        if let Some(side) = self.position_side {
+            obj.insert("position_side".into(), s(side.as_str()));
+        }
         obj.insert("status".into(), s(self.status.as_str()));
         obj.insert(
             "order_id".into(),
@@ -594,10 +607,30 @@ impl ExecutionResult {
         let action = identity(&obj, "action", rejected, |t| {
             Action::parse(t.trim()).ok_or_else(|| format!("{t:?} is not BUY, SELL or CLOSE"))
         })?;
+        let position_side = match obj.get("position_side") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(text)) => match PositionSide::parse(text) {
+                Some(PositionSide::Both) => None,
+                Some(side) => Some(side),
+                None => {
+                    return Err(ResultDocError::Invalid {
+                        field: "position_side",
+                        reason: format!("{text:?} is not LONG or SHORT"),
+                    })
+                }
+            },
+            Some(other) => {
+                return Err(ResultDocError::Invalid {
+                    field: "position_side",
+                    reason: format!("expected a string, got {other}"),
+                })
+            }
+        };
         Ok(ExecutionResult {
             intent_id,
             symbol,
             action,
+            position_side,
             status,
             order_id: int("order_id"),
             client_order_id: obj

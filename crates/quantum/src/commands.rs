@@ -360,7 +360,7 @@ pub async fn flatten(args: FlattenArgs) -> anyhow::Result<()> {
         println!(
             "{}: position {}; {} resting order(s) to cancel; {} conditional order(s) to cancel once flat",
             p.symbol,
-            p.position.normalize(),
+            p.describe_positions(),
             p.resting.len(),
             p.conditional.len()
         );
@@ -384,7 +384,7 @@ pub async fn flatten(args: FlattenArgs) -> anyhow::Result<()> {
         match c.status.as_str() {
             "filled" => println!(
                 "{}: closed {} at {} ({})",
-                c.symbol,
+                c.book,
                 c.qty.as_deref().unwrap_or("?"),
                 c.price.as_deref().unwrap_or("?"),
                 c.intent_id
@@ -393,7 +393,7 @@ pub async fn flatten(args: FlattenArgs) -> anyhow::Result<()> {
                 failed += 1;
                 println!(
                     "{}: close {other}: {} ({})",
-                    c.symbol,
+                    c.book,
                     c.error.as_deref().unwrap_or("-"),
                     c.intent_id
                 )
@@ -408,7 +408,7 @@ pub async fn flatten(args: FlattenArgs) -> anyhow::Result<()> {
             println!(
                 "STILL OPEN {}: position {}, {} resting, {} conditional",
                 p.symbol,
-                p.position.normalize(),
+                p.describe_positions(),
                 p.resting.len(),
                 p.conditional.len()
             );
@@ -642,7 +642,11 @@ pub async fn positions(connection: ConnectionArgs) -> anyhow::Result<()> {
             .map(|orders| {
                 orders
                     .into_iter()
-                    .filter(|o| service::protection::is_protective(&o.client_algo_id))
+                    // On a hedge account only the orders of the lot's own side protect it.
+                    .filter(|o| {
+                        service::protection::is_protective(&o.client_algo_id)
+                            && o.position_side.to_model() == Some(lot.side)
+                    })
                     .map(|o| {
                         format!(
                             "{}@{}",
@@ -688,7 +692,7 @@ pub async fn positions(connection: ConnectionArgs) -> anyhow::Result<()> {
         println!(
             "{} {} {:?} qty {} entry {} mark {}",
             lot.id,
-            lot.symbol,
+            lot.book(),
             lot.direction,
             lot.qty.normalize(),
             lot.entry.normalize(),

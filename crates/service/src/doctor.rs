@@ -435,14 +435,11 @@ async fn exchange_checks(
     );
 
     report.push(match rest.position_mode().await {
-        Ok(mode) if mode.dual_side_position => Check::with(
+        Ok(mode) if mode.dual_side_position => Check::pass(
             "position-mode",
-            Level::Fail,
-            "hedge mode (dualSidePosition=true)",
-            "quantum supports one-way mode only: switch it off in the futures settings \
-             (POST /fapi/v1/positionSide/dual dualSidePosition=false, with no open position)",
+            "hedge mode (dualSidePosition=true): BUY opens LONG, SELL opens SHORT, a CLOSE names position_side",
         ),
-        Ok(_) => Check::pass("position-mode", "one-way mode, as quantum requires"),
+        Ok(_) => Check::pass("position-mode", "one-way mode (dualSidePosition=false)"),
         Err(e) => Check::with(
             "position-mode",
             Level::Fail,

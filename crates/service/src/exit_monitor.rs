@@ -23,8 +23,8 @@ use binance::{
     UserStream, UserStreamConfig, ALL_MARK_PRICES_STREAM,
 };
 use bus::{keys, Bus, Entry};
-use engine::monitor::{AlarmKind, Command, Config, Core, Event, Note, PlanSource, Position};
-use model::{ExecutionResult, IntentId, Symbol, TradeIntent};
+use engine::monitor::{AlarmKind, Book, Command, Config, Core, Event, Note, PlanSource, Position};
+use model::{ExecutionResult, IntentId, PositionSide, Symbol, TradeIntent};
 use rust_decimal::Decimal;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -139,10 +139,10 @@ impl Monitor {
         info!(
             "exit monitor restored {} lots over {} symbols",
             core.lots().count(),
-            core.symbols().count()
+            core.books().count()
         );
         if self.settings.exit.exchange_protection {
-            let held: BTreeSet<String> = core.symbols().cloned().collect();
+            let held: BTreeSet<Book> = core.books().cloned().collect();
             protection::cancel_orphans(&self.rest, &held).await;
         } else {
             warn!("exchange-side protection is OFF (exit.exchange_protection = false): while the monitor is down, nothing protects the positions");
@@ -207,7 +207,7 @@ impl Monitor {
                     }
                     Some(MarketEvent::MarkPrices(updates)) => {
                         for update in updates {
-                            if core.lots_of(&update.symbol).next().is_some() {
+                            if core.books_of(&update.symbol).next().is_some() {
                                 shell.tick(&mut core, update.symbol, update.mark_price).await;
                             }
                         }
@@ -223,21 +223,24 @@ impl Monitor {
                 event = user_events.recv(), if user_stream_alive => match event {
                     Some(UserEvent::AccountUpdate(update)) => {
                         for p in update.account.positions {
-                            shell.apply(&mut core, Event::News { symbol: p.symbol, exit_price: None }, None).await;
+                            let book = Book::new(p.symbol, side_of(&p.position_side));
+                            shell.apply(&mut core, Event::News { book, exit_price: None }, None).await;
                         }
                     }
                     Some(UserEvent::AlgoUpdate(update)) if protection::is_protective(&update.order.client_algo_id) => {
                         // The exchange changed one of ours (triggered, expired, cancelled by
                         // hand): what is placed is no longer known for certain.
-                        lock_placed(&shell.placed).remove(&update.order.symbol);
-                        info!("protective order {} of {} is {:?}", update.order.client_algo_id, update.order.symbol, update.order.status);
+                        let side = update.order.position_side.as_ref().map_or(PositionSide::Both, side_of);
+                        let book = Book::new(update.order.symbol.clone(), side);
+                        lock_placed(&shell.placed).remove(&book);
+                        info!("protective order {} of {book} is {:?}", update.order.client_algo_id, update.order.status);
                         // A protective order that filled says at what price the position left.
                         let exit_price = update.order.avg_price.filter(|p| *p > Decimal::ZERO);
-                        shell.apply(&mut core, Event::News { symbol: update.order.symbol, exit_price }, None).await;
+                        shell.apply(&mut core, Event::News { book, exit_price }, None).await;
                     }
                     Some(UserEvent::Connected { .. }) => {
                         // Events may have been missed before this connection: read positions.
-                        shell.apply(&mut core, Event::News { symbol: String::new(), exit_price: None }, None).await;
+                        shell.apply(&mut core, Event::News { book: Book::both(""), exit_price: None }, None).await;
                     }
                     Some(_) => {}
                     // The user stream task ended; positions are still read every reconcile period.
@@ -292,9 +295,9 @@ struct Shell<'a> {
     changes: Changes,
     caught_up: bool,
     deferred_read: Option<u64>,
-    /// One protection request per symbol at a time.
-    locks: BTreeMap<String, Arc<tokio::sync::Mutex<()>>>,
-    /// The protective orders placed, by symbol, as far as known for certain (absent: list them).
+    /// One protection request per book at a time.
+    locks: BTreeMap<Book, Arc<tokio::sync::Mutex<()>>>,
+    /// The protective orders placed, by book, as far as known for certain (absent: list them).
     placed: PlacedOrders,
     subscribed: BTreeSet<String>,
     last_tick: BTreeMap<String, i64>,
@@ -330,7 +333,7 @@ impl Shell<'_> {
     /// Applies one event, runs what the core asks, and hands the changes to the writer (with
     /// the entry to ack once they are written).
     async fn apply(&mut self, core: &mut Core, event: Event, entry: Option<&Entry>) {
-        let held_before = core.symbol_count();
+        let held_before = core.book_count();
         let commands = core.apply(now_ms(), event);
         for command in commands {
             self.run(core, command, entry).await;
@@ -341,7 +344,7 @@ impl Shell<'_> {
             &[],
             core.untracked_count() as f64,
         );
-        if core.symbol_count() != held_before || self.subscribed.is_empty() {
+        if core.book_count() != held_before || self.subscribed.is_empty() {
             self.sync_streams(core).await;
         }
     }
@@ -363,13 +366,13 @@ impl Shell<'_> {
             Command::PublishClose {
                 lot,
                 lots,
-                symbol,
+                book,
                 intent_id,
                 qty,
                 trigger,
                 attempt,
             } => {
-                let intent = close_intent(&intent_id, &symbol, qty);
+                let intent = close_intent(&intent_id, &book, qty);
                 let (bus, events, counters) =
                     (m.bus.clone(), self.events.clone(), m.counters.clone());
                 tokio::spawn(async move {
@@ -386,11 +389,11 @@ impl Shell<'_> {
                         Ok(id) => {
                             counters.closes_sent.fetch_add(1, Ordering::Relaxed);
                             let others = if lots.len() > 1 {
-                                format!(" (with {} more lots of {symbol})", lots.len() - 1)
+                                format!(" (with {} more lots of {book})", lots.len() - 1)
                             } else {
                                 String::new()
                             };
-                            info!("Close order sent lot={lot}{others} {symbol} intent={intent_id} qty={qty} trigger={} attempt={attempt} entry={id}", trigger.marker());
+                            info!("Close order sent lot={lot}{others} {book} intent={intent_id} qty={qty} trigger={} attempt={attempt} entry={id}", trigger.marker());
                             Ok(())
                         }
                         Err(e) => Err(e),
@@ -398,22 +401,18 @@ impl Shell<'_> {
                     let _ = events.send(Event::ClosePublished { intent_id, outcome });
                 });
             }
-            Command::Protect { symbol, seq, net } => {
-                let lock = self.locks.entry(symbol.clone()).or_default().clone();
+            Command::Protect { book, seq, net } => {
+                let lock = self.locks.entry(book.clone()).or_default().clone();
                 let (rest, events) = (m.rest.clone(), self.events.clone());
                 let placed = self.placed.clone();
                 tokio::spawn(async move {
                     let _guard = lock.lock().await;
-                    let known = lock_placed(&placed).remove(&symbol);
-                    let (outcome, held) = protection::apply(&rest, &symbol, net, known).await;
+                    let known = lock_placed(&placed).remove(&book);
+                    let (outcome, held) = protection::apply(&rest, &book, net, known).await;
                     if let Some(held) = held.filter(|h| !h.is_empty()) {
-                        lock_placed(&placed).insert(symbol.clone(), held);
+                        lock_placed(&placed).insert(book.clone(), held);
                     }
-                    let _ = events.send(Event::Protected {
-                        symbol,
-                        seq,
-                        outcome,
-                    });
+                    let _ = events.send(Event::Protected { book, seq, outcome });
                 });
             }
             Command::ReadPositions { seq } => {
@@ -462,6 +461,7 @@ impl Shell<'_> {
                     positions: positions
                         .into_iter()
                         .map(|p| Position {
+                            side: side_of(&p.position_side),
                             symbol: p.symbol,
                             amount: p.position_amt,
                             entry: p.entry_price,
@@ -611,8 +611,9 @@ impl Shell<'_> {
     async fn housekeeping(&mut self, core: &mut Core) {
         let m = self.monitor;
         metrics::export_weight(&m.rest, "exit-monitor");
-        let held: BTreeMap<String, i64> = core
-            .symbols()
+        let symbols: BTreeSet<&String> = core.books().map(|b| &b.symbol).collect();
+        let held: BTreeMap<String, i64> = symbols
+            .into_iter()
             .map(|s| {
                 (
                     s.clone(),
@@ -719,7 +720,8 @@ impl Shell<'_> {
     /// held (fewer streams, one frame a second with every price).
     async fn sync_streams(&mut self, core: &Core) {
         let all_above = self.monitor.settings.exit.all_market_stream_above;
-        let symbols: Vec<&String> = core.symbols().collect();
+        // A hedge account's two books of a symbol share its price stream.
+        let symbols: BTreeSet<&String> = core.books().map(|b| &b.symbol).collect();
         let wanted: BTreeSet<String> = if symbols.len() > all_above {
             [ALL_MARK_PRICES_STREAM.to_string()].into_iter().collect()
         } else {
@@ -739,26 +741,34 @@ impl Shell<'_> {
     }
 }
 
-/// The CLOSE intent for `qty` of `symbol`, written by the one intent builder and checked by the
-/// parser the execution service applies. The core names closes and symbols with strings (a
-/// symbol can come from an exchange position), so they are checked here too.
-fn close_intent(intent_id: &str, symbol: &str, qty: Decimal) -> Result<TradeIntent, String> {
-    let refused = |e: String| format!("close intent {intent_id} for {symbol} not sent: {e}");
+/// The CLOSE intent for `qty` of `book`, written by the one intent builder and checked by the
+/// parser the execution service applies; on a hedge account it names the side it closes. The
+/// core names closes and symbols with strings (a symbol can come from an exchange position), so
+/// they are checked here too.
+fn close_intent(intent_id: &str, book: &Book, qty: Decimal) -> Result<TradeIntent, String> {
+    let refused = |e: String| format!("close intent {intent_id} for {book} not sent: {e}");
     let id = IntentId::new(intent_id).map_err(|e| refused(e.to_string()))?;
-    let symbol = Symbol::new(symbol).map_err(|e| refused(e.to_string()))?;
+    let symbol = Symbol::new(&book.symbol).map_err(|e| refused(e.to_string()))?;
+    let side = (book.side != PositionSide::Both).then_some(book.side);
     TradeIntent::close(id, symbol)
         .quantity(qty)
+        .position_side(side)
         .source("exit-monitor")
         .created_at(now_ms())
         .build()
         .map_err(|e| refused(e.to_string()))
 }
 
-type PlacedOrders = Arc<std::sync::Mutex<BTreeMap<String, Vec<protection::Placed>>>>;
+/// The book side a wire `positionSide` names (an unknown value reads as `Both`).
+fn side_of(side: &binance::PositionSide) -> PositionSide {
+    side.to_model().unwrap_or(PositionSide::Both)
+}
+
+type PlacedOrders = Arc<std::sync::Mutex<BTreeMap<Book, Vec<protection::Placed>>>>;
 
 fn lock_placed(
     placed: &PlacedOrders,
-) -> std::sync::MutexGuard<'_, BTreeMap<String, Vec<protection::Placed>>> {
+) -> std::sync::MutexGuard<'_, BTreeMap<Book, Vec<protection::Placed>>> {
     placed
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -859,7 +869,8 @@ mod tests {
 
     #[test]
     fn a_close_intent_is_the_document_the_execution_service_reads() {
-        let intent = close_intent("close-t2-1", "AXSUSDT", Decimal::new(3200, 2)).unwrap();
+        let intent =
+            close_intent("close-t2-1", &Book::both("AXSUSDT"), Decimal::new(3200, 2)).unwrap();
         let doc = intent.to_json();
         assert_eq!(doc["intent_id"], "close-t2-1");
         assert_eq!(doc["symbol"], "AXSUSDT");
@@ -873,12 +884,21 @@ mod tests {
             "nothing else is sent: {doc}"
         );
         assert_eq!(TradeIntent::from_json(&doc.to_string()), Ok(intent));
+        // On a hedge account the close names the side it closes.
+        let hedge = close_intent(
+            "close-t2-1",
+            &Book::new("AXSUSDT", PositionSide::Short),
+            Decimal::ONE,
+        )
+        .unwrap();
+        assert_eq!(hedge.to_json()["position_side"], "SHORT");
     }
 
     #[test]
     fn a_close_the_service_would_refuse_is_not_sent() {
-        let bad_symbol = close_intent("close-x-1", "BTCUSDT_250328", Decimal::ONE).unwrap_err();
+        let bad_symbol =
+            close_intent("close-x-1", &Book::both("BTCUSDT_250328"), Decimal::ONE).unwrap_err();
         assert!(bad_symbol.contains("BTCUSDT_250328"), "{bad_symbol}");
-        assert!(close_intent("close-x-1", "ETHUSDT", Decimal::ZERO).is_err());
+        assert!(close_intent("close-x-1", &Book::both("ETHUSDT"), Decimal::ZERO).is_err());
     }
 }

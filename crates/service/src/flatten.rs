@@ -15,7 +15,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bus::{keys, Bus};
-use model::{IntentId, Symbol, TradeIntent, TradingState};
+use engine::monitor::Book;
+use model::{IntentId, PositionSide, Symbol, TradeIntent, TradingState};
 use rust_decimal::Decimal;
 use serde_json::Value;
 
@@ -25,18 +26,38 @@ use crate::clock::now_ms;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SymbolPlan {
     pub symbol: String,
-    /// Signed position amount (0: no position, only orders to cancel).
-    pub position: Decimal,
+    /// Signed amount of each position of the symbol that is not flat: one `BOTH` on a one-way
+    /// account, `LONG` and/or `SHORT` on a hedge-mode one (empty: only orders to cancel).
+    pub positions: Vec<(PositionSide, Decimal)>,
     /// Resting orders (not protection) to cancel: (order id, client order id).
     pub resting: Vec<(i64, String)>,
     /// Conditional orders to cancel once flat: (algo id, client algo id).
     pub conditional: Vec<(i64, String)>,
 }
 
-/// One symbol's outcome.
+impl SymbolPlan {
+    /// The positions as a person reads them: `0.5`, or `LONG 0.5, SHORT -0.2` in hedge mode,
+    /// `0` when flat.
+    pub fn describe_positions(&self) -> String {
+        if self.positions.is_empty() {
+            return "0".into();
+        }
+        self.positions
+            .iter()
+            .map(|(side, amount)| match side {
+                PositionSide::Both => amount.normalize().to_string(),
+                side => format!("{side} {}", amount.normalize()),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// One position's outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Closed {
-    pub symbol: String,
+    /// The position closed: `AXSUSDT`, or `AXSUSDT LONG` on a hedge-mode account.
+    pub book: String,
     pub intent_id: String,
     /// The result's status and, when filled, its average price and quantity.
     pub status: String,
@@ -69,7 +90,7 @@ pub async fn plan(
             .entry(symbol.to_string())
             .or_insert_with(|| SymbolPlan {
                 symbol: symbol.to_string(),
-                position: Decimal::ZERO,
+                positions: Vec::new(),
                 resting: Vec::new(),
                 conditional: Vec::new(),
             })
@@ -80,10 +101,13 @@ pub async fn plan(
         if !p.position_amt.is_zero() {
             let key = entry(&mut plans, &p.symbol);
             let plan = plans.get_mut(&key).expect("just inserted");
-            plan.position = plan
-                .position
-                .checked_add(p.position_amt)
-                .unwrap_or(plan.position);
+            let side = p.position_side.to_model().ok_or_else(|| {
+                FlattenError::Intent(format!(
+                    "{}: position side {} is not one quantum knows",
+                    p.symbol, p.position_side
+                ))
+            })?;
+            plan.positions.push((side, p.position_amt));
         }
     }
     for o in rest.open_orders(only).await? {
@@ -137,21 +161,34 @@ pub async fn run(
     }
     let now = now_ms();
     let mut sent = Vec::new();
-    for plan in plans.iter().filter(|p| !p.position.is_zero()) {
-        let symbol = Symbol::new(&plan.symbol).map_err(|e| FlattenError::Intent(e.to_string()))?;
-        let intent_id = IntentId::new(&format!("flatten-{}-{now}", plan.symbol.to_lowercase()))
+    for plan in plans {
+        for (side, _) in &plan.positions {
+            let symbol =
+                Symbol::new(&plan.symbol).map_err(|e| FlattenError::Intent(e.to_string()))?;
+            // One close per position: a hedge account's sides are closed each by its own.
+            let (suffix, named) = match side {
+                PositionSide::Both => (String::new(), None),
+                side => (format!("-{}", side.as_str().to_lowercase()), Some(*side)),
+            };
+            let intent_id = IntentId::new(&format!(
+                "flatten-{}{suffix}-{now}",
+                plan.symbol.to_lowercase()
+            ))
             .map_err(|e| FlattenError::Intent(e.to_string()))?;
-        let intent = TradeIntent::close(intent_id.clone(), symbol)
-            .source("quantum-flatten")
-            .created_at(now)
-            .build()
-            .map_err(|e| FlattenError::Intent(e.to_string()))?;
-        bus.publish(keys::TRADE_INTENT, &intent.to_json().to_string())
-            .await?;
-        sent.push((plan.symbol.clone(), intent_id.as_str().to_string()));
+            let intent = TradeIntent::close(intent_id.clone(), symbol)
+                .position_side(named)
+                .source("quantum-flatten")
+                .created_at(now)
+                .build()
+                .map_err(|e| FlattenError::Intent(e.to_string()))?;
+            bus.publish(keys::TRADE_INTENT, &intent.to_json().to_string())
+                .await?;
+            let book = Book::new(plan.symbol.clone(), *side).to_string();
+            sent.push((book, intent_id.as_str().to_string()));
+        }
     }
     let mut closed = Vec::new();
-    for (symbol, intent_id) in sent {
+    for (book, intent_id) in sent {
         let result = wait_result(bus, &intent_id, wait).await?;
         let text = |k: &str| match &result[k] {
             Value::Null => None,
@@ -159,7 +196,7 @@ pub async fn run(
             other => Some(other.to_string()),
         };
         closed.push(Closed {
-            symbol,
+            book,
             intent_id,
             status: text("status").unwrap_or_default(),
             price: text("entry_price"),

@@ -12,6 +12,7 @@ use std::time::Duration;
 use bus::{keys, Bus};
 use engine::exits::{Direction, Levels, TrailState, Trigger};
 use engine::monitor::{Closing, Lot, Phase};
+use model::PositionSide;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +31,10 @@ const APPLIED: &str = "applied:";
 struct LotRecord {
     id: String,
     symbol: String,
+    /// Hedge mode's side; absent (one-way mode, and every record of the versions before) is
+    /// `BOTH`.
+    #[serde(default, skip_serializing_if = "is_both")]
+    position_side: PositionSide,
     long: bool,
     qty: Decimal,
     entry: Decimal,
@@ -122,6 +127,7 @@ fn to_record(lot: &Lot) -> LotRecord {
     LotRecord {
         id: lot.id.clone(),
         symbol: lot.symbol.clone(),
+        position_side: lot.side,
         long: lot.direction == Direction::Long,
         qty: lot.qty,
         entry: lot.entry,
@@ -140,6 +146,10 @@ fn to_record(lot: &Lot) -> LotRecord {
         attempts: Some(lot.attempts),
         failed_closes: lot.failed_closes,
     }
+}
+
+fn is_both(side: &PositionSide) -> bool {
+    *side == PositionSide::Both
 }
 
 /// A close deadline for a record of the version before, which had none.
@@ -188,6 +198,7 @@ fn from_record(r: LotRecord) -> Lot {
         }),
         id: r.id,
         symbol: r.symbol,
+        side: r.position_side,
         direction,
         qty: r.qty,
         entry: r.entry,
@@ -380,6 +391,7 @@ mod tests {
         Lot {
             id: "L".into(),
             symbol: "ETHUSDT".into(),
+            side: PositionSide::Short,
             direction: Direction::Short,
             qty: Decimal::new(5, 2),
             entry: Decimal::from(100),

@@ -13,7 +13,8 @@
 
 use binance::{AlgoOrderType, AlgoRef, NewAlgoOrder, RestClient, Rounding, Side};
 use engine::exits::Direction;
-use engine::monitor::Net;
+use engine::monitor::{Book, Net};
+use model::PositionSide;
 use rust_decimal::Decimal;
 use tracing::{error, info};
 
@@ -41,24 +42,28 @@ pub struct Placed {
     pub trigger_price: Option<Decimal>,
 }
 
-/// Makes the symbol's protective orders match `net` (`None`: cancel them all): cancels what is
+/// Makes the book's protective orders match `net` (`None`: cancel them all): cancels what is
 /// wrong or no longer wanted, places what is missing. `known` is what the monitor remembers
 /// placing (its ids kept in memory, so an adjustment costs a place and a cancel, not a listing
 /// too); `None` lists them on the exchange. Returns whether the exchange holds what was asked
 /// (`Err` says why not; the core raises the alarm and asks again) and what it now holds, when
-/// that is certain.
+/// that is certain. On a hedge-mode account a book is one side of the symbol: its orders carry
+/// that `positionSide`, and the other side's orders are not touched.
 pub async fn apply(
     rest: &RestClient,
-    symbol: &str,
+    book: &Book,
     net: Option<Net>,
     known: Option<Vec<Placed>>,
 ) -> (Result<(), String>, Option<Vec<Placed>>) {
+    let symbol = book.symbol.as_str();
     let ours = match known {
         Some(known) => known,
         None => match rest.open_algo_orders(Some(symbol)).await {
             Ok(open) => open
                 .into_iter()
-                .filter(|a| is_protective(&a.client_algo_id))
+                .filter(|a| {
+                    is_protective(&a.client_algo_id) && side_of(&a.position_side) == book.side
+                })
                 .map(|a| Placed {
                     algo_id: a.algo_id,
                     client_algo_id: a.client_algo_id,
@@ -116,10 +121,14 @@ pub async fn apply(
                 continue;
             }
             let id = format!("{prefix}{symbol}-{}", now_ms() % 1_000_000_000);
-            let order = NewAlgoOrder::close_position(symbol, close_side, kind.clone(), price, &id);
+            let mut order =
+                NewAlgoOrder::close_position(symbol, close_side, kind.clone(), price, &id);
+            if book.side != PositionSide::Both {
+                order.position_side = Some(book.side.into());
+            }
             match rest.place_algo_order(&order).await {
                 Ok(placed) => {
-                    info!("exchange-side {} for {symbol} placed at {price} (algoId={} clientAlgoId={id})", kind.as_str(), placed.algo_id);
+                    info!("exchange-side {} for {book} placed at {price} (algoId={} clientAlgoId={id})", kind.as_str(), placed.algo_id);
                     now_held.push(Placed {
                         algo_id: placed.algo_id,
                         client_algo_id: id,
@@ -148,7 +157,7 @@ pub async fn apply(
             .await
         {
             Ok(_) => info!(
-                "exchange-side order {} of {symbol} at {:?} cancelled (algoId={})",
+                "exchange-side order {} of {book} at {:?} cancelled (algoId={})",
                 stale.client_algo_id, stale.trigger_price, stale.algo_id
             ),
             Err(e) if e.is_not_found() => {}
@@ -169,20 +178,27 @@ pub async fn apply(
     }
 }
 
-/// Cancels quantum's protective orders on every symbol not in `held` (left over after a
+/// The book side an order's `positionSide` names (an unknown value reads as `Both`, which a
+/// hedge account's orders never carry, so such an order is left alone by hedge books).
+fn side_of(side: &binance::PositionSide) -> PositionSide {
+    side.to_model().unwrap_or(PositionSide::Both)
+}
+
+/// Cancels quantum's protective orders of every book not in `held` (left over after a
 /// position closed while the monitor was down).
-pub async fn cancel_orphans(rest: &RestClient, held: &std::collections::BTreeSet<String>) {
+pub async fn cancel_orphans(rest: &RestClient, held: &std::collections::BTreeSet<Book>) {
     match rest.open_algo_orders(None).await {
         Ok(open) => {
-            let orphans: std::collections::BTreeSet<String> = open
+            let orphans: std::collections::BTreeSet<Book> = open
                 .into_iter()
-                .filter(|a| is_protective(&a.client_algo_id) && !held.contains(&a.symbol))
-                .map(|a| a.symbol)
+                .filter(|a| is_protective(&a.client_algo_id))
+                .map(|a| Book::new(a.symbol, side_of(&a.position_side)))
+                .filter(|book| !held.contains(book))
                 .collect();
-            for symbol in orphans {
-                info!("{symbol} is flat: cancelling its leftover protective orders");
-                if let (Err(e), _) = apply(rest, &symbol, None, None).await {
-                    error!("{symbol}: {e}");
+            for book in orphans {
+                info!("{book} is flat: cancelling its leftover protective orders");
+                if let (Err(e), _) = apply(rest, &book, None, None).await {
+                    error!("{book}: {e}");
                 }
             }
         }

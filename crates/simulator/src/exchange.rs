@@ -838,7 +838,11 @@ impl Exchange {
                 .max(spec.step_size)
                 .min(qty);
         }
-        if order.reduce_only {
+        // A hedge-mode closing order (SELL LONG, BUY SHORT) can only reduce its side, as a
+        // reduce-only order can: one that arrives after the side was closed by another (an
+        // exchange-side stop that fired first) fills what is left of it and expires.
+        let caps = order.reduce_only || closes_hedge_side(&order);
+        if caps {
             qty = qty.min(self.reducible(&order));
         }
         let limit = (order.order_type == OrderType::Limit).then_some(order.price);
@@ -878,7 +882,7 @@ impl Exchange {
             let (is_market, open, reduce_only) = (
                 order.order_type == OrderType::Market,
                 order.is_open(),
-                order.reduce_only,
+                order.reduce_only || closes_hedge_side(order),
             );
             if is_market && open {
                 self.finish(
@@ -1891,6 +1895,14 @@ fn next_funding_time(now: i64) -> i64 {
 
 fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Whether an order closes a hedge-mode side (a SELL on LONG, a BUY on SHORT).
+fn closes_hedge_side(order: &Order) -> bool {
+    matches!(
+        (order.position_side, order.side),
+        (PositionSide::Long, Side::Sell) | (PositionSide::Short, Side::Buy)
+    )
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use binance::MarketEvent;
+use model::PositionSide;
 use rust_decimal::Decimal;
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
@@ -35,8 +36,9 @@ pub(super) struct AccountView {
 #[derive(Debug, Default)]
 struct View {
     marks: HashMap<String, (Decimal, Instant)>,
-    /// Signed amount, the user-stream connection it was learned on, and the event count then.
-    positions: HashMap<String, (Decimal, u64)>,
+    /// Signed amount per symbol and position side (`BOTH` on a one-way account), the
+    /// user-stream connection it was learned on.
+    positions: HashMap<(String, PositionSide), (Decimal, u64)>,
     /// The current user-stream connection (0: none yet).
     generation: u64,
     /// ACCOUNT_UPDATE position rows seen, so a REST answer older than an event is not kept.
@@ -97,13 +99,13 @@ impl AccountView {
     }
 
     /// A position row of an ACCOUNT_UPDATE (the amount after the event).
-    pub(super) fn position_event(&self, symbol: &str, amount: Decimal) {
+    pub(super) fn position_event(&self, symbol: &str, side: PositionSide, amount: Decimal) {
         let mut view = self.lock();
         view.events += 1;
         let generation = view.generation;
         if generation > 0 {
             view.positions
-                .insert(symbol.to_string(), (amount, generation));
+                .insert((symbol.to_string(), side), (amount, generation));
         }
         drop(view);
         self.position_news.notify_waiters();
@@ -115,6 +117,7 @@ impl AccountView {
     pub(super) async fn position_when(
         &self,
         symbol: &str,
+        side: PositionSide,
         wait: Duration,
         enough: impl Fn(Decimal) -> bool,
     ) -> Position {
@@ -122,22 +125,22 @@ impl AccountView {
         loop {
             // Registered before looking, so an event between the look and the wait wakes it.
             let news = self.position_news.notified();
-            let position = self.position(symbol);
+            let position = self.position(symbol, side);
             match position {
                 Position::Known(amount) if enough(amount) => return position,
                 Position::Ask(ticket) if ticket.generation == 0 => return position,
                 _ => {}
             }
             if tokio::time::timeout_at(until, news).await.is_err() {
-                return self.position(symbol);
+                return self.position(symbol, side);
             }
         }
     }
 
-    /// The position of `symbol` if it can be trusted, else a ticket for reading it.
-    pub(super) fn position(&self, symbol: &str) -> Position {
+    /// The position of `symbol` on `side` if it can be trusted, else a ticket for reading it.
+    pub(super) fn position(&self, symbol: &str, side: PositionSide) -> Position {
         let view = self.lock();
-        match view.positions.get(symbol) {
+        match view.positions.get(&(symbol.to_string(), side)) {
             Some((amount, generation)) if view.generation > 0 && *generation == view.generation => {
                 Position::Known(*amount)
             }
@@ -150,14 +153,20 @@ impl AccountView {
 
     /// A REST answer about `symbol`'s position, asked for with `ticket`. Kept only when no event
     /// arrived meanwhile (it could be older than the event) and the connection is the same.
-    pub(super) fn read_position(&self, symbol: &str, amount: Decimal, ticket: Ticket) {
+    pub(super) fn read_position(
+        &self,
+        symbol: &str,
+        side: PositionSide,
+        amount: Decimal,
+        ticket: Ticket,
+    ) {
         let mut view = self.lock();
         if ticket.generation > 0
             && ticket.generation == view.generation
             && ticket.events == view.events
         {
             view.positions
-                .insert(symbol.to_string(), (amount, ticket.generation));
+                .insert((symbol.to_string(), side), (amount, ticket.generation));
         }
     }
 
@@ -208,20 +217,24 @@ mod tests {
     async fn a_close_waits_briefly_for_the_update_of_a_fill() {
         let view = AccountView::default();
         view.connected(1);
-        view.position_event("BTCUSDT", d("0.5"));
+        view.position_event("BTCUSDT", PositionSide::Both, d("0.5"));
         let later = view.clone();
         let event = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            later.position_event("BTCUSDT", d("1.5"));
+            later.position_event("BTCUSDT", PositionSide::Both, d("1.5"));
         });
         let got = view
-            .position_when("BTCUSDT", Duration::from_secs(1), |a| a >= d("1"))
+            .position_when("BTCUSDT", PositionSide::Both, Duration::from_secs(1), |a| {
+                a >= d("1")
+            })
             .await;
         assert_eq!(got, Position::Known(d("1.5")));
         event.await.unwrap();
         // Nothing comes: after the wait, what is known.
         let got = view
-            .position_when("BTCUSDT", Duration::from_secs(1), |a| a >= d("9"))
+            .position_when("BTCUSDT", PositionSide::Both, Duration::from_secs(1), |a| {
+                a >= d("9")
+            })
             .await;
         assert_eq!(got, Position::Known(d("1.5")));
     }
@@ -247,31 +260,46 @@ mod tests {
     fn positions_are_trusted_only_on_the_connection_they_were_learned_on() {
         let view = AccountView::default();
         // Before any connection, an event is not trusted (events may be missing).
-        view.position_event("BTCUSDT", d("1"));
-        assert!(matches!(view.position("BTCUSDT"), Position::Ask(_)));
+        view.position_event("BTCUSDT", PositionSide::Both, d("1"));
+        assert!(matches!(
+            view.position("BTCUSDT", PositionSide::Both),
+            Position::Ask(_)
+        ));
         view.connected(1);
-        view.position_event("BTCUSDT", d("0.5"));
-        assert_eq!(view.position("BTCUSDT"), Position::Known(d("0.5")));
+        view.position_event("BTCUSDT", PositionSide::Both, d("0.5"));
+        assert_eq!(
+            view.position("BTCUSDT", PositionSide::Both),
+            Position::Known(d("0.5"))
+        );
         // A reconnect may have missed events: ask again.
         view.connected(2);
-        let Position::Ask(ticket) = view.position("BTCUSDT") else {
+        let Position::Ask(ticket) = view.position("BTCUSDT", PositionSide::Both) else {
             panic!("stale after a reconnect")
         };
-        view.read_position("BTCUSDT", d("0.25"), ticket);
-        assert_eq!(view.position("BTCUSDT"), Position::Known(d("0.25")));
+        view.read_position("BTCUSDT", PositionSide::Both, d("0.25"), ticket);
+        assert_eq!(
+            view.position("BTCUSDT", PositionSide::Both),
+            Position::Known(d("0.25"))
+        );
         view.disconnected();
-        assert!(matches!(view.position("BTCUSDT"), Position::Ask(_)));
+        assert!(matches!(
+            view.position("BTCUSDT", PositionSide::Both),
+            Position::Ask(_)
+        ));
     }
 
     #[test]
     fn a_rest_answer_older_than_an_event_is_not_kept() {
         let view = AccountView::default();
         view.connected(1);
-        let Position::Ask(ticket) = view.position("ETHUSDT") else {
+        let Position::Ask(ticket) = view.position("ETHUSDT", PositionSide::Both) else {
             panic!("unknown")
         };
-        view.position_event("ETHUSDT", d("-2"));
-        view.read_position("ETHUSDT", d("0"), ticket);
-        assert_eq!(view.position("ETHUSDT"), Position::Known(d("-2")));
+        view.position_event("ETHUSDT", PositionSide::Both, d("-2"));
+        view.read_position("ETHUSDT", PositionSide::Both, d("0"), ticket);
+        assert_eq!(
+            view.position("ETHUSDT", PositionSide::Both),
+            Position::Known(d("-2"))
+        );
     }
 }

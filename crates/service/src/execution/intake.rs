@@ -76,6 +76,18 @@ impl Executor {
                     .await
             }
         };
+        let intent = match self.for_account(intent) {
+            Ok(intent) => intent,
+            Err(reason) => {
+                return self
+                    .reject_input(
+                        entry,
+                        &raw,
+                        &format!("intent not for this account: {reason}"),
+                    )
+                    .await
+            }
+        };
         let key = keys::progress(intent.intent_id.as_str());
         let me = self.exec().consumer_name.clone();
         // Two entries of one intent in this process: the second waits for the first's result.

@@ -39,6 +39,7 @@ use binance::{
     ALL_MARK_PRICES_STREAM,
 };
 use bus::{keys, Bus};
+use model::{Action, TradeIntent};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -113,6 +114,9 @@ pub struct Executor {
     dead_man: crate::dead_man::DeadMan,
     /// The `failures` tripwire's count.
     failures: Arc<Mutex<crate::tripwire::WindowCount>>,
+    /// The account's position mode, read at start (Binance refuses a change while a position or
+    /// an order is open) and again when an order is refused for not matching it (-4061).
+    hedge: Arc<std::sync::atomic::AtomicBool>,
     /// Cancelled when the service stops: an intent still waiting to send its order (held back
     /// by the rate budget) gives up and stays pending for the next start.
     stop: CancellationToken,
@@ -143,12 +147,66 @@ impl Executor {
             },
             account,
             in_flight: Arc::new(Mutex::new(std::collections::HashSet::new())),
+            hedge: Arc::default(),
             stop: CancellationToken::new(),
         }
     }
 
     fn exec(&self) -> &ExecutionSettings {
         &self.settings.execution
+    }
+
+    /// Whether the account is in hedge mode (as last read).
+    fn hedge_mode(&self) -> bool {
+        self.hedge.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Reads the account's position mode, retrying until it is known or the service stops:
+    /// sending orders in the wrong mode would have every one of them refused (-4061).
+    async fn read_position_mode(&self, shutdown: &CancellationToken) {
+        let mut delay = Duration::from_millis(500);
+        loop {
+            match self.venue.hedge_mode().await {
+                Ok(hedge) => {
+                    let was = self.hedge.swap(hedge, std::sync::atomic::Ordering::AcqRel);
+                    if hedge {
+                        info!("the account is in hedge mode: BUY opens LONG, SELL opens SHORT, a CLOSE names its position_side");
+                    } else if was {
+                        warn!("the account is back in one-way mode");
+                    } else {
+                        info!("the account is in one-way mode");
+                    }
+                    return;
+                }
+                Err(e) => {
+                    warn!("cannot read the position mode ({e}); retrying in {delay:?}");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+
+    /// The intent as it is executed on this account: on a hedge-mode account a BUY or SELL
+    /// names the side it opens (so its result says it) and a CLOSE must name the side it
+    /// closes; on a one-way account no side may be named. `Err` is the reason it cannot run here.
+    fn for_account(&self, mut intent: TradeIntent) -> Result<TradeIntent, String> {
+        match (self.hedge_mode(), intent.position_side, intent.action) {
+            (false, Some(side), _) => Err(format!(
+                "position_side {side} is for hedge mode, and the account is in one-way mode (dualSidePosition=false); leave it out"
+            )),
+            (false, None, _) => Ok(intent),
+            (true, None, Action::Close) => Err(
+                "the account is in hedge mode: a CLOSE must name position_side LONG or SHORT".into(),
+            ),
+            (true, _, _) => {
+                intent.position_side = intent.hedge_side();
+                Ok(intent)
+            }
+        }
     }
 
     /// Runs until `shutdown` is cancelled; then stops reading intents and lets those in flight
@@ -167,6 +225,7 @@ impl Executor {
             return Ok(());
         };
         self.account.seed(&snapshot);
+        self.read_position_mode(&shutdown).await;
         let ws_api = if self.exec().order_transport == crate::config::OrderTransport::WebSocket {
             let client =
                 binance::WsApiClient::spawn(self.settings.ws_api_config()?, self.rest.clone());

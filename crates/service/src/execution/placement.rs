@@ -431,12 +431,13 @@ impl Executor {
     /// ago may still be on its way), else `positionRisk`.
     async fn position_amount(&self, job: &Job<'_>) -> Result<Decimal, Stop> {
         let symbol = job.intent.symbol.as_str();
+        let side = job.intent.position_side.unwrap_or_default();
         let covers = |amount: Decimal| {
             !amount.is_zero() && job.intent.quantity.is_none_or(|q| q <= amount.abs())
         };
         let ticket = match self
             .account
-            .position_when(symbol, POSITION_WAIT, covers)
+            .position_when(symbol, side, POSITION_WAIT, covers)
             .await
         {
             Position::Known(amount) if covers(amount) => return Ok(amount),
@@ -445,13 +446,13 @@ impl Executor {
         };
         match self
             .patiently(job, "reading the position", job.act_by, || {
-                self.venue.position(symbol)
+                self.venue.position(symbol, side)
             })
             .await
         {
             Ok(amount) => {
                 if let Some(ticket) = ticket {
-                    self.account.read_position(symbol, amount, ticket);
+                    self.account.read_position(symbol, side, amount, ticket);
                 }
                 Ok(amount)
             }
@@ -496,6 +497,8 @@ impl Executor {
                 let amount = self.position_amount(job).await?;
                 let qty = sizing::size_close(intent.quantity, amount, sizing_rules)
                     .map_err(|e| self.reject(job, None, format!("close: {e}")))?;
+                // A hedge side is closed by the order side opposite to it (its amount reads
+                // negative for SHORT, as one-way mode's short does).
                 let side = if amount > Decimal::ZERO {
                     Side::Sell
                 } else {
@@ -509,6 +512,7 @@ impl Executor {
             side,
             quantity,
             reduce_only,
+            position_side: intent.position_side.unwrap_or_default(),
             client_order_id: job.coid.clone(),
             leverage: intent.leverage,
             mark_price: mark,
@@ -584,11 +588,16 @@ impl Executor {
             match self.venue.place(&approved).await {
                 Ok(reply) => {
                     metrics::global().inc("quantum_orders_placed_total", &[]);
+                    let side = match plan.position_side {
+                        model::PositionSide::Both => String::new(),
+                        side => format!(" positionSide={side}"),
+                    };
                     info!(
-                        "order placed {symbol} {} qty={} reduceOnly={} status={} orderId={} clientOrderId={coid}",
+                        "order placed {symbol} {}{side} qty={} reduceOnly={} status={} orderId={} clientOrderId={coid}",
                         plan.side.as_str(),
                         plan.quantity,
-                        plan.reduce_only,
+                        // What is sent: hedge mode takes no reduceOnly.
+                        plan.reduce_only && plan.position_side == model::PositionSide::Both,
                         reply.status,
                         reply.order_id
                     );
@@ -688,6 +697,16 @@ impl Executor {
                 Err(e) if e.is_rejected() => {
                     let reason = format!("order rejected by the exchange: {e}");
                     warn!("intent {} rejected: {reason}", intent.intent_id);
+                    if e.code() == Some(-4061) {
+                        // The position mode changed since it was read (possible with nothing
+                        // open): read it again, so the next intents are sent as it now is.
+                        warn!("the exchange says the order's position side does not match the account's mode; reading the position mode again");
+                        let me = self.clone();
+                        tokio::spawn(async move {
+                            let stop = me.stop.clone();
+                            me.read_position_mode(&stop).await
+                        });
+                    }
                     return Err(Stop::from(ExecutionResult::without_fill(
                         intent,
                         Some(coid),

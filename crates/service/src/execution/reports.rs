@@ -155,11 +155,12 @@ impl Router {
                     self.send(&lite.client_order_id, Signal::Report(report));
                 }
                 UserEvent::AccountUpdate(update) => {
-                    // One-way mode only (hedge mode is refused by doctor and at start): the
-                    // BOTH row is the position.
+                    // One row per position: BOTH on a one-way account, LONG and SHORT on a
+                    // hedge-mode one (a side this client does not know is not a position).
                     for row in &update.account.positions {
-                        if row.position_side == binance::PositionSide::Both {
-                            self.account.position_event(&row.symbol, row.position_amt);
+                        if let Some(side) = row.position_side.to_model() {
+                            self.account
+                                .position_event(&row.symbol, side, row.position_amt);
                         }
                     }
                 }

@@ -87,16 +87,25 @@ impl Venue {
         Ok(self.rest.premium_index(symbol).await?.mark_price)
     }
 
-    /// The signed position amount of `symbol` over REST (`positionRisk`).
-    pub(super) async fn position(&self, symbol: &str) -> Result<Decimal, binance::Error> {
+    /// The signed position amount of `symbol` on `side` over REST (`positionRisk`).
+    pub(super) async fn position(
+        &self,
+        symbol: &str,
+        side: model::PositionSide,
+    ) -> Result<Decimal, binance::Error> {
         Ok(self
             .rest
             .position_risk(Some(symbol))
             .await?
             .iter()
-            .filter(|p| p.symbol == symbol)
+            .filter(|p| p.symbol == symbol && p.position_side.to_model() == Some(side))
             .map(|p| p.position_amt)
             .sum())
+    }
+
+    /// Whether the account is in hedge mode (`GET /fapi/v1/positionSide/dual`, weight 30).
+    pub(super) async fn hedge_mode(&self) -> Result<bool, binance::Error> {
+        Ok(self.rest.position_mode().await?.dual_side_position)
     }
 
     pub(super) async fn set_leverage(
@@ -123,7 +132,13 @@ impl Venue {
             plan.quantity,
             plan.client_order_id.as_str(),
         )
-        .reduce_only(plan.reduce_only);
+        // Hedge mode takes no reduceOnly (-1106): there the position side says what closes.
+        .reduce_only(plan.reduce_only && plan.position_side == model::PositionSide::Both);
+        let order = NewOrder {
+            position_side: (plan.position_side != model::PositionSide::Both)
+                .then(|| plan.position_side.into()),
+            ..order
+        };
         if let Some(ws) = &self.ws {
             // ACK over the WebSocket API: replies on one connection come in order, so a RESULT
             // reply would hold back the other intents' requests; the fill is confirmed by the

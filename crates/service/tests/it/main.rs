@@ -9,5 +9,6 @@ mod execution;
 mod exit_path;
 mod exits;
 mod flatten;
+mod hedge;
 mod stack;
 mod ws_orders;

@@ -249,13 +249,45 @@ impl Stack {
 
     /// `POST /fapi/v1/order` with `params`, signed with the simulator's default key.
     async fn signed_post_order(&self, params: &str) -> Value {
+        self.signed_post("/fapi/v1/order", params).await
+    }
+
+    /// Switches the simulated account to hedge mode (`dualSidePosition=true`); the services
+    /// read the mode at start.
+    pub async fn hedge_mode(&self) {
+        let reply = self
+            .signed_post("/fapi/v1/positionSide/dual", "dualSidePosition=true")
+            .await;
+        assert_eq!(reply["code"], 200, "hedge mode: {reply}");
+    }
+
+    /// The simulator's position amount for `symbol` on a hedge-mode `side` (`LONG`/`SHORT`).
+    pub async fn position_amt_on(&self, symbol: &str, side: &str) -> rust_decimal::Decimal {
+        let rows = self
+            .signed_get("/fapi/v2/positionRisk", &format!("symbol={symbol}"))
+            .await;
+        let row = rows
+            .as_array()
+            .expect("positionRisk rows")
+            .iter()
+            .find(|r| r["positionSide"] == side)
+            .unwrap_or_else(|| panic!("no {side} row: {rows}"));
+        row["positionAmt"]
+            .as_str()
+            .expect("positionAmt")
+            .parse()
+            .unwrap()
+    }
+
+    /// A signed `POST` to the simulator with `params`, with the simulator's default key.
+    async fn signed_post(&self, path: &str, params: &str) -> Value {
         let payload = format!("{params}&timestamp={}", now_ms());
         let mut mac =
             Hmac::<Sha256>::new_from_slice(simulator::DEFAULT_API_SECRET.as_bytes()).unwrap();
         mac.update(payload.as_bytes());
         let sig = hex::encode(mac.finalize().into_bytes());
         self.http
-            .post(format!("{}/fapi/v1/order", self.sim.base_url()))
+            .post(format!("{}{path}", self.sim.base_url()))
             .header("X-MBX-APIKEY", simulator::DEFAULT_API_KEY)
             .header("Content-Type", "application/x-www-form-urlencoded")
             .body(format!("{payload}&signature={sig}"))
