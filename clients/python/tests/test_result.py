@@ -22,7 +22,7 @@ from quantum_client import (
     ResultStatus,
     parse_result,
 )
-from quantum_client._common import entries_of, find, outcome
+from quantum_client._common import MAX_REMEMBERED, entries_of, find, forget_oldest, outcome
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -184,3 +184,10 @@ def test_a_malformed_result_for_the_awaited_intent_is_an_error_not_skipped() -> 
     entries = [("1-0", {"payload": json.dumps({k: str(v) if isinstance(v, Decimal) else v for k, v in doc.items()})})]
     with pytest.raises(MalformedResult):
         list(find(entries, doc["intent_id"]))
+
+
+def test_a_client_remembers_a_bounded_number_of_unawaited_intents() -> None:
+    since = {f"i-{n}": f"{n}-0" for n in range(MAX_REMEMBERED + 5)}
+    forget_oldest(since)
+    assert len(since) == MAX_REMEMBERED
+    assert "i-4" not in since and "i-5" in since and f"i-{MAX_REMEMBERED + 4}" in since

@@ -3,7 +3,7 @@ result into a return value or an exception."""
 
 from __future__ import annotations
 
-from typing import Any, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from .errors import (
     ExecutionFailed,
@@ -25,6 +25,9 @@ DEFAULT_MAX_LEN = 100_000
 STREAM_START = "0-0"
 #: How many entries one XREAD returns at most.
 READ_BATCH = 500
+#: How many published-but-not-awaited intents a client remembers the start of; beyond it the
+#: oldest are forgotten (waiting for one of those then scans the stream from its start).
+MAX_REMEMBERED = 10_000
 
 
 def _text(value: Any) -> str:
@@ -36,6 +39,12 @@ def last_id(entries: Any) -> str:
     if entries:
         return _text(entries[0][0])
     return STREAM_START
+
+
+def forget_oldest(since: Dict[str, str]) -> None:
+    """Keeps `since` (intent id -> stream id, in insertion order) at MAX_REMEMBERED entries."""
+    while len(since) > MAX_REMEMBERED:
+        del since[next(iter(since))]
 
 
 def entries_of(reply: Any) -> List[Tuple[str, Any]]:

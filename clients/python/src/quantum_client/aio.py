@@ -22,7 +22,8 @@ class AsyncQuantumClient:
     >>> result = await client.wait_result(intent_id, timeout=60)   # raises unless filled
     >>> result.entry_price, result.executed_qty
 
-    `redis_client` may be an existing `redis.Redis` instead of a URL (the client then does not close it).
+    `redis_client` may be an existing `redis.asyncio.Redis` instead of a URL (the client then does
+    not close it). `source` is the intents' `source` unless `publish_intent` is given one.
     """
 
     def __init__(
@@ -112,6 +113,7 @@ class AsyncQuantumClient:
         )
         newest, entry_id = await pipe.execute()
         self._since[intent_id] = _common.last_id(newest)
+        _common.forget_oldest(self._since)
         return _common._text(entry_id)
 
     async def wait_result(self, intent_id: str, timeout: float = 60.0) -> ExecutionResult:
@@ -138,7 +140,9 @@ class AsyncQuantumClient:
                 return _common.outcome(result)
             if entries:
                 cursor = entries[-1][0]
-            elif remaining <= 0:
+            # Past the deadline, what is already on the stream is still read to its end (a batch
+            # that is not full means the end was reached), then it is a timeout.
+            if remaining <= 0 and len(entries) < _common.READ_BATCH:
                 raise ResultTimeout(intent_id, timeout)
 
     async def execute(self, symbol: str, action: str, *, timeout: float = 60.0, **fields: Any) -> ExecutionResult:
