@@ -64,6 +64,7 @@ pub struct ExitFile {
     pub conditional_budget: Option<usize>,
     pub reconcile_every: Option<String>,
     pub adopt_after: Option<String>,
+    pub tripwire_daily_loss: Option<Decimal>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -258,6 +259,9 @@ pub struct ExitSettings {
     pub reconcile_every: Duration,
     /// A position the book does not explain is adopted once it has been seen this long.
     pub adopt_after: Duration,
+    /// Tripwire: a realized loss (net of fees) beyond this many USDT within one UTC day sets
+    /// trading to `reducing` (see `tripwire`). `None`: off.
+    pub tripwire_daily_loss: Option<Decimal>,
 }
 
 /// Everything the services need.
@@ -559,6 +563,16 @@ impl Settings {
                 "adopt_after",
                 file.exit.adopt_after.as_deref().unwrap_or("10s"),
             )?,
+            tripwire_daily_loss: match file.exit.tripwire_daily_loss {
+                Some(loss) if loss < Decimal::ZERO => {
+                    return Err(invalid(
+                        "tripwire_daily_loss",
+                        "a loss in USDT, as a positive number (0 turns it off)",
+                    ))
+                }
+                Some(loss) if loss.is_zero() => None,
+                other => other,
+            },
         };
         Ok(Settings {
             exit,

@@ -119,6 +119,27 @@ struct Write {
 }
 
 impl Monitor {
+    /// The daily-loss tripwire, with what the day has already realized (read from Redis, so a
+    /// restart does not forget it). An unreadable sum is said loudly and counted from 0.
+    async fn daily_loss(&self) -> Option<crate::tripwire::DailyLoss> {
+        let limit = self.settings.exit.tripwire_daily_loss?;
+        let now = now_ms();
+        let key = crate::tripwire::day_key(now);
+        let realized = match self.bus.progress_get(&key).await {
+            Ok(None) => Decimal::ZERO,
+            Ok(Some(text)) => text.parse().unwrap_or_else(|e| {
+                error!("the day's realized PnL at {key} is unreadable ({text:?}: {e}); the daily-loss tripwire counts from 0");
+                Decimal::ZERO
+            }),
+            Err(e) => {
+                error!("cannot read the day's realized PnL at {key} ({e}); the daily-loss tripwire counts from 0");
+                Decimal::ZERO
+            }
+        };
+        info!("daily-loss tripwire at {limit} USDT; realized today so far: {realized}");
+        Some(crate::tripwire::DailyLoss::new(limit, now, realized))
+    }
+
     async fn run(self, shutdown: CancellationToken) -> Result<(), ServiceError> {
         let group = self.settings.exit.consumer_group.clone();
         metrics::register_exit_monitor();
@@ -183,6 +204,7 @@ impl Monitor {
             stale_logged: BTreeSet::new(),
             polling: Arc::default(),
             prices: &prices,
+            daily_loss: self.daily_loss().await,
         };
         // Reading in the results waiting on the bus has a deadline too: past it, deadlines and
         // position reads go ahead (a results stream that cannot be read must not freeze them).
@@ -305,9 +327,53 @@ struct Shell<'a> {
     /// A REST price poll is under way.
     polling: Arc<std::sync::atomic::AtomicBool>,
     prices: &'a MarketStream,
+    /// The daily realized-loss tripwire (`exit.tripwire_daily_loss`), when on.
+    daily_loss: Option<crate::tripwire::DailyLoss>,
 }
 
 impl Shell<'_> {
+    /// Adds a closed or exited lot's realized PnL to the day's sum (kept in Redis), and trips
+    /// `reducing` when the day's loss goes beyond the limit.
+    async fn record_pnl(&mut self, note: &Note) {
+        let (Note::Closed {
+            realized_pnl: Some(pnl),
+            ..
+        }
+        | Note::Exited {
+            realized_pnl: Some(pnl),
+            ..
+        }) = note
+        else {
+            return;
+        };
+        let Some(daily) = self.daily_loss.as_mut() else {
+            return;
+        };
+        let tripped = daily.record(now_ms(), *pnl);
+        let (key, realized) = (daily.day_key(), daily.realized());
+        let bus = &self.monitor.bus;
+        if let Err(e) = bus
+            .progress_set(&key, &realized.to_string(), DAILY_PNL_KEEP)
+            .await
+        {
+            error!("cannot save the day's realized PnL ({realized}) to {key}: {e}; a restart would count the day's losses from 0");
+        }
+        if let Some(loss) = tripped {
+            let limit = self
+                .monitor
+                .settings
+                .exit
+                .tripwire_daily_loss
+                .unwrap_or_default();
+            crate::tripwire::trip(
+                bus,
+                "daily-loss",
+                &format!("the realized loss of the day (UTC) is {loss} USDT, beyond exit.tripwire_daily_loss = {limit}"),
+            )
+            .await;
+        }
+    }
+
     async fn tick(&mut self, core: &mut Core, symbol: String, price: Decimal) {
         self.last_tick.insert(symbol.clone(), now_ms());
         if self.stale_logged.remove(&symbol) {
@@ -446,7 +512,10 @@ impl Shell<'_> {
                 self.changes.add(lots, removed, applied, forgotten);
                 metrics::global().set("quantum_tracked_positions", &[], core.len() as f64);
             }
-            Command::Note(note) => self.note(*note),
+            Command::Note(note) => {
+                self.record_pnl(&note).await;
+                self.note(*note)
+            }
         }
     }
 
@@ -758,6 +827,9 @@ fn close_intent(intent_id: &str, book: &Book, qty: Decimal) -> Result<TradeInten
         .build()
         .map_err(|e| refused(e.to_string()))
 }
+
+/// How long a day's realized PnL is kept in Redis (the tripwire reads only today's).
+const DAILY_PNL_KEEP: Duration = Duration::from_secs(3 * 24 * 3600);
 
 /// The book side a wire `positionSide` names (an unknown value reads as `Both`).
 fn side_of(side: &binance::PositionSide) -> PositionSide {

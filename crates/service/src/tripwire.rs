@@ -7,12 +7,16 @@
 //!   `execution.tripwire_window` (the exchange misbehaving, or orders not filling).
 //! - `user-stream`: the user data stream down for longer than `execution.tripwire_stream_outage`
 //!   (fills are still confirmed over REST, but slower and at a cost in weight).
+//! - `daily-loss` (the exit monitor's): the realized loss of the current UTC day, net of fees,
+//!   beyond `exit.tripwire_daily_loss` USDT. The day's sum is kept in Redis, so a restart does not
+//!   forget the losses taken before it.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use bus::Bus;
 use model::TradingState;
+use rust_decimal::Decimal;
 use tracing::{error, warn};
 
 /// Counts events in a sliding window; trips when `limit` fall within `window`.
@@ -53,6 +57,71 @@ impl WindowCount {
         }
         false
     }
+}
+
+const DAY_MS: i64 = 24 * 3600 * 1000;
+
+/// The realized PnL of the current UTC day, and whether it went beyond the loss limit. Pure:
+/// time comes in as an argument; the caller persists [`DailyLoss::day_key`] /
+/// [`DailyLoss::realized`] and trips the state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DailyLoss {
+    limit: Decimal,
+    /// Days since the epoch (UTC) the sum is for.
+    day: i64,
+    realized: Decimal,
+    tripped: bool,
+}
+
+impl DailyLoss {
+    /// `limit`: a loss in USDT (positive). `realized` is what was already recorded for the day of
+    /// `now_ms` (read back after a restart).
+    pub fn new(limit: Decimal, now_ms: i64, realized: Decimal) -> DailyLoss {
+        DailyLoss {
+            limit,
+            day: now_ms.div_euclid(DAY_MS),
+            realized,
+            tripped: false,
+        }
+    }
+
+    /// Records a realized PnL at `now_ms` (a new UTC day starts from 0). Returns the day's loss
+    /// when it has just gone beyond the limit (once a day). A sum that does not fit in a decimal
+    /// saturates towards the side it was going (outside figures must never panic).
+    pub fn record(&mut self, now_ms: i64, pnl: Decimal) -> Option<Decimal> {
+        let day = now_ms.div_euclid(DAY_MS);
+        if day != self.day {
+            *self = DailyLoss::new(self.limit, now_ms, Decimal::ZERO);
+        }
+        self.realized = self
+            .realized
+            .checked_add(pnl)
+            .unwrap_or(if pnl < Decimal::ZERO {
+                Decimal::MIN
+            } else {
+                Decimal::MAX
+            });
+        if !self.tripped && -self.realized > self.limit {
+            self.tripped = true;
+            return Some(-self.realized);
+        }
+        None
+    }
+
+    /// The day's realized PnL so far.
+    pub fn realized(&self) -> Decimal {
+        self.realized
+    }
+
+    /// The key the day's sum is kept under: `quantum:pnl:realized:<days since the epoch>`.
+    pub fn day_key(&self) -> String {
+        day_key(self.day * DAY_MS)
+    }
+}
+
+/// The key of the UTC day of `now_ms`'s realized PnL.
+pub fn day_key(now_ms: i64) -> String {
+    format!("quantum:pnl:realized:{}", now_ms.div_euclid(DAY_MS))
 }
 
 /// Sets `reducing` for tripwire `name` unless trading is already not `active`.
@@ -106,6 +175,37 @@ mod tests {
         }
         let mut off = WindowCount::new(0, Duration::from_secs(1));
         assert!((0..10).all(|t| !off.record(t)));
+    }
+
+    fn d(s: &str) -> Decimal {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_daily_loss_trips_once_beyond_the_limit_and_a_new_day_starts_from_zero() {
+        let day = DAY_MS * 20_000;
+        // 30 lost before a restart, read back.
+        let mut loss = DailyLoss::new(d("100"), day + 1_000, d("-30"));
+        assert_eq!(loss.record(day + 2_000, d("25.5")), None, "a win");
+        assert_eq!(
+            loss.record(day + 3_000, d("-95.5")),
+            None,
+            "exactly 100 lost"
+        );
+        assert_eq!(loss.record(day + 4_000, d("-0.01")), Some(d("100.01")));
+        assert_eq!(loss.record(day + 5_000, d("-50")), None, "once a day");
+        assert_eq!(loss.realized(), d("-150.01"));
+        assert_eq!(loss.day_key(), format!("quantum:pnl:realized:{}", 20_000));
+        // Midnight UTC: a new day, a new sum, a new chance to trip.
+        assert_eq!(loss.record(day + DAY_MS, d("-60")), None);
+        assert_eq!(loss.realized(), d("-60"));
+        assert_eq!(loss.record(day + DAY_MS + 1, d("-41")), Some(d("101")));
+    }
+
+    #[test]
+    fn a_daily_sum_that_overflows_saturates_and_trips() {
+        let mut loss = DailyLoss::new(d("100"), 0, Decimal::MIN);
+        assert_eq!(loss.record(1, d("-1")), Some(Decimal::MAX));
     }
 
     #[tokio::test]

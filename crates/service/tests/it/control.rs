@@ -167,3 +167,57 @@ async fn the_failures_tripwire_stops_entries_after_repeated_timeouts() {
     assert_eq!(refused["status"], "rejected", "{refused}");
     stack.stop().await;
 }
+
+/// The daily-loss tripwire: a stop-loss that realizes more than `exit.tripwire_daily_loss`
+/// USDT (net of fees) in the day sets trading to `reducing`, by the tripwire; the day's sum is
+/// kept in Redis for a restart of the monitor.
+#[tokio::test]
+async fn a_daily_realized_loss_beyond_the_limit_sets_reducing() {
+    let mut stack = Stack::start(Options::default()).await;
+    stack
+        .start_monitor_with(|s| s.exit.tripwire_daily_loss = Some(Decimal::ONE))
+        .await;
+    stack.pin("AXSUSDT", "6.250").await;
+    stack
+        .publish(&json!({"intent_id": "dl-1", "symbol": "AXSUSDT", "action": "BUY", "quantity": 20, "stop_loss_pct": 1}))
+        .await;
+    assert_eq!(stack.result("dl-1").await["status"], "filled");
+    // Below the stop (6.1875), above the exchange-side stop: the monitor closes at a loss of
+    // about 1.4 USDT plus fees.
+    stack.pin("AXSUSDT", "6.180").await;
+    assert_eq!(stack.result("close-dl-1-1").await["status"], "filled");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let control = loop {
+        if let Some(c) = service::control::read(&stack.bus).await.unwrap() {
+            break c;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the daily-loss tripwire never set a state"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(control.state, TradingState::Reducing);
+    assert_eq!(control.by, "tripwire:daily-loss");
+    assert!(
+        control.reason.contains("exit.tripwire_daily_loss = 1"),
+        "{}",
+        control.reason
+    );
+    let key = service::tripwire::day_key(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64,
+    );
+    let saved: Decimal = stack
+        .bus
+        .progress_get(&key)
+        .await
+        .unwrap()
+        .expect("the day's sum is kept")
+        .parse()
+        .unwrap();
+    assert!(saved < -Decimal::ONE, "{saved}");
+    stack.stop().await;
+}
