@@ -59,7 +59,7 @@ async fn main() {
             url: format!("{}/ws-fapi/v1", sim.ws_url()).parse().unwrap(),
             api_key: simulator::DEFAULT_API_KEY.into(),
             api_secret: Secret::new(simulator::DEFAULT_API_SECRET),
-            ed25519: None,
+            private_key: None,
             recv_window: Duration::from_secs(5),
             request_timeout: Duration::from_secs(5),
         },

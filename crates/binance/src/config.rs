@@ -107,9 +107,9 @@ pub struct Config {
     pub api_key: String,
     /// The HMAC-SHA256 secret.
     pub api_secret: Secret,
-    /// An Ed25519 private key: when set, requests are signed with it (base64) instead of the
-    /// HMAC secret, and `api_key` is the Ed25519 key's API key.
-    pub ed25519: Option<crate::sign::Ed25519Key>,
+    /// An Ed25519 or RSA private key: when set, requests are signed with it (base64) instead of
+    /// the HMAC secret, and `api_key` is that key's API key.
+    pub private_key: Option<crate::sign::PrivateKey>,
     /// `recvWindow` sent with every signed request. Binance's default and advice is 5 s: a request
     /// that sits in a queue longer than that is refused (-1021) rather than executed late.
     pub recv_window: Duration,
@@ -151,7 +151,7 @@ impl Config {
             ws_url,
             api_key: api_key.into(),
             api_secret: api_secret.into(),
-            ed25519: None,
+            private_key: None,
             recv_window: Config::DEFAULT_RECV_WINDOW,
             request_timeout: Config::DEFAULT_REQUEST_TIMEOUT,
         })

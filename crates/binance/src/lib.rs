@@ -14,7 +14,7 @@
 //!   looked up by its client order id, never resent blindly. The only automatic retry of a
 //!   write is after -1021, which Binance refuses before executing anything.
 //!
-//! Layout, in the order a request flows: [`config`] (URLs, keys, timings), `sign` (HMAC),
+//! Layout, in the order a request flows: [`config`] (URLs, keys, timings), `sign` (HMAC, Ed25519, RSA),
 //! `ratelimit` (the governor), `rest` (transport, time sync, retry rules), `endpoints` (typed
 //! calls), [`types`] (REST wire types), [`filters`] (tick/step rounding), [`error`]
 //! (classification), `ws` (WebSocket plumbing), [`user_stream`], [`market_stream`], [`events`]
@@ -51,7 +51,7 @@ pub use market_stream::{
 pub use model::Side;
 pub use ratelimit::{Limits, SharedBudget, Verdict};
 pub use rest::RestClient;
-pub use sign::{signature, Ed25519Key};
+pub use sign::{signature, Ed25519Key, PrivateKey, RsaKey};
 pub use types::{
     Account, AccountPosition, AlgoOrder, AlgoOrderType, AlgoRef, AlgoStatus, NewAlgoOrder,
     NewOrder, NewOrderKind, Order, OrderRef, OrderStatus, OrderType, PositionSide, ResponseType,

@@ -347,6 +347,26 @@ impl RestClient {
             .await
     }
 
+    /// Waits for the IP's request weight for a request sent through the WebSocket API (an order
+    /// lookup or cancel): the weight budget is the IP's, whichever door a request takes. A read
+    /// waits out a short ban as REST's reads do; a write fails without sending.
+    ///
+    /// # Errors
+    /// [`Error::Transient`] when the budget is spent or a ban is in force (nothing was sent).
+    pub(crate) async fn admit_weight(
+        &self,
+        what: &'static str,
+        weight: u32,
+        effect: Effect,
+    ) -> Result<(), Error> {
+        let method = match effect {
+            Effect::Read => Method::GET,
+            Effect::Write => Method::DELETE,
+        };
+        self.admit(&Call::new(method, what, Security::Signed, weight))
+            .await
+    }
+
     /// Waits until the governor (and the shared budget) lets `call` go. A ban makes reads wait
     /// (briefly) and writes fail without sending, so the caller decides about orders.
     async fn admit(&self, call: &Call) -> Result<(), Error> {
@@ -401,8 +421,8 @@ impl RestClient {
         }
         let mut encoded = sign::encode_params(&params);
         if call.security == Security::Signed {
-            encoded = match &config.ed25519 {
-                Some(key) => sign::append_ed25519_signature(key, &encoded),
+            encoded = match &config.private_key {
+                Some(key) => sign::append_key_signature(key, &encoded),
                 None => sign::append_signature(config.api_secret.expose(), &encoded),
             };
         }

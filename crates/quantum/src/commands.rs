@@ -79,11 +79,13 @@ impl ConnectionArgs {
 
 pub fn rest_client(settings: &Settings) -> anyhow::Result<binance::RestClient> {
     let ex = &settings.exchange;
-    let signs = !ex.api_secret.is_empty() || ex.ed25519_private_key_file.is_some();
+    let signs = !ex.api_secret.is_empty()
+        || ex.ed25519_private_key_file.is_some()
+        || ex.rsa_private_key_file.is_some();
     if ex.api_key.is_empty() || !signs {
         bail!(
-            "BINANCE_API_KEY and BINANCE_SECRET_KEY (or exchange.ed25519_private_key_file) must be \
-             set (for `quantum sim`: {} / {})",
+            "BINANCE_API_KEY and BINANCE_SECRET_KEY (or exchange.ed25519_private_key_file or \
+             exchange.rsa_private_key_file) must be set (for `quantum sim`: {} / {})",
             simulator::DEFAULT_API_KEY,
             simulator::DEFAULT_API_SECRET
         );

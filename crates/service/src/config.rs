@@ -75,6 +75,7 @@ pub struct ExchangeFile {
     pub ws_url: Option<String>,
     pub ws_api_url: Option<String>,
     pub ed25519_private_key_file: Option<String>,
+    pub rsa_private_key_file: Option<String>,
     pub allow_mainnet: Option<bool>,
     pub recv_window: Option<String>,
     pub request_timeout: Option<String>,
@@ -192,6 +193,10 @@ pub struct ExchangeSettings {
     /// An Ed25519 private key (PKCS#8 PEM file): requests are signed with it instead of the
     /// HMAC secret (`BINANCE_API_KEY` is then the Ed25519 key's API key).
     pub ed25519_private_key_file: Option<std::path::PathBuf>,
+    /// An RSA private key (PKCS#8 PEM file): REST requests and each WebSocket API request are
+    /// signed with it (RSASSA-PKCS1-v1_5 / SHA-256) instead of the HMAC secret. Never together
+    /// with `ed25519_private_key_file`: an API key has one type.
+    pub rsa_private_key_file: Option<std::path::PathBuf>,
     pub api_key: Secret,
     pub api_secret: Secret,
     pub recv_window: Duration,
@@ -383,6 +388,14 @@ impl Settings {
                 }
             }
         }
+        if file.exchange.ed25519_private_key_file.is_some()
+            && file.exchange.rsa_private_key_file.is_some()
+        {
+            return Err(invalid(
+                "exchange.rsa_private_key_file",
+                "exchange.ed25519_private_key_file is set too: an API key has one type; keep the one of BINANCE_API_KEY",
+            ));
+        }
         let exchange = ExchangeSettings {
             venue,
             rest_url: rest_url.trim_end_matches('/').to_string(),
@@ -391,6 +404,11 @@ impl Settings {
             ed25519_private_key_file: file
                 .exchange
                 .ed25519_private_key_file
+                .as_ref()
+                .map(std::path::PathBuf::from),
+            rsa_private_key_file: file
+                .exchange
+                .rsa_private_key_file
                 .as_ref()
                 .map(std::path::PathBuf::from),
             api_key: Secret::new(env("BINANCE_API_KEY").unwrap_or_default()),
@@ -623,28 +641,34 @@ impl Settings {
         )?;
         config.recv_window = ex.recv_window;
         config.request_timeout = ex.request_timeout;
-        config.ed25519 = self.ed25519_key()?;
+        config.private_key = self.private_key()?;
         Ok(config)
     }
 
-    /// The Ed25519 signing key, when `exchange.ed25519_private_key_file` names one. The error
-    /// names the file, never its content.
-    fn ed25519_key(&self) -> Result<Option<binance::Ed25519Key>, binance::Error> {
-        let Some(path) = &self.exchange.ed25519_private_key_file else {
-            return Ok(None);
+    /// The signing key, when `exchange.ed25519_private_key_file` or
+    /// `exchange.rsa_private_key_file` names one (`build` refuses both). The error names the
+    /// setting and the file, never the file's content.
+    fn private_key(&self) -> Result<Option<binance::PrivateKey>, binance::Error> {
+        let ex = &self.exchange;
+        let (setting, path) = match (&ex.ed25519_private_key_file, &ex.rsa_private_key_file) {
+            (None, None) => return Ok(None),
+            (Some(path), None) => ("exchange.ed25519_private_key_file", path),
+            (None, Some(path)) => ("exchange.rsa_private_key_file", path),
+            (Some(_), Some(_)) => {
+                return Err(binance::Error::Config(
+                    "exchange.ed25519_private_key_file and exchange.rsa_private_key_file are both set; an API key has one type".into(),
+                ))
+            }
         };
-        let pem = std::fs::read_to_string(path).map_err(|e| {
-            binance::Error::Config(format!(
-                "exchange.ed25519_private_key_file {}: {e}",
-                path.display()
-            ))
-        })?;
-        binance::Ed25519Key::from_pem(&pem).map(Some).map_err(|e| {
-            binance::Error::Config(format!(
-                "exchange.ed25519_private_key_file {}: {e}",
-                path.display()
-            ))
-        })
+        let unusable =
+            |e: String| binance::Error::Config(format!("{setting} {}: {e}", path.display()));
+        let pem = std::fs::read_to_string(path).map_err(|e| unusable(e.to_string()))?;
+        let key = if ex.ed25519_private_key_file.is_some() {
+            binance::Ed25519Key::from_pem(&pem).map(binance::PrivateKey::Ed25519)
+        } else {
+            binance::RsaKey::from_pem(&pem).map(binance::PrivateKey::Rsa)
+        };
+        key.map(Some).map_err(unusable)
     }
 
     /// The WebSocket API client's settings (order entry).
@@ -656,7 +680,7 @@ impl Settings {
             })?,
             api_key: ex.api_key.expose().to_string(),
             api_secret: binance::Secret::new(ex.api_secret.expose()),
-            ed25519: self.ed25519_key()?,
+            private_key: self.private_key()?,
             recv_window: ex.recv_window,
             request_timeout: ex.request_timeout,
         })
@@ -705,8 +729,14 @@ mod tests {
         ))
         .unwrap();
         let s = Settings::build(file, &Overrides::default(), no_env).unwrap();
-        assert!(s.binance_config().unwrap().ed25519.is_some());
-        assert!(s.ws_api_config().unwrap().ed25519.is_some());
+        assert!(matches!(
+            s.binance_config().unwrap().private_key,
+            Some(binance::PrivateKey::Ed25519(_))
+        ));
+        assert!(matches!(
+            s.ws_api_config().unwrap().private_key,
+            Some(binance::PrivateKey::Ed25519(_))
+        ));
         assert_eq!(s.execution.order_transport, OrderTransport::WebSocket);
         assert_eq!(
             s.exchange.ws_api_url,
@@ -737,6 +767,81 @@ mod tests {
             !err.contains("not a key"),
             "the key text never prints: {err}"
         );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn an_rsa_key_file_signs_and_a_bad_one_is_named_not_printed() {
+        let dir = std::env::temp_dir().join(format!("quantum-rsa-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("rsa.pem");
+        std::fs::write(
+            &key,
+            include_str!("../../simulator/testdata/test-rsa-private.pem"),
+        )
+        .unwrap();
+        let with_key = |extra: &str| {
+            FileConfig::parse(&format!(
+                "[exchange]\nrsa_private_key_file = {:?}\n{extra}",
+                key.display().to_string()
+            ))
+            .unwrap()
+        };
+        let s = Settings::build(with_key(""), &Overrides::default(), no_env).unwrap();
+        let config = s.binance_config().unwrap();
+        assert!(matches!(
+            config.private_key,
+            Some(binance::PrivateKey::Rsa(_))
+        ));
+        assert!(
+            !format!("{config:?}").contains("BEGIN"),
+            "the key never prints: {config:?}"
+        );
+        assert!(matches!(
+            s.ws_api_config().unwrap().private_key,
+            Some(binance::PrivateKey::Rsa(_))
+        ));
+
+        // Both key types at once: refused when the configuration is built, naming both.
+        let both = with_key("ed25519_private_key_file = \"/etc/quantum/ed.pem\"\n");
+        let err = Settings::build(both, &Overrides::default(), no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("rsa_private_key_file") && err.contains("ed25519_private_key_file"),
+            "{err}"
+        );
+
+        let missing =
+            FileConfig::parse("[exchange]\nrsa_private_key_file = \"/nonexistent/rsa.pem\"\n")
+                .unwrap();
+        let err = Settings::build(missing, &Overrides::default(), no_env)
+            .unwrap()
+            .binance_config()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("/nonexistent/rsa.pem") && err.contains("exchange.rsa_private_key_file"),
+            "{err}"
+        );
+
+        // An Ed25519 key in the RSA setting, or any other text: named, never echoed.
+        for content in [
+            include_str!("../../simulator/testdata/test-ed25519-private.pem"),
+            "-----BEGIN PRIVATE KEY-----\nsecret-looking text\n-----END PRIVATE KEY-----\n",
+        ] {
+            std::fs::write(&key, content).unwrap();
+            let err = Settings::build(with_key(""), &Overrides::default(), no_env)
+                .unwrap()
+                .binance_config()
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&key.display().to_string()), "{err}");
+            assert!(
+                !err.contains("secret-looking") && !err.contains("BEGIN"),
+                "the file's text never prints: {err}"
+            );
+        }
         std::fs::remove_dir_all(&dir).ok();
     }
 

@@ -1,8 +1,15 @@
 //! The seam between the execution service and the exchange: every request the service makes per
 //! intent, in the engine's terms (a [`Report`] about an order, sizing rules, a mark price, a
 //! position amount). Binance's request and reply types stop here and in `reports.rs` (which
-//! maps the user stream); placement, confirmation and results never see them. A second venue, or
-//! order entry over Binance's WebSocket API, is another adapter with these methods.
+//! maps the user stream); placement, confirmation and results never see them. A second venue is
+//! another adapter with these methods.
+//!
+//! With `execution.order_transport = "websocket"` the order's own requests (placement, its
+//! lookups and its cancel) go over Binance's WebSocket API while the connection is up, and over
+//! REST while it is down (nothing was sent on the socket, so nothing is doubled). The outcome
+//! classes are the same either way: a lookup that got no reply is `Transient` (no answer; asked
+//! again), a placement or cancel that got none is `Ambiguous` (never "not placed" or
+//! "cancelled"). Everything else (rules, mark prices, positions, leverage, fees) stays on REST.
 //!
 //! Errors stay `binance::Error` for now: its classes (rejected, transient, ambiguous, not found)
 //! are what the ambiguity and back-pressure policies decide on, and a second adapter would map
@@ -39,8 +46,9 @@ pub(super) struct Rules {
 #[derive(Debug, Clone)]
 pub(super) struct Venue {
     rest: RestClient,
-    /// Order entry over the WebSocket API (`execution.order_transport = "websocket"`); REST
-    /// places an order when this connection is down.
+    /// Order entry, lookups and cancels over the WebSocket API
+    /// (`execution.order_transport = "websocket"`); REST carries them while this connection is
+    /// down.
     ws: Option<binance::WsApiClient>,
 }
 
@@ -49,7 +57,8 @@ impl Venue {
         Venue { rest, ws: None }
     }
 
-    /// Sends orders over the WebSocket API from now on (REST stays the fallback).
+    /// Sends orders, their lookups and cancels over the WebSocket API from now on (REST stays
+    /// the fallback).
     pub(super) fn with_ws_api(mut self, ws: binance::WsApiClient) -> Venue {
         self.ws = Some(ws);
         self
@@ -157,29 +166,59 @@ impl Venue {
         Ok(found(ReportSource::ResultReply, &reply))
     }
 
-    /// The order with client order id `coid`, if the exchange has it.
+    /// The order with client order id `coid`, if the exchange has it: `Ok(None)` only when the
+    /// exchange said it does not exist, never for a request that got no answer. Its report's
+    /// source is `RestPoll` whichever way it went: it means "a lookup" (`rest_poll` is the
+    /// result JSON's name for that, and stays so).
     pub(super) async fn lookup(
         &self,
         symbol: &str,
         coid: &ClientOrderId,
     ) -> Result<Option<FoundOrder>, binance::Error> {
-        Ok(self
-            .rest
-            .find_order(symbol, &Self::by_client_id(coid))
-            .await?
-            .map(|order| found(ReportSource::RestPoll, &order)))
+        let order_ref = Self::by_client_id(coid);
+        let sent = match &self.ws {
+            Some(ws) => ws.try_query_order(symbol, &order_ref).await,
+            None => None,
+        };
+        let reply = match sent {
+            Some(Ok(order)) => Ok(Some(order)),
+            Some(Err(binance::Error::NotFound { .. })) => Ok(None),
+            Some(Err(e)) => Err(e),
+            None => {
+                if self.ws.is_some() {
+                    tracing::debug!(
+                        "the WebSocket API is down; the lookup of {coid} goes over REST"
+                    );
+                }
+                self.rest.find_order(symbol, &order_ref).await
+            }
+        };
+        Ok(reply?.map(|order| found(ReportSource::RestPoll, &order)))
     }
 
-    /// Cancels what is left of the order; its state after the cancel.
+    /// Cancels what is left of the order; its state after the cancel. An error is never
+    /// "cancelled": an `Ambiguous` one means the cancel may or may not have happened.
     pub(super) async fn cancel(
         &self,
         symbol: &str,
         coid: &ClientOrderId,
     ) -> Result<FoundOrder, binance::Error> {
-        let order = self
-            .rest
-            .cancel_order(symbol, &Self::by_client_id(coid))
-            .await?;
+        let order_ref = Self::by_client_id(coid);
+        let sent = match &self.ws {
+            Some(ws) => ws.try_cancel_order(symbol, &order_ref).await,
+            None => None,
+        };
+        let order = match sent {
+            Some(reply) => reply?,
+            None => {
+                if self.ws.is_some() {
+                    tracing::debug!(
+                        "the WebSocket API is down; the cancel of {coid} goes over REST"
+                    );
+                }
+                self.rest.cancel_order(symbol, &order_ref).await?
+            }
+        };
         Ok(found(ReportSource::RestPoll, &order))
     }
 
