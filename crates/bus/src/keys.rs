@@ -50,6 +50,12 @@ pub fn rate_ban(name: &str) -> String {
     format!("{RATE_PREFIX}ban:{name}")
 }
 
+/// The realized PnL of one UTC day (days since the epoch), as the exit monitor's daily-loss
+/// tripwire keeps it: a decimal string.
+pub fn realized_pnl_day(day: i64) -> String {
+    format!("quantum:pnl:realized:{day}")
+}
+
 /// The progress key of one intent, `quantum:intent:<intent_id>`.
 pub fn progress(intent_id: &str) -> String {
     format!("{PROGRESS_PREFIX}{intent_id}")

@@ -121,7 +121,7 @@ impl DailyLoss {
 
 /// The key of the UTC day of `now_ms`'s realized PnL.
 pub fn day_key(now_ms: i64) -> String {
-    format!("quantum:pnl:realized:{}", now_ms.div_euclid(DAY_MS))
+    bus::keys::realized_pnl_day(now_ms.div_euclid(DAY_MS))
 }
 
 /// Sets `reducing` for tripwire `name` unless trading is already not `active`.
