@@ -256,22 +256,14 @@ impl WsApiClient {
         symbol: &str,
         order: &OrderRef,
     ) -> Option<Result<Order, Error>> {
-        if !self.is_connected() {
-            return None;
-        }
-        if let Err(e) = self
-            .rest
-            .admit_weight("ws-fapi order.status", 1, Effect::Read)
-            .await
-        {
-            return Some(Err(e));
-        }
-        let params = with_ref(vec![("symbol", symbol.to_string())], order);
-        match self.call_raw("order.status", params, Effect::Read).await {
-            Ok(result) => Some(decode(result)),
-            Err(Fail::NotSent(_)) => None,
-            Err(Fail::Error(e)) => Some(Err(e)),
-        }
+        self.try_order_call(
+            "order.status",
+            "ws-fapi order.status",
+            Effect::Read,
+            symbol,
+            order,
+        )
+        .await
     }
 
     /// `order.cancel` when the connection can take it; `None` when it was down and nothing was
@@ -282,18 +274,34 @@ impl WsApiClient {
         symbol: &str,
         order: &OrderRef,
     ) -> Option<Result<Order, Error>> {
+        self.try_order_call(
+            "order.cancel",
+            "ws-fapi order.cancel",
+            Effect::Write,
+            symbol,
+            order,
+        )
+        .await
+    }
+
+    /// `method` about one order (weight 1, counted against the shared budget as `what`) when
+    /// the connection can take it; `None` when it was down and nothing was sent.
+    async fn try_order_call(
+        &self,
+        method: &'static str,
+        what: &'static str,
+        effect: Effect,
+        symbol: &str,
+        order: &OrderRef,
+    ) -> Option<Result<Order, Error>> {
         if !self.is_connected() {
             return None;
         }
-        if let Err(e) = self
-            .rest
-            .admit_weight("ws-fapi order.cancel", 1, Effect::Write)
-            .await
-        {
+        if let Err(e) = self.rest.admit_weight(what, 1, effect).await {
             return Some(Err(e));
         }
         let params = with_ref(vec![("symbol", symbol.to_string())], order);
-        match self.call_raw("order.cancel", params, Effect::Write).await {
+        match self.call_raw(method, params, effect).await {
             Ok(result) => Some(decode(result)),
             Err(Fail::NotSent(_)) => None,
             Err(Fail::Error(e)) => Some(Err(e)),
