@@ -168,6 +168,9 @@ enum Step {
     Result {
         id: u8,
         symbol: usize,
+        /// The hedge side named, if any (any side with any action: a document the execution
+        /// service would not write is read all the same).
+        side: Option<PositionSide>,
         action: &'static str,
         status: &'static str,
         price: Decimal,
@@ -175,8 +178,8 @@ enum Step {
         plan: ExitPlan,
     },
     Mark(usize, Decimal),
-    Positions(Vec<(usize, Decimal, Decimal)>),
-    News(usize, Option<Decimal>),
+    Positions(Vec<(usize, PositionSide, Decimal, Decimal)>),
+    News(usize, PositionSide, Option<Decimal>),
     /// Answer the oldest request of the core (protection, close, position read), well or not.
     Answer(bool),
     Timer(i64),
@@ -187,15 +190,17 @@ fn step() -> impl Strategy<Value = Step> {
         4 => (
             0u8..6,
             0..SYMBOLS.len(),
+            prop::option::of(position_side()),
             prop::sample::select(vec!["BUY", "SELL", "CLOSE", "sell"]),
             prop::sample::select(vec!["filled", "partially_filled", "failed", "canceled"]),
             figure(),
             figure(),
             monitor_plan(),
         )
-            .prop_map(|(id, symbol, action, status, price, qty, plan)| Step::Result {
+            .prop_map(|(id, symbol, side, action, status, price, qty, plan)| Step::Result {
                 id,
                 symbol,
+                side,
                 action,
                 status,
                 price,
@@ -203,18 +208,31 @@ fn step() -> impl Strategy<Value = Step> {
                 plan,
             }),
         6 => (0..SYMBOLS.len(), figure()).prop_map(|(s, p)| Step::Mark(s, p)),
-        1 => prop::collection::vec((0..SYMBOLS.len(), figure(), figure()), 0..3)
+        1 => prop::collection::vec((0..SYMBOLS.len(), position_side(), figure(), figure()), 0..4)
             .prop_map(Step::Positions),
-        1 => (0..SYMBOLS.len(), prop::option::of(figure())).prop_map(|(s, p)| Step::News(s, p)),
+        1 => (0..SYMBOLS.len(), position_side(), prop::option::of(figure()))
+            .prop_map(|(s, side, p)| Step::News(s, side, p)),
         3 => any::<bool>().prop_map(Step::Answer),
         2 => prop_oneof![0i64..5_000, 10_000i64..200_000].prop_map(Step::Timer),
     ]
 }
 
+/// One-way mode's `BOTH` or a hedge side; runs mix them, which no account does, so the core is
+/// shown to hold up even then.
+fn position_side() -> impl Strategy<Value = PositionSide> {
+    prop::sample::select(vec![
+        PositionSide::Both,
+        PositionSide::Long,
+        PositionSide::Short,
+    ])
+}
+
 /// The result document for a step; the plan's levels written as the bus writes them.
+#[allow(clippy::too_many_arguments)]
 fn result_doc(
     id: u8,
     symbol: &str,
+    side: Option<PositionSide>,
     action: &str,
     status: &str,
     price: Decimal,
@@ -226,6 +244,9 @@ fn result_doc(
         "entry_price": price.to_string(), "executed_qty": qty.to_string(),
         "published_at": 1,
     });
+    if let Some(side) = side {
+        doc["position_side"] = side.as_str().into();
+    }
     let mut put = |key: &str, value: Option<Decimal>| {
         if let Some(v) = value {
             doc[key] = v.to_string().into();
@@ -266,8 +287,8 @@ proptest! {
         let mut pending = Pending::default();
         for step in steps {
             let event = match step {
-                Step::Result { id, symbol, action, status, price, qty, plan } => {
-                    match result_doc(id, SYMBOLS[symbol], action, status, price, qty, &plan) {
+                Step::Result { id, symbol, side, action, status, price, qty, plan } => {
+                    match result_doc(id, SYMBOLS[symbol], side, action, status, price, qty, &plan) {
                         Some(result) => Event::from(result),
                         None => continue,
                     }
@@ -281,13 +302,12 @@ proptest! {
                     Event::Positions {
                         seq,
                         requested_at: now,
-                        positions: list.into_iter().map(|(s, amount, entry)| Position {
-                            side: PositionSide::Both,
-                symbol: SYMBOLS[s].into(), amount, entry,
+                        positions: list.into_iter().map(|(s, side, amount, entry)| Position {
+                            symbol: SYMBOLS[s].into(), side, amount, entry,
                         }).collect(),
                     }
                 }
-                Step::News(s, exit_price) => Event::News { book: Book::both(SYMBOLS[s]), exit_price },
+                Step::News(s, side, exit_price) => Event::News { book: Book::new(SYMBOLS[s], side), exit_price },
                 Step::Answer(ok) => {
                     let Some(command) = (!pending.0.is_empty()).then(|| pending.0.remove(0)) else {
                         continue;
@@ -357,6 +377,7 @@ fn addition_overflowed_in_protection_is_a_missing_target() {
     let result = result_doc(
         1,
         "BTCUSDT",
+        None,
         "BUY",
         "filled",
         Decimal::from(95_000),
@@ -401,8 +422,8 @@ fn lots_whose_sum_overflows_do_not_stop_the_monitor() {
         (2, Decimal::ONE, huge),
         (0, Decimal::from(90), Decimal::from(90)),
     ] {
-        let result =
-            result_doc(id, "BTCUSDT", "SELL", "filled", price, qty, &none).expect("a valid result");
+        let result = result_doc(id, "BTCUSDT", None, "SELL", "filled", price, qty, &none)
+            .expect("a valid result");
         core.apply(0, Event::from(result));
     }
     assert_eq!(core.net_qty(&Book::both("BTCUSDT")), Decimal::MIN);
