@@ -12,8 +12,12 @@
 //! - after a mark price, no lot still watching has a level that price crossed (the monitor acts
 //!   on its own levels, not only the exchange's stops);
 //!
-//! and once the faults stop and the world settles, the tracked quantity of every symbol equals
-//! the exchange's position, and every held position is protected (or alarmed for having no stop).
+//! and once the faults stop and the world settles, the tracked quantity of every position equals
+//! the exchange's, and every held position is protected (or alarmed for having no stop).
+//!
+//! Odd seeds run a hedge-mode account: each symbol holds a LONG and a SHORT position apart (a
+//! BUY opens LONG, a SELL opens SHORT, a close names its side, a protective order fires on its
+//! side only), so every invariant above is checked per side.
 //! A failing seed is printed, so `SEED=<n> cargo test -p engine --test exit_simulation` replays it.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -64,7 +68,7 @@ struct Due {
 #[derive(Debug, Clone)]
 struct Queued {
     intent_id: String,
-    symbol: String,
+    book: Book,
     qty: Decimal,
 }
 
@@ -74,10 +78,12 @@ struct World {
     config: Config,
     core: Core,
     prices: BTreeMap<String, Decimal>,
-    /// Signed position per symbol, and its entry price.
-    exchange: BTreeMap<String, (Decimal, Decimal)>,
-    /// The exchange-side protective orders that are in place, per symbol.
-    orders: BTreeMap<String, Net>,
+    /// A hedge-mode account (odd seeds): positions are per symbol and side.
+    hedge: bool,
+    /// Signed position per book (symbol, side), and its entry price.
+    exchange: BTreeMap<Book, (Decimal, Decimal)>,
+    /// The exchange-side protective orders that are in place, per book.
+    orders: BTreeMap<Book, Net>,
     execution_up: bool,
     queue: Vec<Queued>,
     due: Vec<Due>,
@@ -110,6 +116,7 @@ impl World {
             core: Core::new(config.clone()),
             config,
             prices: SYMBOLS.iter().map(|s| (s.to_string(), d("100"))).collect(),
+            hedge: seed % 2 == 1,
             exchange: BTreeMap::new(),
             orders: BTreeMap::new(),
             execution_up: true,
@@ -126,15 +133,34 @@ impl World {
         }
     }
 
-    fn position(&self, symbol: &str) -> Decimal {
-        self.exchange.get(symbol).map_or(Decimal::ZERO, |p| p.0)
+    fn position(&self, book: &Book) -> Decimal {
+        self.exchange.get(book).map_or(Decimal::ZERO, |p| p.0)
     }
 
-    fn set_position(&mut self, symbol: &str, amount: Decimal, entry: Decimal) {
+    fn set_position(&mut self, book: &Book, amount: Decimal, entry: Decimal) {
         if amount.is_zero() {
-            self.exchange.remove(symbol);
+            self.exchange.remove(book);
         } else {
-            self.exchange.insert(symbol.to_string(), (amount, entry));
+            self.exchange.insert(book.clone(), (amount, entry));
+        }
+    }
+
+    /// The book a position of this direction is in: the symbol's one on a one-way account, its
+    /// LONG or SHORT side on a hedge account.
+    fn book(&self, symbol: &str, long: bool) -> Book {
+        match (self.hedge, long) {
+            (false, _) => Book::both(symbol),
+            (true, true) => Book::new(symbol, PositionSide::Long),
+            (true, false) => Book::new(symbol, PositionSide::Short),
+        }
+    }
+
+    /// Every book a symbol can have on this account.
+    fn books_of(&self, symbol: &str) -> Vec<Book> {
+        if self.hedge {
+            vec![self.book(symbol, true), self.book(symbol, false)]
+        } else {
+            vec![Book::both(symbol)]
         }
     }
 
@@ -194,14 +220,12 @@ impl World {
                 } else {
                     self.queue.push(Queued {
                         intent_id,
-                        symbol: book.symbol,
+                        book,
                         qty,
                     });
                 }
             }
             Command::Protect { book, seq, net } => {
-                // A one-way account: one book per symbol.
-                let symbol = book.symbol.clone();
                 let roll = self.rng.below(100);
                 let at = self.later(3000);
                 if faults && roll < 5 {
@@ -218,8 +242,8 @@ impl World {
                 } else {
                     // The orders change at once; the answer comes later.
                     match net {
-                        Some(net) => self.orders.insert(symbol.clone(), net),
-                        None => self.orders.remove(&symbol),
+                        Some(net) => self.orders.insert(book.clone(), net),
+                        None => self.orders.remove(&book),
                     };
                     self.due.push(Due {
                         at,
@@ -305,10 +329,10 @@ impl World {
                 .is_some_and(|d| d >= self.last_timer);
             let protected = self.core.protected(&book);
             if protected {
-                let stop = self.orders.get(&symbol).and_then(|n| n.stop);
+                let stop = self.orders.get(&book).and_then(|n| n.stop);
                 assert!(
-                    stop.is_some() || self.position(&symbol).is_zero(),
-                    "{symbol}: the core believes it protected, the exchange has no stop"
+                    stop.is_some() || self.position(&book).is_zero(),
+                    "{book}: the core believes it protected, the exchange has no stop"
                 );
             }
             assert!(
@@ -323,13 +347,16 @@ impl World {
     fn open(&mut self) {
         let symbol = SYMBOLS[self.rng.below(3) as usize].to_string();
         let price = self.prices[&symbol];
-        let held = self.position(&symbol);
-        // Mostly the same side as what is held; sometimes the other side (one-way mode nets).
-        let long = if held.is_zero() || self.rng.chance(15) {
+        let held = self.position(&Book::both(symbol.clone()));
+        // Mostly the same side as what is held; sometimes the other side (one-way mode nets; a
+        // hedge account holds both sides apart, so either is drawn).
+        let long = if self.hedge || held.is_zero() || self.rng.chance(15) {
             self.rng.chance(50)
         } else {
             held > Decimal::ZERO
         };
+        let book = self.book(&symbol, long);
+        let held = self.position(&book);
         let qty = Decimal::from(1 + self.rng.below(9));
         let id = format!("i{}", self.next_intent);
         self.next_intent += 1;
@@ -360,10 +387,16 @@ impl World {
             (false, 0) => "sell",
             (false, _) => "SELL",
         };
-        let json = format!("{{\"intent_id\":\"{id}\",\"symbol\":\"{symbol}\",\"action\":\"{}\",\"quantity\":{qty}{plan}}}", action.to_uppercase());
+        // On a hedge account the execution service writes the side into the result (the
+        // strategy may have left it out).
+        let side = match book.side {
+            PositionSide::Both => String::new(),
+            side => format!(",\"position_side\":\"{side}\""),
+        };
+        let json = format!("{{\"intent_id\":\"{id}\",\"symbol\":\"{symbol}\",\"action\":\"{}\",\"quantity\":{qty}{plan}{side}}}", action.to_uppercase());
         let intent = TradeIntent::from_json(&json).unwrap_or_else(|e| panic!("{json}: {e}"));
         let signed = if long { qty } else { -qty };
-        self.set_position(&symbol, held + signed, price);
+        self.set_position(&book, held + signed, price);
         // The result document carries the action as the strategy spelt it; the core sees what
         // the bus reader makes of it.
         let mut doc = filled(&intent, price, qty, self.now).to_json();
@@ -396,10 +429,14 @@ impl World {
             return;
         }
         let q = self.queue.remove(0);
-        let pos = self.position(&q.symbol);
+        let pos = self.position(&q.book);
+        let side = match q.book.side {
+            PositionSide::Both => String::new(),
+            side => format!(",\"position_side\":\"{side}\""),
+        };
         let intent = TradeIntent::from_json(&format!(
-            "{{\"intent_id\":\"{}\",\"symbol\":\"{}\",\"action\":\"CLOSE\",\"quantity\":{}}}",
-            q.intent_id, q.symbol, q.qty
+            "{{\"intent_id\":\"{}\",\"symbol\":\"{}\",\"action\":\"CLOSE\",\"quantity\":{}{side}}}",
+            q.intent_id, q.book.symbol, q.qty
         ))
         .unwrap();
         let result = if pos.is_zero() || (self.faults && self.rng.chance(5)) {
@@ -418,14 +455,14 @@ impl World {
                 fill = (fill / Decimal::TWO).floor().max(Decimal::ONE);
                 status = ResultStatus::PartiallyFilled;
             }
-            let entry = self.exchange[&q.symbol].1;
+            let entry = self.exchange[&q.book].1;
             let signed = if pos > Decimal::ZERO {
                 pos - fill
             } else {
                 pos + fill
             };
-            self.set_position(&q.symbol, signed, entry);
-            let price = self.prices[&q.symbol];
+            self.set_position(&q.book, signed, entry);
+            let price = self.prices[&q.book.symbol];
             filled_as(status, &intent, price, fill, self.now)
         };
         self.deliver_result(result);
@@ -436,9 +473,13 @@ impl World {
         let step = Decimal::new(self.rng.below(301) as i64 - 150, 2);
         let price = (self.prices[&symbol] + step).max(d("50"));
         self.prices.insert(symbol.clone(), price);
-        // The exchange's own stop fires first when crossed (a close-position order: all of it).
-        let pos = self.position(&symbol);
-        if let Some(net) = self.orders.get(&symbol).copied() {
+        // The exchange's own stop fires first when crossed (a close-position order: all of its
+        // side).
+        for book in self.books_of(&symbol) {
+            let pos = self.position(&book);
+            let Some(net) = self.orders.get(&book).copied() else {
+                continue;
+            };
             let long = pos > Decimal::ZERO;
             let crossed = |level: Option<Decimal>, below: bool| {
                 level.is_some_and(|l| if below { price <= l } else { price >= l })
@@ -449,10 +490,10 @@ impl World {
                 && (net.direction == Direction::Long) == long
                 && (stop_hit || target_hit)
             {
-                self.set_position(&symbol, Decimal::ZERO, Decimal::ZERO);
+                self.set_position(&book, Decimal::ZERO, Decimal::ZERO);
                 // The user stream reports the protective order's fill.
                 self.feed(Event::News {
-                    book: Book::both(symbol.clone()),
+                    book,
                     exit_price: Some(price),
                 });
             }
@@ -463,7 +504,12 @@ impl World {
         });
         // The monitor acts on its own levels: no lot still watching has a level this price
         // crossed.
-        for lot in self.core.lots_of(&Book::both(symbol.clone())) {
+        let lots: Vec<&Lot> = self
+            .core
+            .books_of(&symbol)
+            .flat_map(|book| self.core.lots_of(book))
+            .collect();
+        for lot in lots {
             if let (Phase::Watching, Some(levels)) = (&lot.phase, lot.levels) {
                 let e = engine::exits::evaluate(&levels, lot.trail, price);
                 assert!(
@@ -478,22 +524,24 @@ impl World {
 
     fn by_hand(&mut self) {
         let symbol = SYMBOLS[self.rng.below(3) as usize].to_string();
-        let pos = self.position(&symbol);
+        let long = self.rng.chance(50);
+        let book = self.book(&symbol, long);
+        let pos = self.position(&book);
         let price = self.prices[&symbol];
         if pos.is_zero() || self.rng.chance(30) {
-            // Opened by hand: no intent, no result.
+            // Opened by hand: no intent, no result. A hedge side opens in its own direction.
             let add = Decimal::from(1 + self.rng.below(3));
-            let signed = if pos < Decimal::ZERO {
+            let signed = if pos < Decimal::ZERO || (self.hedge && !long) {
                 pos - add
             } else {
                 pos + add
             };
-            self.set_position(&symbol, signed, price);
+            self.set_position(&book, signed, price);
         } else {
-            self.set_position(&symbol, Decimal::ZERO, Decimal::ZERO);
+            self.set_position(&book, Decimal::ZERO, Decimal::ZERO);
         }
         self.feed(Event::News {
-            book: Book::both(symbol),
+            book,
             exit_price: None,
         });
     }
@@ -523,9 +571,9 @@ impl World {
                 *positions = self
                     .exchange
                     .iter()
-                    .map(|(symbol, (amount, entry))| Position {
-                        side: PositionSide::Both,
-                        symbol: symbol.clone(),
+                    .map(|(book, (amount, entry))| Position {
+                        symbol: book.symbol.clone(),
+                        side: book.side,
                         amount: *amount,
                         entry: *entry,
                     })
@@ -565,23 +613,24 @@ impl World {
             self.deliver();
             self.feed(Event::Timer);
         }
-        for symbol in SYMBOLS {
-            let book = Book::both(symbol);
+        for book in SYMBOLS.iter().flat_map(|s| self.books_of(s)) {
             let lots: Vec<&Lot> = self.core.lots_of(&book).collect();
             assert_eq!(
                 self.core.net_qty(&book),
-                self.position(symbol),
-                "seed {seed}: {symbol} tracked vs exchange; lots {lots:?}"
+                self.position(&book),
+                "seed {seed}: {book} tracked vs exchange; lots {lots:?}"
             );
-            if !self.position(symbol).is_zero() {
-                let no_stop = self
-                    .core
-                    .alarms()
-                    .any(|((s, k), _)| s == symbol && *k == AlarmKind::NoStop);
+            if !self.position(&book).is_zero() {
+                let name = book.to_string();
+                let no_stop = self.core.alarms().any(|((s, k), _)| {
+                    // No stop in the plan, or none left in the conditional-order budget (a
+                    // hedge account's six books share four).
+                    *s == name && matches!(k, AlarmKind::NoStop | AlarmKind::NoBudget)
+                });
                 let settled = self.core.protected(&book) && self.core.protection_settled(&book);
                 assert!(
                     settled || no_stop || lots.iter().any(|l| l.phase != Phase::Watching),
-                    "seed {seed}: {symbol} held and not protected at rest: {lots:?}, alarms {:?}",
+                    "seed {seed}: {book} held and not protected at rest: {lots:?}, alarms {:?}",
                     self.core.alarms().collect::<Vec<_>>()
                 );
             }
