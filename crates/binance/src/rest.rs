@@ -123,6 +123,8 @@ struct Inner {
     symbols: RwLock<HashMap<String, Arc<SymbolRules>>>,
     /// Requests sent, by `METHOD path`: every request costs capacity, so it is counted.
     sent: Mutex<std::collections::BTreeMap<String, u64>>,
+    /// 429 / 418 replies, by status.
+    bans: Mutex<std::collections::BTreeMap<u16, u64>>,
 }
 
 impl RestClient {
@@ -147,6 +149,7 @@ impl RestClient {
                 shared_failed_ms: AtomicI64::new(0),
                 symbols: RwLock::new(HashMap::new()),
                 sent: Mutex::new(std::collections::BTreeMap::new()),
+                bans: Mutex::new(std::collections::BTreeMap::new()),
             }),
         })
     }
@@ -229,6 +232,18 @@ impl RestClient {
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
             .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    }
+
+    /// 429 and 418 replies this client has had, by status (for
+    /// `quantum_rate_limit_bans_total`).
+    pub fn bans_seen(&self) -> Vec<(u16, u64)> {
+        self.inner
+            .bans
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(k, v)| (*k, *v))
             .collect()
     }
 
@@ -492,6 +507,13 @@ impl RestClient {
                 }
             }
             warn!(target: "binance::ratelimit", "{endpoint}: HTTP {status}, pausing requests for {ban:?}");
+            *self
+                .inner
+                .bans
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(status)
+                .or_default() += 1;
         }
         Err(classify_reply(effect, status, retry_after, &body))
     }

@@ -101,6 +101,16 @@ impl DeadMan {
             .collect()
     }
 
+    /// How long the oldest order still held has been working at `now` (`None`: none is).
+    pub fn oldest(&self, now: Instant) -> Option<Duration> {
+        self.lock()
+            .holds
+            .values()
+            .flat_map(|holds| holds.values())
+            .map(|since| now.saturating_duration_since(*since))
+            .max()
+    }
+
     fn any(&self) -> bool {
         !self.lock().holds.is_empty()
     }
@@ -229,7 +239,13 @@ mod tests {
             dm.working(Duration::ZERO, later),
             set(&["BTCUSDT", "ETHUSDT"])
         );
+        assert_eq!(
+            dm.oldest(later),
+            Some(ARM_AFTER),
+            "the stuck-order gauge reads the oldest hold"
+        );
         drop(a);
+        assert_eq!(dm.oldest(later), Some(Duration::ZERO));
         assert!(
             dm.working(ARM_AFTER, later).is_empty(),
             "the old BTCUSDT order is done"
@@ -241,6 +257,7 @@ mod tests {
         drop(b);
         drop(c);
         assert!(!dm.any());
+        assert_eq!(dm.oldest(later), None);
     }
 
     #[test]

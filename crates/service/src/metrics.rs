@@ -121,6 +121,14 @@ pub const METRICS: &[(&str, &str)] = &[
         "Request weight allowed per minute (exchangeInfo).",
     ),
     (
+        "quantum_rate_limit_bans_total",
+        "HTTP 429 (too many requests) and 418 (IP banned) replies from the exchange, by client and code.",
+    ),
+    (
+        "quantum_oldest_working_order_seconds",
+        "Seconds the execution service's oldest intent has had an order in the works (sent or about to be, not yet final): a stuck order when it grows past the fill timeout.",
+    ),
+    (
         "quantum_user_stream_connected",
         "1 while the user data stream is connected, else 0.",
     ),
@@ -297,6 +305,13 @@ pub fn export_weight(rest: &binance::RestClient, client: &str) {
         &[("client", client)],
         f64::from(limit),
     );
+    for (status, n) in rest.bans_seen() {
+        m.set_total(
+            "quantum_rate_limit_bans_total",
+            &[("client", client), ("code", &status.to_string())],
+            n as f64,
+        );
+    }
     for (endpoint, n) in rest.requests_sent() {
         m.set_total(
             "quantum_rest_requests_total",
@@ -452,6 +467,49 @@ mod tests {
         for (name, _) in METRICS {
             assert!(used.contains(*name), "the dashboard does not show {name}");
         }
+    }
+
+    /// The alert rules in `deploy/` name only metrics quantum exports (a renamed metric would
+    /// leave an alert that never fires), and cover what the operator must hear about: positions
+    /// unprotected or untracked, stuck orders, the user stream down, rate-limit bans, dead
+    /// letters.
+    #[test]
+    fn the_alert_rules_use_only_exported_metrics_and_cover_the_promises() {
+        let rules = include_str!("../../../deploy/prometheus/quantum-alerts.yml");
+        let mut used = std::collections::BTreeSet::new();
+        for line in rules.lines().map(str::trim) {
+            let Some(expr) = line.strip_prefix("expr:") else {
+                continue;
+            };
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if word.starts_with("quantum_") {
+                    assert!(
+                        METRICS.iter().any(|(n, _)| *n == word),
+                        "an alert queries {word}, which quantum does not export"
+                    );
+                    used.insert(word.to_string());
+                }
+            }
+        }
+        for needed in [
+            "quantum_exit_alarms",
+            "quantum_untracked_positions",
+            "quantum_oldest_working_order_seconds",
+            "quantum_user_stream_connected",
+            "quantum_rate_limit_bans_total",
+            "quantum_dead_letters_total",
+        ] {
+            assert!(used.contains(needed), "no alert on {needed}");
+        }
+        let alerts = rules
+            .lines()
+            .filter(|l| l.trim().starts_with("- alert:"))
+            .count();
+        let exprs = rules
+            .lines()
+            .filter(|l| l.trim().starts_with("expr:"))
+            .count();
+        assert_eq!(alerts, exprs, "every alert has one expr");
     }
 
     /// A service task that fails with a bus error once `go` is cancelled.

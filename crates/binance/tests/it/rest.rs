@@ -321,6 +321,8 @@ async fn a_429_returns_retry_after_for_orders_and_reads_wait_it_out() {
     let started = Instant::now();
     client.position_mode().await.expect("retried after the 429");
     assert!(started.elapsed() >= Duration::from_millis(900));
+    // Both 429s are counted, for quantum_rate_limit_bans_total.
+    assert_eq!(client.bans_seen(), [(429, 2)]);
     sim.shutdown().await;
 }
 

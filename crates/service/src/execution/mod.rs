@@ -487,6 +487,17 @@ impl Executor {
                 &[],
                 if connected { 1.0 } else { 0.0 },
             );
+            // An intent whose order has been in the works this long is stuck (an order left
+            // NEW, a ban waited out, lookups that get no answer): the `QuantumStuckOrder` alert.
+            let oldest = self
+                .dead_man
+                .oldest(std::time::Instant::now())
+                .unwrap_or_default();
+            m.set(
+                "quantum_oldest_working_order_seconds",
+                &[],
+                oldest.as_secs_f64(),
+            );
             let last = self.router.last_event_ms.load(Ordering::Relaxed);
             if last > 0 {
                 m.set(
