@@ -60,6 +60,9 @@ pub struct SimConfig {
     /// Answer 429 when Binance's weight and order limits are crossed. The counters and their
     /// headers are kept either way; benchmarks turn enforcement off to measure the simulator.
     pub enforce_rate_limits: bool,
+    /// Start the account in hedge mode (`dualSidePosition=true`); `POST /fapi/v1/positionSide/dual`
+    /// changes it later, as on Binance (only with nothing open).
+    pub dual_side_position: bool,
 }
 
 impl std::fmt::Debug for SimConfig {
@@ -98,6 +101,7 @@ impl Default for SimConfig {
             initial_balance: Decimal::from(10_000),
             listen_key_ttl: Duration::from_secs(3600),
             ws_max_lifetime: Duration::from_secs(24 * 3600),
+            dual_side_position: false,
             enforce_rate_limits: true,
         }
     }

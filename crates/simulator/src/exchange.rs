@@ -155,7 +155,7 @@ impl Exchange {
             startup_faults: faults.clone(),
             faults,
             wallet: config.initial_balance,
-            dual_side: false,
+            dual_side: config.dual_side_position,
             leverage: HashMap::new(),
             margin_type: HashMap::new(),
             positions: BTreeMap::new(),

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use super::procs::Ended;
 use super::scenario::{Body, EntryKind, Plan};
-use super::truth::{orders_by_client_id, BusTruth, ExchangeTruth, ResultEntry};
+use super::truth::{self, orders_by_client_id, BusTruth, ExchangeTruth, ResultEntry};
 
 /// One broken promise, and what to grep the logs for.
 #[derive(Debug, Clone)]
@@ -982,10 +982,11 @@ fn positions(inputs: &Inputs) -> Invariant {
         inv.unchecked
             .push("no final sweep ran (the run ended before it)".into());
     }
-    let open: BTreeMap<&str, Decimal> = end
+    let names: Vec<(String, Decimal)> = end
         .iter()
-        .map(|p| (p.symbol.as_str(), p.position_amt))
+        .map(|p| (truth::position_name(p), p.position_amt))
         .collect();
+    let open: BTreeMap<&str, Decimal> = names.iter().map(|(n, a)| (n.as_str(), *a)).collect();
     for (symbol, amt) in &inputs.sweep.open_at_first {
         inv.checked += 1;
         if let Some(left) = open.get(symbol.as_str()) {
@@ -1102,7 +1103,14 @@ fn exits(
         for (_, id) in attempts {
             let Some(c) = cid(&id) else { continue };
             for o in by_cid.get(c.as_str()).cloned().unwrap_or_default() {
-                if !o.reduce_only && !o.close_position {
+                // On a hedge account a close is a SELL on LONG or a BUY on SHORT: Binance takes
+                // no reduceOnly there, and such an order can only reduce its side.
+                let hedge_close = matches!(
+                    (&o.position_side, o.side),
+                    (binance::PositionSide::Long, binance::Side::Sell)
+                        | (binance::PositionSide::Short, binance::Side::Buy)
+                );
+                if !o.reduce_only && !o.close_position && !hedge_close {
                     inv.violate(
                         format!("close {id} was placed without reduceOnly: {}", describe(o)),
                         needles(&id),

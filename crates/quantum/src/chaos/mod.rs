@@ -114,6 +114,11 @@ pub struct ChaosArgs {
     /// the consumer names.
     #[arg(long, value_name = "PATH")]
     pub services_config: Option<PathBuf>,
+    /// Run on a hedge-mode account (dualSidePosition=true): a BUY opens LONG, a SELL opens SHORT,
+    /// both sides of a symbol are held apart, a strategy's CLOSE names its side, and every check
+    /// is made per side. The schedule (and its fingerprint) is the seed's, as in one-way mode.
+    #[arg(long)]
+    pub hedge: bool,
 }
 
 /// Runs `quantum chaos`: Ok(true) when every invariant held.
@@ -299,6 +304,7 @@ async fn run_in(
     let sim = simulator::spawn(simulator::SimConfig {
         seed: args.seed,
         fill_delay: Duration::from_millis(faults::BASE_FILL_DELAY_MS),
+        dual_side_position: args.hedge,
         ..simulator::SimConfig::default()
     })
     .await
@@ -473,7 +479,7 @@ async fn run_in(
                 let text = match &entry.body {
                     Body::Intent(draft) => {
                         let id = entry.id.clone().unwrap_or_default();
-                        match draft.build(&id, service::clock::now_ms()) {
+                        match draft.build(&id, service::clock::now_ms(), args.hedge) {
                             Ok(intent) => Some(intent.to_json().to_string()),
                             Err(e) => {
                                 record
@@ -636,9 +642,10 @@ async fn run_in(
             }
         };
         let open: BTreeMap<String, Decimal> = open
-            .into_iter()
-            .map(|p| (p.symbol, p.position_amt))
+            .iter()
+            .map(|p| (truth::position_name(p), p.position_amt))
             .collect();
+        let held = |symbol: &str| open.keys().any(|k| truth::name_is_of(k, symbol));
         if round == 1 {
             sweep.open_at_first = open.clone();
             sweep.ran = true;
@@ -649,7 +656,7 @@ async fn run_in(
             .markets
             .iter()
             .enumerate()
-            .filter(|(_, m)| round == 1 || open.contains_key(&m.symbol))
+            .filter(|(_, m)| round == 1 || held(&m.symbol))
             .map(|(i, _)| {
                 if round == 1 {
                     let (lo, hi) = plan.path_range[i];
@@ -967,7 +974,7 @@ async fn outstanding(
             Ok(open) if !open.is_empty() => out.push(format!(
                 "positions open: {}",
                 open.iter()
-                    .map(|p| format!("{} {}", p.symbol, p.position_amt.normalize()))
+                    .map(|p| format!("{} {}", truth::position_name(p), p.position_amt.normalize()))
                     .collect::<Vec<_>>()
                     .join(", ")
             )),
@@ -1050,6 +1057,7 @@ fn summarize(
 ) -> report::Summary {
     let mut s = report::Summary {
         seed: args.seed,
+        hedge: args.hedge,
         fingerprint: plan.fingerprint(),
         duration_ms: plan.duration_ms,
         elapsed_ms: epoch.elapsed().as_millis() as u64,

@@ -13,6 +13,8 @@ use super::checks::Invariant;
 #[derive(Debug, Default)]
 pub struct Summary {
     pub seed: u64,
+    /// The account ran in hedge mode (`--hedge`).
+    pub hedge: bool,
     pub fingerprint: String,
     pub duration_ms: u64,
     pub elapsed_ms: u64,
@@ -70,8 +72,9 @@ pub fn render(summary: &Summary, invariants: &[Invariant], logs: &[(String, Path
     let s = summary;
     let _ = writeln!(
         out,
-        "\n== quantum chaos report ==\nseed {}  schedule fingerprint {}  scenario {:.0} s  whole run {:.0} s",
+        "\n== quantum chaos report ==\nseed {}{}  schedule fingerprint {}  scenario {:.0} s  whole run {:.0} s",
         s.seed,
+        if s.hedge { "  hedge-mode account" } else { "" },
         s.fingerprint,
         s.duration_ms as f64 / 1000.0,
         s.elapsed_ms as f64 / 1000.0

@@ -13,7 +13,7 @@
 
 use std::fmt::Write as _;
 
-use model::{Action, ExitLevel, IntentBuilder, IntentId, Symbol, TradeIntent};
+use model::{Action, ExitLevel, IntentBuilder, IntentId, PositionSide, Symbol, TradeIntent};
 use rust_decimal::Decimal;
 
 use super::faults::{self, FaultStep};
@@ -171,12 +171,15 @@ pub struct Draft {
     pub expires_in_ms: Option<i64>,
     /// The kind of exit plan, for the report.
     pub plan: &'static str,
+    /// The side a CLOSE names on a hedge-mode account (`quantum chaos --hedge`); not drawn from
+    /// the seed's random stream, so a schedule is the same in either mode.
+    pub close_side: PositionSide,
 }
 
 impl Draft {
     /// The intent document, stamped `created_at = now`; `Err` when the builder refuses it (a
     /// harness bug: drafts are meant to be valid documents).
-    pub fn build(&self, id: &str, now: i64) -> Result<TradeIntent, String> {
+    pub fn build(&self, id: &str, now: i64, hedge: bool) -> Result<TradeIntent, String> {
         let id = IntentId::new(id).map_err(|e| e.to_string())?;
         let symbol = Symbol::new(&self.symbol).map_err(|e| e.to_string())?;
         let builder: IntentBuilder = match self.action {
@@ -194,6 +197,9 @@ impl Draft {
             .created_at(now);
         if let Some(ms) = self.expires_in_ms {
             builder = builder.expires_at(now + ms);
+        }
+        if hedge && self.action == Action::Close {
+            builder = builder.position_side(self.close_side);
         }
         builder.build().map_err(|e| e.to_string())
     }
@@ -623,6 +629,11 @@ fn entries(
             draft.usd = None;
             draft.leverage = None;
             draft.plan = "strategy close of the whole position";
+            draft.close_side = if n % 2 == 0 {
+                PositionSide::Long
+            } else {
+                PositionSide::Short
+            };
             PlannedEntry {
                 id: Some(id),
                 kind: EntryKind::Valid,
@@ -686,6 +697,7 @@ fn plain_draft(market: &Market, action: Action, usd: i64) -> Draft {
         trailing: None,
         expires_in_ms: None,
         plan: "none",
+        close_side: PositionSide::Long,
     }
 }
 
@@ -901,7 +913,7 @@ mod tests {
             if let (Body::Intent(d), EntryKind::Valid | EntryKind::Refused { .. }) =
                 (&e.body, &e.kind)
             {
-                d.build(e.id.as_deref().unwrap(), 1_000_000)
+                d.build(e.id.as_deref().unwrap(), 1_000_000, false)
                     .unwrap_or_else(|err| panic!("entry {n} {d:?}: {err}"));
             }
             if let (Body::Raw(text), EntryKind::Invalid { what }) = (&e.body, &e.kind) {

@@ -247,6 +247,23 @@ where
     Err(format!("{what}: {last}"))
 }
 
+/// A position as the report names it: the symbol on a one-way account, `SYMBOL LONG` /
+/// `SYMBOL SHORT` on a hedge-mode one.
+pub fn position_name(p: &PositionRisk) -> String {
+    match p.position_side {
+        binance::PositionSide::Both => p.symbol.clone(),
+        ref side => format!("{} {side}", p.symbol),
+    }
+}
+
+/// Whether a position name (see [`position_name`]) is one of `symbol`'s positions.
+pub fn name_is_of(name: &str, symbol: &str) -> bool {
+    name == symbol
+        || name
+            .strip_prefix(symbol)
+            .is_some_and(|rest| rest.starts_with(' '))
+}
+
 /// Positions that are not zero (`Err` when they cannot be read).
 pub async fn positions(rest: &RestClient) -> Result<Vec<PositionRisk>, String> {
     let all = with_retry("positionRisk", || rest.position_risk(None)).await?;
