@@ -251,3 +251,56 @@ async fn a_position_side_on_a_one_way_account_is_refused_and_dead_lettered() {
     assert!(stack.exchange_orders("AXSUSDT").await.is_empty());
     stack.stop().await;
 }
+
+/// The position mode changed under a running service (possible with nothing open): its first
+/// order is refused by the exchange (-4061, nothing executed, `rejected` with the reason), the
+/// service reads the mode again, and the next intent is sent as the account now is.
+#[tokio::test]
+async fn a_mode_changed_under_a_running_service_is_read_again_after_the_exchange_refuses() {
+    let stack = Stack::start(Options::default()).await;
+    stack.pin("AXSUSDT", "6.250").await;
+    filled(
+        &stack,
+        json!({"intent_id": "mc-0", "symbol": "AXSUSDT", "action": "BUY", "quantity": 20}),
+    )
+    .await;
+    filled(
+        &stack,
+        json!({"intent_id": "mc-c", "symbol": "AXSUSDT", "action": "CLOSE"}),
+    )
+    .await;
+    stack.hedge_mode().await;
+    stack
+        .publish(
+            &json!({"intent_id": "mc-1", "symbol": "AXSUSDT", "action": "BUY", "quantity": 20}),
+        )
+        .await;
+    let refused = stack.result("mc-1").await;
+    assert_eq!(refused["status"], "rejected", "{refused}");
+    assert_eq!(refused["error_code"], -4061, "{refused}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut n = 2;
+    loop {
+        let id = format!("mc-{n}");
+        stack
+            .publish(
+                &json!({"intent_id": id, "symbol": "AXSUSDT", "action": "BUY", "quantity": 20}),
+            )
+            .await;
+        let result = stack.result(&id).await;
+        if result["status"] == "filled" {
+            assert_eq!(result["position_side"], "LONG", "{result}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the service never read the new mode: {result}"
+        );
+        n += 1;
+    }
+    assert_eq!(
+        stack.position_amt_on("AXSUSDT", "LONG").await,
+        Decimal::from(20)
+    );
+    stack.stop().await;
+}
