@@ -119,6 +119,18 @@ impl RedisBus {
     pub async fn connect(config: &Config) -> Result<Self> {
         let client = redis::Client::open(config.url.as_str())
             .map_err(|err| Error::Config(format!("redis url {}: {err}", config.redacted_url())))?;
+        // One plain connection first. The connection manager retries a failed connect with
+        // backoff until the timeout, so a Redis that refused at once would be reported as "no
+        // answer within 5s"; this attempt fails with what actually happened (connection refused,
+        // unknown host, or the timeout), which is what a person needs to fix it.
+        drop(
+            timed(
+                "connect",
+                config.op_timeout,
+                client.get_multiplexed_async_connection(),
+            )
+            .await?,
+        );
         let commands = command_connection(&client, config.op_timeout).await?;
         Ok(RedisBus {
             commands,

@@ -25,8 +25,11 @@ pub struct DemoArgs {
     /// Seed of the simulator's price walks.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Run the same scenario over a real Redis instead of the in-process bus.
-    #[arg(long, env = "QUANTUM_REDIS_URL")]
+    /// Run the same scenario over this Redis instead of the in-process bus. Only this flag
+    /// chooses it: the demo reads no QUANTUM_* setting, and it refuses a Redis where a quantum
+    /// service is reading the intent or result stream (that service would take the demo's
+    /// intents); give it a database of its own, e.g. redis://127.0.0.1:6379/15.
+    #[arg(long, value_name = "URL")]
     pub redis_url: Option<String>,
 }
 
@@ -89,7 +92,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         bail!("--speed must be above 0 and at most 100");
     }
     let pause = |ms: u64| Duration::from_millis((ms as f64 / args.speed) as u64);
-    println!(
+    outln!(
         "quantum demo: simulator + {} + execution service + exit monitor, in this process",
         if args.redis_url.is_some() {
             "Redis"
@@ -127,9 +130,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         simulator::DEFAULT_API_SECRET,
     )?;
     let bus = match &args.redis_url {
-        Some(_) => Bus::connect(&settings.bus_config())
-            .await
-            .with_context(|| format!("cannot reach Redis at {redis}"))?,
+        Some(_) => {
+            let bus = crate::commands::connect_bus(&settings).await?;
+            refuse_live_consumers(&bus, &settings.bus_config().redacted_url()).await?;
+            bus
+        }
         None => Bus::memory(settings.redis_max_len),
     };
     let execution = service::start_with_bus(settings.clone(), bus.clone()).await?;
@@ -147,7 +152,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             .build()
             .with_context(|| format!("the demo's intent {}", leg.id))?;
         let doc = intent.to_json();
-        println!(
+        outln!(
             "-> intent {} {} {} {doc}",
             leg.id,
             intent.action.as_str(),
@@ -163,7 +168,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     .await?;
     for leg in &legs {
         let r = &entries[leg.id];
-        println!(
+        outln!(
             "<- result {} {} entry_price={} qty={} confirmed_by={}",
             leg.id,
             r.status().as_str(),
@@ -188,7 +193,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     for step in 0..legs.iter().map(|l| l.path.len()).max().unwrap_or(0) {
         for leg in &legs {
             if let Some(price) = leg.path.get(step) {
-                println!("~~ price {} -> {price}", leg.symbol);
+                outln!("~~ price {} -> {price}", leg.symbol);
                 http.post(
                     "/sim/v1/price",
                     serde_json::json!({"symbol": leg.symbol, "price": price}),
@@ -209,8 +214,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     // The table, and the promises.
     let rest = binance::RestClient::new(settings.binance_config()?)?;
     let mut broken = Vec::new();
-    println!();
-    println!(
+    outln!();
+    outln!(
         "{:<9} {:<5} {:>12} {:>8} {:>10} {:<14} {:>12} {:>10} {:>9}",
         "symbol",
         "side",
@@ -239,7 +244,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         };
         let confirm = entry.published_at() - entry.order_sent_at().unwrap_or(entry.published_at());
         let reason = exit_reason(entry, close);
-        println!(
+        outln!(
             "{:<9} {:<5} {:>12} {:>8} {:>10} {:<14} {:>12} {:>10} {:>7}ms",
             leg.symbol,
             if long { "long" } else { "short" },
@@ -303,9 +308,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     monitor.stop().await?;
     execution.stop().await?;
     sim.shutdown().await;
-    println!();
+    outln!();
     if broken.is_empty() {
-        println!("all promises kept: every fill confirmed with a real price, one order per intent, every position closed and no protective order left");
+        outln!("all promises kept: every fill confirmed with a real price, one order per intent, every position closed and no protective order left");
         Ok(())
     } else {
         for b in &broken {
@@ -313,6 +318,32 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         }
         bail!("{} promise(s) broken", broken.len())
     }
+}
+
+/// A consumer that read this recently is taken for a running service.
+const LIVE_CONSUMER: Duration = Duration::from_secs(60);
+
+/// Refuses to run the demo over a Redis whose intent or result stream a quantum service is
+/// reading: the demo's streams are the services' (bus keys are fixed), so a running execution
+/// service would take some of the demo's intents and the demo would wait for results that went
+/// elsewhere. The demo does not share a live bus; a database of its own is one URL away.
+async fn refuse_live_consumers(bus: &Bus, url: &str) -> anyhow::Result<()> {
+    for stream in [keys::TRADE_INTENT, keys::TRADE_EXECUTION_RESULT] {
+        for group in bus.group_info(stream).await? {
+            if let Some(consumer) = group.consumers.iter().find(|c| c.idle < LIVE_CONSUMER) {
+                bail!(
+                    "Redis at {url} is in use: consumer {:?} of group {:?} read {stream} {} ago, \
+                     so a running quantum service would take the demo's intents; run the demo \
+                     without --redis-url (in-process bus) or on a database of its own (e.g. \
+                     redis://127.0.0.1:6379/15)",
+                    consumer.name,
+                    group.name,
+                    humantime::format_duration(Duration::from_secs(consumer.idle.as_secs()))
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Which exit the close was, from where the exit price sits against the entry's plan.
