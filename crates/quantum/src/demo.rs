@@ -25,10 +25,10 @@ pub struct DemoArgs {
     /// Seed of the simulator's price walks.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Run the same scenario over this Redis instead of the in-process bus. Only this flag
-    /// chooses it: the demo reads no QUANTUM_* setting, and it refuses a Redis where a quantum
-    /// service is reading the intent or result stream (that service would take the demo's
-    /// intents); give it a database of its own, e.g. redis://127.0.0.1:6379/15.
+    /// Run the same scenario over this Redis instead of the in-process bus, on streams and keys
+    /// of its own (under `quantum-demo-<run>:`), so services using the same Redis neither see
+    /// nor take the demo's intents. Only this flag chooses it: the demo reads no QUANTUM_*
+    /// setting.
     #[arg(long, value_name = "URL")]
     pub redis_url: Option<String>,
 }
@@ -129,18 +129,27 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         simulator::DEFAULT_API_KEY,
         simulator::DEFAULT_API_SECRET,
     )?;
+    let run_id = service::clock::now_ms() as u64;
     let bus = match &args.redis_url {
+        // The bus keys are fixed names; on a shared Redis the demo's services would otherwise
+        // read the real intent stream (a running execution service would take the demo's
+        // intents, and the demo's would take intents queued for a stopped one).
         Some(_) => {
-            let bus = crate::commands::connect_bus(&settings).await?;
-            refuse_live_consumers(&bus, &settings.bus_config().redacted_url()).await?;
-            bus
+            let namespace = format!("quantum-demo-{run_id}");
+            eprintln!(
+                "the demo's streams and keys are under {namespace}: on {}; they stay after the \
+                 demo (redis-cli --scan --pattern '{namespace}:*' lists them)",
+                settings.bus_config().redacted_url()
+            );
+            crate::commands::connect_bus(&settings)
+                .await?
+                .namespaced(&namespace)
         }
         None => Bus::memory(settings.redis_max_len),
     };
     let execution = service::start_with_bus(settings.clone(), bus.clone()).await?;
     let (monitor, counters) =
         service::exit_monitor::start_with_bus(settings.clone(), bus.clone()).await?;
-    let run_id = service::clock::now_ms() as u64;
     let legs = legs(run_id)?;
 
     tokio::time::sleep(pause(500)).await;
@@ -318,32 +327,6 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         }
         bail!("{} promise(s) broken", broken.len())
     }
-}
-
-/// A consumer that read this recently is taken for a running service.
-const LIVE_CONSUMER: Duration = Duration::from_secs(60);
-
-/// Refuses to run the demo over a Redis whose intent or result stream a quantum service is
-/// reading: the demo's streams are the services' (bus keys are fixed), so a running execution
-/// service would take some of the demo's intents and the demo would wait for results that went
-/// elsewhere. The demo does not share a live bus; a database of its own is one URL away.
-async fn refuse_live_consumers(bus: &Bus, url: &str) -> anyhow::Result<()> {
-    for stream in [keys::TRADE_INTENT, keys::TRADE_EXECUTION_RESULT] {
-        for group in bus.group_info(stream).await? {
-            if let Some(consumer) = group.consumers.iter().find(|c| c.idle < LIVE_CONSUMER) {
-                bail!(
-                    "Redis at {url} is in use: consumer {:?} of group {:?} read {stream} {} ago, \
-                     so a running quantum service would take the demo's intents; run the demo \
-                     without --redis-url (in-process bus) or on a database of its own (e.g. \
-                     redis://127.0.0.1:6379/15)",
-                    consumer.name,
-                    group.name,
-                    humantime::format_duration(Duration::from_secs(consumer.idle.as_secs()))
-                );
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Which exit the close was, from where the exit price sits against the entry's plan.
