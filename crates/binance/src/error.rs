@@ -73,7 +73,7 @@ pub enum Error {
     },
     /// The key, signature or permissions are wrong (-2014, -2015, -1022, HTTP 401/403). Stop:
     /// retrying cannot help.
-    #[error("authentication failed (HTTP {status}, code {code:?}): {msg}")]
+    #[error("authentication failed (HTTP {status}{}): {msg}", code.map(|c| format!(", code {c}")).unwrap_or_default())]
     Auth {
         /// HTTP status.
         status: u16,
@@ -385,7 +385,14 @@ mod tests {
         for code in [-2014, -2015, -1022] {
             let auth = classify_reply(Effect::Read, 401, None, &body(code, "bad key"));
             assert!(matches!(auth, Error::Auth { .. }), "{code}");
+            // Displayed for people: the code as a number, not `Some(..)`.
+            assert_eq!(
+                auth.to_string(),
+                format!("authentication failed (HTTP 401, code {code}): bad key")
+            );
         }
+        let bodyless = classify_reply(Effect::Read, 403, None, "");
+        assert_eq!(bodyless.to_string(), "authentication failed (HTTP 403): ");
         let internal = classify_reply(Effect::Write, 500, None, &body(-1001, "Internal error"));
         assert!(internal.is_transient());
     }

@@ -89,6 +89,18 @@ impl Bus {
         }
     }
 
+    /// The same bus under a namespace of its own: on Redis every key and stream name gets
+    /// `<namespace>:` in front (`demo-1:quantum:stream:trade.intent`), so services on this bus
+    /// and services on the plain one share a server and nothing else: not an intent, a consumer
+    /// group, a progress record or a rate budget. `quantum demo --redis-url` runs on one. An
+    /// in-process bus is private to its process already and comes back unchanged.
+    pub fn namespaced(&self, namespace: &str) -> Bus {
+        match self {
+            Bus::Redis(bus) => Bus::Redis(bus.namespaced(namespace)),
+            Bus::Memory(bus) => Bus::Memory(bus.clone()),
+        }
+    }
+
     /// `"redis"` or `"memory"`, for logs.
     pub fn kind(&self) -> &'static str {
         match self {

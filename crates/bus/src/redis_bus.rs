@@ -59,6 +59,9 @@ pub struct RedisBus {
     max_len: usize,
     op_timeout: Duration,
     redacted_url: String,
+    /// Put in front of every key and stream name: empty, except on a bus of its own inside a
+    /// shared Redis (see [`crate::Bus::namespaced`]).
+    prefix: Arc<str>,
 }
 
 struct Readers {
@@ -119,6 +122,18 @@ impl RedisBus {
     pub async fn connect(config: &Config) -> Result<Self> {
         let client = redis::Client::open(config.url.as_str())
             .map_err(|err| Error::Config(format!("redis url {}: {err}", config.redacted_url())))?;
+        // One plain connection first. The connection manager retries a failed connect with
+        // backoff until the timeout, so a Redis that refused at once would be reported as "no
+        // answer within 5s"; this attempt fails with what actually happened (connection refused,
+        // unknown host, or the timeout), which is what a person needs to fix it.
+        drop(
+            timed(
+                "connect",
+                config.op_timeout,
+                client.get_multiplexed_async_connection(),
+            )
+            .await?,
+        );
         let commands = command_connection(&client, config.op_timeout).await?;
         Ok(RedisBus {
             commands,
@@ -129,7 +144,21 @@ impl RedisBus {
             max_len: config.max_len.max(1),
             op_timeout: config.op_timeout,
             redacted_url: config.redacted_url(),
+            prefix: Arc::from(""),
         })
+    }
+
+    /// See [`crate::Bus::namespaced`].
+    pub fn namespaced(&self, namespace: &str) -> RedisBus {
+        RedisBus {
+            prefix: Arc::from(format!("{}{namespace}:", self.prefix)),
+            ..self.clone()
+        }
+    }
+
+    /// The Redis key of `name` on this bus: `name` behind the namespace, if any.
+    fn key(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
     }
 
     /// See [`crate::Bus::separate`].
@@ -150,6 +179,8 @@ impl RedisBus {
         value: &str,
         ttl: Duration,
     ) -> Result<String> {
+        let stream: &str = &self.key(stream);
+        let key: &str = &self.key(key);
         // MULTI/EXEC, as `map_apply`: both or neither, whatever happens to the connection or the
         // server between them.
         let mut pipe = redis::pipe();
@@ -181,11 +212,13 @@ impl RedisBus {
 
     /// See [`crate::Bus::publish`].
     pub async fn publish(&self, stream: &str, payload: &str) -> Result<String> {
+        let stream: &str = &self.key(stream);
         self.query("publish", &self.xadd(stream, payload)).await
     }
 
     /// See [`crate::Bus::ensure_group`].
     pub async fn ensure_group(&self, stream: &str, group: &str) -> Result<bool> {
+        let stream: &str = &self.key(stream);
         let mut cmd = redis::cmd("XGROUP");
         cmd.arg("CREATE")
             .arg(stream)
@@ -215,6 +248,7 @@ impl RedisBus {
         count: usize,
         block: Duration,
     ) -> Result<Vec<Entry>> {
+        let stream: &str = &self.key(stream);
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP")
             .arg(group)
@@ -263,6 +297,7 @@ impl RedisBus {
         group: &str,
         consumer: &str,
     ) -> Result<Vec<Entry>> {
+        let stream: &str = &self.key(stream);
         let mut raw = Vec::new();
         let mut after = "0".to_owned();
         loop {
@@ -299,6 +334,7 @@ impl RedisBus {
 
     /// See [`crate::Bus::release`].
     pub async fn release(&self, stream: &str, group: &str, ids: &[String]) -> Result<()> {
+        let stream: &str = &self.key(stream);
         if ids.is_empty() {
             return Ok(());
         }
@@ -349,6 +385,7 @@ impl RedisBus {
         min_idle: Duration,
         count: usize,
     ) -> Result<Vec<Entry>> {
+        let stream: &str = &self.key(stream);
         let count = count.max(1);
         let min_idle_ms = u64::try_from(min_idle.as_millis()).unwrap_or(u64::MAX);
         let mut raw = Vec::new();
@@ -389,6 +426,7 @@ impl RedisBus {
 
     /// See [`crate::Bus::ack`].
     pub async fn ack(&self, stream: &str, group: &str, id: &str) -> Result<bool> {
+        let stream: &str = &self.key(stream);
         let mut cmd = redis::cmd("XACK");
         cmd.arg(stream).arg(group).arg(id);
         let acked: u64 = self.query("ack", &cmd).await?;
@@ -397,6 +435,7 @@ impl RedisBus {
 
     /// See [`crate::Bus::latest`].
     pub async fn latest(&self, stream: &str, count: usize) -> Result<Vec<Entry>> {
+        let stream: &str = &self.key(stream);
         if count == 0 {
             return Ok(Vec::new());
         }
@@ -411,6 +450,7 @@ impl RedisBus {
 
     /// See [`crate::Bus::len`].
     pub async fn len(&self, stream: &str) -> Result<u64> {
+        let stream: &str = &self.key(stream);
         let mut cmd = redis::cmd("XLEN");
         cmd.arg(stream);
         self.query("len", &cmd).await
@@ -418,6 +458,7 @@ impl RedisBus {
 
     /// See [`crate::Bus::group_info`].
     pub async fn group_info(&self, stream: &str) -> Result<Vec<GroupInfo>> {
+        let stream: &str = &self.key(stream);
         let mut cmd = redis::cmd("XINFO");
         cmd.arg("GROUPS").arg(stream);
         let mut conn = self.commands.clone();
@@ -466,6 +507,7 @@ impl RedisBus {
 
     /// See [`crate::Bus::progress_get`].
     pub async fn progress_get(&self, key: &str) -> Result<Option<String>> {
+        let key: &str = &self.key(key);
         let mut cmd = redis::cmd("GET");
         cmd.arg(key);
         self.query("progress get", &cmd).await
@@ -473,6 +515,7 @@ impl RedisBus {
 
     /// See [`crate::Bus::progress_set`].
     pub async fn progress_set(&self, key: &str, value: &str, ttl: Duration) -> Result<()> {
+        let key: &str = &self.key(key);
         let _: Value = self
             .query("progress set", &set_progress(key, value, ttl))
             .await?;
@@ -486,6 +529,7 @@ impl RedisBus {
         value: &str,
         ttl: Duration,
     ) -> Result<bool> {
+        let key: &str = &self.key(key);
         let mut cmd = redis::cmd("SET");
         cmd.arg(key).arg(value).arg("NX").arg("PX").arg(ttl_ms(ttl));
         let reply: Value = self.query("progress set if absent", &cmd).await?;
@@ -495,6 +539,7 @@ impl RedisBus {
 
     /// See [`crate::Bus::map_put`].
     pub async fn map_put(&self, key: &str, entries: &[(String, String)]) -> Result<()> {
+        let key: &str = &self.key(key);
         // Redis refuses an HSET without fields; nothing to write is no write.
         if entries.is_empty() {
             return Ok(());
@@ -510,6 +555,7 @@ impl RedisBus {
 
     /// See [`crate::Bus::map_delete`].
     pub async fn map_delete(&self, key: &str, fields: &[String]) -> Result<u64> {
+        let key: &str = &self.key(key);
         if fields.is_empty() {
             return Ok(0);
         }
@@ -531,6 +577,7 @@ impl RedisBus {
     /// means for callers), which the one reader that needs it, the exit monitor loading its book
     /// before its writer starts, does not mind.
     pub async fn map_all(&self, key: &str) -> Result<BTreeMap<String, String>> {
+        let key: &str = &self.key(key);
         let mut out = BTreeMap::new();
         let mut cursor = "0".to_owned();
         loop {
@@ -557,6 +604,7 @@ impl RedisBus {
         put: &[(String, String)],
         delete: &[String],
     ) -> Result<()> {
+        let key: &str = &self.key(key);
         if put.is_empty() && delete.is_empty() {
             return Ok(());
         }
@@ -598,12 +646,12 @@ impl RedisBus {
         let mut cmd = redis::cmd("EVAL");
         cmd.arg(rate::TAKE_SCRIPT)
             .arg(windows.len() + 1)
-            .arg(keys::rate_ban(ban));
+            .arg(self.key(&keys::rate_ban(ban)));
         for w in windows {
-            cmd.arg(keys::rate_counter(
+            cmd.arg(self.key(&keys::rate_counter(
                 &w.name,
                 rate::window_index(now_ms, w.len_ms),
-            ));
+            )));
         }
         cmd.arg(now_ms).arg(ban_now_ms);
         for w in windows {
@@ -622,7 +670,7 @@ impl RedisBus {
         let mut cmd = redis::cmd("EVAL");
         cmd.arg(rate::BAN_SCRIPT)
             .arg(1)
-            .arg(keys::rate_ban(ban))
+            .arg(self.key(&keys::rate_ban(ban)))
             .arg(until_ms)
             .arg((until_ms - now_ms).max(1));
         let _: i64 = self.query("rate ban", &cmd).await?;

@@ -25,8 +25,11 @@ pub struct DemoArgs {
     /// Seed of the simulator's price walks.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Run the same scenario over a real Redis instead of the in-process bus.
-    #[arg(long, env = "QUANTUM_REDIS_URL")]
+    /// Run the same scenario over this Redis instead of the in-process bus, on streams and keys
+    /// of its own (under `quantum-demo-<run>:`), so services using the same Redis neither see
+    /// nor take the demo's intents. Only this flag chooses it: the demo reads no QUANTUM_*
+    /// setting.
+    #[arg(long, value_name = "URL")]
     pub redis_url: Option<String>,
 }
 
@@ -89,7 +92,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         bail!("--speed must be above 0 and at most 100");
     }
     let pause = |ms: u64| Duration::from_millis((ms as f64 / args.speed) as u64);
-    println!(
+    outln!(
         "quantum demo: simulator + {} + execution service + exit monitor, in this process",
         if args.redis_url.is_some() {
             "Redis"
@@ -126,16 +129,27 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         simulator::DEFAULT_API_KEY,
         simulator::DEFAULT_API_SECRET,
     )?;
+    let run_id = service::clock::now_ms() as u64;
     let bus = match &args.redis_url {
-        Some(_) => Bus::connect(&settings.bus_config())
-            .await
-            .with_context(|| format!("cannot reach Redis at {redis}"))?,
+        // The bus keys are fixed names; on a shared Redis the demo's services would otherwise
+        // read the real intent stream (a running execution service would take the demo's
+        // intents, and the demo's would take intents queued for a stopped one).
+        Some(_) => {
+            let namespace = format!("quantum-demo-{run_id}");
+            eprintln!(
+                "the demo's streams and keys are under {namespace}: on {}; they stay after the \
+                 demo (redis-cli --scan --pattern '{namespace}:*' lists them)",
+                settings.bus_config().redacted_url()
+            );
+            crate::commands::connect_bus(&settings)
+                .await?
+                .namespaced(&namespace)
+        }
         None => Bus::memory(settings.redis_max_len),
     };
     let execution = service::start_with_bus(settings.clone(), bus.clone()).await?;
     let (monitor, counters) =
         service::exit_monitor::start_with_bus(settings.clone(), bus.clone()).await?;
-    let run_id = service::clock::now_ms() as u64;
     let legs = legs(run_id)?;
 
     tokio::time::sleep(pause(500)).await;
@@ -147,7 +161,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             .build()
             .with_context(|| format!("the demo's intent {}", leg.id))?;
         let doc = intent.to_json();
-        println!(
+        outln!(
             "-> intent {} {} {} {doc}",
             leg.id,
             intent.action.as_str(),
@@ -163,7 +177,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     .await?;
     for leg in &legs {
         let r = &entries[leg.id];
-        println!(
+        outln!(
             "<- result {} {} entry_price={} qty={} confirmed_by={}",
             leg.id,
             r.status().as_str(),
@@ -188,7 +202,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     for step in 0..legs.iter().map(|l| l.path.len()).max().unwrap_or(0) {
         for leg in &legs {
             if let Some(price) = leg.path.get(step) {
-                println!("~~ price {} -> {price}", leg.symbol);
+                outln!("~~ price {} -> {price}", leg.symbol);
                 http.post(
                     "/sim/v1/price",
                     serde_json::json!({"symbol": leg.symbol, "price": price}),
@@ -209,8 +223,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     // The table, and the promises.
     let rest = binance::RestClient::new(settings.binance_config()?)?;
     let mut broken = Vec::new();
-    println!();
-    println!(
+    outln!();
+    outln!(
         "{:<9} {:<5} {:>12} {:>8} {:>10} {:<14} {:>12} {:>10} {:>9}",
         "symbol",
         "side",
@@ -239,7 +253,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         };
         let confirm = entry.published_at() - entry.order_sent_at().unwrap_or(entry.published_at());
         let reason = exit_reason(entry, close);
-        println!(
+        outln!(
             "{:<9} {:<5} {:>12} {:>8} {:>10} {:<14} {:>12} {:>10} {:>7}ms",
             leg.symbol,
             if long { "long" } else { "short" },
@@ -303,9 +317,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     monitor.stop().await?;
     execution.stop().await?;
     sim.shutdown().await;
-    println!();
+    outln!();
     if broken.is_empty() {
-        println!("all promises kept: every fill confirmed with a real price, one order per intent, every position closed and no protective order left");
+        outln!("all promises kept: every fill confirmed with a real price, one order per intent, every position closed and no protective order left");
         Ok(())
     } else {
         for b in &broken {

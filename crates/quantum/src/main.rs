@@ -1,5 +1,7 @@
 //! `quantum`: the one user-facing binary. A thin shell over the workspace's libraries: it parses
-//! the command line, sets up logging, and runs the subcommand until SIGINT or SIGTERM.
+//! the command line, sets up logging, and runs the subcommand until SIGINT or SIGTERM. A
+//! command's result goes to standard output, everything else to standard error (see
+//! [`output`]); an error ends the process with status 1 and one `error: …` line.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -7,6 +9,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
+#[macro_use]
+mod output;
 mod chaos;
 mod commands;
 mod demo;
@@ -16,7 +20,7 @@ mod supervise;
 #[derive(Debug, Parser)]
 #[command(name = "quantum", version, about, long_about = None)]
 struct Cli {
-    /// Log output format.
+    /// Log output format (logs go to stderr; text is coloured only on a terminal without NO_COLOR).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "QUANTUM_LOG_FORMAT")]
     log_format: LogFormat,
     #[command(subcommand)]
@@ -25,7 +29,9 @@ struct Cli {
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum LogFormat {
+    /// One line per event, for people and grep.
     Text,
+    /// One JSON object per event, for log shippers.
     Json,
 }
 
@@ -38,35 +44,20 @@ enum Command {
     /// Run a seeded chaos scenario (faults, kills, restarts) against the real services and check the promises against the exchange's truth.
     Chaos(chaos::ChaosArgs),
     /// Run the execution service: intents from Redis to confirmed results.
-    Execution(commands::ConnectionArgs),
+    Execution(commands::ServiceArgs),
     /// Run the exit monitor: track filled positions and close them on TP / SL / trailing stop.
-    ExitMonitor(commands::ConnectionArgs),
+    ExitMonitor(commands::ServiceArgs),
     /// Run the execution service and the exit monitor in one process.
     Run(commands::RunArgs),
-    /// Publish one trade intent and wait for its result.
+    /// Publish one trade intent and wait for its result; the exit status says how it ended.
+    #[command(after_help = commands::INTENT_EXIT_CODES)]
     Intent(commands::IntentArgs),
-    /// List recent orders of a symbol on the exchange.
-    Orders {
-        #[command(flatten)]
-        connection: commands::ConnectionArgs,
-        #[arg(long)]
-        symbol: String,
-        #[arg(long, default_value_t = 10)]
-        limit: u32,
-    },
+    /// List recent orders of a symbol on the exchange, newest first.
+    Orders(commands::OrdersArgs),
     /// Show one order on the exchange, by order id or client order id.
-    Order {
-        #[command(flatten)]
-        connection: commands::ConnectionArgs,
-        #[arg(long)]
-        symbol: String,
-        #[arg(long)]
-        order_id: Option<i64>,
-        #[arg(long)]
-        client_id: Option<String>,
-    },
+    Order(commands::OrderArgs),
     /// Show each tracked position: plan, distance to each trigger, protective orders, feed age.
-    Positions(commands::ConnectionArgs),
+    Positions(commands::PositionsArgs),
     /// Check the exchange, the keys, Redis and the recent orders; one line per check, non-zero exit on a failure.
     Doctor(commands::DoctorArgs),
     /// Stop new trading on every quantum process within a second: `halted` sends nothing new (closes and exits included; exchange-side stops stay), `--reduce-only` sends closes and exits only.
@@ -77,13 +68,8 @@ enum Command {
     Resume(commands::ResumeArgs),
     /// Show the trading state, who set it and why, and its recent changes.
     TradingState(commands::TradingStateArgs),
-    /// Show the latest execution results on the bus.
-    Results {
-        #[command(flatten)]
-        connection: commands::ConnectionArgs,
-        #[arg(long, default_value_t = 5)]
-        count: usize,
-    },
+    /// Show the latest execution results on the bus, newest first.
+    Results(commands::ResultsArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -135,8 +121,23 @@ struct SimArgs {
     balance: rust_decimal::Decimal,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => std::process::ExitCode::from(code),
+        Err(e) => {
+            use std::io::Write;
+            // `{:#}`: the whole chain on one line, each cause after a colon. A closed stderr is
+            // not worth a panic.
+            let _ = writeln!(std::io::stderr(), "error: {e:#}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
+/// Runs the command; `Ok` carries the exit status (0 unless the command's outcome says
+/// otherwise: `doctor` with a failed check, `intent` not filled, `chaos` with a broken promise).
+fn run(cli: Cli) -> anyhow::Result<u8> {
     // Doctor's report is its output; only warnings and errors of the libraries go with it.
     let default_filter = match cli.command {
         Command::Doctor(_) => "warn",
@@ -150,52 +151,41 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;
+    let done = |result: anyhow::Result<()>| result.map(|()| 0);
     match cli.command {
         Command::Chaos(args) => match runtime.block_on(chaos::run(args)) {
-            Ok(true) => Ok(()),
-            Ok(false) => std::process::exit(1),
+            Ok(true) => Ok(0),
+            Ok(false) => Ok(1),
             Err(e) => {
                 eprintln!("quantum chaos could not run: {e:#}");
-                std::process::exit(2);
+                Ok(2)
             }
         },
-        Command::Sim(args) => runtime.block_on(run_sim(args)),
-        Command::Demo(args) => runtime.block_on(demo::run(args)),
+        Command::Sim(args) => done(runtime.block_on(run_sim(args))),
+        Command::Demo(args) => done(runtime.block_on(demo::run(args))),
         Command::Execution(args) => {
-            runtime.block_on(async { commands::execution(args, shutdown_signal()).await })
+            done(runtime.block_on(async { commands::execution(args, shutdown_signal()).await }))
         }
         Command::ExitMonitor(args) => {
-            runtime.block_on(async { commands::exit_monitor(args, shutdown_signal()).await })
+            done(runtime.block_on(async { commands::exit_monitor(args, shutdown_signal()).await }))
         }
         Command::Run(args) => {
-            runtime.block_on(async { commands::run_both(args, shutdown_signal()).await })
+            done(runtime.block_on(async { commands::run_both(args, shutdown_signal()).await }))
         }
         Command::Intent(args) => runtime.block_on(commands::intent(args)),
-        Command::Positions(args) => runtime.block_on(commands::positions(args)),
-        Command::Doctor(args) => {
-            if !runtime.block_on(commands::doctor(args))? {
-                std::process::exit(1);
-            }
-            Ok(())
-        }
-        Command::Orders {
-            connection,
-            symbol,
-            limit,
-        } => runtime.block_on(commands::orders(connection, &symbol, limit)),
-        Command::Order {
-            connection,
-            symbol,
-            order_id,
-            client_id,
-        } => runtime.block_on(commands::order(connection, &symbol, order_id, client_id)),
-        Command::Halt(args) => runtime.block_on(commands::halt(args)),
-        Command::Flatten(args) => runtime.block_on(commands::flatten(args)),
-        Command::Resume(args) => runtime.block_on(commands::resume(args)),
-        Command::TradingState(args) => runtime.block_on(commands::trading_state(args)),
-        Command::Results { connection, count } => {
-            runtime.block_on(commands::results(connection, count))
-        }
+        Command::Positions(args) => done(runtime.block_on(commands::positions(args))),
+        Command::Doctor(args) => Ok(if runtime.block_on(commands::doctor(args))? {
+            0
+        } else {
+            1
+        }),
+        Command::Orders(args) => done(runtime.block_on(commands::orders(args))),
+        Command::Order(args) => done(runtime.block_on(commands::order(args))),
+        Command::Halt(args) => done(runtime.block_on(commands::halt(args))),
+        Command::Flatten(args) => done(runtime.block_on(commands::flatten(args))),
+        Command::Resume(args) => done(runtime.block_on(commands::resume(args))),
+        Command::TradingState(args) => done(runtime.block_on(commands::trading_state(args))),
+        Command::Results(args) => done(runtime.block_on(commands::results(args))),
     }
 }
 
@@ -205,6 +195,7 @@ fn init_logging(format: LogFormat, default_filter: &str) {
         EnvFilter::try_from_env("QUANTUM_LOG").unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(output::colour_logs())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -262,22 +253,22 @@ async fn run_sim(args: SimArgs) -> anyhow::Result<()> {
     simulator::run(config, shutdown_signal(), |handle| {
         let addr = handle.addr();
         tracing::info!("quantum sim listening on {addr}");
-        println!("quantum sim: Binance USDⓈ-M Futures simulator");
-        println!("  REST       http://{addr}/fapi/v1/...");
-        println!("  WebSocket  ws://{addr}/ws/<stream>  ws://{addr}/stream?streams=a/b  ws://{addr}/private/ws?listenKey=<key>");
-        println!("  WS API     ws://{addr}/ws-fapi/v1");
-        println!("  control    http://{addr}/sim/v1/price  http://{addr}/sim/v1/faults");
-        println!("  api key    {api_key}");
+        outln!("quantum sim: Binance USDⓈ-M Futures simulator");
+        outln!("  REST       http://{addr}/fapi/v1/...");
+        outln!("  WebSocket  ws://{addr}/ws/<stream>  ws://{addr}/stream?streams=a/b  ws://{addr}/private/ws?listenKey=<key>");
+        outln!("  WS API     ws://{addr}/ws-fapi/v1");
+        outln!("  control    http://{addr}/sim/v1/price  http://{addr}/sim/v1/faults");
+        outln!("  api key    {api_key}");
         if custom_secret {
-            println!("  api secret (as configured; not printed)");
+            outln!("  api secret (as configured; not printed)");
         } else {
-            println!("  api secret {} (the documented default)", simulator::DEFAULT_API_SECRET);
+            outln!("  api secret {} (the documented default)", simulator::DEFAULT_API_SECRET);
         }
         for (key, scheme) in &public_keys {
-            println!("  api key    {key} ({scheme} public key)");
+            outln!("  api key    {key} ({scheme} public key)");
         }
-        println!("  symbols    {}", handle.symbols().join(" "));
-        println!("Ctrl-C stops it.");
+        outln!("  symbols    {}", handle.symbols().join(" "));
+        outln!("Ctrl-C stops it.");
     })
     .await
     .context("simulator failed")?;
@@ -315,5 +306,34 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
         if tokio::signal::ctrl_c().await.is_ok() {
             tracing::info!("Ctrl-C received, shutting down");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every flag of every command says what it is for in `--help`.
+    #[test]
+    fn every_flag_has_help_text() {
+        fn check(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                if !builtin && arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} --{}", arg.get_id()));
+                }
+            }
+            for sub in command.get_subcommands() {
+                check(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        check(&super::Cli::command(), "quantum", &mut missing);
+        assert!(missing.is_empty(), "flags without help: {missing:?}");
+    }
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        super::Cli::command().debug_assert();
     }
 }

@@ -26,6 +26,44 @@ pub enum ConfigError {
     Invalid { key: &'static str, message: String },
 }
 
+/// The URL schemes the Redis client accepts.
+const REDIS_SCHEMES: [&str; 4] = ["redis", "rediss", "unix", "redis+unix"];
+
+/// Checks that `url` parses and starts with one of `schemes`. A URL written without its scheme
+/// (`127.0.0.1:8090`, `localhost:6379`) is the usual slip, and the URL parser's own words for it
+/// ("relative URL without a base", or `localhost` taken for a scheme) do not say so: the message
+/// names the URL that was probably meant.
+fn check_scheme(key: &'static str, url: &str, schemes: &[&str]) -> Result<(), ConfigError> {
+    let parsed = url::Url::parse(url);
+    if parsed
+        .as_ref()
+        .is_ok_and(|parsed| schemes.contains(&parsed.scheme()))
+    {
+        return Ok(());
+    }
+    let expected = schemes
+        .iter()
+        .map(|s| format!("{s}://"))
+        .collect::<Vec<_>>()
+        .join(" or ");
+    if !url.contains("://") {
+        return Err(invalid(
+            key,
+            format!(
+                "{url:?} has no scheme (it must start with {expected}): did you mean \"{}://{url}\"?",
+                schemes[0]
+            ),
+        ));
+    }
+    Err(invalid(
+        key,
+        match parsed {
+            Err(e) => format!("{url:?}: {e}"),
+            Ok(_) => format!("{url:?} must start with {expected}"),
+        },
+    ))
+}
+
 fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key,
@@ -357,17 +395,11 @@ impl Settings {
             (None, Venue::Custom) => format!("{}/ws-fapi/v1", ws_url.trim_end_matches('/')),
         };
         for (key, url, schemes) in [
-            ("rest_url", &rest_url, ["http", "https"]),
-            ("ws_url", &ws_url, ["ws", "wss"]),
-            ("ws_api_url", &ws_api_url, ["ws", "wss"]),
+            ("rest_url", &rest_url, &["http", "https"][..]),
+            ("ws_url", &ws_url, &["ws", "wss"][..]),
+            ("ws_api_url", &ws_api_url, &["ws", "wss"][..]),
         ] {
-            let parsed = url::Url::parse(url).map_err(|e| invalid(key, format!("{url:?}: {e}")))?;
-            if !schemes.contains(&parsed.scheme()) {
-                return Err(invalid(
-                    key,
-                    format!("{url:?} must start with {} or {}", schemes[0], schemes[1]),
-                ));
-            }
+            check_scheme(key, url, schemes)?;
         }
         // The guard goes by host, whatever the venue is called: `--rest-url
         // https://fapi.binance.com` is mainnet too.
@@ -592,14 +624,16 @@ impl Settings {
                 other => other,
             },
         };
+        let redis_url = overrides
+            .redis_url
+            .clone()
+            .or(file.redis.url)
+            .unwrap_or_else(|| "redis://127.0.0.1:6379".into());
+        check_scheme("redis_url", &redis_url, &REDIS_SCHEMES)?;
         Ok(Settings {
             exit,
             exchange,
-            redis_url: overrides
-                .redis_url
-                .clone()
-                .or(file.redis.url)
-                .unwrap_or_else(|| "redis://127.0.0.1:6379".into()),
+            redis_url,
             redis_max_len: file.redis.max_len.unwrap_or(100_000),
             execution,
             risk,
@@ -843,6 +877,56 @@ mod tests {
             );
         }
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn a_url_without_its_scheme_is_refused_with_the_url_meant() {
+        let build = |o: Overrides| {
+            Settings::build(FileConfig::default(), &o, no_env)
+                .unwrap_err()
+                .to_string()
+        };
+        let err = build(Overrides {
+            redis_url: Some("localhost:6379".into()),
+            ..Overrides::default()
+        });
+        assert!(
+            err.contains("did you mean \"redis://localhost:6379\"?"),
+            "{err}"
+        );
+        let err = build(Overrides {
+            rest_url: Some("127.0.0.1:8090".into()),
+            ws_url: Some("ws://127.0.0.1:8090".into()),
+            ..Overrides::default()
+        });
+        assert!(
+            err.contains("did you mean \"http://127.0.0.1:8090\"?"),
+            "{err}"
+        );
+        let err = build(Overrides {
+            rest_url: Some("http://127.0.0.1:8090".into()),
+            ws_url: Some("localhost:8090".into()),
+            ..Overrides::default()
+        });
+        assert!(
+            err.contains("did you mean \"ws://localhost:8090\"?"),
+            "{err}"
+        );
+        let err = build(Overrides {
+            redis_url: Some("http://localhost:6379".into()),
+            ..Overrides::default()
+        });
+        assert!(err.contains("must start with redis://"), "{err}");
+        for url in ["redis://h:1/2", "rediss://h", "unix:///tmp/redis.sock"] {
+            let o = Overrides {
+                redis_url: Some(url.into()),
+                ..Overrides::default()
+            };
+            assert!(
+                Settings::build(FileConfig::default(), &o, no_env).is_ok(),
+                "{url}"
+            );
+        }
     }
 
     #[test]

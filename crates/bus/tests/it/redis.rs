@@ -35,6 +35,59 @@ async fn connecting_to_nothing_is_unavailable_within_the_timeout() {
 }
 
 #[tokio::test]
+async fn a_refused_connection_says_refused_not_no_answer() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = Config {
+        url: format!("redis://127.0.0.1:{port}"),
+        ..Config::default()
+    };
+    let err = Bus::connect(&config).await.unwrap_err().to_string();
+    assert!(err.to_ascii_lowercase().contains("refused"), "{err}");
+    assert!(!err.contains("no answer within"), "{err}");
+}
+
+#[tokio::test]
+async fn a_namespaced_bus_shares_the_server_and_nothing_else() {
+    let server = RedisServer::start();
+    let plain = Bus::connect(&impatient(&server)).await.unwrap();
+    let demo = plain.namespaced("demo-1");
+    let stream = bus::keys::TRADE_INTENT;
+    plain.publish(stream, "{\"plain\":1}").await.unwrap();
+    demo.publish(stream, "{\"demo\":1}").await.unwrap();
+    demo.ensure_group(stream, "g").await.unwrap();
+    demo.progress_set("k", "v", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let seen = |entries: Vec<bus::Entry>| -> Vec<String> {
+        entries.into_iter().map(|e| e.payload.unwrap()).collect()
+    };
+    assert_eq!(
+        seen(plain.latest(stream, 10).await.unwrap()),
+        ["{\"plain\":1}"]
+    );
+    assert_eq!(
+        seen(demo.latest(stream, 10).await.unwrap()),
+        ["{\"demo\":1}"]
+    );
+    assert!(plain.group_info(stream).await.unwrap().is_empty());
+    assert_eq!(demo.group_info(stream).await.unwrap().len(), 1);
+    assert_eq!(plain.progress_get("k").await.unwrap(), None);
+    assert_eq!(demo.progress_get("k").await.unwrap().as_deref(), Some("v"));
+    // Under its prefix on the server, for whoever looks with redis-cli.
+    let raw = plain.namespaced("demo-1");
+    assert_eq!(raw.len(stream).await.unwrap(), 1);
+    assert_eq!(
+        plain.len(&format!("demo-1:{stream}")).await.unwrap(),
+        1,
+        "the namespaced stream is demo-1:{stream}"
+    );
+}
+
+#[tokio::test]
 async fn an_invalid_url_is_a_config_error() {
     let config = Config {
         url: "http://not-redis".to_owned(),

@@ -209,7 +209,7 @@ fn init_logging(path: &Path) -> anyhow::Result<()> {
 
 /// A line of progress on stdout.
 fn say(epoch: Instant, text: &str) {
-    println!("[{:>6.1}s] {text}", epoch.elapsed().as_secs_f64());
+    outln!("[{:>6.1}s] {text}", epoch.elapsed().as_secs_f64());
     tracing::info!("chaos: {text}");
 }
 
@@ -795,7 +795,7 @@ async fn run_in(
         );
     }
     let text = report::render(&summary, &invariants, &logs);
-    print!("{text}");
+    out!("{text}");
     std::fs::write(run_dir.join("report.txt"), &text)?;
     Ok(passed)
 }

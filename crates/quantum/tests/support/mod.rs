@@ -16,27 +16,39 @@ pub fn sim_settings(sim: &simulator::SimHandle, redis_url: &str) -> Settings {
     .expect("settings for the simulator")
 }
 
-/// The real binary, `quantum <subcommand>`, pointed at the simulator and `redis_url` with the
-/// simulator's keys and plain (uncoloured) logs. Add the subcommand's own flags to it.
+/// The real binary, `quantum <subcommand>`, pointed at the simulator and `redis_url` (each only
+/// where the subcommand takes it: `orders` has no `--redis-url`, `results` no `--rest-url`) with
+/// the simulator's keys and plain (uncoloured) logs. Add the subcommand's own flags to it.
 pub fn quantum(
     subcommand: &str,
     sim: &simulator::SimHandle,
     redis_url: &str,
 ) -> std::process::Command {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_quantum"));
+    command.arg(subcommand);
+    let services = ["execution", "exit-monitor", "run"];
+    let exchange = ["orders", "order", "positions", "doctor", "flatten"];
+    let bus = [
+        "intent",
+        "results",
+        "positions",
+        "doctor",
+        "halt",
+        "resume",
+        "trading-state",
+        "flatten",
+    ];
+    if services.contains(&subcommand) || exchange.contains(&subcommand) {
+        command.args(["--rest-url", &sim.base_url(), "--ws-url", &sim.ws_url()]);
+    }
+    if services.contains(&subcommand) || bus.contains(&subcommand) {
+        command.args(["--redis-url", redis_url]);
+    }
     command
-        .arg(subcommand)
-        .args([
-            "--rest-url",
-            &sim.base_url(),
-            "--ws-url",
-            &sim.ws_url(),
-            "--redis-url",
-            redis_url,
-        ])
         .env("BINANCE_API_KEY", simulator::DEFAULT_API_KEY)
         .env("BINANCE_SECRET_KEY", simulator::DEFAULT_API_SECRET)
         .env("NO_COLOR", "1")
-        .env_remove("QUANTUM_CONFIG");
+        .env_remove("QUANTUM_CONFIG")
+        .env_remove("QUANTUM_REDIS_URL");
     command
 }
