@@ -14,7 +14,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use bus::{keys, Bus};
 use model::{
-    Action, ClientOrderId, ExitLevel, IntentId, ResultStatus, Symbol, TradeIntent, TradingState,
+    Action, ClientOrderId, ExitLevel, IntentId, PositionSide, ResultStatus, Symbol, TradeIntent,
+    TradingState,
 };
 use rust_decimal::Decimal;
 use serde_json::json;
@@ -357,6 +358,10 @@ pub struct IntentArgs {
     /// Trailing stop, in percent from the best price since the entry.
     #[arg(long, value_name = "PCT")]
     pub trail_pct: Option<Decimal>,
+    /// Hedge-mode accounts only: the side to work on, LONG or SHORT (a BUY opens LONG and a SELL
+    /// SHORT, so entries may leave it out; a CLOSE must name it).
+    #[arg(long, value_name = "SIDE", value_parser = parse_position_side)]
+    pub position_side: Option<PositionSide>,
     /// Intent id [default: cli-<ms>]; the order's client order id is q-<id>.
     #[arg(long, value_parser = |s: &str| IntentId::new(s))]
     pub id: Option<IntentId>,
@@ -384,6 +389,7 @@ pub async fn intent(args: IntentArgs) -> anyhow::Result<u8> {
         .take_profit(args.tp_pct.map(ExitLevel::Pct))
         .stop_loss(args.sl_pct.map(ExitLevel::Pct))
         .trailing_pct(args.trail_pct)
+        .position_side(args.position_side)
         .source("quantum-cli")
         .created_at(now)
         .build()
@@ -439,6 +445,13 @@ pub async fn intent(args: IntentArgs) -> anyhow::Result<u8> {
 }
 
 /// `--action`, read as the service reads an intent's action (case-insensitively).
+fn parse_position_side(text: &str) -> Result<PositionSide, String> {
+    match PositionSide::parse(text) {
+        Some(side @ (PositionSide::Long | PositionSide::Short)) => Ok(side),
+        _ => Err(format!("{text:?} is not LONG or SHORT")),
+    }
+}
+
 fn parse_action(text: &str) -> Result<Action, String> {
     Action::parse(text).ok_or_else(|| format!("{text:?} is not BUY, SELL or CLOSE"))
 }

@@ -119,6 +119,10 @@ struct SimArgs {
     /// Starting USDT balance of the simulated account.
     #[arg(long, default_value = "10000")]
     balance: rust_decimal::Decimal,
+    /// Start the account in hedge mode (dualSidePosition=true: LONG and SHORT positions apart);
+    /// `POST /fapi/v1/positionSide/dual` switches it later, with nothing open.
+    #[arg(long)]
+    hedge_mode: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -241,6 +245,7 @@ async fn run_sim(args: SimArgs) -> anyhow::Result<()> {
         tick_interval: Duration::from_millis(args.tick_ms.max(10)),
         ws_ping_interval: Duration::from_secs(args.ws_ping_secs.max(1)),
         initial_balance: args.balance,
+        dual_side_position: args.hedge_mode,
         ..simulator::SimConfig::default()
     };
     let api_key = config.api_key.clone();

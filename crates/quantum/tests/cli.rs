@@ -610,3 +610,72 @@ async fn scripts_get_results_on_stdout_json_and_exit_statuses_that_mean_somethin
     service.stop().await.unwrap();
     sim.shutdown().await;
 }
+
+/// Hedge mode from the command line: a SELL opens the SHORT side (the result says so), a CLOSE
+/// names the side with `--position-side`, and a CLOSE that names none is refused with the reason
+/// (exit 3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intent_takes_a_position_side_on_a_hedge_mode_account() {
+    let sim = simulator::spawn(simulator::SimConfig {
+        fill_delay: Duration::from_millis(100),
+        dual_side_position: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let redis = testkit::RedisServer::start();
+    let url = redis.url();
+    let service = service::start(support::sim_settings(&sim, &url))
+        .await
+        .unwrap();
+    let intent = |args: &[&str]| {
+        let mut command = support::quantum("intent", &sim, &url);
+        command.args(args).args(["--wait", "20s", "--json"]);
+        output(&mut command)
+    };
+    let out = intent(&[
+        "--symbol",
+        "AXSUSDT",
+        "--action",
+        "SELL",
+        "--quantity",
+        "30",
+        "--id",
+        "hg-cli-1",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(json_of(&out)["position_side"], "SHORT");
+    let out = intent(&[
+        "--symbol", "AXSUSDT", "--action", "CLOSE", "--id", "hg-cli-2",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let refused = json_of(&out);
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("must name position_side"),
+        "{refused}"
+    );
+    let out = intent(&[
+        "--symbol",
+        "AXSUSDT",
+        "--action",
+        "CLOSE",
+        "--position-side",
+        "short",
+        "--id",
+        "hg-cli-3",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let closed = json_of(&out);
+    assert_eq!(
+        (
+            closed["position_side"].as_str(),
+            closed["executed_qty"].to_string().as_str()
+        ),
+        (Some("SHORT"), "30")
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(20), service.stop()).await;
+    sim.shutdown().await;
+}
