@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use model::{Action, ExecutionResult, ExitPlan, IntentId, PositionSide};
+use model::{Action, ExecutionResult, ExitPlan, ExitReason, IntentId, PositionSide};
 use rust_decimal::Decimal;
 
 use crate::exits::{evaluate, trailing_stop, Direction, Levels, TrailState, Trigger};
@@ -379,6 +379,10 @@ pub enum Note {
         exit_price: Decimal,
         exit_qty: Decimal,
         realized_pnl: Option<Decimal>,
+        /// The lot's entry fee plus the close's commission (as far as the exchange stated it).
+        fees: Decimal,
+        /// What the close was sent for (`None`: a close the core no longer had in flight).
+        trigger: Option<Trigger>,
         close_sent_at: i64,
     },
     Reduced {
@@ -399,6 +403,11 @@ pub enum Note {
         on_exchange: bool,
         exit_price: Option<Decimal>,
         realized_pnl: Option<Decimal>,
+        /// The lot as it was before it left (side, direction, entry, when it opened).
+        held: Box<Lot>,
+        reason: ExitReason,
+        /// The entry fee's share of what left (no exit fee is known for these exits).
+        fees: Decimal,
     },
     /// A fill the book did not expect (a late close, a CLOSE intent sent by someone else) reduced
     /// the symbol's lots.
@@ -774,6 +783,7 @@ impl Core {
                 &opposite,
                 qty,
                 "netted by an opposite entry",
+                ExitReason::Netted,
                 Exit::At(result.entry_price()),
                 out,
             );
@@ -802,6 +812,7 @@ impl Core {
                 &adopted,
                 qty,
                 "the result of an adopted position arrived",
+                ExitReason::TakenOver,
                 Exit::TakenOver,
                 out,
             );
@@ -911,18 +922,18 @@ impl Core {
             left -= closed;
             let remaining = lot.qty - closed;
             if remaining.is_zero() {
-                let pnl = realized(
-                    &lot,
-                    result.entry_price(),
-                    closed,
-                    result.commission().unwrap_or_default(),
-                );
+                let exit_fee = result.commission().unwrap_or_default();
+                let pnl = realized(&lot, result.entry_price(), closed, exit_fee);
                 self.remove(id);
                 out.push(Command::Note(Box::new(Note::Closed {
                     lot: lot.clone(),
                     exit_price: result.entry_price(),
                     exit_qty: closed,
                     realized_pnl: pnl,
+                    fees: share_of(lot.entry_fee, closed, lot.qty)
+                        .and_then(|f| f.checked_add(exit_fee))
+                        .unwrap_or(exit_fee),
+                    trigger: live.as_ref().map(|c| c.trigger),
                     close_sent_at: live.as_ref().map_or(now, |c| c.sent_at),
                 })));
                 continue;
@@ -958,6 +969,7 @@ impl Core {
                 &ids,
                 left,
                 "an unexpected close fill",
+                ExitReason::UnexpectedClose,
                 Exit::At(result.entry_price()),
                 out,
             );
@@ -1269,6 +1281,7 @@ impl Core {
                 &newest,
                 excess,
                 "closed on the exchange",
+                ExitReason::Exchange,
                 Exit::OnExchange(price),
                 out,
             );
@@ -1356,6 +1369,7 @@ impl Core {
         ids: &[String],
         qty: Decimal,
         why: &str,
+        reason: ExitReason,
         exit: Exit,
         out: &mut Vec<Command>,
     ) -> Decimal {
@@ -1384,6 +1398,13 @@ impl Core {
                     on_exchange,
                     exit_price,
                     realized_pnl,
+                    held: Box::new(lot.clone()),
+                    reason: if on_exchange {
+                        ExitReason::Exchange
+                    } else {
+                        reason
+                    },
+                    fees: share_of(lot.entry_fee, take, lot.qty).unwrap_or(lot.entry_fee),
                 })));
                 self.remove(id);
             } else {

@@ -23,8 +23,12 @@ use binance::{
     UserStream, UserStreamConfig, ALL_MARK_PRICES_STREAM,
 };
 use bus::{keys, Bus, Entry};
+use engine::exits::Trigger;
 use engine::monitor::{AlarmKind, Book, Command, Config, Core, Event, Note, PlanSource, Position};
-use model::{ExecutionResult, IntentId, PositionSide, Symbol, TradeIntent};
+use model::{
+    Direction, EventKind, ExecutionResult, ExitReason, IntentId, PositionEvent, PositionSide,
+    Symbol, TradeIntent,
+};
 use rust_decimal::Decimal;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -74,6 +78,72 @@ pub async fn start_with_bus(
         Running::new(crate::health::EXIT_MONITOR, shutdown, task),
         counters,
     ))
+}
+
+/// The bus event of a note about a lot's life (opened, adopted, closed, exited); `None` for
+/// the others.
+fn position_event(note: &Note, at: i64) -> Option<PositionEvent> {
+    let event = |kind, lot: &engine::monitor::Lot, qty| PositionEvent {
+        kind,
+        lot_id: lot.id.clone(),
+        symbol: lot.symbol.clone(),
+        position_side: lot.side,
+        direction: match lot.direction {
+            engine::exits::Direction::Long => Direction::Long,
+            engine::exits::Direction::Short => Direction::Short,
+        },
+        qty,
+        entry_price: lot.entry,
+        opened_at: lot.opened_at,
+        at,
+        reason: None,
+        why: None,
+        exit_price: None,
+        realized_pnl: None,
+        fees: None,
+    };
+    match note {
+        Note::Opened { lot, .. } => Some(event(EventKind::Opened, lot, lot.qty)),
+        Note::Adopted { lot } => Some(event(EventKind::Adopted, lot, lot.qty)),
+        Note::Closed {
+            lot,
+            exit_price,
+            exit_qty,
+            realized_pnl,
+            fees,
+            trigger,
+            ..
+        } => Some(PositionEvent {
+            reason: Some(match trigger {
+                Some(Trigger::TakeProfit { .. }) => ExitReason::TakeProfit,
+                Some(Trigger::StopLoss { .. }) => ExitReason::StopLoss,
+                Some(Trigger::Trailing { .. }) => ExitReason::TrailingStop,
+                None => ExitReason::Close,
+            }),
+            exit_price: Some(*exit_price),
+            realized_pnl: *realized_pnl,
+            fees: Some(*fees),
+            ..event(EventKind::Closed, lot, *exit_qty)
+        }),
+        Note::Exited {
+            qty,
+            why,
+            exit_price,
+            realized_pnl,
+            held,
+            reason,
+            fees,
+            ..
+        } => Some(PositionEvent {
+            reason: Some(*reason),
+            why: Some(why.clone()),
+            exit_price: *exit_price,
+            realized_pnl: *realized_pnl,
+            fees: Some(*fees),
+            ..event(EventKind::Exited, held, *qty)
+        }),
+        _ => None,
+    }
 }
 
 /// The core's configuration from the settings.
@@ -514,9 +584,28 @@ impl Shell<'_> {
             }
             Command::Note(note) => {
                 self.record_pnl(&note).await;
+                if let Some(event) = position_event(&note, now_ms()) {
+                    self.publish_event(event);
+                }
                 self.note(*note)
             }
         }
+    }
+
+    /// Publishes a position event in its own task: the monitor's decisions never wait for it.
+    /// A failed publish is an ERROR naming the event (the journal misses it; the log has it).
+    fn publish_event(&self, event: PositionEvent) {
+        let bus = self.monitor.bus.clone();
+        tokio::spawn(async move {
+            if let Err(e) = bus.publish(keys::POSITION_EVENTS, &event.to_json()).await {
+                error!(
+                    "cannot publish position event {} on {}: {e}; the journal will miss it: {}",
+                    event.key(),
+                    keys::POSITION_EVENTS,
+                    event.to_json()
+                );
+            }
+        });
     }
 
     fn read_positions(&self, seq: u64) {
@@ -596,6 +685,7 @@ impl Shell<'_> {
                 exit_qty,
                 realized_pnl,
                 close_sent_at,
+                ..
             } => {
                 counters.lots_closed.fetch_add(1, Ordering::Relaxed);
                 metrics::global().inc("quantum_positions_closed_total", &[("by", "quantum")]);
@@ -625,6 +715,7 @@ impl Shell<'_> {
                 on_exchange,
                 exit_price,
                 realized_pnl,
+                ..
             } => {
                 let price = exit_price.map_or("unknown".to_string(), |p| p.to_string());
                 let pnl = realized_pnl.map_or("unknown".to_string(), |p| {
