@@ -47,6 +47,16 @@ pub struct FileConfig {
     pub risk: RiskFile,
     #[serde(default)]
     pub exit: ExitFile,
+    #[serde(default)]
+    pub journal: JournalFile,
+}
+
+/// `[journal]`: where the trade journal is kept.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JournalFile {
+    /// `sqlite://<path>` (the default, `sqlite://quantum-journal.db`) or `postgres://...`.
+    pub url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -278,7 +288,13 @@ pub struct Settings {
     pub execution: ExecutionSettings,
     pub risk: RiskLimits,
     pub exit: ExitSettings,
+    /// The trade journal's database (`journal.url`).
+    pub journal_url: String,
 }
+
+/// The journal's database when the configuration names none: a SQLite file in the working
+/// directory.
+pub const DEFAULT_JOURNAL_URL: &str = "sqlite://quantum-journal.db";
 
 pub const TESTNET_REST: &str = "https://demo-fapi.binance.com";
 pub const TESTNET_WS: &str = "wss://fstream.binancefuture.com";
@@ -292,6 +308,20 @@ pub fn is_mainnet_host(host: &str) -> bool {
     let binance = host == "binance.com" || host.ends_with(".binance.com");
     let demo = host.starts_with("demo-") || host.starts_with("testnet.");
     binance && !demo
+}
+
+/// `journal.url`, checked for a scheme the journal can open.
+fn journal_url(url: Option<String>) -> Result<String, ConfigError> {
+    let url = url.unwrap_or_else(|| DEFAULT_JOURNAL_URL.to_string());
+    let known = ["sqlite:", "postgres://", "postgresql://"];
+    if known.iter().any(|scheme| url.starts_with(scheme)) {
+        Ok(url)
+    } else {
+        Err(invalid(
+            "journal.url",
+            format!("{url:?} is neither sqlite://<path> nor postgres://..."),
+        ))
+    }
 }
 
 /// Parses `30s`, `500ms`, `2m`.
@@ -601,6 +631,7 @@ impl Settings {
                 .or(file.redis.url)
                 .unwrap_or_else(|| "redis://127.0.0.1:6379".into()),
             redis_max_len: file.redis.max_len.unwrap_or(100_000),
+            journal_url: journal_url(file.journal.url)?,
             execution,
             risk,
         })
