@@ -49,9 +49,11 @@ CREATE TABLE lots (
     opened_at BIGINT NOT NULL
 );
 
--- Lots closed or exited: the trades of the reports.
+-- Quantity that left the book: a lot closed or exited (exit_key = the lot), or a part of it
+-- (kind 'reduced', exit_key = lot:at:qty). A lot's rows together are one trade of the reports.
 CREATE TABLE exits (
-    lot_id TEXT PRIMARY KEY,
+    exit_key TEXT PRIMARY KEY,
+    lot_id TEXT NOT NULL,
     entry_id TEXT NOT NULL,
     kind TEXT NOT NULL,
     symbol TEXT NOT NULL,
@@ -68,6 +70,7 @@ CREATE TABLE exits (
     closed_at BIGINT NOT NULL
 );
 CREATE INDEX exits_closed_at ON exits (closed_at);
+CREATE INDEX exits_lot ON exits (lot_id);
 
 -- Every change of the trading state (quantum:stream:control).
 CREATE TABLE trading_state (

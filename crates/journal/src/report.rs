@@ -29,7 +29,62 @@ pub struct Trade {
     pub realized_pnl: Option<Decimal>,
     pub fees: Option<Decimal>,
     pub opened_at: i64,
+    /// When its last part left.
     pub closed_at: i64,
+    /// How many exits made it (more than 1: partial closes before the last).
+    pub parts: u32,
+}
+
+/// A lot's exit rows (its parts, then its close), as one trade each, in the order of each
+/// lot's last exit. Quantities, PnL and fees add up (PnL is unknown when a part's is); the exit
+/// price is the quantity-weighted mean (unknown when a part's is); the reason is the last
+/// part's. Sums that overflow leave the value unknown.
+pub fn merge_parts(parts: Vec<Trade>) -> Vec<Trade> {
+    let mut order: Vec<String> = Vec::new();
+    let mut by_lot: BTreeMap<String, Vec<Trade>> = BTreeMap::new();
+    for part in parts {
+        if !by_lot.contains_key(&part.lot_id) {
+            order.push(part.lot_id.clone());
+        }
+        by_lot.entry(part.lot_id.clone()).or_default().push(part);
+    }
+    let mut trades: Vec<Trade> = order
+        .iter()
+        .filter_map(|lot| by_lot.remove(lot))
+        .filter_map(|mut parts| {
+            parts.sort_by_key(|p| p.closed_at);
+            let last = parts.last()?.clone();
+            let qty = parts
+                .iter()
+                .try_fold(Decimal::ZERO, |sum, p| sum.checked_add(p.qty));
+            let notional = parts.iter().try_fold(Decimal::ZERO, |sum, p| {
+                sum.checked_add(p.exit_price?.checked_mul(p.qty)?)
+            });
+            let sum = |f: fn(&Trade) -> Option<Decimal>| {
+                parts
+                    .iter()
+                    .try_fold(Decimal::ZERO, |sum, p| sum.checked_add(f(p)?))
+            };
+            Some(Trade {
+                qty: qty.unwrap_or(last.qty),
+                exit_price: match (notional, qty) {
+                    (Some(n), Some(q)) if !q.is_zero() => n.checked_div(q),
+                    _ => None,
+                },
+                realized_pnl: sum(|p| p.realized_pnl),
+                fees: sum(|p| p.fees),
+                parts: parts.len() as u32,
+                opened_at: parts
+                    .iter()
+                    .map(|p| p.opened_at)
+                    .min()
+                    .unwrap_or(last.opened_at),
+                ..last
+            })
+        })
+        .collect();
+    trades.sort_by_key(|t| t.closed_at);
+    trades
 }
 
 impl Trade {
@@ -332,11 +387,11 @@ pub fn render_trades(trades: &[Trade], format: Format) -> String {
             out.push('\n');
         }
         Format::Csv => {
-            out.push_str("lot_id,symbol,position_side,direction,qty,entry_price,exit_price,reason,realized_pnl,fees,opened_at,closed_at,held_ms\n");
+            out.push_str("lot_id,symbol,position_side,direction,qty,entry_price,exit_price,reason,realized_pnl,fees,opened_at,closed_at,held_ms,parts\n");
             for t in trades {
                 let _ = writeln!(
                     out,
-                    "{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                    "{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
                     csv(&t.lot_id),
                     csv(&t.symbol),
                     t.position_side.as_str(),
@@ -349,7 +404,8 @@ pub fn render_trades(trades: &[Trade], format: Format) -> String {
                     text_or(t.fees, ""),
                     t.opened_at,
                     t.closed_at,
-                    t.held_ms()
+                    t.held_ms(),
+                    t.parts
                 );
             }
         }
@@ -497,7 +553,39 @@ mod tests {
             fees: Some(d("0.1")),
             opened_at: closed_at - held_s * 1000,
             closed_at,
+            parts: 1,
         }
+    }
+
+    #[test]
+    fn a_lot_closed_in_parts_is_one_trade() {
+        let mut first = trade("a", "AXSUSDT", ExitReason::TakeProfit, Some("1.5"), 60);
+        first.qty = d("1");
+        first.exit_price = Some(d("102"));
+        first.closed_at -= 1_000;
+        let mut last = trade("a", "AXSUSDT", ExitReason::TakeProfit, Some("2.5"), 60);
+        last.qty = d("3");
+        last.exit_price = Some(d("101"));
+        let other = trade("b", "ETHUSDT", ExitReason::StopLoss, Some("-1"), 30);
+        let trades = merge_parts(vec![first, other, last]);
+        assert_eq!(trades.len(), 2);
+        let a = trades.iter().find(|t| t.lot_id == "a").unwrap();
+        assert_eq!(a.parts, 2);
+        assert_eq!(a.qty, d("4"));
+        assert_eq!(a.realized_pnl, Some(d("4.0")));
+        assert_eq!(a.fees, Some(d("0.2")));
+        // (102 × 1 + 101 × 3) / 4
+        assert_eq!(a.exit_price, Some(d("101.25")));
+        assert_eq!((a.opened_at, a.held_ms()), (a.closed_at - 60_000, 60_000));
+
+        let mut unknown = trade("c", "X", ExitReason::Exchange, None, 1);
+        unknown.closed_at -= 5;
+        let known = trade("c", "X", ExitReason::Close, Some("1"), 1);
+        let c = &merge_parts(vec![unknown, known])[0];
+        assert_eq!(
+            (c.realized_pnl, c.exit_price, c.reason),
+            (None, None, ExitReason::Close)
+        );
     }
 
     #[test]

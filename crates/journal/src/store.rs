@@ -173,8 +173,8 @@ impl Store {
         .map_err(write_error)
     }
 
-    /// A lot opened or adopted goes to `lots`, a lot closed or exited to `exits`; a second
-    /// event of the same kind for the same lot is ignored.
+    /// A lot opened or adopted goes to `lots`; a lot closed or exited, or a part of it that
+    /// left, to `exits`; an event already recorded is ignored.
     pub async fn insert_position_event(
         &self,
         entry_id: &str,
@@ -194,11 +194,15 @@ impl Store {
             .bind(event.qty.to_string())
             .bind(event.entry_price.to_string())
             .bind(event.opened_at),
-            EventKind::Closed | EventKind::Exited => sqlx::query(
-                "INSERT INTO exits (lot_id, entry_id, kind, symbol, position_side, direction, qty, \
+            EventKind::Closed | EventKind::Exited | EventKind::Reduced => sqlx::query(
+                "INSERT INTO exits (exit_key, lot_id, entry_id, kind, symbol, position_side, direction, qty, \
                  entry_price, exit_price, reason, why, realized_pnl, fees, opened_at, closed_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) ON CONFLICT DO NOTHING",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) ON CONFLICT DO NOTHING",
             )
+            .bind(match event.kind {
+                EventKind::Reduced => event.key(),
+                _ => event.lot_id.clone(),
+            })
             .bind(event.lot_id.clone())
             .bind(entry_id.to_string())
             .bind(event.kind.as_str().to_string())
@@ -270,12 +274,17 @@ impl Store {
         .map_err(write_error)
     }
 
-    /// The trades (lots closed or exited), oldest close first.
+    /// The trades (a lot's exits together), in the order their last part closed.
     pub async fn trades(&self, filter: &TradeFilter) -> Result<Vec<Trade>, Error> {
+        Ok(crate::report::merge_parts(self.exit_parts(filter).await?))
+    }
+
+    /// Every exit row (whole lots and parts), oldest first.
+    pub async fn exit_parts(&self, filter: &TradeFilter) -> Result<Vec<Trade>, Error> {
         let rows = sqlx::query(
             "SELECT lot_id, symbol, position_side, direction, qty, entry_price, exit_price, reason, \
              realized_pnl, fees, opened_at, closed_at FROM exits \
-             WHERE closed_at >= $1 AND ($2 = '' OR symbol = $2) ORDER BY closed_at, lot_id",
+             WHERE closed_at >= $1 AND ($2 = '' OR symbol = $2) ORDER BY closed_at, exit_key",
         )
         .bind(filter.since_ms.unwrap_or(i64::MIN))
         .bind(filter.symbol.clone().unwrap_or_default())
@@ -293,7 +302,7 @@ impl Store {
             ("intents", "entry_id, published_at, intent_id, symbol, action, position_side, payload", "entry_id"),
             ("results", "entry_id, published_at, intent_id, symbol, action, position_side, status, order_id, client_order_id, executed_qty, avg_price, commission, commission_asset, confirmed_by, error, payload", "entry_id"),
             ("lots", "lot_id, entry_id, kind, symbol, position_side, direction, qty, entry_price, opened_at", "lot_id"),
-            ("exits", "lot_id, entry_id, kind, symbol, position_side, direction, qty, entry_price, exit_price, reason, why, realized_pnl, fees, opened_at, closed_at", "lot_id"),
+            ("exits", "exit_key, lot_id, entry_id, kind, symbol, position_side, direction, qty, entry_price, exit_price, reason, why, realized_pnl, fees, opened_at, closed_at", "exit_key"),
             ("trading_state", "entry_id, state, set_by, reason, at_ms", "entry_id"),
             ("unreadable", "stream, entry_id, reason, payload", "stream, entry_id"),
         ];
@@ -351,6 +360,7 @@ fn trade_of(row: &AnyRow) -> Result<Trade, Error> {
         fees: optional_decimal("fees")?,
         opened_at: row.try_get("opened_at").map_err(read_error)?,
         closed_at: row.try_get("closed_at").map_err(read_error)?,
+        parts: 1,
     })
 }
 

@@ -6,8 +6,9 @@
 //! Prices, quantities, PnL and fees are JSON numbers with their exact decimal digits, as in
 //! results.
 //!
-//! A lot opens once and leaves the book once, so `(kind, lot_id)` names an event: a consumer
-//! that sees one twice (a republish after a crash) keeps the first.
+//! A lot opens once and leaves the book once, so `(kind, lot_id)` names an event (a part that
+//! leaves early, `reduced`, is named by its time and quantity too): a consumer that sees one
+//! twice (a republish after a crash) keeps the first.
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -49,6 +50,8 @@ pub enum EventKind {
     Closed,
     /// The lot left the book without a close of its own (see [`ExitReason`]).
     Exited,
+    /// Part of the lot left the book (a partial close fill, a netting); the rest stays open.
+    Reduced,
 }
 
 impl EventKind {
@@ -58,7 +61,16 @@ impl EventKind {
             EventKind::Adopted => "adopted",
             EventKind::Closed => "closed",
             EventKind::Exited => "exited",
+            EventKind::Reduced => "reduced",
         }
+    }
+
+    /// Whether the event is about quantity leaving the book (and so carries a reason).
+    pub fn is_exit(self) -> bool {
+        matches!(
+            self,
+            EventKind::Closed | EventKind::Exited | EventKind::Reduced
+        )
     }
 }
 
@@ -114,7 +126,7 @@ impl ExitReason {
 }
 
 /// One event of a lot's life. For `opened` / `adopted` the exit fields are `None`; for `closed` /
-/// `exited` `exit_price` is `None` only when no fill price is known (a lot taken over), and
+/// `exited` / `reduced` `exit_price` is `None` only when no fill price is known (a lot taken over), and
 /// `realized_pnl` when it is unknown (no exit price, or an overflow).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PositionEvent {
@@ -167,9 +179,13 @@ pub struct PositionEvent {
 pub struct PositionEventError(String);
 
 impl PositionEvent {
-    /// The event's identity: a lot opens once and leaves once.
+    /// The event's identity: a lot opens once and leaves once; a part leaving is named by when
+    /// and how much (a republished document keeps both).
     pub fn key(&self) -> String {
-        format!("{}:{}", self.kind.as_str(), self.lot_id)
+        match self.kind {
+            EventKind::Reduced => format!("reduced:{}:{}:{}", self.lot_id, self.at, self.qty),
+            kind => format!("{}:{}", kind.as_str(), self.lot_id),
+        }
     }
 
     pub fn to_json(&self) -> String {
@@ -180,7 +196,7 @@ impl PositionEvent {
     pub fn from_json(text: &str) -> Result<PositionEvent, PositionEventError> {
         let event: PositionEvent =
             serde_json::from_str(text).map_err(|e| PositionEventError(e.to_string()))?;
-        let exit = matches!(event.kind, EventKind::Closed | EventKind::Exited);
+        let exit = event.kind.is_exit();
         if exit != event.reason.is_some() {
             return Err(PositionEventError(format!(
                 "a {} event {} a reason",

@@ -23,11 +23,10 @@ use binance::{
     UserStream, UserStreamConfig, ALL_MARK_PRICES_STREAM,
 };
 use bus::{keys, Bus, Entry};
-use engine::exits::Trigger;
 use engine::monitor::{AlarmKind, Book, Command, Config, Core, Event, Note, PlanSource, Position};
 use model::{
-    Direction, EventKind, ExecutionResult, ExitReason, IntentId, PositionEvent, PositionSide,
-    Symbol, TradeIntent,
+    Direction, EventKind, ExecutionResult, IntentId, PositionEvent, PositionSide, Symbol,
+    TradeIntent,
 };
 use rust_decimal::Decimal;
 use tokio::sync::mpsc;
@@ -114,12 +113,7 @@ fn position_event(note: &Note, at: i64) -> Option<PositionEvent> {
             trigger,
             ..
         } => Some(PositionEvent {
-            reason: Some(match trigger {
-                Some(Trigger::TakeProfit { .. }) => ExitReason::TakeProfit,
-                Some(Trigger::StopLoss { .. }) => ExitReason::StopLoss,
-                Some(Trigger::Trailing { .. }) => ExitReason::TrailingStop,
-                None => ExitReason::Close,
-            }),
+            reason: Some(engine::monitor::exit_reason(trigger.as_ref())),
             exit_price: Some(*exit_price),
             realized_pnl: *realized_pnl,
             fees: Some(*fees),
@@ -141,6 +135,21 @@ fn position_event(note: &Note, at: i64) -> Option<PositionEvent> {
             realized_pnl: *realized_pnl,
             fees: Some(*fees),
             ..event(EventKind::Exited, held, *qty)
+        }),
+        Note::Reduced {
+            closed,
+            held,
+            reason,
+            exit_price,
+            realized_pnl,
+            fees,
+            ..
+        } => Some(PositionEvent {
+            reason: Some(*reason),
+            exit_price: *exit_price,
+            realized_pnl: *realized_pnl,
+            fees: Some(*fees),
+            ..event(EventKind::Reduced, held, *closed)
         }),
         _ => None,
     }
@@ -410,6 +419,10 @@ impl Shell<'_> {
             ..
         }
         | Note::Exited {
+            realized_pnl: Some(pnl),
+            ..
+        }
+        | Note::Reduced {
             realized_pnl: Some(pnl),
             ..
         }) = note
@@ -706,6 +719,7 @@ impl Shell<'_> {
                 lot,
                 closed,
                 remaining,
+                ..
             } => warn!("lot {lot}: {closed} closed, {remaining} still open (a close under way for the rest says so: 'Close order sent')"),
             Note::Exited {
                 lot,

@@ -71,6 +71,16 @@ async fn publish_first(bus: &Bus) -> usize {
 /// The second half, published while the journal is down.
 async fn publish_second(bus: &Bus) -> usize {
     let entries = [
+        // A part of t-1 leaves first (a partial close fill): one trade with its close.
+        (
+            keys::POSITION_EVENTS,
+            event(
+                EventKind::Reduced,
+                "t-1",
+                Some(ExitReason::TakeProfit),
+                Some("0.5"),
+            ),
+        ),
         (
             keys::POSITION_EVENTS,
             event(
@@ -150,7 +160,8 @@ async fn replay_is_idempotent(live_url: &str, fresh_url: &str) {
         "intents|",
         "results|",
         "lots|t-1|",
-        "exits|t-1|",
+        "exits|t-1|t-1|",
+        "exits|reduced:t-1:9000:16|t-1|",
         "exits|t-2|",
         "trading_state|",
         "unreadable|quantum:stream:trade.execution.res|",
@@ -178,7 +189,8 @@ async fn replay_is_idempotent(live_url: &str, fresh_url: &str) {
         (summary.trades, summary.unknown_pnl, summary.wins),
         (2, 1, 1)
     );
-    assert_eq!(summary.net_pnl, d("1.974"));
+    assert_eq!(summary.net_pnl, d("2.474"));
+    assert_eq!(trades[0].parts, 2, "{trades:#?}");
     let only_t2 = store
         .trades(&TradeFilter {
             since_ms: Some(0),
