@@ -15,6 +15,10 @@ pub const TRADE_EXECUTION_RESULT: &str = "quantum:stream:trade.execution.res";
 /// JSON document per event (`model::PositionEvent`). The journal reads it.
 pub const POSITION_EVENTS: &str = "quantum:stream:position.events";
 
+/// The exchange-side protective orders the exit monitor places and cancels, one JSON document
+/// per order placed or cancelled (`model::ProtectionEvent`). The journal reads it.
+pub const PROTECTION_EVENTS: &str = "quantum:stream:protection.events";
+
 /// Entries no consumer could handle (undecodable, missing `payload`, refused too often), with the
 /// reason and the original text; see [`crate::Bus::dead_letter`].
 pub const DEAD_LETTER: &str = "quantum:stream:dead-letter";

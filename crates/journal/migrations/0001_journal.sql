@@ -72,6 +72,21 @@ CREATE TABLE exits (
 CREATE INDEX exits_closed_at ON exits (closed_at);
 CREATE INDEX exits_lot ON exits (lot_id);
 
+-- Exchange-side protective orders the exit monitor placed or cancelled
+-- (quantum:stream:protection.events).
+CREATE TABLE protective_orders (
+    client_algo_id TEXT NOT NULL,
+    action TEXT NOT NULL,
+    entry_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    symbol TEXT NOT NULL,
+    position_side TEXT NOT NULL,
+    algo_id BIGINT NOT NULL,
+    trigger_price TEXT,
+    at_ms BIGINT NOT NULL,
+    PRIMARY KEY (client_algo_id, action)
+);
+
 -- Every change of the trading state (quantum:stream:control).
 CREATE TABLE trading_state (
     entry_id TEXT PRIMARY KEY,

@@ -1,5 +1,6 @@
 //! The journal's reader: one consumer group of its own (`quantum-journal` by default) on each of
-//! the four streams it records (intents, results, position events, trading-state changes), so
+//! the five streams it records (intents, results, position events, protective orders,
+//! trading-state changes), so
 //! it takes nothing from the services' groups, can run anywhere, and after downtime catches up
 //! from where its group stopped (a new group starts at the beginning of each stream).
 //!
@@ -12,7 +13,7 @@
 use std::time::Duration;
 
 use bus::{keys, Bus, Entry};
-use model::{ExecutionResult, PositionEvent, TradeIntent, TradingControl};
+use model::{ExecutionResult, PositionEvent, ProtectionEvent, TradeIntent, TradingControl};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -26,10 +27,11 @@ pub const DEFAULT_GROUP: &str = "quantum-journal";
 const CONSUMER: &str = "journal";
 
 /// The streams the journal records, in the order it reads them each round.
-pub const STREAMS: [&str; 4] = [
+pub const STREAMS: [&str; 5] = [
     keys::TRADE_INTENT,
     keys::TRADE_EXECUTION_RESULT,
     keys::POSITION_EVENTS,
+    keys::PROTECTION_EVENTS,
     keys::CONTROL_LOG,
 ];
 
@@ -181,6 +183,10 @@ async fn write(store: &Store, stream: &str, entry: &Entry) -> Result<(), Error> 
         },
         keys::POSITION_EVENTS => match PositionEvent::from_json(payload) {
             Ok(event) => store.insert_position_event(&entry.id, &event).await,
+            Err(e) => unreadable(e.to_string()).await,
+        },
+        keys::PROTECTION_EVENTS => match ProtectionEvent::from_json(payload) {
+            Ok(event) => store.insert_protection(&entry.id, &event).await,
             Err(e) => unreadable(e.to_string()).await,
         },
         keys::CONTROL_LOG => match TradingControl::from_json(payload) {

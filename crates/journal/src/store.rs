@@ -10,7 +10,9 @@
 use std::borrow::Cow;
 use std::str::FromStr;
 
-use model::{Direction, EventKind, ExecutionResult, ExitReason, PositionEvent, PositionSide};
+use model::{
+    Direction, EventKind, ExecutionResult, ExitReason, PositionEvent, PositionSide, ProtectionEvent,
+};
 use model::{TradeIntent, TradingControl};
 use rust_decimal::Decimal;
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -232,6 +234,30 @@ impl Store {
             .map_err(write_error)
     }
 
+    pub async fn insert_protection(
+        &self,
+        entry_id: &str,
+        event: &ProtectionEvent,
+    ) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO protective_orders (client_algo_id, action, entry_id, kind, symbol, position_side, \
+             algo_id, trigger_price, at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+        )
+        .bind(event.client_algo_id.as_str())
+        .bind(event.action.as_str())
+        .bind(entry_id)
+        .bind(event.kind.as_str())
+        .bind(event.symbol.as_str())
+        .bind(event.position_side.as_str())
+        .bind(event.algo_id)
+        .bind(event.trigger_price.map(|p| p.to_string()))
+        .bind(event.at)
+        .execute(&self.pool)
+        .await
+        .map(drop)
+        .map_err(write_error)
+    }
+
     pub async fn insert_trading_state(
         &self,
         entry_id: &str,
@@ -303,6 +329,7 @@ impl Store {
             ("results", "entry_id, published_at, intent_id, symbol, action, position_side, status, order_id, client_order_id, executed_qty, avg_price, commission, commission_asset, confirmed_by, error, payload", "entry_id"),
             ("lots", "lot_id, entry_id, kind, symbol, position_side, direction, qty, entry_price, opened_at", "lot_id"),
             ("exits", "exit_key, lot_id, entry_id, kind, symbol, position_side, direction, qty, entry_price, exit_price, reason, why, realized_pnl, fees, opened_at, closed_at", "exit_key"),
+            ("protective_orders", "client_algo_id, action, entry_id, kind, symbol, position_side, algo_id, trigger_price, at_ms", "client_algo_id, action"),
             ("trading_state", "entry_id, state, set_by, reason, at_ms", "entry_id"),
             ("unreadable", "stream, entry_id, reason, payload", "stream, entry_id"),
         ];

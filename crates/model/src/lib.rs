@@ -17,7 +17,10 @@ pub use control::{ControlError, TradingControl, TradingState};
 pub use ids::{ClientOrderId, IdError, IntentId, Symbol};
 pub use intent::{Action, ExitLevel, ExitPlan, IntentBuilder, IntentError, TradeIntent};
 pub use order::{OrderEvent, OrderStatus, PositionSide, Side, TransitionError};
-pub use position::{Direction, EventKind, ExitReason, PositionEvent, PositionEventError};
+pub use position::{
+    Direction, EventKind, ExitReason, PositionEvent, PositionEventError, ProtectionAction,
+    ProtectionEvent, ProtectiveKind,
+};
 pub use result::{
     ConfirmedBy, Execution, ExecutionResult, ResultDocError, ResultError, ResultStatus,
 };

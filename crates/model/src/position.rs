@@ -211,6 +211,79 @@ impl PositionEvent {
     }
 }
 
+/// What happened to an exchange-side protective order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProtectionAction {
+    Placed,
+    Cancelled,
+}
+
+impl ProtectionAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProtectionAction::Placed => "placed",
+            ProtectionAction::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Which protective order: the stop (STOP_MARKET) or the take-profit (TAKE_PROFIT_MARKET), both
+/// `closePosition` algo orders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProtectiveKind {
+    StopMarket,
+    TakeProfitMarket,
+}
+
+impl ProtectiveKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProtectiveKind::StopMarket => "stop_market",
+            ProtectiveKind::TakeProfitMarket => "take_profit_market",
+        }
+    }
+}
+
+/// An exchange-side protective order the exit monitor placed or cancelled, as published on the
+/// protection stream. `client_algo_id` is unique per placement, so `(client_algo_id, action)`
+/// names the event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProtectionEvent {
+    pub action: ProtectionAction,
+    pub kind: ProtectiveKind,
+    pub symbol: String,
+    pub position_side: PositionSide,
+    pub client_algo_id: String,
+    pub algo_id: i64,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "rust_decimal::serde::arbitrary_precision_option"
+    )]
+    pub trigger_price: Option<Decimal>,
+    /// When it was placed or cancelled (ms since the epoch).
+    pub at: i64,
+}
+
+impl ProtectionEvent {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a protection event serializes")
+    }
+
+    pub fn from_json(text: &str) -> Result<ProtectionEvent, PositionEventError> {
+        let event: ProtectionEvent =
+            serde_json::from_str(text).map_err(|e| PositionEventError(e.to_string()))?;
+        if event.client_algo_id.is_empty() || event.symbol.is_empty() {
+            return Err(PositionEventError(
+                "client_algo_id and symbol are required".into(),
+            ));
+        }
+        Ok(event)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,6 +329,25 @@ mod tests {
         event.reason = Some(ExitReason::StopLoss);
         assert!(PositionEvent::from_json(&event.to_json()).is_err());
         assert!(PositionEvent::from_json("{}").is_err());
+    }
+
+    #[test]
+    fn a_protection_event_reads_back_as_written() {
+        let event = ProtectionEvent {
+            action: ProtectionAction::Placed,
+            kind: ProtectiveKind::StopMarket,
+            symbol: "AXSUSDT".into(),
+            position_side: PositionSide::Both,
+            client_algo_id: "qsl-AXSUSDT-1".into(),
+            algo_id: 7,
+            trigger_price: Some(Decimal::from_str("6.150").unwrap()),
+            at: 1_000,
+        };
+        let text = event.to_json();
+        assert!(text.contains(r#""trigger_price":6.150"#), "{text}");
+        assert!(text.contains(r#""kind":"stop_market""#), "{text}");
+        assert_eq!(ProtectionEvent::from_json(&text), Ok(event));
+        assert!(ProtectionEvent::from_json(r#"{"action":"placed"}"#).is_err());
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! monitor and journal) against the simulator and a throwaway Redis, three positions driven
 //! through a take-profit, a stop-loss and a trailing stop; then `quantum trades` and
 //! `quantum pnl` read the journal, and their totals equal what the exchange says it realized and
-//! charged (`GET /fapi/v1/income`: REALIZED_PNL and COMMISSION).
+//! charged (`GET /fapi/v1/income`: REALIZED_PNL and COMMISSION), and the protective orders
+//! placed and cancelled are in it.
 
 use std::process::{Command, Stdio};
 use std::str::FromStr;
@@ -147,6 +148,34 @@ async fn pnl_from_the_journal_equals_the_exchanges_realized_pnl_and_fees() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
+    // Every protective order the monitor placed is recorded, and so is its cancellation once
+    // the position was flat.
+    let store = journal::Store::open_existing(&journal_url).await.unwrap();
+    loop {
+        let rows = store.dump().await.unwrap();
+        let placed: Vec<&str> = rows
+            .iter()
+            .filter_map(|r| {
+                r.strip_prefix("protective_orders|")?
+                    .split_once("|placed|")
+                    .map(|(id, _)| id)
+            })
+            .collect();
+        let cancelled = |id: &str| {
+            rows.iter()
+                .any(|r| r.starts_with(&format!("protective_orders|{id}|cancelled|")))
+        };
+        if !placed.is_empty() && placed.iter().all(|id| cancelled(id)) {
+            assert!(placed.iter().any(|id| id.starts_with("qsl-")), "{rows:#?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "protective orders not all recorded as placed and cancelled: {rows:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    store.close().await;
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();

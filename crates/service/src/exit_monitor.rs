@@ -25,8 +25,8 @@ use binance::{
 use bus::{keys, Bus, Entry};
 use engine::monitor::{AlarmKind, Book, Command, Config, Core, Event, Note, PlanSource, Position};
 use model::{
-    Direction, EventKind, ExecutionResult, IntentId, PositionEvent, PositionSide, Symbol,
-    TradeIntent,
+    Direction, EventKind, ExecutionResult, IntentId, PositionEvent, PositionSide, ProtectionEvent,
+    Symbol, TradeIntent,
 };
 use rust_decimal::Decimal;
 use tokio::sync::mpsc;
@@ -77,6 +77,26 @@ pub async fn start_with_bus(
         Running::new(crate::health::EXIT_MONITOR, shutdown, task),
         counters,
     ))
+}
+
+/// Publishes protective orders placed or cancelled, in a task of its own (a protection request
+/// never waits for Redis); a failed publish is an ERROR with the event.
+fn publish_protection(bus: &Bus, events: Vec<ProtectionEvent>) {
+    if events.is_empty() {
+        return;
+    }
+    let bus = bus.clone();
+    tokio::spawn(async move {
+        for event in events {
+            if let Err(e) = bus.publish(keys::PROTECTION_EVENTS, &event.to_json()).await {
+                error!(
+                    "cannot publish protection event on {}: {e}; the journal will miss it: {}",
+                    keys::PROTECTION_EVENTS,
+                    event.to_json()
+                );
+            }
+        }
+    });
 }
 
 /// The bus event of a note about a lot's life (opened, adopted, closed, exited); `None` for
@@ -243,7 +263,8 @@ impl Monitor {
         );
         if self.settings.exit.exchange_protection {
             let held: BTreeSet<Book> = core.books().cloned().collect();
-            protection::cancel_orphans(&self.rest, &held).await;
+            let cancelled = protection::cancel_orphans(&self.rest, &held).await;
+            publish_protection(&self.bus, cancelled);
         } else {
             warn!("exchange-side protection is OFF (exit.exchange_protection = false): while the monitor is down, nothing protects the positions");
         }
@@ -552,12 +573,15 @@ impl Shell<'_> {
             }
             Command::Protect { book, seq, net } => {
                 let lock = self.locks.entry(book.clone()).or_default().clone();
-                let (rest, events) = (m.rest.clone(), self.events.clone());
+                let (rest, events, bus) = (m.rest.clone(), self.events.clone(), m.bus.clone());
                 let placed = self.placed.clone();
                 tokio::spawn(async move {
                     let _guard = lock.lock().await;
                     let known = lock_placed(&placed).remove(&book);
-                    let (outcome, held) = protection::apply(&rest, &book, net, known).await;
+                    let mut changes = Vec::new();
+                    let (outcome, held) =
+                        protection::apply(&rest, &book, net, known, &mut changes).await;
+                    publish_protection(&bus, changes);
                     if let Some(held) = held.filter(|h| !h.is_empty()) {
                         lock_placed(&placed).insert(book.clone(), held);
                     }

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use bus::{keys, Bus};
 use journal::{Store, TradeFilter};
 use model::{
-    Direction, EventKind, ExitReason, PositionEvent, PositionSide, TradingControl, TradingState,
+    Direction, EventKind, ExitReason, PositionEvent, PositionSide, ProtectionAction,
+    ProtectionEvent, ProtectiveKind, TradingControl, TradingState,
 };
 use rust_decimal::Decimal;
 use testkit::{PostgresServer, RedisServer};
@@ -42,6 +43,20 @@ fn event(kind: EventKind, lot: &str, reason: Option<ExitReason>, pnl: Option<&st
         exit_price: reason.map(|_| d("6.380")),
         realized_pnl: pnl.map(d),
         fees: reason.map(|_| d("0.09000")),
+    }
+    .to_json()
+}
+
+fn protection(action: ProtectionAction) -> String {
+    ProtectionEvent {
+        action,
+        kind: ProtectiveKind::StopMarket,
+        symbol: "AXSUSDT".into(),
+        position_side: PositionSide::Both,
+        client_algo_id: "qsl-AXSUSDT-1".into(),
+        algo_id: 7,
+        trigger_price: Some(d("6.15000")),
+        at: 9_000,
     }
     .to_json()
 }
@@ -108,6 +123,14 @@ async fn publish_second(bus: &Bus) -> usize {
             keys::CONTROL_LOG,
             TradingControl::new(TradingState::Active, "ops@vps", "", 6_000).to_json(),
         ),
+        (
+            keys::PROTECTION_EVENTS,
+            protection(ProtectionAction::Placed),
+        ),
+        (
+            keys::PROTECTION_EVENTS,
+            protection(ProtectionAction::Cancelled),
+        ),
     ];
     for (stream, payload) in &entries {
         bus.publish(stream, payload).await.expect("publish");
@@ -164,6 +187,9 @@ async fn replay_is_idempotent(live_url: &str, fresh_url: &str) {
         "exits|reduced:t-1:9000:16|t-1|",
         "exits|t-2|",
         "trading_state|",
+        "protective_orders|qsl-AXSUSDT-1|placed|",
+        "protective_orders|qsl-AXSUSDT-1|cancelled|",
+        "|6.15000|",
         "unreadable|quantum:stream:trade.execution.res|",
         "|1.97400000|0.09000|",
         "|0.04000800|",
