@@ -1,4 +1,4 @@
-//! The Redis key names quantum uses, in one place: the three streams, the prefix of the
+//! The Redis key names quantum uses, in one place: the streams, the prefix of the
 //! per-intent progress records and the exit monitor's state map. Nothing outside this crate
 //! spells a Redis key.
 
@@ -9,6 +9,15 @@ pub const TRADE_INTENT: &str = "quantum:stream:trade.intent";
 /// Execution results, published only once the exchange has confirmed the outcome; the exit
 /// monitor and `quantum results` read it.
 pub const TRADE_EXECUTION_RESULT: &str = "quantum:stream:trade.execution.res";
+
+/// What happens to positions after their entries, as the exit monitor sees it: a lot opened or
+/// adopted, closed or exited (with the reason, the exit price, the realized PnL net of fees), one
+/// JSON document per event (`model::PositionEvent`). The journal reads it.
+pub const POSITION_EVENTS: &str = "quantum:stream:position.events";
+
+/// The exchange-side protective orders the exit monitor places and cancels, one JSON document
+/// per order placed or cancelled (`model::ProtectionEvent`). The journal reads it.
+pub const PROTECTION_EVENTS: &str = "quantum:stream:protection.events";
 
 /// Entries no consumer could handle (undecodable, missing `payload`, refused too often), with the
 /// reason and the original text; see [`crate::Bus::dead_letter`].

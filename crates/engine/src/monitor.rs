@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use model::{Action, ExecutionResult, ExitPlan, IntentId, PositionSide};
+use model::{Action, ExecutionResult, ExitPlan, ExitReason, IntentId, PositionSide};
 use rust_decimal::Decimal;
 
 use crate::exits::{evaluate, trailing_stop, Direction, Levels, TrailState, Trigger};
@@ -379,12 +379,26 @@ pub enum Note {
         exit_price: Decimal,
         exit_qty: Decimal,
         realized_pnl: Option<Decimal>,
+        /// The lot's entry fee plus the close's commission (as far as the exchange stated it).
+        fees: Decimal,
+        /// What the close was sent for (`None`: a close the core no longer had in flight).
+        trigger: Option<Trigger>,
         close_sent_at: i64,
     },
+    /// Part of a lot left the book (a partial close fill, a netting, a partial exit on the
+    /// exchange); the rest stays open.
     Reduced {
         lot: String,
         closed: Decimal,
         remaining: Decimal,
+        /// The lot as it was before (side, direction, entry, when it opened).
+        held: Box<Lot>,
+        reason: ExitReason,
+        exit_price: Option<Decimal>,
+        /// Of the part that left, net of `fees`.
+        realized_pnl: Option<Decimal>,
+        /// The entry fee's share of the part, plus its share of the close's commission.
+        fees: Decimal,
     },
     /// A lot that left the book without a close of its own: closed on the exchange (its
     /// protective order fired, by hand), netted by an opposite entry, closed by an unexpected
@@ -399,6 +413,11 @@ pub enum Note {
         on_exchange: bool,
         exit_price: Option<Decimal>,
         realized_pnl: Option<Decimal>,
+        /// The lot as it was before it left (side, direction, entry, when it opened).
+        held: Box<Lot>,
+        reason: ExitReason,
+        /// The entry fee's share of what left (no exit fee is known for these exits).
+        fees: Decimal,
     },
     /// A fill the book did not expect (a late close, a CLOSE intent sent by someone else) reduced
     /// the symbol's lots.
@@ -774,6 +793,7 @@ impl Core {
                 &opposite,
                 qty,
                 "netted by an opposite entry",
+                ExitReason::Netted,
                 Exit::At(result.entry_price()),
                 out,
             );
@@ -802,6 +822,7 @@ impl Core {
                 &adopted,
                 qty,
                 "the result of an adopted position arrived",
+                ExitReason::TakenOver,
                 Exit::TakenOver,
                 out,
             );
@@ -910,25 +931,29 @@ impl Core {
             let closed = left.min(lot.qty);
             left -= closed;
             let remaining = lot.qty - closed;
+            // One close can cover several lots: each pays its share of the commission.
+            let commission = result.commission().unwrap_or_default();
+            let exit_fee =
+                share_of(commission, closed, result.executed_qty()).unwrap_or(commission);
             if remaining.is_zero() {
-                let pnl = realized(
-                    &lot,
-                    result.entry_price(),
-                    closed,
-                    result.commission().unwrap_or_default(),
-                );
+                let pnl = realized(&lot, result.entry_price(), closed, exit_fee);
                 self.remove(id);
                 out.push(Command::Note(Box::new(Note::Closed {
                     lot: lot.clone(),
                     exit_price: result.entry_price(),
                     exit_qty: closed,
                     realized_pnl: pnl,
+                    fees: share_of(lot.entry_fee, closed, lot.qty)
+                        .and_then(|f| f.checked_add(exit_fee))
+                        .unwrap_or(exit_fee),
+                    trigger: live.as_ref().map(|c| c.trigger),
                     close_sent_at: live.as_ref().map_or(now, |c| c.sent_at),
                 })));
                 continue;
             }
             if !closed.is_zero() {
                 let share = share_of(lot.entry_fee, closed, lot.qty);
+                let pnl = realized(&lot, result.entry_price(), closed, exit_fee);
                 let l = self.lots.get_mut(id).expect("checked");
                 l.qty = remaining;
                 l.entry_fee -= share.unwrap_or(Decimal::ZERO).min(l.entry_fee);
@@ -938,6 +963,13 @@ impl Core {
                     lot: id.clone(),
                     closed,
                     remaining,
+                    held: Box::new(lot.clone()),
+                    reason: exit_reason(live.as_ref().map(|c| &c.trigger)),
+                    exit_price: Some(result.entry_price()),
+                    realized_pnl: pnl,
+                    fees: share
+                        .and_then(|f| f.checked_add(exit_fee))
+                        .unwrap_or(exit_fee),
                 })));
             }
             if let Some(c) = live {
@@ -958,6 +990,7 @@ impl Core {
                 &ids,
                 left,
                 "an unexpected close fill",
+                ExitReason::UnexpectedClose,
                 Exit::At(result.entry_price()),
                 out,
             );
@@ -1269,6 +1302,7 @@ impl Core {
                 &newest,
                 excess,
                 "closed on the exchange",
+                ExitReason::Exchange,
                 Exit::OnExchange(price),
                 out,
             );
@@ -1356,6 +1390,7 @@ impl Core {
         ids: &[String],
         qty: Decimal,
         why: &str,
+        reason: ExitReason,
         exit: Exit,
         out: &mut Vec<Command>,
     ) -> Decimal {
@@ -1384,9 +1419,27 @@ impl Core {
                     on_exchange,
                     exit_price,
                     realized_pnl,
+                    held: Box::new(lot.clone()),
+                    reason: if on_exchange {
+                        ExitReason::Exchange
+                    } else {
+                        reason
+                    },
+                    fees: share_of(lot.entry_fee, take, lot.qty).unwrap_or(lot.entry_fee),
                 })));
                 self.remove(id);
             } else {
+                let held = Box::new(lot.clone());
+                let (on_exchange, exit_price) = match exit {
+                    Exit::OnExchange(price) => (true, price),
+                    Exit::At(price) => (false, Some(price)),
+                    Exit::TakenOver => (false, None),
+                };
+                let realized_pnl = exit_price.and_then(|p| realized(lot, p, take, Decimal::ZERO));
+                // The part that left takes its share of the entry fee with it, as a partial
+                // close does, so the lot's last exit does not count it again.
+                let fees = share_of(lot.entry_fee, take, lot.qty).unwrap_or(Decimal::ZERO);
+                lot.entry_fee -= fees.min(lot.entry_fee);
                 lot.qty -= take;
                 lot.changed_at = now;
                 self.dirty.insert(id.clone());
@@ -1394,6 +1447,15 @@ impl Core {
                     lot: format!("{id} ({why})"),
                     closed: take,
                     remaining: lot.qty,
+                    held,
+                    reason: if on_exchange {
+                        ExitReason::Exchange
+                    } else {
+                        reason
+                    },
+                    exit_price,
+                    realized_pnl,
+                    fees,
                 })));
             }
         }
@@ -1916,6 +1978,17 @@ fn share_of(amount: Decimal, part: Decimal, total: Decimal) -> Option<Decimal> {
     amount.checked_mul(part)?.checked_div(total)
 }
 
+/// Why a close was sent, as the position events say it (`None`: a close the core no longer had
+/// in flight).
+pub fn exit_reason(trigger: Option<&Trigger>) -> ExitReason {
+    match trigger {
+        Some(Trigger::TakeProfit { .. }) => ExitReason::TakeProfit,
+        Some(Trigger::StopLoss { .. }) => ExitReason::StopLoss,
+        Some(Trigger::Trailing { .. }) => ExitReason::TrailingStop,
+        None => ExitReason::Close,
+    }
+}
+
 /// (exit − entry) × quantity, signed by direction, minus the entry fee's share and the exit fee;
 /// `None` when it does not fit in a decimal.
 fn realized(lot: &Lot, exit: Decimal, qty: Decimal, exit_fee: Decimal) -> Option<Decimal> {
@@ -2184,13 +2257,41 @@ mod tests {
             vec![("close-t2-2".to_string(), d("12"))],
             "the remainder goes out at once, under an id the execution service has not answered"
         );
+        // The part that left has its PnL: (6.10 - 6.25) x 20, less 20/32 of the entry fee
+        // (0.01) and the close's commission (0.01).
+        let part = out.iter().find_map(|c| match c {
+            Command::Note(n) => match &**n {
+                Note::Reduced {
+                    realized_pnl,
+                    fees,
+                    reason,
+                    ..
+                } => Some((*realized_pnl, *fees, *reason)),
+                _ => None,
+            },
+            _ => None,
+        });
+        assert_eq!(
+            part,
+            Some((Some(d("-3.01625")), d("0.01625"), ExitReason::StopLoss))
+        );
         let out = core.apply(
             300,
             Event::from(close_result("close-t2-2", "AXSUSDT", "6.09", "12", 300)),
         );
-        assert!(out
-            .iter()
-            .any(|c| matches!(c, Command::Note(n) if matches!(**n, Note::Closed { .. }))));
+        // The rest: (6.09 - 6.25) x 12, less what is left of the entry fee and the commission;
+        // with the part, the gross loss less every fee (0.03).
+        let last = out.iter().find_map(|c| match c {
+            Command::Note(n) => match &**n {
+                Note::Closed {
+                    realized_pnl, fees, ..
+                } => Some((*realized_pnl, *fees)),
+                _ => None,
+            },
+            _ => None,
+        });
+        assert_eq!(last, Some((Some(d("-1.93375")), d("0.01375"))));
+        assert_eq!(d("-3.01625") + d("-1.93375"), d("-4.92") - d("0.03"));
         assert_eq!(core.lots().count(), 0);
         assert_eq!(
             protects(&out),
@@ -2225,6 +2326,40 @@ mod tests {
         assert_eq!(closes(&out), vec![("close-g2-1".to_string(), d("1"))]);
         assert!(core.lot("g1").is_none());
         assert!(matches!(core.lot("g3").unwrap().phase, Phase::Watching));
+    }
+
+    #[test]
+    fn lots_closed_by_one_order_share_its_commission() {
+        let mut core = Core::new(config());
+        for id in ["h1", "h2"] {
+            core.apply(0, Event::from(filled(&format!(r#"{{"intent_id":"{id}","symbol":"SOLUSDT","action":"BUY","quantity":1,"take_profit_pct":2,"stop_loss_pct":2}}"#), "100", "1", 0)));
+        }
+        let out = core.apply(
+            1,
+            Event::Mark {
+                symbol: "SOLUSDT".into(),
+                price: d("102.5"),
+            },
+        );
+        assert_eq!(closes(&out), vec![("close-h1-1".to_string(), d("2"))]);
+        let out = core.apply(
+            2,
+            Event::from(close_result("close-h1-1", "SOLUSDT", "102.5", "2", 2)),
+        );
+        let closed: Vec<(Option<Decimal>, Decimal)> = out
+            .iter()
+            .filter_map(|c| match c {
+                Command::Note(n) => match &**n {
+                    Note::Closed {
+                        realized_pnl, fees, ..
+                    } => Some((*realized_pnl, *fees)),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect();
+        // Each lot: 2.5 less its entry fee (0.01) and half the close's commission (0.005).
+        assert_eq!(closed, vec![(Some(d("2.485")), d("0.015")); 2]);
     }
 
     #[test]

@@ -10,12 +10,17 @@ pub mod control;
 pub mod ids;
 pub mod intent;
 pub mod order;
+pub mod position;
 pub mod result;
 
 pub use control::{ControlError, TradingControl, TradingState};
 pub use ids::{ClientOrderId, IdError, IntentId, Symbol};
 pub use intent::{Action, ExitLevel, ExitPlan, IntentBuilder, IntentError, TradeIntent};
 pub use order::{OrderEvent, OrderStatus, PositionSide, Side, TransitionError};
+pub use position::{
+    Direction, EventKind, ExitReason, PositionEvent, PositionEventError, ProtectionAction,
+    ProtectionEvent, ProtectiveKind,
+};
 pub use result::{
     ConfirmedBy, Execution, ExecutionResult, ResultDocError, ResultError, ResultStatus,
 };

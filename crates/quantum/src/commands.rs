@@ -165,14 +165,19 @@ impl ServiceArgs {
 
     /// Starts the metrics endpoint when `--metrics-addr` is given; it stops with the process.
     pub async fn serve_metrics(&self) -> anyhow::Result<()> {
-        if let Some(addr) = self.metrics_addr {
-            let bound = service::metrics::serve(addr, tokio_util::sync::CancellationToken::new())
-                .await
-                .with_context(|| format!("cannot serve metrics on {addr}"))?;
-            tracing::info!("metrics on http://{bound}/metrics, health on http://{bound}/healthz");
-        }
-        Ok(())
+        serve_metrics(self.metrics_addr).await
     }
+}
+
+/// Starts the metrics endpoint on `addr`, if given; it stops with the process.
+pub async fn serve_metrics(addr: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
+    if let Some(addr) = addr {
+        let bound = service::metrics::serve(addr, tokio_util::sync::CancellationToken::new())
+            .await
+            .with_context(|| format!("cannot serve metrics on {addr}"))?;
+        tracing::info!("metrics on http://{bound}/metrics, health on http://{bound}/healthz");
+    }
+    Ok(())
 }
 
 pub fn rest_client(settings: &Settings) -> anyhow::Result<binance::RestClient> {
@@ -278,9 +283,14 @@ pub struct RunArgs {
     /// from inside the process, so this is for demos and trying things out).
     #[arg(long)]
     pub in_process_bus: bool,
+    #[command(flatten)]
+    pub database: crate::journal_cmd::DatabaseArgs,
+    /// Do not run the journal in this process (when `quantum journal` runs elsewhere).
+    #[arg(long)]
+    pub no_journal: bool,
 }
 
-/// `quantum run`: the execution service and the exit monitor in one process, until the shutdown
+/// `quantum run`: the execution service, the exit monitor and the journal in one process, until the shutdown
 /// signal or until one of them ends by itself (then the other is stopped and this is an error,
 /// so the process exits non-zero and can be restarted: see [`crate::supervise::both`]).
 pub async fn run_both(
@@ -299,13 +309,29 @@ pub async fn run_both(
     } else {
         connect_bus(&settings).await?
     };
+    // The journal first: it opens (and migrates) its database before any order is sent, so a
+    // journal that cannot start stops `quantum run` before it trades.
+    let journal = if args.no_journal {
+        None
+    } else {
+        let url = args.database.url(&settings);
+        Some(crate::journal_cmd::start(&bus, &url, journal::DEFAULT_GROUP).await?)
+    };
     let execution = service::start_with_bus(settings.clone(), bus.clone())
         .await
         .context("cannot start the execution service")?;
     let (monitor, _counters) = service::exit_monitor::start_with_bus(settings, bus)
         .await
         .context("cannot start the exit monitor")?;
-    crate::supervise::both(execution, monitor, shutdown).await
+    match journal {
+        Some(journal) => {
+            crate::supervise::with_journal(journal, shutdown, |stop| {
+                crate::supervise::both(execution, monitor, stop)
+            })
+            .await
+        }
+        None => crate::supervise::both(execution, monitor, shutdown).await,
+    }
 }
 
 /// `quantum intent`'s exit statuses, for `--help` and the README.

@@ -2,7 +2,8 @@
 //! testnet's NEW-then-fill behaviour), the in-process bus (or Redis with `--redis-url`), the
 //! execution service and the exit monitor run in this process; a scripted scenario opens a long,
 //! a short and a trailing long, drives prices so that one exits on take-profit, one on stop-loss
-//! and one on the trailing stop, and prints a table. It exits non-zero when a promise is broken:
+//! and one on the trailing stop, and prints the journal's table of the trades (the code of
+//! `quantum trades` and `quantum pnl`, on an in-memory journal). It exits non-zero when a promise is broken:
 //! a fill without a price, a duplicate order, a position left open.
 
 use std::collections::BTreeMap;
@@ -11,7 +12,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use bus::{keys, Bus};
 use model::{
-    Action, ExecutionResult, ExitLevel, IntentBuilder, IntentId, ResultStatus, Symbol, TradeIntent,
+    Action, ExecutionResult, ExitLevel, ExitReason, IntentBuilder, IntentId, ResultStatus, Symbol,
+    TradeIntent,
 };
 use rust_decimal::Decimal;
 use service::Settings;
@@ -40,7 +42,7 @@ struct Leg {
     intent: IntentBuilder,
     /// Prices the scenario pins, in order, to drive the exit (each followed by a pause).
     path: &'static [&'static str],
-    expected_exit: &'static str,
+    expected_exit: ExitReason,
 }
 
 fn legs(run: u64) -> anyhow::Result<Vec<Leg>> {
@@ -62,21 +64,21 @@ fn legs(run: u64) -> anyhow::Result<Vec<Leg>> {
             symbol: "AXSUSDT",
             intent: tp_entry.take_profit(pct(2)).stop_loss(pct(1)),
             path: &["6.280", "6.330", "6.381"],
-            expected_exit: "take-profit",
+            expected_exit: ExitReason::TakeProfit,
         },
         Leg {
             id: sl,
             symbol: "ETHUSDT",
             intent: sl_entry.take_profit(pct(3)).stop_loss(pct(1)),
             path: &["3410.00", "3425.00", "3436.00"],
-            expected_exit: "stop-loss",
+            expected_exit: ExitReason::StopLoss,
         },
         Leg {
             id: trail,
             symbol: "SOLUSDT",
             intent: trail_entry.stop_loss(pct(3)).trailing_pct(Decimal::ONE),
             path: &["183.00", "186.00", "189.00", "187.90", "186.50"],
-            expected_exit: "trailing stop",
+            expected_exit: ExitReason::TrailingStop,
         },
     ])
 }
@@ -151,6 +153,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let (monitor, counters) =
         service::exit_monitor::start_with_bus(settings.clone(), bus.clone()).await?;
     let legs = legs(run_id)?;
+    // The journal, in memory: the table at the end is `quantum trades`' and `quantum pnl`'s.
+    // A group of its own per run, so a shared Redis's other journals are left alone.
+    let store = journal::Store::open("sqlite::memory:").await?;
+    let journal_stop = tokio_util::sync::CancellationToken::new();
+    let journal_task = tokio::spawn(journal::run(
+        bus.separate().await?,
+        store.clone(),
+        format!("quantum-demo-{run_id}"),
+        journal_stop.clone(),
+    ));
 
     tokio::time::sleep(pause(500)).await;
     for leg in &legs {
@@ -178,12 +190,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     for leg in &legs {
         let r = &entries[leg.id];
         outln!(
-            "<- result {} {} entry_price={} qty={} confirmed_by={}",
+            "<- result {} {} entry_price={} qty={} confirmed_by={} after {}ms",
             leg.id,
             r.status().as_str(),
             r.entry_price(),
             r.executed_qty(),
-            r.confirmed_by().map_or("-", |c| c.as_str())
+            r.confirmed_by().map_or("-", |c| c.as_str()),
+            r.published_at() - r.order_sent_at().unwrap_or(r.published_at())
         );
     }
     // Let the monitor subscribe and place its protective orders before prices move.
@@ -220,51 +233,47 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     .await?;
     tokio::time::sleep(pause(500)).await;
 
-    // The table, and the promises.
+    // The table (the journal's, as `quantum trades` and `quantum pnl` print it), and the
+    // promises.
+    let ids: Vec<&str> = legs.iter().map(|l| l.id).collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let trades = loop {
+        let trades: Vec<journal::Trade> = store
+            .trades(&journal::TradeFilter::default())
+            .await?
+            .into_iter()
+            .filter(|t| ids.contains(&t.lot_id.as_str()))
+            .collect();
+        if trades.len() == legs.len() {
+            break trades;
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!(
+                "the journal recorded {} of the {} exits",
+                trades.len(),
+                legs.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    outln!();
+    out!(
+        "{}",
+        journal::render_trades(&trades, journal::Format::Table)
+    );
+    outln!();
+    out!(
+        "{}",
+        journal::render_summaries(
+            &journal::summarize(&trades, journal::GroupBy::Total),
+            journal::Format::Table
+        )
+    );
     let rest = binance::RestClient::new(settings.binance_config()?)?;
     let mut broken = Vec::new();
-    outln!();
-    outln!(
-        "{:<9} {:<5} {:>12} {:>8} {:>10} {:<14} {:>12} {:>10} {:>9}",
-        "symbol",
-        "side",
-        "fill price",
-        "qty",
-        "notional",
-        "exit reason",
-        "exit price",
-        "PnL",
-        "confirm"
-    );
     for leg in &legs {
         let entry = &entries[leg.id];
         let close = &closes[&format!("close-{}-1", leg.id)];
-        let long = entry.action() == Some(Action::Buy);
-        let sign = if long {
-            Decimal::ONE
-        } else {
-            Decimal::NEGATIVE_ONE
-        };
-        let gross = (close.entry_price() - entry.entry_price()) * close.executed_qty() * sign;
-        // Net of fees when both legs' fees are known; otherwise gross, marked with a `*`.
-        let pnl = match entry.commission().zip(close.commission()) {
-            Some((open_fee, close_fee)) => (gross - open_fee - close_fee).round_dp(4).to_string(),
-            None => format!("{}*", gross.round_dp(4)),
-        };
-        let confirm = entry.published_at() - entry.order_sent_at().unwrap_or(entry.published_at());
-        let reason = exit_reason(entry, close);
-        outln!(
-            "{:<9} {:<5} {:>12} {:>8} {:>10} {:<14} {:>12} {:>10} {:>7}ms",
-            leg.symbol,
-            if long { "long" } else { "short" },
-            entry.entry_price().normalize(),
-            entry.executed_qty().normalize(),
-            entry.position_size_usd().round_dp(2),
-            reason,
-            close.entry_price().normalize(),
-            pnl,
-            confirm
-        );
         for r in [entry, close] {
             if r.status() != ResultStatus::Filled
                 || r.entry_price() <= Decimal::ZERO
@@ -279,11 +288,18 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 ));
             }
         }
-        if reason != leg.expected_exit {
+        let trade = trades.iter().find(|t| t.lot_id == leg.id);
+        let reason = trade.map(|t| t.reason);
+        if reason != Some(leg.expected_exit) {
             broken.push(format!(
-                "{} exited by {reason}, expected {}",
-                leg.id, leg.expected_exit
+                "{} exited by {}, expected {}",
+                leg.id,
+                reason.map_or("nothing", |r| r.as_str()),
+                leg.expected_exit.as_str()
             ));
+        }
+        if trade.is_some_and(|t| t.realized_pnl.is_none()) {
+            broken.push(format!("{}: the journal has no PnL for it", leg.id));
         }
         let orders = rest.all_orders(leg.symbol, Some(100)).await?;
         let mine = orders
@@ -316,6 +332,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
     monitor.stop().await?;
     execution.stop().await?;
+    journal_stop.cancel();
+    journal_task.await??;
+    store.close().await;
     sim.shutdown().await;
     outln!();
     if broken.is_empty() {
@@ -326,37 +345,6 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             eprintln!("PROMISE BROKEN: {b}");
         }
         bail!("{} promise(s) broken", broken.len())
-    }
-}
-
-/// Which exit the close was, from where the exit price sits against the entry's plan.
-fn exit_reason(entry: &ExecutionResult, close: &ExecutionResult) -> &'static str {
-    let long = entry.action() == Some(Action::Buy);
-    let direction = if long {
-        engine::exits::Direction::Long
-    } else {
-        engine::exits::Direction::Short
-    };
-    let Ok(levels) =
-        engine::exits::Levels::resolve(direction, entry.entry_price(), entry.exit_plan())
-    else {
-        return "unknown";
-    };
-    let beyond = |level: Decimal, towards_profit: bool| {
-        if long == towards_profit {
-            close.entry_price() >= level
-        } else {
-            close.entry_price() <= level
-        }
-    };
-    if levels.take_profit.is_some_and(|tp| beyond(tp, true)) {
-        "take-profit"
-    } else if levels.stop_loss.is_some_and(|sl| beyond(sl, false)) {
-        "stop-loss"
-    } else if levels.trailing_pct.is_some() {
-        "trailing stop"
-    } else {
-        "unknown"
     }
 }
 

@@ -14,6 +14,7 @@ mod output;
 mod chaos;
 mod commands;
 mod demo;
+mod journal_cmd;
 mod supervise;
 
 /// Confirmed-fill trade execution for Binance USDⓈ-M Futures.
@@ -47,8 +48,14 @@ enum Command {
     Execution(commands::ServiceArgs),
     /// Run the exit monitor: track filled positions and close them on TP / SL / trailing stop.
     ExitMonitor(commands::ServiceArgs),
-    /// Run the execution service and the exit monitor in one process.
+    /// Run the execution service, the exit monitor and the journal in one process.
     Run(commands::RunArgs),
+    /// Record intents, results, exits and trading-state changes from the bus into the journal (SQLite or PostgreSQL); `quantum run` does it too.
+    Journal(journal_cmd::JournalArgs),
+    /// List the trades (lots closed or exited) in the journal: entry, exit, reason, PnL net of fees, fees, hold time.
+    Trades(journal_cmd::ReportArgs),
+    /// Sum the journal's trades: PnL net of fees, fees, win rate, average hold time, the exit reasons' share; by symbol, day or reason.
+    Pnl(journal_cmd::PnlArgs),
     /// Publish one trade intent and wait for its result; the exit status says how it ended.
     #[command(after_help = commands::INTENT_EXIT_CODES)]
     Intent(commands::IntentArgs),
@@ -176,6 +183,11 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Run(args) => {
             done(runtime.block_on(async { commands::run_both(args, shutdown_signal()).await }))
         }
+        Command::Journal(args) => {
+            done(runtime.block_on(async { journal_cmd::run(args, shutdown_signal()).await }))
+        }
+        Command::Trades(args) => done(runtime.block_on(journal_cmd::trades(args))),
+        Command::Pnl(args) => done(runtime.block_on(journal_cmd::pnl(args))),
         Command::Intent(args) => runtime.block_on(commands::intent(args)),
         Command::Positions(args) => done(runtime.block_on(commands::positions(args))),
         Command::Doctor(args) => Ok(if runtime.block_on(commands::doctor(args))? {

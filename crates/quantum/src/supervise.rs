@@ -75,6 +75,52 @@ pub async fn both(
     }
 }
 
+/// Runs `services` (given the future that asks them to stop) with the journal beside them. On
+/// `shutdown` the services stop first and the journal last, so it records what they published
+/// before leaving. When the journal ends by itself the services are stopped gracefully too and
+/// this is an error (the process restarts whole); when the services end, the journal is stopped.
+pub async fn with_journal<F, Fut>(
+    journal: Running,
+    shutdown: impl Future<Output = ()>,
+    services: F,
+) -> anyhow::Result<()>
+where
+    F: FnOnce(std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let journal_named = Named::of(&journal);
+    let journal_exit = journal.exit();
+    let stop = CancellationToken::new();
+    let stop_services = stop.clone();
+    let services = services(Box::pin(async move { stop_services.cancelled().await }));
+    tokio::pin!(journal_exit, shutdown, services);
+    let mut journal_died: Option<anyhow::Error> = None;
+    let services_end = loop {
+        tokio::select! {
+            biased;
+            exit = &mut journal_exit, if journal_died.is_none() => {
+                tracing::error!("{} {exit}; stopping the services so that the process exits and can be restarted", journal_named.name);
+                journal_died = Some(anyhow::anyhow!("{} {exit}", journal_named.name));
+                stop.cancel();
+            }
+            () = &mut shutdown, if !stop.is_cancelled() => stop.cancel(),
+            end = &mut services => break end,
+        }
+    };
+    if journal_died.is_none() {
+        journal_named.token.cancel();
+        let end = (&mut journal_exit).await;
+        if end.is_failure() {
+            journal_died = Some(died(&journal_named.name, &end));
+        }
+    }
+    match (services_end, journal_died) {
+        (Ok(()), None) => Ok(()),
+        (Err(e), None) | (Ok(()), Some(e)) => Err(e),
+        (Err(services), Some(journal)) => Err(anyhow::anyhow!("{services}; {journal}")),
+    }
+}
+
 /// What the supervisor keeps of a service once it awaits the service's end.
 struct Named {
     name: String,
@@ -121,7 +167,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
-    use service::health::{Health, TaskState, EXECUTION, EXIT_MONITOR};
+    use service::health::{Health, TaskState, EXECUTION, EXIT_MONITOR, JOURNAL};
     use service::ServiceError;
 
     use super::*;
@@ -238,6 +284,48 @@ mod tests {
             health.report().text,
             "ok\nexecution stopped\nexit-monitor stopped\n"
         );
+    }
+
+    #[tokio::test]
+    async fn the_journal_stops_last_and_its_death_stops_the_services() {
+        let (health, stops) = (Health::default(), Stops::default());
+        let execution = service(&health, EXECUTION, &stops, std::future::pending());
+        let monitor = service(&health, EXIT_MONITOR, &stops, std::future::pending());
+        let journal = service(&health, JOURNAL, &stops, std::future::pending());
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            with_journal(journal, std::future::ready(()), |stop| {
+                both(execution, monitor, stop)
+            }),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            *stops.lock().unwrap(),
+            ["exit-monitor", "execution", "journal"]
+        );
+
+        let (health, stops) = (Health::default(), Stops::default());
+        let execution = service(&health, EXECUTION, &stops, std::future::pending());
+        let monitor = service(&health, EXIT_MONITOR, &stops, std::future::pending());
+        let journal = service(&health, JOURNAL, &stops, async {
+            Err(ServiceError::Journal("journal database: disk full".into()))
+        });
+        let error = tokio::time::timeout(
+            Duration::from_secs(10),
+            with_journal(journal, std::future::pending(), |stop| {
+                both(execution, monitor, stop)
+            }),
+        )
+        .await
+        .unwrap()
+        .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "journal failed: journal database: disk full"
+        );
+        assert_eq!(*stops.lock().unwrap(), ["exit-monitor", "execution"]);
     }
 
     #[tokio::test]

@@ -121,7 +121,7 @@ async fn take_profit_stop_loss_and_trailing_exits_say_so_in_the_log() {
     assert!(health.status().is_success());
     assert_eq!(
         health.text().await.unwrap(),
-        "ok\nexecution running\nexit-monitor running\n"
+        "ok\nexecution running\nexit-monitor running\njournal running\n"
     );
     let metrics = reqwest::get(format!("http://{metrics_addr}/metrics"))
         .await

@@ -85,6 +85,16 @@ pub struct FileConfig {
     pub risk: RiskFile,
     #[serde(default)]
     pub exit: ExitFile,
+    #[serde(default)]
+    pub journal: JournalFile,
+}
+
+/// `[journal]`: where the trade journal is kept.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JournalFile {
+    /// `sqlite://<path>` (the default, `sqlite://quantum-journal.db`) or `postgres://...`.
+    pub url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -316,7 +326,13 @@ pub struct Settings {
     pub execution: ExecutionSettings,
     pub risk: RiskLimits,
     pub exit: ExitSettings,
+    /// The trade journal's database (`journal.url`).
+    pub journal_url: String,
 }
+
+/// The journal's database when the configuration names none: a SQLite file in the working
+/// directory.
+pub const DEFAULT_JOURNAL_URL: &str = "sqlite://quantum-journal.db";
 
 pub const TESTNET_REST: &str = "https://demo-fapi.binance.com";
 pub const TESTNET_WS: &str = "wss://fstream.binancefuture.com";
@@ -330,6 +346,20 @@ pub fn is_mainnet_host(host: &str) -> bool {
     let binance = host == "binance.com" || host.ends_with(".binance.com");
     let demo = host.starts_with("demo-") || host.starts_with("testnet.");
     binance && !demo
+}
+
+/// `journal.url`, checked for a scheme the journal can open.
+fn journal_url(url: Option<String>) -> Result<String, ConfigError> {
+    let url = url.unwrap_or_else(|| DEFAULT_JOURNAL_URL.to_string());
+    let known = ["sqlite:", "postgres://", "postgresql://"];
+    if known.iter().any(|scheme| url.starts_with(scheme)) {
+        Ok(url)
+    } else {
+        Err(invalid(
+            "journal.url",
+            format!("{url:?} is neither sqlite://<path> nor postgres://..."),
+        ))
+    }
 }
 
 /// Parses `30s`, `500ms`, `2m`.
@@ -635,6 +665,7 @@ impl Settings {
             exchange,
             redis_url,
             redis_max_len: file.redis.max_len.unwrap_or(100_000),
+            journal_url: journal_url(file.journal.url)?,
             execution,
             risk,
         })

@@ -8,4 +8,7 @@ pub enum ServiceError {
     Bus(#[from] bus::Error),
     #[error("exchange: {0}")]
     Exchange(#[from] binance::Error),
+    /// The trade journal (its own crate) stopped: what it said.
+    #[error("{0}")]
+    Journal(String),
 }

@@ -24,7 +24,10 @@ use binance::{
 };
 use bus::{keys, Bus, Entry};
 use engine::monitor::{AlarmKind, Book, Command, Config, Core, Event, Note, PlanSource, Position};
-use model::{ExecutionResult, IntentId, PositionSide, Symbol, TradeIntent};
+use model::{
+    Direction, EventKind, ExecutionResult, IntentId, PositionEvent, PositionSide, ProtectionEvent,
+    Symbol, TradeIntent,
+};
 use rust_decimal::Decimal;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -74,6 +77,102 @@ pub async fn start_with_bus(
         Running::new(crate::health::EXIT_MONITOR, shutdown, task),
         counters,
     ))
+}
+
+/// Publishes protective orders placed or cancelled, in a task of its own (a protection request
+/// never waits for Redis); a failed publish is an ERROR with the event.
+fn publish_protection(bus: &Bus, events: Vec<ProtectionEvent>) {
+    if events.is_empty() {
+        return;
+    }
+    let bus = bus.clone();
+    tokio::spawn(async move {
+        for event in events {
+            if let Err(e) = bus.publish(keys::PROTECTION_EVENTS, &event.to_json()).await {
+                error!(
+                    "cannot publish protection event on {}: {e}; the journal will miss it: {}",
+                    keys::PROTECTION_EVENTS,
+                    event.to_json()
+                );
+            }
+        }
+    });
+}
+
+/// The bus event of a note about a lot's life (opened, adopted, closed, exited); `None` for
+/// the others.
+fn position_event(note: &Note, at: i64) -> Option<PositionEvent> {
+    let event = |kind, lot: &engine::monitor::Lot, qty| PositionEvent {
+        kind,
+        lot_id: lot.id.clone(),
+        symbol: lot.symbol.clone(),
+        position_side: lot.side,
+        direction: match lot.direction {
+            engine::exits::Direction::Long => Direction::Long,
+            engine::exits::Direction::Short => Direction::Short,
+        },
+        qty,
+        entry_price: lot.entry,
+        opened_at: lot.opened_at,
+        at,
+        reason: None,
+        why: None,
+        exit_price: None,
+        realized_pnl: None,
+        fees: None,
+    };
+    match note {
+        Note::Opened { lot, .. } => Some(event(EventKind::Opened, lot, lot.qty)),
+        Note::Adopted { lot } => Some(event(EventKind::Adopted, lot, lot.qty)),
+        Note::Closed {
+            lot,
+            exit_price,
+            exit_qty,
+            realized_pnl,
+            fees,
+            trigger,
+            ..
+        } => Some(PositionEvent {
+            reason: Some(engine::monitor::exit_reason(trigger.as_ref())),
+            exit_price: Some(*exit_price),
+            realized_pnl: *realized_pnl,
+            fees: Some(*fees),
+            ..event(EventKind::Closed, lot, *exit_qty)
+        }),
+        Note::Exited {
+            qty,
+            why,
+            exit_price,
+            realized_pnl,
+            held,
+            reason,
+            fees,
+            ..
+        } => Some(PositionEvent {
+            reason: Some(*reason),
+            why: Some(why.clone()),
+            exit_price: *exit_price,
+            realized_pnl: *realized_pnl,
+            fees: Some(*fees),
+            ..event(EventKind::Exited, held, *qty)
+        }),
+        Note::Reduced {
+            closed,
+            held,
+            reason,
+            exit_price,
+            realized_pnl,
+            fees,
+            ..
+        } => Some(PositionEvent {
+            reason: Some(*reason),
+            exit_price: *exit_price,
+            realized_pnl: *realized_pnl,
+            fees: Some(*fees),
+            ..event(EventKind::Reduced, held, *closed)
+        }),
+        _ => None,
+    }
 }
 
 /// The core's configuration from the settings.
@@ -164,7 +263,8 @@ impl Monitor {
         );
         if self.settings.exit.exchange_protection {
             let held: BTreeSet<Book> = core.books().cloned().collect();
-            protection::cancel_orphans(&self.rest, &held).await;
+            let cancelled = protection::cancel_orphans(&self.rest, &held).await;
+            publish_protection(&self.bus, cancelled);
         } else {
             warn!("exchange-side protection is OFF (exit.exchange_protection = false): while the monitor is down, nothing protects the positions");
         }
@@ -342,6 +442,10 @@ impl Shell<'_> {
         | Note::Exited {
             realized_pnl: Some(pnl),
             ..
+        }
+        | Note::Reduced {
+            realized_pnl: Some(pnl),
+            ..
         }) = note
         else {
             return;
@@ -469,12 +573,15 @@ impl Shell<'_> {
             }
             Command::Protect { book, seq, net } => {
                 let lock = self.locks.entry(book.clone()).or_default().clone();
-                let (rest, events) = (m.rest.clone(), self.events.clone());
+                let (rest, events, bus) = (m.rest.clone(), self.events.clone(), m.bus.clone());
                 let placed = self.placed.clone();
                 tokio::spawn(async move {
                     let _guard = lock.lock().await;
                     let known = lock_placed(&placed).remove(&book);
-                    let (outcome, held) = protection::apply(&rest, &book, net, known).await;
+                    let mut changes = Vec::new();
+                    let (outcome, held) =
+                        protection::apply(&rest, &book, net, known, &mut changes).await;
+                    publish_protection(&bus, changes);
                     if let Some(held) = held.filter(|h| !h.is_empty()) {
                         lock_placed(&placed).insert(book.clone(), held);
                     }
@@ -514,9 +621,28 @@ impl Shell<'_> {
             }
             Command::Note(note) => {
                 self.record_pnl(&note).await;
+                if let Some(event) = position_event(&note, now_ms()) {
+                    self.publish_event(event);
+                }
                 self.note(*note)
             }
         }
+    }
+
+    /// Publishes a position event in its own task: the monitor's decisions never wait for it.
+    /// A failed publish is an ERROR naming the event (the journal misses it; the log has it).
+    fn publish_event(&self, event: PositionEvent) {
+        let bus = self.monitor.bus.clone();
+        tokio::spawn(async move {
+            if let Err(e) = bus.publish(keys::POSITION_EVENTS, &event.to_json()).await {
+                error!(
+                    "cannot publish position event {} on {}: {e}; the journal will miss it: {}",
+                    event.key(),
+                    keys::POSITION_EVENTS,
+                    event.to_json()
+                );
+            }
+        });
     }
 
     fn read_positions(&self, seq: u64) {
@@ -596,6 +722,7 @@ impl Shell<'_> {
                 exit_qty,
                 realized_pnl,
                 close_sent_at,
+                ..
             } => {
                 counters.lots_closed.fetch_add(1, Ordering::Relaxed);
                 metrics::global().inc("quantum_positions_closed_total", &[("by", "quantum")]);
@@ -616,6 +743,7 @@ impl Shell<'_> {
                 lot,
                 closed,
                 remaining,
+                ..
             } => warn!("lot {lot}: {closed} closed, {remaining} still open (a close under way for the rest says so: 'Close order sent')"),
             Note::Exited {
                 lot,
@@ -625,6 +753,7 @@ impl Shell<'_> {
                 on_exchange,
                 exit_price,
                 realized_pnl,
+                ..
             } => {
                 let price = exit_price.map_or("unknown".to_string(), |p| p.to_string());
                 let pnl = realized_pnl.map_or("unknown".to_string(), |p| {

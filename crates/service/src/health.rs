@@ -22,6 +22,8 @@ use crate::metrics;
 pub const EXECUTION: &str = "execution";
 /// The exit monitor's task name.
 pub const EXIT_MONITOR: &str = "exit-monitor";
+/// The trade journal's task (in `quantum run` and `quantum journal`).
+pub const JOURNAL: &str = "journal";
 
 /// Where a service task is in its life.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,7 +14,7 @@
 use binance::{AlgoOrderType, AlgoRef, NewAlgoOrder, RestClient, Rounding, Side};
 use engine::exits::Direction;
 use engine::monitor::{Book, Net};
-use model::PositionSide;
+use model::{PositionSide, ProtectionAction, ProtectionEvent, ProtectiveKind};
 use rust_decimal::Decimal;
 use tracing::{error, info};
 
@@ -48,12 +48,14 @@ pub struct Placed {
 /// too); `None` lists them on the exchange. Returns whether the exchange holds what was asked
 /// (`Err` says why not; the core raises the alarm and asks again) and what it now holds, when
 /// that is certain. On a hedge-mode account a book is one side of the symbol: its orders carry
-/// that `positionSide`, and the other side's orders are not touched.
+/// that `positionSide`, and the other side's orders are not touched. Every order placed or
+/// cancelled is added to `events` (for the protection stream).
 pub async fn apply(
     rest: &RestClient,
     book: &Book,
     net: Option<Net>,
     known: Option<Vec<Placed>>,
+    events: &mut Vec<ProtectionEvent>,
 ) -> (Result<(), String>, Option<Vec<Placed>>) {
     let symbol = book.symbol.as_str();
     let ours = match known {
@@ -129,6 +131,13 @@ pub async fn apply(
             match rest.place_algo_order(&order).await {
                 Ok(placed) => {
                     info!("exchange-side {} for {book} placed at {price} (algoId={} clientAlgoId={id})", kind.as_str(), placed.algo_id);
+                    events.push(event(
+                        ProtectionAction::Placed,
+                        book,
+                        &id,
+                        placed.algo_id,
+                        Some(price),
+                    ));
                     now_held.push(Placed {
                         algo_id: placed.algo_id,
                         client_algo_id: id,
@@ -156,10 +165,19 @@ pub async fn apply(
             .cancel_algo_order(&AlgoRef::AlgoId(stale.algo_id))
             .await
         {
-            Ok(_) => info!(
-                "exchange-side order {} of {book} at {:?} cancelled (algoId={})",
-                stale.client_algo_id, stale.trigger_price, stale.algo_id
-            ),
+            Ok(_) => {
+                info!(
+                    "exchange-side order {} of {book} at {:?} cancelled (algoId={})",
+                    stale.client_algo_id, stale.trigger_price, stale.algo_id
+                );
+                events.push(event(
+                    ProtectionAction::Cancelled,
+                    book,
+                    &stale.client_algo_id,
+                    stale.algo_id,
+                    stale.trigger_price,
+                ));
+            }
             Err(e) if e.is_not_found() => {}
             Err(e) => {
                 certain = false;
@@ -178,6 +196,30 @@ pub async fn apply(
     }
 }
 
+/// The protection event of one of quantum's orders (its kind read from its client algo id).
+fn event(
+    action: ProtectionAction,
+    book: &Book,
+    client_algo_id: &str,
+    algo_id: i64,
+    trigger_price: Option<Decimal>,
+) -> ProtectionEvent {
+    ProtectionEvent {
+        action,
+        kind: if client_algo_id.starts_with(TARGET_PREFIX) {
+            ProtectiveKind::TakeProfitMarket
+        } else {
+            ProtectiveKind::StopMarket
+        },
+        symbol: book.symbol.clone(),
+        position_side: book.side,
+        client_algo_id: client_algo_id.to_string(),
+        algo_id,
+        trigger_price,
+        at: now_ms(),
+    }
+}
+
 /// The book side an order's `positionSide` names (an unknown value reads as `Both`, which a
 /// hedge account's orders never carry, so such an order is left alone by hedge books).
 fn side_of(side: &binance::PositionSide) -> PositionSide {
@@ -185,8 +227,12 @@ fn side_of(side: &binance::PositionSide) -> PositionSide {
 }
 
 /// Cancels quantum's protective orders of every book not in `held` (left over after a
-/// position closed while the monitor was down).
-pub async fn cancel_orphans(rest: &RestClient, held: &std::collections::BTreeSet<Book>) {
+/// position closed while the monitor was down). Returns the cancellations as events.
+pub async fn cancel_orphans(
+    rest: &RestClient,
+    held: &std::collections::BTreeSet<Book>,
+) -> Vec<ProtectionEvent> {
+    let mut events = Vec::new();
     match rest.open_algo_orders(None).await {
         Ok(open) => {
             let orphans: std::collections::BTreeSet<Book> = open
@@ -197,11 +243,12 @@ pub async fn cancel_orphans(rest: &RestClient, held: &std::collections::BTreeSet
                 .collect();
             for book in orphans {
                 info!("{book} is flat: cancelling its leftover protective orders");
-                if let (Err(e), _) = apply(rest, &book, None, None).await {
+                if let (Err(e), _) = apply(rest, &book, None, None, &mut events).await {
                     error!("{book}: {e}");
                 }
             }
         }
         Err(e) => error!("cannot list open algo orders to clean up leftovers: {e}"),
     }
+    events
 }

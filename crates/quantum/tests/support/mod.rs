@@ -48,7 +48,23 @@ pub fn quantum(
         .env("BINANCE_API_KEY", simulator::DEFAULT_API_KEY)
         .env("BINANCE_SECRET_KEY", simulator::DEFAULT_API_SECRET)
         .env("NO_COLOR", "1")
+        // `quantum run` keeps a journal: a throwaway file, never one in the source tree.
+        .env("QUANTUM_JOURNAL_URL", temp_journal_url())
         .env_remove("QUANTUM_CONFIG")
         .env_remove("QUANTUM_REDIS_URL");
     command
+}
+
+/// A SQLite journal URL in a fresh temporary directory (removed by the OS's temp cleaning).
+pub fn temp_journal_url() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let dir = std::env::temp_dir().join(format!(
+        "quantum-test-journal-{}-{nanos}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    format!("sqlite://{}", dir.join("journal.db").display())
 }
