@@ -133,7 +133,10 @@ impl TradingGate {
             .as_ref()
             .map_or(TradingState::Active, |c| c.state)
             .max(self.floor);
-        metrics::global().set("quantum_trading_state", &[], f64::from(state.level()));
+        metrics::global()
+            .trading_state
+            .get()
+            .set(i64::from(state.level()));
     }
 }
 

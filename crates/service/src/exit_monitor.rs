@@ -509,11 +509,10 @@ impl Shell<'_> {
             self.run(core, command, entry).await;
         }
         self.flush(entry.map(|e| e.id.clone()));
-        metrics::global().set(
-            "quantum_untracked_positions",
-            &[],
-            core.untracked_count() as f64,
-        );
+        metrics::global()
+            .untracked_positions
+            .get()
+            .set(core.untracked_count() as i64);
         if core.book_count() != held_before || self.subscribed.is_empty() {
             self.sync_streams(core).await;
         }
@@ -598,7 +597,10 @@ impl Shell<'_> {
             }
             Command::Alarm { key, message } => {
                 m.counters.alarms.fetch_add(1, Ordering::Relaxed);
-                metrics::global().inc("quantum_exit_alarms_total", &[("kind", key.1.as_str())]);
+                metrics::global()
+                    .exit_alarms_total
+                    .get_or_create(&metrics::AlarmLabels { kind: key.1 })
+                    .inc();
                 error!("ALARM {} {}: {message}", key.1.as_str(), key.0);
                 export_alarms(core);
             }
@@ -617,7 +619,10 @@ impl Shell<'_> {
                 forgotten,
             } => {
                 self.changes.add(lots, removed, applied, forgotten);
-                metrics::global().set("quantum_tracked_positions", &[], core.len() as f64);
+                metrics::global()
+                    .tracked_positions
+                    .get()
+                    .set(core.len() as i64);
             }
             Command::Note(note) => {
                 self.record_pnl(&note).await;
@@ -710,7 +715,12 @@ impl Shell<'_> {
                 trigger,
                 mark,
             } => {
-                metrics::global().inc("quantum_exit_triggers_total", &[("kind", trigger.marker())]);
+                metrics::global()
+                    .exit_triggers
+                    .get_or_create(&metrics::TriggerLabels {
+                        kind: (&trigger).into(),
+                    })
+                    .inc();
                 info!(
                     "{} lot={lot} {symbol} mark={mark} trigger={trigger:?}",
                     trigger.marker()
@@ -725,12 +735,15 @@ impl Shell<'_> {
                 ..
             } => {
                 counters.lots_closed.fetch_add(1, Ordering::Relaxed);
-                metrics::global().inc("quantum_positions_closed_total", &[("by", "quantum")]);
-                metrics::global().observe(
-                    "quantum_exit_seconds",
-                    &[],
-                    (now_ms() - close_sent_at).max(0) as f64 / 1000.0,
-                );
+                let m = metrics::global();
+                m.positions_closed
+                    .get_or_create(&metrics::ClosedByLabels {
+                        by: metrics::ClosedBy::Quantum,
+                    })
+                    .inc();
+                m.exit_seconds
+                    .get()
+                    .observe((now_ms() - close_sent_at).max(0) as f64 / 1000.0);
                 let pnl = realized_pnl.map_or("unknown (overflow)".to_string(), |p| {
                     p.round_dp(8).to_string()
                 });
@@ -761,7 +774,12 @@ impl Shell<'_> {
                 });
                 if on_exchange {
                     counters.lots_closed.fetch_add(1, Ordering::Relaxed);
-                    metrics::global().inc("quantum_positions_closed_total", &[("by", "exchange")]);
+                    metrics::global()
+                        .positions_closed
+                        .get_or_create(&metrics::ClosedByLabels {
+                            by: metrics::ClosedBy::Exchange,
+                        })
+                        .inc();
                     info!("lot {lot} {symbol} ({qty}) closed on the exchange, not by quantum (its protective order fired, or by hand); recorded as exited at {price}, realized_pnl={pnl}");
                 } else {
                     info!("lot {lot} {symbol} ({qty}) left the book: {why}; exit price {price}, realized_pnl={pnl}");
@@ -785,11 +803,14 @@ impl Shell<'_> {
     async fn refuse(&self, entry: &Entry, reason: &str) {
         let m = self.monitor;
         m.counters.invalid_results.fetch_add(1, Ordering::Relaxed);
-        metrics::global().inc("quantum_invalid_results_total", &[]);
-        metrics::global().inc(
-            "quantum_dead_letters_total",
-            &[("stream", keys::TRADE_EXECUTION_RESULT)],
-        );
+        let exported = metrics::global();
+        exported.invalid_results.get().inc();
+        exported
+            .dead_letters
+            .get_or_create(&metrics::DeadLetterLabels {
+                stream: metrics::DeadLetterStream::TradeExecutionResult,
+            })
+            .inc();
         let shown = entry.payload.as_deref().unwrap_or("<no payload>");
         error!(
             "result entry {} refused: {reason}; dead-lettered: {shown}",
@@ -808,7 +829,7 @@ impl Shell<'_> {
     /// went quiet.
     async fn housekeeping(&mut self, core: &mut Core) {
         let m = self.monitor;
-        metrics::export_weight(&m.rest, "exit-monitor");
+        metrics::export_rest(&m.rest, metrics::Client::ExitMonitor);
         let symbols: BTreeSet<&String> = core.books().map(|b| &b.symbol).collect();
         let held: BTreeMap<String, i64> = symbols
             .into_iter()
@@ -819,17 +840,21 @@ impl Shell<'_> {
                 )
             })
             .collect();
+        // The price age of a symbol no longer held is dropped, not left at its last level. Every
+        // symbol with a series was in `last_tick` at the last housekeeping (which set it), and
+        // leaves `last_tick` only here.
+        let ages = &metrics::global().mark_price_age_seconds;
+        for gone in self.last_tick.keys().filter(|s| !held.contains_key(*s)) {
+            ages.remove(&metrics::SymbolLabels {
+                symbol: gone.clone(),
+            });
+        }
         self.last_tick.retain(|s, _| held.contains_key(s));
-        metrics::global().retain("quantum_mark_price_age_seconds", |labels| {
-            held.keys()
-                .any(|s| labels == metrics::labels(&[("symbol", s)]))
-        });
         for (symbol, at) in &held {
-            metrics::global().set(
-                "quantum_mark_price_age_seconds",
-                &[("symbol", symbol)],
-                (now_ms() - at).max(0) as f64 / 1000.0,
-            );
+            ages.get_or_create(&metrics::SymbolLabels {
+                symbol: symbol.clone(),
+            })
+            .set((now_ms() - at).max(0) as f64 / 1000.0);
         }
         {
             let alarms = monitor_state::SavedAlarms {
@@ -979,7 +1004,10 @@ fn lock_placed(
 fn export_alarms(core: &Core) {
     for kind in AlarmKind::ALL {
         let n = core.alarms().filter(|((_, k), _)| *k == kind).count();
-        metrics::global().set("quantum_exit_alarms", &[("kind", kind.as_str())], n as f64);
+        metrics::global()
+            .exit_alarms
+            .get_or_create(&metrics::AlarmLabels { kind })
+            .set(n as i64);
     }
 }
 

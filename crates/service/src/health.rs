@@ -173,11 +173,12 @@ impl Health {
 
     fn export(&self, name: &str, state: &TaskState) {
         if self.export {
-            metrics::global().set(
-                "quantum_task_up",
-                &[("task", name)],
-                if state.is_up() { 1.0 } else { 0.0 },
-            );
+            metrics::global()
+                .task_up
+                .get_or_create(&metrics::TaskLabels {
+                    task: name.to_string(),
+                })
+                .set(i64::from(state.is_up()));
         }
     }
 }

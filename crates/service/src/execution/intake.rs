@@ -51,7 +51,7 @@ impl Executor {
     }
 
     pub(super) async fn handle_inner(&self, entry: &Entry) -> Result<(), bus::Error> {
-        metrics::global().inc("quantum_intents_received_total", &[]);
+        metrics::global().intents_received.get().inc();
         let raw = match &entry.payload {
             Ok(raw) if raw.len() > MAX_INTENT_BYTES => {
                 // Refused without being validated, and not copied into the log or the result
@@ -205,10 +205,12 @@ impl Executor {
                     result.error().unwrap_or("rejected"),
                 )
                 .await?;
-            metrics::global().inc(
-                "quantum_dead_letters_total",
-                &[("stream", keys::TRADE_INTENT)],
-            );
+            metrics::global()
+                .dead_letters
+                .get_or_create(&metrics::DeadLetterLabels {
+                    stream: metrics::DeadLetterStream::TradeIntent,
+                })
+                .inc();
         }
         self.finish(entry, key, &me, &result).await
     }
@@ -256,10 +258,12 @@ impl Executor {
         self.bus
             .dead_letter(keys::TRADE_INTENT, entry, &reason)
             .await?;
-        metrics::global().inc(
-            "quantum_dead_letters_total",
-            &[("stream", keys::TRADE_INTENT)],
-        );
+        metrics::global()
+            .dead_letters
+            .get_or_create(&metrics::DeadLetterLabels {
+                stream: metrics::DeadLetterStream::TradeIntent,
+            })
+            .inc();
         self.bus
             .ack(keys::TRADE_INTENT, &self.exec().consumer_group, &entry.id)
             .await?;
@@ -371,10 +375,12 @@ impl Executor {
         self.bus
             .dead_letter(keys::TRADE_INTENT, entry, reason)
             .await?;
-        metrics::global().inc(
-            "quantum_dead_letters_total",
-            &[("stream", keys::TRADE_INTENT)],
-        );
+        metrics::global()
+            .dead_letters
+            .get_or_create(&metrics::DeadLetterLabels {
+                stream: metrics::DeadLetterStream::TradeIntent,
+            })
+            .inc();
         self.publish(
             &ExecutionResult::rejected_input(raw, reason, now_ms()),
             None,
@@ -413,10 +419,12 @@ impl Executor {
                     .await?
             }
         };
-        metrics::global().inc(
-            "quantum_results_total",
-            &[("status", result.status().as_str())],
-        );
+        metrics::global()
+            .results
+            .get_or_create(&metrics::StatusLabels {
+                status: result.status(),
+            })
+            .inc();
         if matches!(
             result.status(),
             ResultStatus::Failed | ResultStatus::Timeout

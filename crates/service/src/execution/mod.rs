@@ -466,7 +466,7 @@ impl Executor {
         loop {
             tick.tick().await;
             let m = metrics::global();
-            metrics::export_weight(&self.rest, "execution");
+            metrics::export_rest(&self.rest, metrics::Client::Execution);
             let connected = self.router.connected.load(Ordering::Relaxed);
             if connected {
                 down_since = None;
@@ -482,29 +482,21 @@ impl Executor {
                     crate::tripwire::trip(&self.bus, "user-stream", &reason).await;
                 }
             }
-            m.set(
-                "quantum_user_stream_connected",
-                &[],
-                if connected { 1.0 } else { 0.0 },
-            );
+            m.user_stream_connected.get().set(i64::from(connected));
             // An intent whose order has been in the works this long is stuck (an order left
             // NEW, a ban waited out, lookups that get no answer): the `QuantumStuckOrder` alert.
             let oldest = self
                 .dead_man
                 .oldest(std::time::Instant::now())
                 .unwrap_or_default();
-            m.set(
-                "quantum_oldest_working_order_seconds",
-                &[],
-                oldest.as_secs_f64(),
-            );
+            m.oldest_working_order_seconds
+                .get()
+                .set(oldest.as_secs_f64());
             let last = self.router.last_event_ms.load(Ordering::Relaxed);
             if last > 0 {
-                m.set(
-                    "quantum_user_stream_last_event_age_seconds",
-                    &[],
-                    (now_ms() - last).max(0) as f64 / 1000.0,
-                );
+                m.user_stream_last_event_age_seconds
+                    .get()
+                    .set((now_ms() - last).max(0) as f64 / 1000.0);
             }
         }
     }

@@ -275,7 +275,7 @@ impl Executor {
             if until.is_some_and(|until| now_ms() + millis(wait) > until) {
                 return Err(Patience::OutOfTime(error));
             }
-            metrics::global().inc("quantum_intent_waits_total", &[]);
+            metrics::global().intent_waits.get().inc();
             if tries == 1 {
                 info!(
                     "intent {}: {what} held back ({error}); nothing was executed, waiting {wait:?} and asking again",
@@ -587,7 +587,7 @@ impl Executor {
             sent_at = now_ms();
             match self.venue.place(&approved).await {
                 Ok(reply) => {
-                    metrics::global().inc("quantum_orders_placed_total", &[]);
+                    metrics::global().orders_placed.get().inc();
                     let side = match plan.position_side {
                         model::PositionSide::Both => String::new(),
                         side => format!(" positionSide={side}"),
@@ -631,10 +631,12 @@ impl Executor {
                         self.heartbeat(progress_key, intent).await;
                         match self.venue.lookup(symbol, coid).await {
                             Ok(Some(found)) => {
-                                metrics::global().inc(
-                                    "quantum_ambiguous_submits_total",
-                                    &[("resolution", "found")],
-                                );
+                                metrics::global()
+                                    .ambiguous_submits
+                                    .get_or_create(&metrics::ResolutionLabels {
+                                        resolution: metrics::Resolution::Found,
+                                    })
+                                    .inc();
                                 info!(
                                     "ambiguous submit resolved: the order exists, orderId={} status={} clientOrderId={coid}",
                                     found.order_id,
@@ -664,10 +666,12 @@ impl Executor {
                                     }
                                 }
                                 if tokio::time::Instant::now() >= give_up {
-                                    metrics::global().inc(
-                                        "quantum_ambiguous_submits_total",
-                                        &[("resolution", "unresolved")],
-                                    );
+                                    metrics::global()
+                                        .ambiguous_submits
+                                        .get_or_create(&metrics::ResolutionLabels {
+                                            resolution: metrics::Resolution::Unresolved,
+                                        })
+                                        .inc();
                                     return Err(Stop::from(self.failed(
                                         intent,
                                         coid,
@@ -678,20 +682,24 @@ impl Executor {
                         }
                     }
                     if sends >= 2 {
-                        metrics::global().inc(
-                            "quantum_ambiguous_submits_total",
-                            &[("resolution", "unresolved")],
-                        );
+                        metrics::global()
+                            .ambiguous_submits
+                            .get_or_create(&metrics::ResolutionLabels {
+                                resolution: metrics::Resolution::Unresolved,
+                            })
+                            .inc();
                         return Err(Stop::from(self.failed(
                             intent,
                             coid,
                             format!("order submit ambiguous twice and clientOrderId={coid} not found; not sending a third time"),
                         )));
                     }
-                    metrics::global().inc(
-                        "quantum_ambiguous_submits_total",
-                        &[("resolution", "resent")],
-                    );
+                    metrics::global()
+                        .ambiguous_submits
+                        .get_or_create(&metrics::ResolutionLabels {
+                            resolution: metrics::Resolution::Resent,
+                        })
+                        .inc();
                     warn!("ambiguous submit resolved: clientOrderId={coid} is not on the exchange after {AMBIGUOUS_LOOKUPS} lookups; sending it once more with the same id");
                 }
                 Err(e) if e.is_rejected() => {
@@ -730,7 +738,7 @@ impl Executor {
                             format!("the order was held back by the exchange until the intent's lifetime ended (last: {e}); nothing was executed"),
                         ));
                     }
-                    metrics::global().inc("quantum_intent_waits_total", &[]);
+                    metrics::global().intent_waits.get().inc();
                     if held_back == 1 {
                         info!("order submit for intent {} held back ({e}); nothing was executed, sending it again in {wait:?}", intent.intent_id);
                     } else {

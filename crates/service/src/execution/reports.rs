@@ -84,10 +84,12 @@ impl Router {
             }
             match event {
                 UserEvent::Connected { generation } => {
-                    metrics::global().inc(
-                        "quantum_user_stream_events_total",
-                        &[("event", "connected")],
-                    );
+                    metrics::global()
+                        .user_stream_events
+                        .get_or_create(&metrics::StreamEventLabels {
+                            event: metrics::StreamEvent::Connected,
+                        })
+                        .inc();
                     info!("user stream connected (generation {generation})");
                     if generation > 1 {
                         info!("user stream reconnected: reconciling in-flight orders over REST");
@@ -95,10 +97,12 @@ impl Router {
                     }
                 }
                 UserEvent::Disconnected { generation, reason } => {
-                    metrics::global().inc(
-                        "quantum_user_stream_events_total",
-                        &[("event", "disconnected")],
-                    );
+                    metrics::global()
+                        .user_stream_events
+                        .get_or_create(&metrics::StreamEventLabels {
+                            event: metrics::StreamEvent::Disconnected,
+                        })
+                        .inc();
                     warn!("user stream disconnected (generation {generation}): {reason}; in-flight orders fall back to REST polls");
                 }
                 UserEvent::OrderTradeUpdate(update) => {

@@ -74,11 +74,12 @@ impl Executor {
         }
         let elapsed = now_ms() - order_sent_at;
         if outcome.status.has_fill() {
-            metrics::global().observe(
-                "quantum_fill_confirm_seconds",
-                &[("confirmed_by", outcome.confirmed_by.as_str())],
-                elapsed.max(0) as f64 / 1000.0,
-            );
+            metrics::global()
+                .fill_confirm_seconds
+                .get_or_create(&metrics::ConfirmLabels {
+                    confirmed_by: outcome.confirmed_by,
+                })
+                .observe(elapsed.max(0) as f64 / 1000.0);
             let execution = model::Execution {
                 order_id: outcome.order_id,
                 avg_price: outcome.avg_price,
