@@ -80,7 +80,7 @@ pub async fn start_with_bus(
 }
 
 /// Publishes protective orders placed or cancelled, in a task of its own (a protection request
-/// never waits for Redis); a failed publish is an ERROR with the event.
+/// never waits for Redis), patiently (see [`publish_patiently`]).
 fn publish_protection(bus: &Bus, events: Vec<ProtectionEvent>) {
     if events.is_empty() {
         return;
@@ -88,15 +88,52 @@ fn publish_protection(bus: &Bus, events: Vec<ProtectionEvent>) {
     let bus = bus.clone();
     tokio::spawn(async move {
         for event in events {
-            if let Err(e) = bus.publish(keys::PROTECTION_EVENTS, &event.to_json()).await {
-                error!(
-                    "cannot publish protection event on {}: {e}; the journal will miss it: {}",
-                    keys::PROTECTION_EVENTS,
-                    event.to_json()
-                );
-            }
+            publish_patiently(
+                &bus,
+                keys::PROTECTION_EVENTS,
+                event.to_json(),
+                "protection event",
+            )
+            .await;
         }
     });
+}
+
+/// How long an event for the journal is retried while Redis is away (a restart takes seconds).
+const EVENT_PATIENCE: Duration = Duration::from_secs(600);
+
+/// Publishes one event for the journal, retrying with backoff for [`EVENT_PATIENCE`] while the
+/// bus is away (a Redis restart must not lose an exit from the history); what is still not
+/// published then is an ERROR that holds the event. A publish that timed out may have landed:
+/// the retry then writes it twice, which the journal's keys make harmless.
+async fn publish_patiently(bus: &Bus, stream: &str, payload: String, what: &str) {
+    let give_up = tokio::time::Instant::now() + EVENT_PATIENCE;
+    let mut delay = Duration::from_millis(200);
+    let mut failures = 0u32;
+    loop {
+        match bus.publish(stream, &payload).await {
+            Ok(_) => {
+                if failures > 0 {
+                    info!("{what} published on {stream} after {failures} failed attempts");
+                }
+                return;
+            }
+            Err(e) if tokio::time::Instant::now() + delay < give_up => {
+                failures += 1;
+                if failures == 1 {
+                    warn!("cannot publish a {what} on {stream} ({e}); retrying until it lands");
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                error!(
+                    "cannot publish a {what} on {stream} ({e}) for {EVENT_PATIENCE:?}; the journal will miss it: {payload}"
+                );
+                return;
+            }
+        }
+    }
 }
 
 /// The bus event of a note about a lot's life (opened, adopted, closed, exited); `None` for
@@ -639,14 +676,8 @@ impl Shell<'_> {
     fn publish_event(&self, event: PositionEvent) {
         let bus = self.monitor.bus.clone();
         tokio::spawn(async move {
-            if let Err(e) = bus.publish(keys::POSITION_EVENTS, &event.to_json()).await {
-                error!(
-                    "cannot publish position event {} on {}: {e}; the journal will miss it: {}",
-                    event.key(),
-                    keys::POSITION_EVENTS,
-                    event.to_json()
-                );
-            }
+            let what = format!("position event {}", event.key());
+            publish_patiently(&bus, keys::POSITION_EVENTS, event.to_json(), &what).await;
         });
     }
 
@@ -1095,6 +1126,41 @@ async fn intake(bus: Bus, group: String, out: mpsc::Sender<Input>, shutdown: Can
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression (issue 14): an exit published while Redis was restarting was lost to the
+    /// journal. It is retried until Redis is back, and lands.
+    #[tokio::test]
+    async fn an_event_published_while_redis_is_down_lands_once_it_is_back() {
+        let mut redis = testkit::RedisServer::start();
+        let bus = Bus::connect(&bus::Config {
+            url: redis.url(),
+            ..bus::Config::default()
+        })
+        .await
+        .expect("redis");
+        redis.stop();
+        let publisher = {
+            let bus = bus.clone();
+            tokio::spawn(async move {
+                publish_patiently(
+                    &bus,
+                    keys::POSITION_EVENTS,
+                    r#"{"event":"test"}"#.into(),
+                    "test event",
+                )
+                .await
+            })
+        };
+        // The outage lasts a moment (part of the scenario, not a wait for a condition).
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        redis.restart();
+        tokio::time::timeout(Duration::from_secs(60), publisher)
+            .await
+            .expect("published within a minute of Redis coming back")
+            .unwrap();
+        let entries = bus.latest(keys::POSITION_EVENTS, 10).await.unwrap();
+        assert_eq!(entries.len(), 1, "{entries:?}");
+    }
 
     #[test]
     fn a_close_intent_is_the_document_the_execution_service_reads() {
