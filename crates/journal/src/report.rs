@@ -383,7 +383,7 @@ pub fn render_trades(trades: &[Trade], format: Format) -> String {
     let mut out = String::new();
     match format {
         Format::Json => {
-            out = serde_json::to_string_pretty(trades).expect("trades serialize");
+            out = serde_json::to_string(trades).expect("trades serialize");
             out.push('\n');
         }
         Format::Csv => {
@@ -465,7 +465,7 @@ pub fn render_summaries(lines: &[Summary], format: Format) -> String {
     };
     match format {
         Format::Json => {
-            out = serde_json::to_string_pretty(lines).expect("summaries serialize");
+            out = serde_json::to_string(lines).expect("summaries serialize");
             out.push('\n');
         }
         Format::Csv => {

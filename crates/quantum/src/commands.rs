@@ -1192,11 +1192,15 @@ pub async fn positions(args: PositionsArgs) -> anyhow::Result<()> {
                 json!({"state": "backoff", "next_attempt_ms": until}),
             ),
         };
+        // `AXSUSDT Long` on a one-way account, `AXSUSDT SHORT` on a hedge one (the side says
+        // the direction there).
+        let position = match lot.side {
+            model::PositionSide::Both => format!("{} {:?}", lot.symbol, lot.direction),
+            _ => lot.book().to_string(),
+        };
         lines.push(format!(
-            "{} {} {:?} qty {} entry {} mark {}",
+            "{} {position} qty {} entry {} mark {}",
             lot.id,
-            lot.book(),
-            lot.direction,
             lot.qty.normalize(),
             lot.entry.normalize(),
             mark_or_zero.normalize()
