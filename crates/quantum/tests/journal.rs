@@ -85,23 +85,8 @@ async fn pnl_from_the_journal_equals_the_exchanges_realized_pnl_and_fees() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let bus = bus::Bus::connect(&bus::Config {
-        url: redis.url(),
-        ..bus::Config::default()
-    })
-    .await
-    .unwrap();
-    let http = reqwest::Client::new();
-    let pin = |symbol: &'static str, price: &'static str| {
-        let (http, url) = (http.clone(), format!("{}/sim/v1/price", sim.base_url()));
-        async move {
-            http.post(url)
-                .json(&json!({"symbol": symbol, "price": price}))
-                .send()
-                .await
-                .unwrap();
-        }
-    };
+    let bus = support::bus(&redis.url()).await;
+    let pin = |symbol: &'static str, price: &'static str| support::pin(&sim, symbol, price);
     pin("AXSUSDT", "6.250").await;
     pin("ETHUSDT", "3400.00").await;
     pin("SOLUSDT", "180.00").await;

@@ -32,23 +32,8 @@ async fn take_profit_stop_loss_and_trailing_exits_say_so_in_the_log() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let bus = bus::Bus::connect(&bus::Config {
-        url: redis.url(),
-        ..bus::Config::default()
-    })
-    .await
-    .unwrap();
-    let http = reqwest::Client::new();
-    let pin = |symbol: &'static str, price: &'static str| {
-        let (http, url) = (http.clone(), format!("{}/sim/v1/price", sim.base_url()));
-        async move {
-            http.post(url)
-                .json(&json!({"symbol": symbol, "price": price}))
-                .send()
-                .await
-                .unwrap();
-        }
-    };
+    let bus = support::bus(&redis.url()).await;
+    let pin = |symbol: &'static str, price: &'static str| support::pin(&sim, symbol, price);
     let flat = |symbol: &'static str| {
         let sim_url = sim.base_url();
         async move {

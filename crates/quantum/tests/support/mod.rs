@@ -68,3 +68,23 @@ pub fn temp_journal_url() -> String {
     std::fs::create_dir_all(&dir).unwrap();
     format!("sqlite://{}", dir.join("journal.db").display())
 }
+
+/// Pins `symbol`'s price on the simulator (its control API; the walk pauses).
+pub async fn pin(sim: &simulator::SimHandle, symbol: &str, price: &str) {
+    reqwest::Client::new()
+        .post(format!("{}/sim/v1/price", sim.base_url()))
+        .json(&serde_json::json!({"symbol": symbol, "price": price}))
+        .send()
+        .await
+        .expect("the simulator pins the price");
+}
+
+/// A bus on the Redis at `url`.
+pub async fn bus(url: &str) -> bus::Bus {
+    bus::Bus::connect(&bus::Config {
+        url: url.to_string(),
+        ..bus::Config::default()
+    })
+    .await
+    .expect("redis")
+}
