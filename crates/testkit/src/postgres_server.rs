@@ -27,9 +27,15 @@ pub struct PostgresServer {
 
 impl PostgresServer {
     /// Starts a server and waits until it accepts connections; `None` when PostgreSQL is not
-    /// installed. Panics when it is installed but does not start.
+    /// installed, unless `QUANTUM_REQUIRE_POSTGRES` is set (`.ci/run` sets it, having installed
+    /// it), when a missing server is a failure, not a skip. Panics when it is installed but does
+    /// not start.
     pub fn start() -> Option<PostgresServer> {
         let Some(bin) = find_bin() else {
+            assert!(
+                std::env::var_os("QUANTUM_REQUIRE_POSTGRES").is_none(),
+                "PostgreSQL is required (QUANTUM_REQUIRE_POSTGRES is set) and not installed: no /usr/lib/postgresql/*/bin/initdb"
+            );
             eprintln!(
                 "SKIPPED: PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb); \
                  install it with `apt-get install postgresql` to run this test (CI does)"
