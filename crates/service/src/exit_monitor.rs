@@ -341,8 +341,14 @@ impl Monitor {
             stale_logged: BTreeSet::new(),
             polling: Arc::default(),
             prices: &prices,
+            pnl_saves: None,
             daily_loss: self.daily_loss().await,
         };
+        if shell.daily_loss.is_some() {
+            let (saves, latest) = tokio::sync::watch::channel(None);
+            tokio::spawn(save_daily_pnl(self.bus.clone(), latest));
+            shell.pnl_saves = Some(saves);
+        }
         // Reading in the results waiting on the bus has a deadline too: past it, deadlines and
         // position reads go ahead (a results stream that cannot be read must not freeze them).
         let catch_up = tokio::time::sleep(CATCH_UP_DEADLINE);
@@ -466,12 +472,15 @@ struct Shell<'a> {
     prices: &'a MarketStream,
     /// The daily realized-loss tripwire (`exit.tripwire_daily_loss`), when on.
     daily_loss: Option<crate::tripwire::DailyLoss>,
+    /// The day's sum to keep in Redis, latest first (see [`save_daily_pnl`]).
+    pnl_saves: Option<tokio::sync::watch::Sender<Option<(String, Decimal)>>>,
 }
 
 impl Shell<'_> {
-    /// Adds a closed or exited lot's realized PnL to the day's sum (kept in Redis), and trips
-    /// `reducing` when the day's loss goes beyond the limit.
-    async fn record_pnl(&mut self, note: &Note) {
+    /// Adds a closed or exited lot's realized PnL to the day's sum (kept in Redis by a task of
+    /// its own, so the decisions never wait for Redis), and trips `reducing` when the day's loss
+    /// goes beyond the limit.
+    fn record_pnl(&mut self, note: &Note) {
         let (Note::Closed {
             realized_pnl: Some(pnl),
             ..
@@ -491,13 +500,8 @@ impl Shell<'_> {
             return;
         };
         let tripped = daily.record(now_ms(), *pnl);
-        let (key, realized) = (daily.day_key(), daily.realized());
-        let bus = &self.monitor.bus;
-        if let Err(e) = bus
-            .progress_set(&key, &realized.to_string(), DAILY_PNL_KEEP)
-            .await
-        {
-            error!("cannot save the day's realized PnL ({realized}) to {key}: {e}; a restart would count the day's losses from 0");
+        if let Some(saves) = &self.pnl_saves {
+            saves.send_replace(Some((daily.day_key(), daily.realized())));
         }
         if let Some(loss) = tripped {
             let limit = self
@@ -506,12 +510,15 @@ impl Shell<'_> {
                 .exit
                 .tripwire_daily_loss
                 .unwrap_or_default();
-            crate::tripwire::trip(
-                bus,
-                "daily-loss",
-                &format!("the realized loss of the day (UTC) is {loss} USDT, beyond exit.tripwire_daily_loss = {limit}"),
-            )
-            .await;
+            let bus = self.monitor.bus.clone();
+            tokio::spawn(async move {
+                crate::tripwire::trip(
+                    &bus,
+                    "daily-loss",
+                    &format!("the realized loss of the day (UTC) is {loss} USDT, beyond exit.tripwire_daily_loss = {limit}"),
+                )
+                .await;
+            });
         }
     }
 
@@ -662,7 +669,7 @@ impl Shell<'_> {
                     .set(core.len() as i64);
             }
             Command::Note(note) => {
-                self.record_pnl(&note).await;
+                self.record_pnl(&note);
                 if let Some(event) = position_event(&note, now_ms()) {
                     self.publish_event(event);
                 }
@@ -1011,6 +1018,34 @@ fn close_intent(intent_id: &str, book: &Book, qty: Decimal) -> Result<TradeInten
         .created_at(now_ms())
         .build()
         .map_err(|e| refused(e.to_string()))
+}
+
+/// Keeps the day's realized PnL in Redis: always the latest sum (one that is replaced while a
+/// write is failing is not written), retried with backoff while Redis is away, so a restart of
+/// the monitor does not count the day's losses from 0.
+async fn save_daily_pnl(
+    bus: Bus,
+    mut latest: tokio::sync::watch::Receiver<Option<(String, Decimal)>>,
+) {
+    while latest.changed().await.is_ok() {
+        let mut delay = Duration::from_millis(200);
+        loop {
+            let Some((key, realized)) = latest.borrow_and_update().clone() else {
+                break;
+            };
+            match bus
+                .progress_set(&key, &realized.to_string(), DAILY_PNL_KEEP)
+                .await
+            {
+                Ok(()) => break,
+                Err(e) => {
+                    error!("cannot save the day's realized PnL ({realized}) to {key}: {e}; retrying (a restart now would count the day's losses from 0)");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
 }
 
 /// How long a day's realized PnL is kept in Redis (the tripwire reads only today's).

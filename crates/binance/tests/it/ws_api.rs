@@ -145,25 +145,10 @@ const ED25519_PUBLIC: &str = include_str!("../../../simulator/testdata/test-ed25
 /// An account with only an Ed25519 key (no HMAC secret) trades over REST and the WebSocket API.
 #[tokio::test]
 async fn an_ed25519_key_signs_rest_and_websocket_api_requests() {
-    let sim = simulator::spawn(simulator::SimConfig {
-        fill_delay: Duration::from_millis(0),
-        public_keys: vec![simulator::PublicApiKey {
-            api_key: ED25519_API_KEY.into(),
-            scheme: simulator::KeyScheme::Ed25519,
-            public_key_pem: ED25519_PUBLIC.into(),
-        }],
-        ..simulator::SimConfig::default()
-    })
-    .await
-    .unwrap();
-    pin_price(&sim, "BTCUSDT", "65000").await;
+    let sim = ed25519_sim().await;
     let key = binance::Ed25519Key::from_pem(ED25519_PRIVATE).expect("the test key reads");
     assert_eq!(format!("{key:?}"), "Ed25519Key(***)", "never printed");
-    let mut config =
-        binance::Config::custom(&sim.base_url(), &sim.ws_url(), ED25519_API_KEY, "").unwrap();
-    config.private_key = Some(key.clone().into());
-    let rest = binance::RestClient::new(config).unwrap();
-    rest.sync_time().await.unwrap();
+    let (rest, api) = keyed_clients(&sim, ED25519_API_KEY, key.into()).await;
     let balances = rest
         .balances()
         .await
@@ -180,17 +165,6 @@ async fn an_ed25519_key_signs_rest_and_websocket_api_requests() {
         .expect("an order over REST");
     assert_eq!(over_rest.status.as_str(), "NEW");
 
-    let api = WsApiClient::spawn(
-        WsApiConfig {
-            url: format!("{}/ws-fapi/v1", sim.ws_url()).parse().unwrap(),
-            api_key: ED25519_API_KEY.into(),
-            api_secret: Secret::new(""),
-            private_key: Some(key.into()),
-            recv_window: Duration::from_secs(5),
-            request_timeout: Duration::from_secs(5),
-        },
-        rest.clone(),
-    );
     assert!(api.wait_connected(WAIT).await);
     let over_ws = api
         .place_order(&NewOrder::market(
@@ -228,12 +202,26 @@ async fn sim_count(sim: &simulator::SimHandle, what: &str) -> u64 {
 }
 
 async fn ed25519_sim() -> simulator::SimHandle {
+    keyed_sim(
+        ED25519_API_KEY,
+        simulator::KeyScheme::Ed25519,
+        ED25519_PUBLIC,
+    )
+    .await
+}
+
+/// A simulator that knows `api_key` by its public key, with BTCUSDT pinned.
+async fn keyed_sim(
+    api_key: &str,
+    scheme: simulator::KeyScheme,
+    public_key_pem: &str,
+) -> simulator::SimHandle {
     let sim = simulator::spawn(simulator::SimConfig {
         fill_delay: Duration::from_millis(0),
         public_keys: vec![simulator::PublicApiKey {
-            api_key: ED25519_API_KEY.into(),
-            scheme: simulator::KeyScheme::Ed25519,
-            public_key_pem: ED25519_PUBLIC.into(),
+            api_key: api_key.into(),
+            scheme,
+            public_key_pem: public_key_pem.into(),
         }],
         ..simulator::SimConfig::default()
     })
@@ -381,18 +369,7 @@ const RSA_OTHER_PRIVATE: &str =
 /// takes no RSA key for session.logon, so none is sent); another RSA key is refused as `Auth`.
 #[tokio::test]
 async fn an_rsa_key_signs_rest_and_each_websocket_api_request_and_a_wrong_one_is_auth() {
-    let sim = simulator::spawn(simulator::SimConfig {
-        fill_delay: Duration::from_millis(0),
-        public_keys: vec![simulator::PublicApiKey {
-            api_key: RSA_API_KEY.into(),
-            scheme: simulator::KeyScheme::Rsa,
-            public_key_pem: RSA_PUBLIC.into(),
-        }],
-        ..simulator::SimConfig::default()
-    })
-    .await
-    .unwrap();
-    pin_price(&sim, "BTCUSDT", "65000").await;
+    let sim = keyed_sim(RSA_API_KEY, simulator::KeyScheme::Rsa, RSA_PUBLIC).await;
     let key = binance::RsaKey::from_pem(RSA_PRIVATE).expect("the test key reads");
     assert_eq!(format!("{key:?}"), "RsaKey(***)", "never printed");
     let (rest, api) = keyed_clients(&sim, RSA_API_KEY, key.into()).await;

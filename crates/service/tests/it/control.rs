@@ -210,14 +210,18 @@ async fn a_daily_realized_loss_beyond_the_limit_sets_reducing() {
             .unwrap()
             .as_millis() as i64,
     );
-    let saved: Decimal = stack
-        .bus
-        .progress_get(&key)
-        .await
-        .unwrap()
-        .expect("the day's sum is kept")
-        .parse()
-        .unwrap();
+    // Saved by a task of its own: poll until it is there.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let saved: Decimal = loop {
+        if let Some(text) = stack.bus.progress_get(&key).await.unwrap() {
+            break text.parse().unwrap();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the day's sum is kept"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert!(saved < -Decimal::ONE, "{saved}");
     stack.stop().await;
 }
